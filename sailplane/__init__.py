@@ -1,0 +1,9 @@
+"""sailplane: Istio-style YAML in, Envoy xDS out.
+
+The pipeline has one direction (see DESIGN.md)::
+
+    YAML dir -> sailplane.config -> sailplane.model.MeshConfig
+             -> sailplane.translate -> sailplane.xds (snapshots, ADS)
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from sailplane.cli import main
+
+sys.exit(main())

@@ -1,0 +1,124 @@
+"""Envoy bootstrap files: the counterpart of ``istioctl kube-inject``.
+
+A bootstrap only says who the proxy is and where the control plane is; every
+listener, route and cluster then arrives over ADS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+import yaml
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2, protocol_pb2
+from envoy.extensions.resource_monitors.downstream_connections.v3 import (
+    downstream_connections_pb2,
+)
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import json_format, struct_pb2
+
+from sailplane.model.registry import Workload
+from sailplane.translate.common import ads_config_source, duration, pack, socket_address
+from sailplane.translate.endpoints import build_load_assignment
+from sailplane.translate.proxy import META_APP_ADDRESS, META_OUTBOUND, META_ROLE, Role
+
+XDS_CLUSTER = "xds-grpc"
+MAX_DOWNSTREAM_CONNECTIONS = 2147483647
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _xds_cluster(host: str, port: int) -> cluster_pb2.Cluster:
+    from sailplane.model.registry import Endpoint, Protocol, ServicePort
+
+    cluster = cluster_pb2.Cluster(
+        name=XDS_CLUSTER,
+        # A compose service name needs DNS; an address does not.
+        type=cluster_pb2.Cluster.STATIC if _is_ip(host) else cluster_pb2.Cluster.STRICT_DNS,
+        connect_timeout=duration(1),
+    )
+    cluster.load_assignment.CopyFrom(
+        build_load_assignment(
+            XDS_CLUSTER, ServicePort(port, "grpc", Protocol.GRPC), (Endpoint(address=host),)
+        )
+    )
+    options = http_protocol_options_pb2.HttpProtocolOptions(
+        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
+            http2_protocol_options=protocol_pb2.Http2ProtocolOptions(
+                # Keep the ADS connection alive through NATs and idle timeouts.
+                connection_keepalive=protocol_pb2.KeepaliveSettings(
+                    interval=duration(30), timeout=duration(10)
+                )
+            )
+        )
+    )
+    cluster.typed_extension_protocol_options[
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ].CopyFrom(pack(options))
+    return cluster
+
+
+def build_bootstrap(
+    workload: Workload,
+    xds_address: tuple[str, int],
+    admin_address: tuple[str, int] = ("127.0.0.1", 15000),
+    outbound_address: tuple[str, int] = ("127.0.0.1", 15001),
+    app_address: str = "127.0.0.1",
+    role: Role = Role.SIDECAR,
+) -> bootstrap_pb2.Bootstrap:
+    metadata = struct_pb2.Struct()
+    metadata.update(
+        {
+            META_ROLE: role.value,
+            META_OUTBOUND: f"{outbound_address[0]}:{outbound_address[1]}",
+            META_APP_ADDRESS: app_address,
+        }
+    )
+    bootstrap = bootstrap_pb2.Bootstrap()
+    bootstrap.node.id = workload.id
+    bootstrap.node.cluster = f"{workload.labels.get('app', workload.name)}.{workload.namespace}"
+    bootstrap.node.metadata.CopyFrom(metadata)
+    bootstrap.admin.address.CopyFrom(socket_address(*admin_address))
+    ads = bootstrap.dynamic_resources.ads_config
+    ads.api_type = config_source_pb2.ApiConfigSource.GRPC
+    ads.transport_api_version = config_source_pb2.V3
+    ads.set_node_on_first_message_only = True
+    ads.grpc_services.append(
+        grpc_service_pb2.GrpcService(
+            envoy_grpc=grpc_service_pb2.GrpcService.EnvoyGrpc(cluster_name=XDS_CLUSTER)
+        )
+    )
+    bootstrap.dynamic_resources.cds_config.CopyFrom(ads_config_source())
+    bootstrap.dynamic_resources.lds_config.CopyFrom(ads_config_source())
+    bootstrap.static_resources.clusters.append(_xds_cluster(*xds_address))
+    # As Istio's bootstrap: an explicit (generous) downstream connection limit,
+    # which Envoy asks every deployment to configure.
+    monitor = bootstrap.overload_manager.resource_monitors.add()
+    monitor.name = "envoy.resource_monitors.global_downstream_max_connections"
+    monitor.typed_config.Pack(
+        downstream_connections_pb2.DownstreamConnectionsConfig(
+            max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS
+        )
+    )
+    return bootstrap
+
+
+def bootstrap_yaml(bootstrap: bootstrap_pb2.Bootstrap) -> str:
+    # Round-trip through JSON: MessageToDict returns OrderedDicts for Any fields.
+    data: dict[str, Any] = json.loads(
+        json_format.MessageToJson(bootstrap, preserving_proto_field_name=True)
+    )
+    header = (
+        f"# Envoy bootstrap for {bootstrap.node.id}, written by `sailplane bootstrap`.\n"
+        "# Everything else (listeners, routes, clusters, secrets) arrives over ADS.\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

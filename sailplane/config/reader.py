@@ -1,0 +1,157 @@
+"""Typed, located access to one object's fields.
+
+A parser asks for ``reader.string(("spec", "host"), required=True)``; a
+missing or mistyped field becomes a :class:`Diagnostic` at the field's own
+line and the parser gets ``None`` back and decides what that object loses.
+Parsers never raise for bad input: they collect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sailplane.model.source import (
+    Diagnostic,
+    FieldPath,
+    Severity,
+    Source,
+    format_field_path,
+)
+
+_MISSING = object()
+
+
+class ObjectReader:
+    def __init__(self, data: Mapping[str, Any], source: Source, kind: str) -> None:
+        self.data = data
+        self.source = source
+        self.kind = kind
+        meta = data.get("metadata") if isinstance(data.get("metadata"), Mapping) else {}
+        assert isinstance(meta, Mapping)
+        self.name = str(meta.get("name") or "")
+        self.namespace = str(meta.get("namespace") or "default")
+        self.diagnostics: list[Diagnostic] = []
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name or '<unnamed>'}"
+
+    # -- diagnostics -------------------------------------------------------
+
+    def report(
+        self,
+        path: FieldPath,
+        message: str,
+        severity: Severity = Severity.ERROR,
+        code: str = "",
+    ) -> None:
+        self.diagnostics.append(
+            Diagnostic(
+                file=self.source.file,
+                position=self.source.locate(path),
+                message=message,
+                obj=self.label,
+                field_path=format_field_path(path),
+                severity=severity,
+                code=code,
+            )
+        )
+
+    @property
+    def failed(self) -> bool:
+        return any(d.severity is Severity.ERROR for d in self.diagnostics)
+
+    # -- typed getters -----------------------------------------------------
+
+    def raw(self, path: FieldPath) -> Any:
+        node: Any = self.data
+        for part in path:
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    return _MISSING
+                node = node[part]
+            else:
+                if not isinstance(node, Mapping) or part not in node:
+                    return _MISSING
+                node = node[part]
+        return node
+
+    def _get(self, path: FieldPath, types: tuple[type, ...], what: str, required: bool) -> Any:
+        value = self.raw(path)
+        if value is _MISSING or value is None:
+            if required:
+                self.report(path, "required field is missing", code="IST0106")
+            return None
+        if isinstance(value, bool) and bool not in types:
+            self.report(path, f"must be {what}, not {value!r}", code="IST0106")
+            return None
+        if not isinstance(value, types):
+            self.report(
+                path, f"must be {what}, not {type(value).__name__} {value!r}", code="IST0106"
+            )
+            return None
+        return value
+
+    def string(self, path: FieldPath, required: bool = False) -> str | None:
+        value = self._get(path, (str, int, float), "a string", required)
+        return None if value is None else str(value)
+
+    def integer(self, path: FieldPath, required: bool = False) -> int | None:
+        value = self._get(path, (int,), "an integer", required)
+        return None if value is None else int(value)
+
+    def port(self, path: FieldPath, required: bool = False) -> int | None:
+        value = self.integer(path, required)
+        if value is not None and not 0 < value < 65536:
+            self.report(path, f"port {value} is out of range 1-65535", code="IST0106")
+            return None
+        return value
+
+    def mapping(self, path: FieldPath, required: bool = False) -> Mapping[str, Any] | None:
+        value = self._get(path, (dict,), "a mapping", required)
+        return value if value is None else dict(value)
+
+    def sequence(self, path: FieldPath, required: bool = False) -> list[Any]:
+        value = self._get(path, (list,), "a list", required)
+        return [] if value is None else list(value)
+
+    def labels(self, path: FieldPath) -> dict[str, str]:
+        """A ``{string: string}`` map such as labels or a selector."""
+        value = self.mapping(path)
+        if value is None:
+            return {}
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) or item is None:
+                self.report((*path, str(key)), "label values must be strings", code="IST0106")
+                continue
+            out[str(key)] = str(item).lower() if isinstance(item, bool) else str(item)
+        return out
+
+    def enum(self, path: FieldPath, allowed: tuple[str, ...], default: str) -> str:
+        value = self.string(path)
+        if value is None:
+            return default
+        if value not in allowed:
+            self.report(
+                path,
+                f"unknown value {value!r}; expected one of {', '.join(allowed)}",
+                code="IST0106",
+            )
+            return default
+        return value
+
+    def check_fields(self, path: FieldPath, known: tuple[str, ...]) -> None:
+        """Warn about fields Istio does not define (typos lose settings silently)."""
+        value = self.raw(path)
+        if not isinstance(value, Mapping):
+            return
+        for key in value:
+            if key not in known:
+                self.report(
+                    (*path, str(key)),
+                    f"unknown field {key!r}",
+                    severity=Severity.WARNING,
+                    code="IST0106",
+                )

@@ -1,0 +1,198 @@
+"""Parse the registry kinds: Kubernetes Service, ServiceEntry, WorkloadEntry."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from sailplane.config.reader import ObjectReader
+from sailplane.model.hosts import resolve_host
+from sailplane.model.registry import (
+    Endpoint,
+    Location,
+    Protocol,
+    Resolution,
+    Service,
+    ServicePort,
+    Workload,
+)
+from sailplane.model.source import Severity
+
+
+def parse_service(r: ObjectReader, domain_suffix: str) -> Service | None:
+    """Kubernetes ``v1 Service``: ports + selector (the instances are WorkloadEntries)."""
+    r.check_fields(("spec",), _K8S_SERVICE_SPEC)
+    ports = []
+    for i, _ in enumerate(r.sequence(("spec", "ports"), required=True)):
+        base = ("spec", "ports", i)
+        r.check_fields(base, ("name", "port", "targetPort", "protocol", "appProtocol", "nodePort"))
+        number = r.port((*base, "port"), required=True)
+        name = r.string((*base, "name")) or ""
+        target = r.raw((*base, "targetPort"))
+        target_port = r.port((*base, "targetPort")) if isinstance(target, int) else None
+        if isinstance(target, str):
+            r.report(
+                (*base, "targetPort"),
+                "named target ports are not supported; use a number",
+                Severity.WARNING,
+            )
+        app_protocol = r.string((*base, "appProtocol"))
+        protocol = Protocol.from_port(app_protocol or r.string((*base, "protocol")), name)
+        if number is not None:
+            ports.append(ServicePort(number, name, protocol, target_port))
+    if not r.name:
+        r.report(("metadata", "name"), "required field is missing", code="IST0106")
+    if r.failed or not ports:
+        return None
+    return Service(
+        hostname=f"{r.name}.{r.namespace}.svc.{domain_suffix}",
+        namespace=r.namespace,
+        name=r.name,
+        kind="Service",
+        ports=tuple(ports),
+        source=r.source,
+        selector=r.labels(("spec", "selector")) or None,
+    )
+
+
+def _parse_se_ports(r: ObjectReader) -> list[ServicePort]:
+    ports = []
+    for i, _ in enumerate(r.sequence(("spec", "ports"))):
+        base = ("spec", "ports", i)
+        r.check_fields(base, ("number", "protocol", "name", "targetPort"))
+        number = r.port((*base, "number"), required=True)
+        name = r.string((*base, "name"), required=True) or ""
+        protocol = Protocol.from_port(r.string((*base, "protocol")), name)
+        target_port = r.port((*base, "targetPort"))
+        if number is not None:
+            ports.append(ServicePort(number, name, protocol, target_port))
+    return ports
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_service_entry(r: ObjectReader, domain_suffix: str) -> list[Service]:
+    """``ServiceEntry``: one Service per host (istio.io/latest/docs/reference/config/
+    networking/service-entry). Endpoints are inline, or WorkloadEntries picked by
+    ``workloadSelector``."""
+    r.check_fields(("spec",), _SERVICE_ENTRY_SPEC)
+    hosts = [str(h) for h in r.sequence(("spec", "hosts"), required=True)]
+    ports = _parse_se_ports(r)
+    location = Location(
+        r.enum(("spec", "location"), tuple(m.value for m in Location), Location.MESH_EXTERNAL.value)
+    )
+    resolution = Resolution(
+        r.enum(("spec", "resolution"), tuple(m.value for m in Resolution), Resolution.NONE.value)
+    )
+    selector = r.labels(("spec", "workloadSelector", "labels")) or None
+    endpoints = []
+    for i, _ in enumerate(r.sequence(("spec", "endpoints"))):
+        base = ("spec", "endpoints", i)
+        r.check_fields(
+            base, ("address", "ports", "labels", "network", "locality", "weight", "serviceAccount")
+        )
+        address = r.string((*base, "address"), required=True)
+        if address is None:
+            continue
+        if resolution is Resolution.STATIC and not _is_ip(address):
+            r.report(
+                (*base, "address"),
+                f"{address!r} is not an IP address, as resolution STATIC requires",
+                code="IST0106",
+            )
+            continue
+        port_map: dict[str, int] = {}
+        for key in r.mapping((*base, "ports")) or {}:
+            port = r.port((*base, "ports", key))
+            if port is not None:
+                port_map[key] = port
+        endpoints.append(
+            Endpoint(
+                address=address,
+                labels=r.labels((*base, "labels")),
+                ports=port_map,
+                weight=r.integer((*base, "weight")) or 1,
+                service_account=r.string((*base, "serviceAccount")) or "",
+            )
+        )
+    if not ports:
+        r.report(("spec", "ports"), "a ServiceEntry needs at least one port", code="IST0106")
+    if r.failed:
+        return []
+    export_to = tuple(str(x) for x in r.sequence(("spec", "exportTo"))) or ("*",)
+    return [
+        Service(
+            hostname=resolve_host(host, r.namespace, domain_suffix) if "." not in host else host,
+            namespace=r.namespace,
+            name=r.name,
+            kind="ServiceEntry",
+            ports=tuple(ports),
+            source=r.source,
+            selector=selector,
+            endpoints=tuple(endpoints),
+            location=location,
+            resolution=resolution,
+            addresses=tuple(str(a) for a in r.sequence(("spec", "addresses"))),
+            export_to=export_to,
+        )
+        for host in hosts
+    ]
+
+
+def parse_workload_entry(r: ObjectReader) -> Workload | None:
+    """``WorkloadEntry``: one instance (a VM, a container, a process) and its proxy."""
+    r.check_fields(
+        ("spec",), ("address", "ports", "labels", "network", "locality", "weight", "serviceAccount")
+    )
+    address = r.string(("spec", "address"), required=True)
+    ports: dict[str, int] = {}
+    for key in r.mapping(("spec", "ports")) or {}:
+        port = r.port(("spec", "ports", key))
+        if port is not None:
+            ports[key] = port
+    if not r.name:
+        r.report(("metadata", "name"), "required field is missing", code="IST0106")
+    if r.failed or address is None:
+        return None
+    return Workload(
+        name=r.name,
+        namespace=r.namespace,
+        address=address,
+        source=r.source,
+        labels=r.labels(("spec", "labels")),
+        ports=ports,
+        service_account=r.string(("spec", "serviceAccount")) or "default",
+        weight=r.integer(("spec", "weight")) or 1,
+    )
+
+
+_K8S_SERVICE_SPEC = (
+    "ports",
+    "selector",
+    "type",
+    "clusterIP",
+    "clusterIPs",
+    "externalName",
+    "sessionAffinity",
+    "ipFamilies",
+    "ipFamilyPolicy",
+    "internalTrafficPolicy",
+    "externalTrafficPolicy",
+    "publishNotReadyAddresses",
+)
+_SERVICE_ENTRY_SPEC = (
+    "hosts",
+    "addresses",
+    "ports",
+    "location",
+    "resolution",
+    "endpoints",
+    "workloadSelector",
+    "exportTo",
+    "subjectAltNames",
+)

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""The weather mesh's apps, standard library only, one file.
+
+    app.py backend  --version single   --listen 0.0.0.0:5000
+    app.py frontend --backend http://weather-backend:5000 --listen 0.0.0.0:5000
+
+The backend answers ``GET /api/weather`` (one day for version ``single``,
+several for ``multiple``) plus a few endpoints tests use: ``/headers``
+(echoes request headers), ``/status/CODE``, ``/delay/MS`` and
+``/flaky/KEY/N`` (fails the first N calls for KEY with 503).
+
+The frontend answers ``GET /`` by calling the backend through its sidecar:
+it honours ``HTTP_PROXY`` like any HTTP client and forwards tracing headers
+so one user request is one trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+TRACE_HEADERS = (
+    "traceparent",
+    "tracestate",
+    "x-request-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+)
+FORECASTS = ["sunny", "cloudy", "rain", "wind", "snow"]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: AppServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        if os.environ.get("APP_LOG"):
+            super().log_message(format, *args)
+
+    def _send(self, status: int, body: dict[str, object]) -> None:
+        data = (json.dumps(body) + "\n").encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-app-version", self.server.version)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        if self.server.role == "frontend":
+            self._frontend()
+        else:
+            self._backend()
+
+    def _backend(self) -> None:
+        srv = self.server
+        path = self.path.split("?", 1)[0]
+        base = {"service": srv.service, "version": srv.version, "instance": srv.instance}
+        if path == "/api/weather":
+            days = 1 if srv.version == "single" else 3
+            self._send(200, {**base, "forecast": FORECASTS[:days]})
+        elif path == "/headers":
+            self._send(200, {**base, "headers": {k.lower(): v for k, v in self.headers.items()}})
+        elif path.startswith("/status/"):
+            self._send(int(path.rsplit("/", 1)[1]), base)
+        elif path.startswith("/delay/"):
+            time.sleep(int(path.rsplit("/", 1)[1]) / 1000)
+            self._send(200, base)
+        elif path.startswith("/flaky/"):
+            _, _, key, failures = path.split("/", 3)
+            with srv.lock:
+                seen = srv.counts[key] = srv.counts.get(key, 0) + 1
+            self._send(503 if seen <= int(failures) else 200, {**base, "attempt": seen})
+        else:
+            self._send(200, {**base, "path": self.path})
+
+    def _frontend(self) -> None:
+        srv = self.server
+        headers = {h: self.headers[h] for h in TRACE_HEADERS if self.headers.get(h)}
+        url = srv.backend.rstrip("/") + "/api/weather"
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            with srv.opener.open(request, timeout=10) as response:
+                backend = json.load(response)
+                status = 200
+        except urllib.error.HTTPError as exc:
+            backend, status = {"error": exc.code}, 502
+        except (urllib.error.URLError, OSError) as exc:
+            backend, status = {"error": str(exc)}, 502
+        self._send(status, {"service": srv.service, "backend": backend})
+
+
+class AppServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], args: argparse.Namespace) -> None:
+        super().__init__(address, Handler)
+        self.role = args.role
+        self.version = args.version
+        self.service = args.service or f"weather-{args.role}"
+        self.instance = args.instance or f"{address[0]}:{address[1]}"
+        self.backend = args.backend
+        self.counts: dict[str, int] = {}
+        self.lock = threading.Lock()
+        # urllib reads HTTP_PROXY / NO_PROXY from the environment, like curl.
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "role", choices=["frontend", "backend"], default=os.environ.get("APP_ROLE"), nargs="?"
+    )
+    parser.add_argument("--listen", default=os.environ.get("APP_LISTEN", "0.0.0.0:5000"))
+    parser.add_argument("--version", default=os.environ.get("APP_VERSION", "v1"))
+    parser.add_argument("--service", default=os.environ.get("APP_SERVICE"))
+    parser.add_argument("--instance", default=os.environ.get("APP_INSTANCE"))
+    parser.add_argument(
+        "--backend", default=os.environ.get("APP_BACKEND", "http://weather-backend:5000")
+    )
+    args = parser.parse_args(argv)
+    if args.role is None:
+        parser.error("give the role (frontend or backend) or set APP_ROLE")
+    host, _, port = args.listen.rpartition(":")
+    server = AppServer((host, int(port)), args)
+    print(f"weather {args.role} {args.version} on {args.listen}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

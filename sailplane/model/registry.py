@@ -1,0 +1,152 @@
+"""The service registry: services, their ports, and the workloads behind them.
+
+Kubernetes ``v1 Service`` and Istio ``ServiceEntry`` both become a
+:class:`Service`; ``WorkloadEntry`` objects become :class:`Workload`. A
+service's instances are the workloads its selector matches, plus the
+endpoints a ServiceEntry lists inline.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sailplane.model.source import Source
+
+
+class Protocol(enum.Enum):
+    """Istio's port protocols (istio.io: "Protocol Selection")."""
+
+    HTTP = "HTTP"
+    HTTP2 = "HTTP2"
+    GRPC = "GRPC"
+    HTTPS = "HTTPS"
+    TLS = "TLS"
+    TCP = "TCP"
+    MONGO = "MONGO"
+    REDIS = "REDIS"
+    MYSQL = "MYSQL"
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_http(self) -> bool:
+        return self in (Protocol.HTTP, Protocol.HTTP2, Protocol.GRPC)
+
+    @classmethod
+    def from_port(cls, protocol: str | None, name: str) -> Protocol:
+        """Explicit protocol first, then Istio's port-name prefix convention
+        (``http-web``, ``grpc``); anything else is plain TCP."""
+        if protocol:
+            candidate = protocol.upper()
+            if candidate in cls.__members__ and candidate not in ("TCP", "UDP", "SCTP"):
+                return cls[candidate]
+            if candidate != "TCP":
+                return cls.UNKNOWN
+        prefix = name.split("-", 1)[0].upper()
+        if prefix in cls.__members__:
+            return cls[prefix]
+        return cls.TCP if protocol else cls.UNKNOWN
+
+
+class Location(enum.Enum):
+    MESH_INTERNAL = "MESH_INTERNAL"
+    MESH_EXTERNAL = "MESH_EXTERNAL"
+
+
+class Resolution(enum.Enum):
+    NONE = "NONE"
+    STATIC = "STATIC"
+    DNS = "DNS"
+    DNS_ROUND_ROBIN = "DNS_ROUND_ROBIN"
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    number: int
+    name: str
+    protocol: Protocol
+    # Kubernetes targetPort / ServiceEntry targetPort; None = same as number.
+    target_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One instance of a service, from a WorkloadEntry or a ServiceEntry endpoint."""
+
+    address: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # Service port name -> this instance's port (Istio's WorkloadEntry.ports).
+    ports: Mapping[str, int] = field(default_factory=dict)
+    weight: int = 1
+    service_account: str = ""
+    workload: str = ""  # "name.namespace" of the WorkloadEntry, if any
+
+    def port_for(self, port: ServicePort) -> int:
+        """The port this instance serves ``port`` on (Istio semantics: ``ports``
+        maps the service port *name*; otherwise targetPort, otherwise the number)."""
+        mapped = self.ports.get(port.name)
+        if mapped:
+            return mapped
+        return port.target_port or port.number
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A host the mesh can route to."""
+
+    hostname: str  # FQDN, e.g. weather-backend.default.svc.cluster.local
+    namespace: str
+    name: str  # the object's name (for a Kubernetes Service, the short host)
+    kind: str  # "Service" or "ServiceEntry"
+    ports: tuple[ServicePort, ...]
+    source: Source
+    selector: Mapping[str, str] | None = None
+    endpoints: tuple[Endpoint, ...] = ()
+    location: Location = Location.MESH_INTERNAL
+    resolution: Resolution = Resolution.STATIC
+    addresses: tuple[str, ...] = ()
+    export_to: tuple[str, ...] = ("*",)
+
+    @property
+    def short_name(self) -> str | None:
+        """The Kubernetes short name, when the host is ``NAME.NS.svc.DOMAIN``."""
+        parts = self.hostname.split(".")
+        if len(parts) > 3 and parts[1] == self.namespace and parts[2] == "svc":
+            return parts[0]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """A WorkloadEntry: one instance of an application, usually with a sidecar."""
+
+    name: str
+    namespace: str
+    address: str
+    source: Source
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ports: Mapping[str, int] = field(default_factory=dict)
+    service_account: str = "default"
+    weight: int = 1
+
+    @property
+    def id(self) -> str:
+        """The Envoy node id of this workload's proxy: ``name.namespace``."""
+        return f"{self.name}.{self.namespace}"
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(
+            address=self.address,
+            labels=self.labels,
+            ports=self.ports,
+            weight=self.weight,
+            service_account=self.service_account,
+            workload=self.id,
+        )
+
+
+def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Kubernetes equality selector. An empty selector matches nothing for a
+    Service (Kubernetes: no selector = no managed endpoints)."""
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())

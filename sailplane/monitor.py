@@ -1,0 +1,101 @@
+"""The monitor port (15014): readiness, debug endpoints, metrics.
+
+A deliberately small HTTP/1.1 server on asyncio streams: GET only, one
+request per connection, JSON or text bodies. It serves operators and
+``sailplane status``; it is not on any data path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+log = logging.getLogger("sailplane.monitor")
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200) -> Response:
+        return cls(status, (json.dumps(value, indent=2, sort_keys=False) + "\n").encode())
+
+    @classmethod
+    def text(
+        cls, value: str, status: int = 200, content_type: str = "text/plain; charset=utf-8"
+    ) -> Response:
+        return cls(status, value.encode(), content_type)
+
+
+Handler = Callable[[dict[str, list[str]]], Response | Awaitable[Response]]
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+    500: "Internal Server Error",
+}
+
+
+class MonitorServer:
+    def __init__(self) -> None:
+        self.routes: dict[str, Handler] = {}
+        self._server: asyncio.Server | None = None
+
+    def route(self, path: str, handler: Handler) -> None:
+        self.routes[path] = handler
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        self._server = await asyncio.start_server(self._handle, host, port)
+        bound = self._server.sockets[0].getsockname()
+        return bound[0], bound[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            method, target, _ = request_line.split(" ", 2)
+            response = await self._dispatch(method, target)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
+            response = Response.text("bad request\n", 400)
+        except Exception:  # a debug page must never take the server down
+            log.exception("monitor handler failed")
+            response = Response.text("internal error\n", 500)
+        reason = _REASONS.get(response.status, "OK")
+        writer.write(
+            f"HTTP/1.1 {response.status} {reason}\r\nContent-Type: {response.content_type}\r\n"
+            f"Content-Length: {len(response.body)}\r\nConnection: close\r\n\r\n".encode()
+            + response.body
+        )
+        try:
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def _dispatch(self, method: str, target: str) -> Response:
+        if method not in ("GET", "HEAD"):
+            return Response.text("only GET\n", 405)
+        url = urlsplit(target)
+        handler = self.routes.get(url.path)
+        if handler is None:
+            paths = "\n".join(sorted(self.routes))
+            return Response.text(f"not found; try one of:\n{paths}\n", 404)
+        result = handler(parse_qs(url.query))
+        if isinstance(result, Response):
+            return result
+        return await result

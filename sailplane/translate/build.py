@@ -1,0 +1,87 @@
+"""The translation entry point: mesh + proxy -> Envoy resources.
+
+Work that does not depend on the proxy (outbound clusters and endpoints) is
+built once per mesh (:func:`build_mesh_wide`) and reused for every proxy;
+per-namespace work (route names by short host) once per namespace; only the
+proxy's own listeners are per proxy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+from sailplane.model.mesh import MeshConfig
+from sailplane.translate.clusters import build_inbound_cluster, build_outbound_clusters
+from sailplane.translate.endpoints import build_endpoints
+from sailplane.translate.listeners import (
+    build_inbound_listener,
+    build_outbound_listener,
+    inbound_ports,
+)
+from sailplane.translate.proxy import Proxy
+from sailplane.translate.routes import build_outbound_route_config
+
+
+@dataclass(frozen=True, slots=True)
+class MeshWide:
+    """Resources every sidecar of the mesh shares."""
+
+    clusters: tuple[cluster_pb2.Cluster, ...]
+    endpoints: tuple[endpoint_pb2.ClusterLoadAssignment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyResources:
+    """Everything one proxy is sent, by resource kind, each sorted by name.
+
+    ``shared_*`` hold the same tuple objects for every proxy built from the same
+    :class:`MeshWide`, so the xDS layer can encode them once.
+    """
+
+    shared_clusters: tuple[cluster_pb2.Cluster, ...]
+    own_clusters: tuple[cluster_pb2.Cluster, ...]
+    endpoints: tuple[endpoint_pb2.ClusterLoadAssignment, ...]
+    listeners: tuple[listener_pb2.Listener, ...]
+    routes: tuple[route_pb2.RouteConfiguration, ...]
+    secrets: tuple[secret_pb2.Secret, ...] = ()
+
+    @property
+    def clusters(self) -> tuple[cluster_pb2.Cluster, ...]:
+        return tuple(sorted((*self.shared_clusters, *self.own_clusters), key=lambda c: c.name))
+
+
+def build_mesh_wide(mesh: MeshConfig) -> MeshWide:
+    return MeshWide(tuple(build_outbound_clusters(mesh)), tuple(build_endpoints(mesh)))
+
+
+def build_routes(mesh: MeshConfig, proxy: Proxy) -> tuple[route_pb2.RouteConfiguration, ...]:
+    return (build_outbound_route_config(mesh, proxy.namespace, proxy.outbound_address[1]),)
+
+
+def build_proxy_resources(
+    mesh: MeshConfig,
+    proxy: Proxy,
+    mesh_wide: MeshWide | None = None,
+    routes: tuple[route_pb2.RouteConfiguration, ...] | None = None,
+) -> ProxyResources:
+    """Pure: the same mesh and proxy always give the same resources."""
+    shared = mesh_wide or build_mesh_wide(mesh)
+    ports = inbound_ports(proxy, mesh)
+    listeners = [build_outbound_listener(proxy)]
+    listeners.extend(
+        build_inbound_listener(proxy, port, protocol) for port, protocol in ports.items()
+    )
+    own_clusters = tuple(build_inbound_cluster(port, proxy.app_address) for port in ports)
+    return ProxyResources(
+        shared_clusters=shared.clusters,
+        own_clusters=own_clusters,
+        endpoints=shared.endpoints,
+        listeners=tuple(sorted(listeners, key=lambda x: x.name)),
+        routes=routes if routes is not None else build_routes(mesh, proxy),
+    )

@@ -1,0 +1,67 @@
+"""ClusterLoadAssignments: the instances behind each outbound cluster."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from google.protobuf import wrappers_pb2
+
+from sailplane.model.mesh import MeshConfig
+from sailplane.model.registry import Endpoint, Resolution, Service, ServicePort
+from sailplane.translate import names
+from sailplane.translate.common import socket_address
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def uses_dns(service: Service, endpoints: tuple[Endpoint, ...]) -> bool:
+    """EDS carries IP addresses only; a service resolved by DNS, or whose
+    instances are named by host name (compose service names), becomes a
+    STRICT_DNS cluster with its endpoints inline, as Istio does for
+    ``resolution: DNS``."""
+    if service.resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN):
+        return True
+    return any(not _is_ip(e.address) for e in endpoints)
+
+
+def build_load_assignment(
+    cluster_name: str, port: ServicePort, endpoints: tuple[Endpoint, ...]
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """One locality, endpoints sorted by address so output is deterministic."""
+    lb_endpoints = [
+        endpoint_components_pb2.LbEndpoint(
+            endpoint=endpoint_components_pb2.Endpoint(
+                address=socket_address(e.address, e.port_for(port))
+            ),
+            load_balancing_weight=wrappers_pb2.UInt32Value(value=max(e.weight, 1)),
+        )
+        for e in sorted(endpoints, key=lambda e: (e.address, e.port_for(port)))
+    ]
+    assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster_name)
+    if lb_endpoints:
+        assignment.endpoints.append(
+            endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)
+        )
+    return assignment
+
+
+def build_endpoints(mesh: MeshConfig) -> list[endpoint_pb2.ClusterLoadAssignment]:
+    """One assignment per EDS cluster (see :func:`clusters.uses_dns` for the others)."""
+    out = []
+    for service in mesh.services:
+        if "*" in service.hostname:
+            continue
+        endpoints = mesh.endpoints_of(service)
+        if uses_dns(service, endpoints):
+            continue
+        for port in service.ports:
+            name = names.outbound_cluster_name(port.number, service.hostname)
+            out.append(build_load_assignment(name, port, endpoints))
+    return sorted(out, key=lambda a: a.cluster_name)

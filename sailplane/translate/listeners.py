@@ -1,0 +1,111 @@
+"""Listeners: the outbound HTTP proxy listener and one inbound listener per
+workload port (Istio's "bind" mode: no iptables, no privileges)."""
+
+from __future__ import annotations
+
+from envoy.config.core.v3 import protocol_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf.message import Message
+
+from sailplane.model.mesh import MeshConfig
+from sailplane.model.registry import Protocol
+from sailplane.translate import names
+from sailplane.translate.common import ads_config_source, pack, socket_address
+from sailplane.translate.proxy import Proxy
+from sailplane.translate.routes import routes_to_cluster
+
+HCM = hcm_pb2.HttpConnectionManager
+
+
+def _router() -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(
+        name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
+    )
+
+
+def _network_filter(name: str, config: Message) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(name=name, typed_config=pack(config))
+
+
+def build_outbound_listener(proxy: Proxy) -> listener_pb2.Listener:
+    """The app's ``HTTP_PROXY``: accepts absolute-form requests
+    (``GET http://inventory:8080/items``) and origin-form with a Host header,
+    and routes by Host through RDS."""
+    address, port = proxy.outbound_address
+    name = names.listener_name(address, port)
+    manager = HCM(
+        stat_prefix=f"outbound_{name}",
+        codec_type=HCM.AUTO,
+        rds=hcm_pb2.Rds(
+            config_source=ads_config_source(),
+            route_config_name=names.outbound_route_name(port),
+        ),
+        http_filters=[_router()],
+        # Absolute-form request targets, as clients using a proxy send them.
+        http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url={"value": True}),
+    )
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(address, port),
+        traffic_direction=2,  # OUTBOUND
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[_network_filter("envoy.filters.network.http_connection_manager", manager)]
+            )
+        ],
+    )
+
+
+def inbound_ports(proxy: Proxy, mesh: MeshConfig) -> dict[int, Protocol]:
+    """Workload port -> protocol, over every service that selects this workload."""
+    ports: dict[int, Protocol] = {}
+    endpoint = proxy.workload.endpoint()
+    for service in mesh.services_of(proxy.workload):
+        for port in service.ports:
+            workload_port = endpoint.port_for(port)
+            known = ports.get(workload_port)
+            if known is None or known is Protocol.UNKNOWN:
+                ports[workload_port] = port.protocol
+    return dict(sorted(ports.items()))
+
+
+def build_inbound_listener(
+    proxy: Proxy, workload_port: int, protocol: Protocol
+) -> listener_pb2.Listener:
+    """Bind the workload address on its port and forward to the app."""
+    address = proxy.workload.address
+    name = names.listener_name(address, workload_port)
+    cluster = names.inbound_cluster_name(workload_port)
+    if protocol.is_http or protocol is Protocol.UNKNOWN:
+        manager = HCM(
+            stat_prefix=f"inbound_{workload_port}",
+            codec_type=HCM.AUTO,
+            route_config=route_pb2.RouteConfiguration(
+                name=cluster,
+                virtual_hosts=[
+                    route_components_pb2.VirtualHost(
+                        name=f"inbound|http|{workload_port}",
+                        domains=["*"],
+                        routes=routes_to_cluster(cluster),
+                    )
+                ],
+                validate_clusters={"value": False},
+            ),
+            http_filters=[_router()],
+        )
+        network_filter = _network_filter("envoy.filters.network.http_connection_manager", manager)
+    else:
+        tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+        network_filter = _network_filter("envoy.filters.network.tcp_proxy", tcp)
+    return listener_pb2.Listener(
+        name=name,
+        address=socket_address(address, workload_port),
+        traffic_direction=1,  # INBOUND
+        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
+    )

@@ -1,0 +1,27 @@
+"""Envoy resource names, following Istio so users' habits carry over."""
+
+from __future__ import annotations
+
+
+def outbound_cluster_name(port: int, hostname: str, subset: str = "") -> str:
+    """``outbound|5000|single|weather-backend.default.svc.cluster.local``."""
+    return f"outbound|{port}|{subset}|{hostname}"
+
+
+def inbound_cluster_name(port: int) -> str:
+    """``inbound|5000||`` (the workload port)."""
+    return f"inbound|{port}||"
+
+
+def listener_name(address: str, port: int) -> str:
+    """Istio names listeners by what they bind: ``127.0.0.1_15001``."""
+    return f"{address}_{port}"
+
+
+def outbound_route_name(listener_port: int) -> str:
+    """Route configurations are named by port, as Istio's (``"15001"``)."""
+    return str(listener_port)
+
+
+def virtual_host_name(hostname: str, port: int) -> str:
+    return f"{hostname}:{port}"

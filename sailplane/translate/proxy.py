@@ -1,0 +1,81 @@
+"""The proxy being configured: who it is and what it told us at connect time."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sailplane.errors import UnknownProxyError
+from sailplane.model.mesh import MeshConfig
+from sailplane.model.registry import Workload
+
+DEFAULT_OUTBOUND_ADDRESS = ("127.0.0.1", 15001)
+DEFAULT_APP_ADDRESS = "127.0.0.1"
+
+# Node metadata keys written by `sailplane bootstrap`.
+META_ROLE = "role"
+META_OUTBOUND = "sailplane.outbound_address"
+META_APP_ADDRESS = "sailplane.app_address"
+
+
+class Role(enum.Enum):
+    SIDECAR = "sidecar"
+    GATEWAY = "gateway"
+
+
+def parse_host_port(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """``"127.0.0.1:15001"`` / ``"[::1]:15001"`` -> ``("127.0.0.1", 15001)``."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise ValueError(f"{value!r} is not HOST:PORT")
+        return value, default_port
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host, int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """One connected Envoy, as translation sees it."""
+
+    workload: Workload
+    role: Role = Role.SIDECAR
+    outbound_address: tuple[str, int] = DEFAULT_OUTBOUND_ADDRESS
+    app_address: str = DEFAULT_APP_ADDRESS
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.workload.id
+
+    @property
+    def namespace(self) -> str:
+        return self.workload.namespace
+
+
+def proxy_from_node(node_id: str, metadata: Mapping[str, Any], mesh: MeshConfig) -> Proxy:
+    """Resolve an Envoy node (``name.namespace`` + metadata) against the mesh.
+
+    Raises :class:`UnknownProxyError` when no WorkloadEntry has that id, or the
+    metadata is malformed, so the server can refuse the stream cleanly.
+    """
+    workload = mesh.workloads_by_id.get(node_id)
+    if workload is None:
+        raise UnknownProxyError(
+            f"node {node_id!r} is not a WorkloadEntry of the mesh (expected NAME.NAMESPACE)"
+        )
+    try:
+        role = Role(str(metadata.get(META_ROLE, Role.SIDECAR.value)))
+        outbound = (
+            parse_host_port(str(metadata[META_OUTBOUND]))
+            if META_OUTBOUND in metadata
+            else DEFAULT_OUTBOUND_ADDRESS
+        )
+    except ValueError as exc:
+        raise UnknownProxyError(f"node {node_id!r}: bad metadata: {exc}") from exc
+    app_address = str(metadata.get(META_APP_ADDRESS, DEFAULT_APP_ADDRESS))
+    return Proxy(workload, role, outbound, app_address, dict(metadata))

@@ -1,0 +1,363 @@
+"""The Aggregated Discovery Service, state of the world, on grpc.aio.
+
+Protocol rules implemented here (envoyproxy.io, "xDS REST and gRPC protocol"):
+
+* The node is taken from the first request of a stream; later requests may
+  omit it (``set_node_on_first_message_only``).
+* Each type URL has its own version and nonce. A request whose
+  ``response_nonce`` is not the last nonce sent for that type is stale and is
+  ignored whole: a newer response is already on its way and the client will
+  answer that one.
+* A request answering the last nonce is an ACK, or a NACK if it carries
+  ``error_detail``. A NACK leaves the client on its last accepted version; we
+  record the error and do not resend the same version.
+* Clusters and listeners are wildcard types (an empty first subscription, or
+  ``*``, means everything); other types are subscribed by name. A named
+  resource that does not exist is answered as soon as it appears.
+* Make before break: a push sends secrets, clusters, endpoints, listeners,
+  routes in that order. A cluster (and its endpoints) that disappears is kept
+  in the responses until the listeners and routes that might point at it
+  have been ACKed at their new versions; only then is it removed.
+* After any cluster response, endpoints are re-sent: Envoy re-warms changed
+  clusters and waits for an EDS response before using them. Likewise routes
+  after listeners.
+
+Responses are assembled from pre-encoded bytes (see snapshot.py), so the
+gRPC response serialiser is the identity function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+
+from sailplane.errors import UnknownProxyError
+from sailplane.xds.cache import SnapshotCache
+from sailplane.xds.snapshot import Snapshot, TypeResources, encode_nonce
+from sailplane.xds.status import StatusRegistry, StreamStatus
+from sailplane.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    SHORT_NAMES,
+    WILDCARD_TYPES,
+)
+
+log = logging.getLogger("sailplane.xds")
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+# Removals of these types wait until listeners and routes no longer refer to them.
+_REFERENCED_TYPES = (CLUSTER, ENDPOINT)
+_REFERRING_TYPES = (LISTENER, ROUTE)
+# After a response of the key type, re-send the value type (Envoy re-warms).
+_RESEND_AFTER = {CLUSTER: ENDPOINT, LISTENER: ROUTE}
+
+
+class StreamHooks(Protocol):
+    """What the server needs from the rest of sailplane. Keep it small."""
+
+    async def on_connect(self, node: base_pb2.Node, peer: str) -> str:
+        """Admit a node; return its cache key. Raise UnknownProxyError to refuse."""
+
+    def on_disconnect(self, node_id: str, stream_id: int) -> None: ...
+
+    def on_nack(self, node_id: str, type_url: str, version: str, message: str) -> None: ...
+
+    def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None: ...
+
+
+class CacheHooks:
+    """Hooks for a cache that is filled by someone else: admit any node that
+    has a snapshot (or wait for one)."""
+
+    def __init__(self, cache: SnapshotCache) -> None:
+        self.cache = cache
+
+    async def on_connect(self, node: base_pb2.Node, peer: str) -> str:
+        return str(node.id)
+
+    def on_disconnect(self, node_id: str, stream_id: int) -> None:
+        pass
+
+    def on_nack(self, node_id: str, type_url: str, version: str, message: str) -> None:
+        pass
+
+    def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _TypeState:
+    """One type's subscription and what the client has (or is being sent)."""
+
+    subscribed: bool = False
+    wildcard: bool = False
+    names: frozenset[str] = frozenset()
+    nonce: str = ""
+    sent_version: str = ""
+    # name -> encoded chunk of what the last response carried, and of what the
+    # client last accepted; make-before-break decisions use them.
+    sent: dict[str, bytes] = field(default_factory=dict)
+    accepted: dict[str, bytes] = field(default_factory=dict)
+    resend: bool = False
+
+
+class _Stream:
+    """One ADS stream: subscriptions, nonces, ACK/NACK. All state is touched
+    only by the stream's own task."""
+
+    def __init__(
+        self,
+        server: AdsServer,
+        context: grpc.aio.ServicerContext[Any, Any],
+        node_id: str,
+        status: StreamStatus,
+    ) -> None:
+        self.server = server
+        self.context = context
+        self.node_id = node_id
+        self.status = status
+        self.types: dict[str, _TypeState] = {}
+        self.reader: asyncio.Future[Any] | None = None
+        self._nonces = itertools.count(1)
+
+    def state(self, type_url: str) -> _TypeState:
+        found = self.types.get(type_url)
+        if found is None:
+            found = self.types[type_url] = _TypeState()
+        return found
+
+    # -- requests ----------------------------------------------------------
+
+    async def on_request(self, request: discovery_pb2.DiscoveryRequest, snapshot: Snapshot) -> None:
+        type_url = request.type_url
+        if type_url not in SHORT_NAMES:
+            log.debug("%s: ignoring request for unsupported type %s", self.node_id, type_url)
+            return
+        st = self.state(type_url)
+        status = self.status.of(type_url)
+        if request.response_nonce:
+            if request.response_nonce != st.nonce:
+                return  # stale: the client has not seen our latest response yet
+            if request.HasField("error_detail"):
+                message = request.error_detail.message
+                status.error = message
+                status.nacked = st.sent_version
+                st.sent = dict(st.accepted)  # the client stays on its last good config
+                self.server.hooks.on_nack(self.node_id, type_url, st.sent_version, message)
+            else:
+                status.acked = st.sent_version
+                status.error = None
+                status.nacked = None
+                st.accepted = st.sent
+        requested = frozenset(request.resource_names)
+        wildcard = "*" in requested or (
+            type_url in WILDCARD_TYPES and not requested and (not st.subscribed or st.wildcard)
+        )
+        names = requested - {"*"}
+        changed = not st.subscribed or wildcard != st.wildcard or names != st.names
+        st.subscribed, st.wildcard, st.names = True, wildcard, names
+        target = self._target_version(type_url, snapshot)
+        # A NACKed version is not sent again; the next change will be.
+        moved = target != st.sent_version and status.nacked != target
+        if (changed or st.resend or moved) and (st.wildcard or st.names):
+            await self.send(type_url, snapshot)
+        await self._finish_removals(snapshot)
+
+    # -- responses ---------------------------------------------------------
+
+    async def push(self, snapshot: Snapshot) -> None:
+        """The snapshot changed: send every subscribed type whose content moved."""
+        for type_url in PUSH_ORDER:
+            st = self.types.get(type_url)
+            if st is None or not st.subscribed:
+                continue
+            if st.resend or st.sent_version != self._target_version(type_url, snapshot):
+                await self.send(type_url, snapshot)
+        await self._finish_removals(snapshot)
+
+    def _referrers_synced(self, snapshot: Snapshot) -> bool:
+        """Have listeners and routes been accepted at the snapshot's versions?"""
+        for type_url in _REFERRING_TYPES:
+            st = self.types.get(type_url)
+            if st is None or not st.subscribed:
+                continue
+            if self.status.of(type_url).acked != snapshot.version(type_url):
+                return False
+        return True
+
+    def _kept(
+        self, type_url: str, resources: TypeResources, snapshot: Snapshot
+    ) -> dict[str, bytes]:
+        """Resources the client has that the snapshot dropped, but that must stay
+        until nothing refers to them (make before break)."""
+        if type_url not in _REFERENCED_TYPES or self._referrers_synced(snapshot):
+            return {}
+        st = self.state(type_url)
+        have = {**st.accepted, **st.sent}
+        return {name: chunk for name, chunk in have.items() if name not in resources.chunks}
+
+    def _target_version(self, type_url: str, snapshot: Snapshot) -> str:
+        resources = snapshot.get(type_url)
+        kept = self._kept(type_url, resources, snapshot)
+        if not kept:
+            return resources.version
+        digest = hashlib.sha256("\0".join(sorted(kept)).encode()).hexdigest()[:8]
+        return f"{resources.version}+keep.{digest}"
+
+    async def _finish_removals(self, snapshot: Snapshot) -> None:
+        for type_url in _REFERENCED_TYPES:
+            st = self.types.get(type_url)
+            if st is None or not st.subscribed or "+keep." not in st.sent_version:
+                continue
+            if self._referrers_synced(snapshot):
+                await self.send(type_url, snapshot)
+
+    async def send(self, type_url: str, snapshot: Snapshot) -> None:
+        st = self.state(type_url)
+        resources = snapshot.get(type_url)
+        kept = self._kept(type_url, resources, snapshot)
+        available = resources.chunks.keys()
+        selected = available if st.wildcard else st.names & available
+        kept = {n: c for n, c in kept.items() if st.wildcard or n in st.names}
+        version = self._target_version(type_url, snapshot) if kept else resources.version
+        if kept:
+            body = resources.header(version) + b"".join(
+                [resources.chunks[n] for n in sorted(selected)] + [kept[n] for n in sorted(kept)]
+            )
+        else:
+            body = resources.body(None if st.wildcard else selected)
+        nonce = str(next(self._nonces))
+        message = body + encode_nonce(nonce)
+        await self.server.write(self.context, message)
+        st.nonce = nonce
+        st.sent_version = version
+        st.sent = {n: resources.chunks[n] for n in selected} | kept
+        st.resend = False
+        self.status.of(type_url).sent = version
+        follower = _RESEND_AFTER.get(type_url)
+        if follower is not None and follower in self.types and self.types[follower].subscribed:
+            self.types[follower].resend = True
+        self.server.hooks.on_push(self.node_id, type_url, version, len(message))
+
+
+class AdsServer:
+    """Serves ``StreamAggregatedResources`` from a :class:`SnapshotCache`."""
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        hooks: StreamHooks | None = None,
+        status: StatusRegistry | None = None,
+        write_timeout: float = 30.0,
+    ) -> None:
+        self.cache = cache
+        self.hooks: StreamHooks = hooks or CacheHooks(cache)
+        self.status = status or StatusRegistry()
+        self.write_timeout = write_timeout
+        self._stream_ids = itertools.count(1)
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        identity: Callable[[bytes], bytes] = lambda body: body  # noqa: E731
+        return grpc.method_handlers_generic_handler(
+            ADS_SERVICE,
+            {
+                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.stream_aggregated_resources,
+                    request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                    response_serializer=identity,
+                )
+            },
+        )
+
+    async def write(self, context: grpc.aio.ServicerContext[Any, Any], message: bytes) -> None:
+        # A client that stops reading must not hold its stream (and memory) forever.
+        await asyncio.wait_for(context.write(message), self.write_timeout)
+
+    async def stream_aggregated_resources(
+        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        first = await context.read()
+        if first is grpc.aio.EOF:
+            return
+        if not first.node.id:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"
+            )
+        try:
+            node_id = await self.hooks.on_connect(first.node, context.peer())
+        except UnknownProxyError as exc:
+            log.warning("refused xDS stream from %s: %s", context.peer(), exc)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        stream_id = next(self._stream_ids)
+        status = StreamStatus(node_id, stream_id, context.peer())
+        self.status.add(status)
+        stream = _Stream(self, context, node_id, status)
+        try:
+            await self._serve(stream, first)
+        except TimeoutError:
+            log.warning("%s: stream %d stopped reading; closing it", node_id, stream_id)
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "client is not reading responses"
+            )
+        finally:
+            self.status.remove(stream_id)
+            self.hooks.on_disconnect(node_id, stream_id)
+
+    async def _serve(self, stream: _Stream, first: discovery_pb2.DiscoveryRequest) -> None:
+        reader: asyncio.Future[Any] = asyncio.ensure_future(stream.context.read())
+        try:
+            await self._loop(stream, first, reader)
+        finally:
+            # _loop replaces the reader after each request; cancel the live one.
+            reader = stream.reader or reader
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+
+    async def _loop(
+        self, stream: _Stream, first: discovery_pb2.DiscoveryRequest, reader: asyncio.Future[Any]
+    ) -> None:
+        stream.reader = reader
+        node_id = stream.node_id
+        changed = self.cache.changed(node_id)
+        snapshot = self.cache.get(node_id)
+        pending: list[discovery_pb2.DiscoveryRequest] = [first]
+        while True:
+            if snapshot is not None:
+                for request in pending:
+                    await stream.on_request(request, snapshot)
+                pending.clear()
+            waiter = asyncio.ensure_future(changed.wait())
+            try:
+                done, _ = await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+            if reader in done:
+                request = reader.result()
+                if request is grpc.aio.EOF:
+                    return
+                pending.append(request)
+                reader = stream.reader = asyncio.ensure_future(stream.context.read())
+            if changed.is_set():
+                changed = self.cache.changed(node_id)
+                new = self.cache.get(node_id)
+                if new is not None and new is not snapshot:
+                    snapshot = new
+                    for request in pending:
+                        await stream.on_request(request, snapshot)
+                    pending.clear()
+                    await stream.push(snapshot)

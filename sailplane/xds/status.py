@@ -1,0 +1,93 @@
+"""Per-proxy sync status, as ``istioctl proxy-status`` shows it.
+
+For every stream and type: the version sent, the version ACKed, and the
+state: SYNCED (acked what was sent), STALE (sent, no answer yet), NACKED
+(rejected; Envoy's message kept) or NOT_SENT.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sailplane.xds.types import PUSH_ORDER, SHORT_NAMES
+
+
+class SyncState(enum.Enum):
+    SYNCED = "SYNCED"
+    STALE = "STALE"
+    NACKED = "NACKED"
+    NOT_SENT = "NOT_SENT"
+
+
+@dataclass(slots=True)
+class TypeStatus:
+    sent: str | None = None
+    acked: str | None = None
+    error: str | None = None
+    nacked: str | None = None  # the version that was rejected
+
+    @property
+    def state(self) -> SyncState:
+        if self.sent is None:
+            return SyncState.NOT_SENT
+        if self.nacked == self.sent:
+            return SyncState.NACKED
+        if self.acked == self.sent:
+            return SyncState.SYNCED
+        return SyncState.STALE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "sent": self.sent,
+            "acked": self.acked,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class StreamStatus:
+    proxy: str
+    stream_id: int
+    peer: str
+    connected_at: float = field(default_factory=time.time)
+    types: dict[str, TypeStatus] = field(default_factory=dict)
+
+    def of(self, type_url: str) -> TypeStatus:
+        found = self.types.get(type_url)
+        if found is None:
+            found = self.types[type_url] = TypeStatus()
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "proxy": self.proxy,
+            "stream": self.stream_id,
+            "peer": self.peer,
+            "connected_at": self.connected_at,
+            "types": {
+                SHORT_NAMES[t]: self.types[t].to_json() for t in PUSH_ORDER if t in self.types
+            },
+        }
+
+
+class StatusRegistry:
+    """Status of every open stream; streams register on connect, leave on close."""
+
+    def __init__(self) -> None:
+        self._streams: dict[int, StreamStatus] = {}
+
+    def add(self, status: StreamStatus) -> None:
+        self._streams[status.stream_id] = status
+
+    def remove(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+
+    def streams(self) -> list[StreamStatus]:
+        return sorted(self._streams.values(), key=lambda s: (s.proxy, s.stream_id))
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [s.to_json() for s in self.streams()]

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.mesh import Mesh
+from tests.support.procs import ProcessGroup
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/golden/*/out from the current translation",
+    )
+
+
+@pytest.fixture
+def processes(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ProcessGroup]:
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    group = ProcessGroup(log_dir)
+    try:
+        yield group
+    finally:
+        failed = getattr(request.node, "rep_call", None)
+        if failed is not None and failed.failed:
+            print(group.logs())
+        group.stop_all()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def mesh(processes: ProcessGroup, tmp_path: Path) -> Mesh:
+    config_dir = tmp_path / "mesh"
+    config_dir.mkdir()
+    return Mesh(processes, config_dir)

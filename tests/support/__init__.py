@@ -1,0 +1,1 @@
+"""Test harness: real processes (control plane, Envoy, apps) on loopback."""
