@@ -27,6 +27,7 @@ from sailplane.translate import (
     build_routes,
     proxy_from_node,
 )
+from sailplane.translate.build import routes_key
 from sailplane.xds import (
     CLUSTER,
     ENDPOINT,
@@ -61,7 +62,7 @@ class Controller:
         self.clock = clock
         self.ready = asyncio.Event()
         self._generation: _Generation | None = None
-        self._routes: dict[tuple[str, int], TypeResources] = {}
+        self._routes: dict[tuple[object, ...], TypeResources] = {}
         self._proxies: dict[str, Proxy] = {}
         self._streams: dict[str, int] = {}
         self.nacks: list[tuple[str, str, str, str]] = []
@@ -97,7 +98,7 @@ class Controller:
     def snapshot_for(self, proxy: Proxy) -> Snapshot:
         generation = self._generation
         assert generation is not None, "apply() a configuration first"
-        key = (proxy.namespace, proxy.outbound_address[1])
+        key = routes_key(generation.mesh, proxy)
         routes = self._routes.get(key)
         if routes is None:
             routes = self._routes[key] = _types(ROUTE, build_routes(generation.mesh, proxy))

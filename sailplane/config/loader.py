@@ -8,18 +8,24 @@ that parse but are invalid are dropped with a diagnostic; the rest is kept.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sailplane.config.destinationrule import parse_destination_rule
+from sailplane.config.gateway import parse_gateway
 from sailplane.config.reader import ObjectReader
+from sailplane.config.references import check_references
 from sailplane.config.registry import parse_service, parse_service_entry, parse_workload_entry
+from sailplane.config.virtualservice import parse_virtual_service
 from sailplane.config.yamldoc import Document, parse_documents
 from sailplane.errors import YamlSyntaxError
 from sailplane.model.hosts import DEFAULT_DOMAIN_SUFFIX
 from sailplane.model.mesh import MeshConfig, ObjectRef
+from sailplane.model.networking import DestinationRule, Gateway, VirtualService
 from sailplane.model.registry import Service, Workload
 from sailplane.model.source import Diagnostic, Position, Severity
 
@@ -104,14 +110,8 @@ def load_texts(
     if syntax_errors:
         return LoadResult(None, tuple(syntax_errors))
     mesh, diagnostics = build_mesh(documents, domain_suffix)
-    mesh = MeshConfig(
-        services=mesh.services,
-        workloads=mesh.workloads,
-        objects=mesh.objects,
-        diagnostics=tuple(diagnostics),
-        domain_suffix=domain_suffix,
-        digest=digest.hexdigest(),
-    )
+    diagnostics.sort(key=lambda d: (d.file, d.position.line, d.position.column))
+    mesh = dataclasses.replace(mesh, diagnostics=tuple(diagnostics), digest=digest.hexdigest())
     return LoadResult(mesh, tuple(diagnostics))
 
 
@@ -121,6 +121,7 @@ def build_mesh(
     diagnostics: list[Diagnostic] = []
     services: dict[str, Service] = {}
     workloads: dict[str, Workload] = {}
+    istio: dict[str, list[Any]] = {"VirtualService": [], "DestinationRule": [], "Gateway": []}
     objects: list[ObjectRef] = []
     seen: dict[tuple[str, str, str], Diagnostic] = {}
 
@@ -139,7 +140,7 @@ def build_mesh(
             diagnostics.extend(reader.diagnostics)
             continue
         seen[key] = Diagnostic(doc.source.file, doc.source.position, "")
-        kept = _parse_object(reader, domain_suffix, services, workloads)
+        kept = _parse_object(reader, domain_suffix, services, workloads, istio)
         diagnostics.extend(reader.diagnostics)
         if kept:
             objects.append(
@@ -151,13 +152,20 @@ def build_mesh(
                     doc.source.position.line,
                 )
             )
+    by_key = lambda o: (o.namespace, o.name)  # noqa: E731
     mesh = MeshConfig(
         services=tuple(sorted(services.values(), key=lambda s: s.hostname)),
         workloads=tuple(sorted(workloads.values(), key=lambda w: w.id)),
-        objects=tuple(objects),
+        virtual_services=tuple(sorted(istio["VirtualService"], key=by_key)),
+        destination_rules=tuple(sorted(istio["DestinationRule"], key=by_key)),
+        gateways=tuple(sorted(istio["Gateway"], key=by_key)),
         domain_suffix=domain_suffix,
     )
-    return mesh, diagnostics
+    # Cross-object checks need every object; what fails them is dropped.
+    mesh, dropped, problems = check_references(mesh)
+    diagnostics.extend(problems)
+    in_force = [o for o in objects if (o.kind, o.namespace, o.name) not in dropped]
+    return dataclasses.replace(mesh, objects=tuple(in_force)), diagnostics
 
 
 def _reader_for(doc: Document, diagnostics: list[Diagnostic]) -> ObjectReader | None:
@@ -234,10 +242,22 @@ def _parse_object(
     domain_suffix: str,
     services: dict[str, Service],
     workloads: dict[str, Workload],
+    istio: dict[str, list[Any]],
 ) -> bool:
     """Add the object to the collections; False when it was dropped."""
     kind = reader.kind
-    parsed: Any
+    parsed: VirtualService | DestinationRule | Gateway | Service | None
+    if kind in istio:
+        if kind == "VirtualService":
+            parsed = parse_virtual_service(reader, domain_suffix)
+        elif kind == "DestinationRule":
+            parsed = parse_destination_rule(reader, domain_suffix)
+        else:
+            parsed = parse_gateway(reader)
+        if parsed is None:
+            return False
+        istio[kind].append(parsed)
+        return True
     if kind == "Service":
         parsed = parse_service(reader, domain_suffix)
         candidates = [parsed] if parsed else []

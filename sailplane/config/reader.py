@@ -8,6 +8,7 @@ Parsers never raise for bad input: they collect.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,6 +77,11 @@ class ObjectReader:
                     return _MISSING
                 node = node[part]
         return node
+
+    def has(self, path: FieldPath) -> bool:
+        """Whether the field is present and not null."""
+        value = self.raw(path)
+        return value is not _MISSING and value is not None
 
     def _get(self, path: FieldPath, types: tuple[type, ...], what: str, required: bool) -> Any:
         value = self.raw(path)
@@ -155,3 +161,48 @@ class ObjectReader:
                     severity=Severity.WARNING,
                     code="IST0106",
                 )
+
+    def duration(self, path: FieldPath, required: bool = False) -> float | None:
+        value = self.string(path, required)
+        if value is None:
+            return None
+        seconds = parse_duration(value)
+        if seconds is None:
+            self.report(path, f"invalid duration {value!r}; use e.g. 500ms, 1s, 1m", code="IST0106")
+        return seconds
+
+    def percentage(self, path: FieldPath) -> float | None:
+        """``{value: 12.5}`` (Istio's Percent), bounded 0-100."""
+        raw = self.raw(path)
+        if raw is _MISSING or raw is None:
+            return None
+        value = raw.get("value") if isinstance(raw, Mapping) else raw
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.report(path, "must be a percentage like {value: 50}", code="IST0106")
+            return None
+        if not 0 <= value <= 100:
+            self.report(path, f"percentage {value} is outside 0-100", code="IST0106")
+            return None
+        return float(value)
+
+    def boolean(self, path: FieldPath) -> bool | None:
+        value = self._get(path, (bool,), "true or false", False)
+        return None if value is None else bool(value)
+
+
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
+
+
+def parse_duration(text: str) -> float | None:
+    """Go / protobuf duration strings: ``1s``, ``0.5s``, ``300ms``, ``1m30s``."""
+    text = text.strip()
+    if not text:
+        return None
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) else None

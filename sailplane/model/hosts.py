@@ -47,3 +47,15 @@ def host_aliases(
     if namespace == client_namespace:
         aliases.append(name)
     return aliases
+
+
+def host_matches(pattern: str, hostname: str) -> bool:
+    """Istio host matching: ``*`` matches everything, ``*.example.com`` any name
+    ending in ``.example.com``; otherwise names must be equal."""
+    if pattern == "*":
+        return True
+    if pattern.startswith("*."):
+        return hostname.endswith(pattern[1:]) or (
+            hostname.startswith("*.") and hostname.endswith(pattern[1:])
+        )
+    return pattern == hostname

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from sailplane.model.hosts import host_matches
+from sailplane.model.networking import DestinationRule, Gateway, VirtualService
 from sailplane.model.registry import Endpoint, Service, Workload, selector_matches
 from sailplane.model.source import Diagnostic
 
@@ -27,6 +29,9 @@ class MeshConfig:
 
     services: tuple[Service, ...] = ()
     workloads: tuple[Workload, ...] = ()
+    virtual_services: tuple[VirtualService, ...] = ()
+    destination_rules: tuple[DestinationRule, ...] = ()
+    gateways: tuple[Gateway, ...] = ()
     objects: tuple[ObjectRef, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
     domain_suffix: str = "cluster.local"
@@ -40,6 +45,31 @@ class MeshConfig:
     @cached_property
     def services_by_host(self) -> Mapping[str, Service]:
         return {s.hostname: s for s in self.services}
+
+    @cached_property
+    def gateways_by_key(self) -> Mapping[str, Gateway]:
+        return {g.key: g for g in self.gateways}
+
+    @cached_property
+    def _rules_by_host(self) -> Mapping[str, DestinationRule]:
+        # Several rules for one host: the first by namespace/name wins, as the
+        # loader reports (Istio merges only in restricted cases).
+        out: dict[str, DestinationRule] = {}
+        for rule in self.destination_rules:
+            out.setdefault(rule.host, rule)
+        return out
+
+    def destination_rule_for(self, hostname: str) -> DestinationRule | None:
+        """The rule for a host: an exact host first, then the most specific
+        wildcard (istio.io: "the most specific matching host wins")."""
+        exact = self._rules_by_host.get(hostname)
+        if exact is not None:
+            return exact
+        best: DestinationRule | None = None
+        for host, rule in self._rules_by_host.items():
+            if host_matches(host, hostname) and (best is None or len(host) > len(best.host)):
+                best = rule
+        return best
 
     def endpoints_of(self, service: Service) -> tuple[Endpoint, ...]:
         """The service's instances: inline ServiceEntry endpoints plus every

@@ -19,13 +19,14 @@ from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from sailplane.model.mesh import MeshConfig
 from sailplane.translate.clusters import build_inbound_cluster, build_outbound_clusters
 from sailplane.translate.endpoints import build_endpoints
+from sailplane.translate.gateway import build_gateway_listeners, build_gateway_routes
 from sailplane.translate.listeners import (
     build_inbound_listener,
     build_outbound_listener,
     inbound_ports,
 )
-from sailplane.translate.proxy import Proxy
-from sailplane.translate.routes import build_outbound_route_config
+from sailplane.translate.proxy import Proxy, Role
+from sailplane.translate.routes import build_outbound_route_config, route_signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,21 @@ def build_mesh_wide(mesh: MeshConfig) -> MeshWide:
 
 
 def build_routes(mesh: MeshConfig, proxy: Proxy) -> tuple[route_pb2.RouteConfiguration, ...]:
-    return (build_outbound_route_config(mesh, proxy.namespace, proxy.outbound_address[1]),)
+    if proxy.role is Role.GATEWAY:
+        return build_gateway_routes(mesh, proxy)
+    return (
+        build_outbound_route_config(
+            mesh, proxy.namespace, proxy.outbound_address[1], proxy.workload.labels
+        ),
+    )
+
+
+def routes_key(mesh: MeshConfig, proxy: Proxy) -> tuple[object, ...]:
+    """Proxies with equal keys get identical route tables (shared, encoded once)."""
+    if proxy.role is Role.GATEWAY:
+        return ("gateway", proxy.id)
+    signature = route_signature(mesh, proxy.workload.labels)
+    return ("sidecar", proxy.namespace, proxy.outbound_address[1], signature)
 
 
 def build_proxy_resources(
@@ -72,12 +87,22 @@ def build_proxy_resources(
 ) -> ProxyResources:
     """Pure: the same mesh and proxy always give the same resources."""
     shared = mesh_wide or build_mesh_wide(mesh)
+    if proxy.role is Role.GATEWAY:
+        return ProxyResources(
+            shared_clusters=shared.clusters,
+            own_clusters=(),
+            endpoints=shared.endpoints,
+            listeners=tuple(build_gateway_listeners(mesh, proxy)),
+            routes=routes if routes is not None else build_routes(mesh, proxy),
+        )
     ports = inbound_ports(proxy, mesh)
     listeners = [build_outbound_listener(proxy)]
     listeners.extend(
         build_inbound_listener(proxy, port, protocol) for port, protocol in ports.items()
     )
-    own_clusters = tuple(build_inbound_cluster(port, proxy.app_address) for port in ports)
+    own_clusters = tuple(
+        build_inbound_cluster(port, proxy.app_address, protocol) for port, protocol in ports.items()
+    )
     return ProxyResources(
         shared_clusters=shared.clusters,
         own_clusters=own_clusters,

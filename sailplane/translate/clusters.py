@@ -1,4 +1,10 @@
-"""Clusters: one per service port (outbound) and one per workload port (inbound)."""
+"""Clusters: one per service port and subset (outbound), one per workload
+port (inbound).
+
+Names are Istio's: ``outbound|PORT|SUBSET|FQDN`` and ``inbound|PORT||``.
+A DestinationRule's subsets each get their own cluster, with the policy
+Istio's precedence gives them (see :meth:`DestinationRule.policy`).
+"""
 
 from __future__ import annotations
 
@@ -7,31 +13,44 @@ from envoy.config.core.v3 import protocol_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.registry import Endpoint, Protocol, Resolution, Service, ServicePort
+from sailplane.model.networking import DestinationRule
+from sailplane.model.registry import (
+    Endpoint,
+    Protocol,
+    Resolution,
+    Service,
+    ServicePort,
+)
 from sailplane.translate import names
-from sailplane.translate.common import ads_config_source, duration, pack
-from sailplane.translate.endpoints import build_load_assignment, uses_dns
+from sailplane.translate.common import ads_config_source, duration
+from sailplane.translate.endpoints import build_load_assignment, subset_endpoints, uses_dns
+from sailplane.translate.policy import (
+    apply_traffic_policy,
+    circuit_breakers,
+    http_options,
+    set_http_options,
+)
 
 # Istio's default connectTimeout (MeshConfig.connectTimeout).
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-_HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
-def _http2_options() -> cluster_pb2.Cluster:
-    options = http_protocol_options_pb2.HttpProtocolOptions(
-        explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-            http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
-        )
+def _set_http2(cluster: cluster_pb2.Cluster) -> None:
+    options = http_options(cluster)
+    options.explicit_http_config.http2_protocol_options.CopyFrom(
+        protocol_pb2.Http2ProtocolOptions()
     )
-    cluster = cluster_pb2.Cluster()
-    cluster.typed_extension_protocol_options[_HTTP_OPTIONS_KEY].CopyFrom(pack(options))
-    return cluster
+    set_http_options(cluster, options)
 
 
 def build_outbound_cluster(
-    service: Service, port: ServicePort, endpoints: tuple[Endpoint, ...]
+    service: Service,
+    port: ServicePort,
+    endpoints: tuple[Endpoint, ...],
+    rule: DestinationRule | None = None,
+    subset: str = "",
 ) -> cluster_pb2.Cluster:
-    name = names.outbound_cluster_name(port.number, service.hostname)
+    name = names.outbound_cluster_name(port.number, service.hostname, subset)
     cluster = cluster_pb2.Cluster(
         name=name,
         connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT_S),
@@ -48,9 +67,25 @@ def build_outbound_cluster(
         cluster.type = cluster_pb2.Cluster.EDS
         cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
         cluster.eds_cluster_config.service_name = name
-    if port.protocol.name in ("HTTP2", "GRPC"):
-        cluster.MergeFrom(_http2_options())
+    if port.protocol in (Protocol.HTTP2, Protocol.GRPC):
+        _set_http2(cluster)
+    if rule is not None:
+        apply_traffic_policy(cluster, rule.policy(port.number, subset))
+    else:
+        cluster.circuit_breakers.CopyFrom(circuit_breakers(None))
     return cluster
+
+
+def build_service_clusters(mesh: MeshConfig, service: Service) -> list[cluster_pb2.Cluster]:
+    endpoints = mesh.endpoints_of(service)
+    rule = mesh.destination_rule_for(service.hostname)
+    out = []
+    for port in service.ports:
+        out.append(build_outbound_cluster(service, port, endpoints, rule))
+        for subset in rule.subsets if rule else ():
+            chosen = subset_endpoints(endpoints, subset.labels)
+            out.append(build_outbound_cluster(service, port, chosen, rule, subset.name))
+    return out
 
 
 def build_outbound_clusters(mesh: MeshConfig) -> list[cluster_pb2.Cluster]:
@@ -58,12 +93,13 @@ def build_outbound_clusters(mesh: MeshConfig) -> list[cluster_pb2.Cluster]:
     for service in mesh.services:
         if "*" in service.hostname:
             continue  # wildcard hosts need a dynamic forward proxy; not routed yet
-        endpoints = mesh.endpoints_of(service)
-        clusters.extend(build_outbound_cluster(service, port, endpoints) for port in service.ports)
+        clusters.extend(build_service_clusters(mesh, service))
     return sorted(clusters, key=lambda c: c.name)
 
 
-def build_inbound_cluster(workload_port: int, app_address: str) -> cluster_pb2.Cluster:
+def build_inbound_cluster(
+    workload_port: int, app_address: str, protocol: Protocol = Protocol.UNKNOWN
+) -> cluster_pb2.Cluster:
     """``inbound|PORT||``: the app itself, on its local address."""
     name = names.inbound_cluster_name(workload_port)
     cluster = cluster_pb2.Cluster(
@@ -75,4 +111,13 @@ def build_inbound_cluster(workload_port: int, app_address: str) -> cluster_pb2.C
     cluster.load_assignment.CopyFrom(
         build_load_assignment(name, local, (Endpoint(address=app_address),))
     )
+    if protocol.is_http or protocol is Protocol.UNKNOWN:
+        # As Istio's inbound clusters: speak to the app in the caller's protocol.
+        options = http_protocol_options_pb2.HttpProtocolOptions(
+            use_downstream_protocol_config=http_protocol_options_pb2.HttpProtocolOptions.UseDownstreamHttpConfig(
+                http_protocol_options=protocol_pb2.Http1ProtocolOptions(),
+                http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
+            )
+        )
+        set_http_options(cluster, options)
     return cluster

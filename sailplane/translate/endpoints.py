@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import wrappers_pb2
 
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.registry import Endpoint, Resolution, Service, ServicePort
+from sailplane.model.registry import (
+    Endpoint,
+    Resolution,
+    Service,
+    ServicePort,
+    selector_matches,
+)
 from sailplane.translate import names
 from sailplane.translate.common import socket_address
 
@@ -29,6 +36,15 @@ def uses_dns(service: Service, endpoints: tuple[Endpoint, ...]) -> bool:
     if service.resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN):
         return True
     return any(not _is_ip(e.address) for e in endpoints)
+
+
+def subset_endpoints(
+    endpoints: tuple[Endpoint, ...], labels: Mapping[str, str] | None
+) -> tuple[Endpoint, ...]:
+    """A subset's instances: those whose labels include the subset's (all, for none)."""
+    if not labels:
+        return endpoints
+    return tuple(e for e in endpoints if selector_matches(labels, e.labels))
 
 
 def build_load_assignment(
@@ -53,7 +69,8 @@ def build_load_assignment(
 
 
 def build_endpoints(mesh: MeshConfig) -> list[endpoint_pb2.ClusterLoadAssignment]:
-    """One assignment per EDS cluster (see :func:`clusters.uses_dns` for the others)."""
+    """One assignment per EDS cluster, subsets included (see :func:`uses_dns`
+    for the clusters that carry their endpoints inline)."""
     out = []
     for service in mesh.services:
         if "*" in service.hostname:
@@ -61,7 +78,12 @@ def build_endpoints(mesh: MeshConfig) -> list[endpoint_pb2.ClusterLoadAssignment
         endpoints = mesh.endpoints_of(service)
         if uses_dns(service, endpoints):
             continue
+        rule = mesh.destination_rule_for(service.hostname)
+        subsets = [("", endpoints)] + [
+            (s.name, subset_endpoints(endpoints, s.labels)) for s in (rule.subsets if rule else ())
+        ]
         for port in service.ports:
-            name = names.outbound_cluster_name(port.number, service.hostname)
-            out.append(build_load_assignment(name, port, endpoints))
+            for subset, chosen in subsets:
+                name = names.outbound_cluster_name(port.number, service.hostname, subset)
+                out.append(build_load_assignment(name, port, chosen))
     return sorted(out, key=lambda a: a.cluster_name)

@@ -6,6 +6,8 @@ from __future__ import annotations
 from envoy.config.core.v3 import protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.cors.v3 import cors_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -17,6 +19,7 @@ from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Protocol
 from sailplane.translate import names
 from sailplane.translate.common import ads_config_source, pack, socket_address
+from sailplane.translate.httproute import CORS_FILTER, FAULT_FILTER
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.routes import routes_to_cluster
 
@@ -29,8 +32,30 @@ def _router() -> hcm_pb2.HttpFilter:
     )
 
 
-def _network_filter(name: str, config: Message) -> listener_components_pb2.Filter:
+def outbound_http_filters() -> list[hcm_pb2.HttpFilter]:
+    """As Istio's outbound chain: CORS and fault injection (both idle unless a
+    route's typed_per_filter_config turns them on), then the router."""
+    return [
+        hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())),
+        hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
+        _router(),
+    ]
+
+
+def network_filter(name: str, config: Message) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(name=name, typed_config=pack(config))
+
+
+def http_connection_manager(stat_prefix: str, route_name: str) -> hcm_pb2.HttpConnectionManager:
+    """An HCM that takes its routes over ADS and accepts absolute-form request
+    targets (``GET http://inventory:8080/items``), as clients using a proxy send."""
+    return HCM(
+        stat_prefix=stat_prefix,
+        codec_type=HCM.AUTO,
+        rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=route_name),
+        http_filters=outbound_http_filters(),
+        http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url={"value": True}),
+    )
 
 
 def build_outbound_listener(proxy: Proxy) -> listener_pb2.Listener:
@@ -39,24 +64,14 @@ def build_outbound_listener(proxy: Proxy) -> listener_pb2.Listener:
     and routes by Host through RDS."""
     address, port = proxy.outbound_address
     name = names.listener_name(address, port)
-    manager = HCM(
-        stat_prefix=f"outbound_{name}",
-        codec_type=HCM.AUTO,
-        rds=hcm_pb2.Rds(
-            config_source=ads_config_source(),
-            route_config_name=names.outbound_route_name(port),
-        ),
-        http_filters=[_router()],
-        # Absolute-form request targets, as clients using a proxy send them.
-        http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url={"value": True}),
-    )
+    manager = http_connection_manager(f"outbound_{name}", names.outbound_route_name(port))
     return listener_pb2.Listener(
         name=name,
         address=socket_address(address, port),
         traffic_direction=2,  # OUTBOUND
         filter_chains=[
             listener_components_pb2.FilterChain(
-                filters=[_network_filter("envoy.filters.network.http_connection_manager", manager)]
+                filters=[network_filter("envoy.filters.network.http_connection_manager", manager)]
             )
         ],
     )
@@ -99,13 +114,13 @@ def build_inbound_listener(
             ),
             http_filters=[_router()],
         )
-        network_filter = _network_filter("envoy.filters.network.http_connection_manager", manager)
+        chosen = network_filter("envoy.filters.network.http_connection_manager", manager)
     else:
         tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
-        network_filter = _network_filter("envoy.filters.network.tcp_proxy", tcp)
+        chosen = network_filter("envoy.filters.network.tcp_proxy", tcp)
     return listener_pb2.Listener(
         name=name,
         address=socket_address(address, workload_port),
         traffic_direction=1,  # INBOUND
-        filter_chains=[listener_components_pb2.FilterChain(filters=[network_filter])],
+        filter_chains=[listener_components_pb2.FilterChain(filters=[chosen])],
     )

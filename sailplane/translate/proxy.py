@@ -9,7 +9,7 @@ from typing import Any
 
 from sailplane.errors import UnknownProxyError
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.registry import Workload
+from sailplane.model.registry import Workload, selector_matches
 
 DEFAULT_OUTBOUND_ADDRESS = ("127.0.0.1", 15001)
 DEFAULT_APP_ADDRESS = "127.0.0.1"
@@ -69,7 +69,14 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], mesh: MeshConfig)
             f"node {node_id!r} is not a WorkloadEntry of the mesh (expected NAME.NAMESPACE)"
         )
     try:
-        role = Role(str(metadata.get(META_ROLE, Role.SIDECAR.value)))
+        if META_ROLE in metadata:
+            role = Role(str(metadata[META_ROLE]))
+        else:
+            # A workload a Gateway selects is a gateway (istio: ingressgateway).
+            selected = any(
+                g.selector and selector_matches(g.selector, workload.labels) for g in mesh.gateways
+            )
+            role = Role.GATEWAY if selected else Role.SIDECAR
         outbound = (
             parse_host_port(str(metadata[META_OUTBOUND]))
             if META_OUTBOUND in metadata

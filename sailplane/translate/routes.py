@@ -1,20 +1,27 @@
-"""Route configurations: Host-based routing on the outbound proxy listener.
+"""Route configurations for the sidecar's outbound HTTP listener.
 
-Virtual hosts are named ``FQDN:PORT`` as in Istio; each lists every name a
-client in the proxy's namespace may use (short name, ``name.ns``,
-``name.ns.svc``, FQDN), each with ``:port``, and without a port for the
-service's default port (80 if it has one, else its first port), which is what
-a client sends when it omits the port.
+One virtual host per service port, named ``FQDN:PORT`` as in Istio, listing
+every name a client in the proxy's namespace may use (short name,
+``name.ns``, ``name.ns.svc``, FQDN), each with ``:port``, and without a port
+for the service's default port (80 if it has one, else its first port).
+
+Its routes come from the VirtualService bound to the mesh for that host, if
+any (first match wins, in order), else one default route to the service.
 """
 
 from __future__ import annotations
 
-from envoy.config.route.v3 import route_components_pb2, route_pb2
+from collections.abc import Mapping
 
-from sailplane.model.hosts import host_aliases
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+
+from sailplane.model.hosts import host_aliases, host_matches
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.registry import Service, ServicePort
+from sailplane.model.networking import Destination, HTTPMatch, VirtualService
+from sailplane.model.registry import Protocol, Service, ServicePort, selector_matches
 from sailplane.translate import names
+from sailplane.translate.httproute import RouteContext, build_http_routes
 
 
 def default_port(service: Service) -> ServicePort:
@@ -24,19 +31,128 @@ def default_port(service: Service) -> ServicePort:
     return service.ports[0]
 
 
-def routes_to_cluster(cluster: str) -> list[route_components_pb2.Route]:
+def routes_to_cluster(cluster: str) -> list[rc.Route]:
     return [
-        route_components_pb2.Route(
+        rc.Route(
             name="default",
-            match=route_components_pb2.RouteMatch(prefix="/"),
-            route=route_components_pb2.RouteAction(cluster=cluster),
+            match=rc.RouteMatch(prefix="/"),
+            route=rc.RouteAction(cluster=cluster),
         )
     ]
 
 
+def exported_to(export_to: tuple[str, ...], owner_namespace: str, namespace: str) -> bool:
+    """Istio ``exportTo``: ``*`` everyone, ``.`` the owner's namespace, or names."""
+    return any(
+        e == "*" or e == namespace or (e == "." and owner_namespace == namespace) for e in export_to
+    )
+
+
+def mesh_virtual_service(mesh: MeshConfig, hostname: str, namespace: str) -> VirtualService | None:
+    """The VirtualService routing ``hostname`` for sidecars in ``namespace``:
+    an exact host first, then the most specific wildcard; VirtualServices in
+    the client's namespace win over others (Istio's lookup order)."""
+    best: tuple[int, int, VirtualService] | None = None
+    for vs in mesh.virtual_services:
+        if "mesh" not in vs.gateways or not exported_to(vs.export_to, vs.namespace, namespace):
+            continue
+        for host in vs.hosts:
+            if not host_matches(host, hostname):
+                continue
+            rank = (0 if host == hostname else 1, len(host) * -1)
+            score = (rank[0] * 2 + (0 if vs.namespace == namespace else 1), rank[1])
+            if best is None or score < best[:2]:
+                best = (score[0], score[1], vs)
+    return best[2] if best else None
+
+
+def applicable_matches(
+    matches: tuple[HTTPMatch, ...],
+    port: int | None,
+    labels: Mapping[str, str],
+    namespace: str,
+    gateway: str = "mesh",
+) -> list[HTTPMatch | None]:
+    """The matches of a route that can apply to this proxy and port; ``[None]``
+    for a route without matches (it matches everything)."""
+    if not matches:
+        return [None]
+    out: list[HTTPMatch | None] = []
+    for match in matches:
+        if match.port is not None and port is not None and match.port != port:
+            continue
+        if match.source_labels and not selector_matches(match.source_labels, labels):
+            continue
+        if match.source_namespace and match.source_namespace != namespace:
+            continue
+        if match.gateways and gateway not in match.gateways:
+            continue
+        out.append(match)
+    return out
+
+
+def route_context(mesh: MeshConfig, vhost_port: int | None) -> RouteContext:
+    def port_of(dest: Destination) -> int:
+        service = mesh.services_by_host.get(dest.host)
+        if dest.port is not None or service is None:
+            return dest.port or vhost_port or 80
+        numbers = [p.number for p in service.ports]
+        if vhost_port is not None and vhost_port in numbers:
+            return vhost_port
+        return numbers[0]
+
+    def cluster_for(dest: Destination) -> str:
+        return names.outbound_cluster_name(port_of(dest), dest.host, dest.subset)
+
+    def hash_policy_for(dest: Destination) -> list[rc.RouteAction.HashPolicy]:
+        rule = mesh.destination_rule_for(dest.host)
+        if rule is None:
+            return []
+        lb = rule.policy(port_of(dest), dest.subset).load_balancer
+        chash = lb.consistent_hash if lb else None
+        if chash is None:
+            return []
+        policy = rc.RouteAction.HashPolicy()
+        if chash.header:
+            policy.header.header_name = chash.header
+        elif chash.cookie:
+            policy.cookie.name = chash.cookie
+            policy.cookie.path = chash.cookie_path
+            if chash.cookie_ttl is not None:
+                policy.cookie.ttl.FromNanoseconds(round(chash.cookie_ttl * 1e9))
+        elif chash.source_ip:
+            policy.connection_properties.source_ip = True
+        elif chash.query_parameter:
+            policy.query_parameter.name = chash.query_parameter
+        return [policy]
+
+    return RouteContext(cluster_for, hash_policy_for)
+
+
+def virtual_service_routes(
+    mesh: MeshConfig,
+    vs: VirtualService,
+    port: int | None,
+    labels: Mapping[str, str],
+    namespace: str,
+    gateway: str = "mesh",
+) -> list[rc.Route]:
+    ctx = route_context(mesh, port)
+    routes: list[rc.Route] = []
+    for index, http in enumerate(vs.http):
+        matches = applicable_matches(http.match, port, labels, namespace, gateway)
+        if matches:
+            routes.extend(build_http_routes(http, matches, ctx, f"{vs.key}.{index}"))
+    return routes
+
+
 def build_virtual_host(
-    service: Service, port: ServicePort, aliases: list[str], claimed: set[str]
-) -> route_components_pb2.VirtualHost | None:
+    service: Service,
+    port: ServicePort,
+    aliases: list[str],
+    claimed: set[str],
+    routes: list[rc.Route],
+) -> rc.VirtualHost | None:
     """The service port's virtual host; domains already claimed (by an earlier,
     more specific service) are left out so Envoy never sees a duplicate."""
     domains = [f"{alias}:{port.number}" for alias in aliases]
@@ -46,11 +162,10 @@ def build_virtual_host(
     if not domains:
         return None
     claimed.update(domains)
-    cluster = names.outbound_cluster_name(port.number, service.hostname)
-    return route_components_pb2.VirtualHost(
+    return rc.VirtualHost(
         name=names.virtual_host_name(service.hostname, port.number),
         domains=domains,
-        routes=routes_to_cluster(cluster),
+        routes=routes,
     )
 
 
@@ -62,24 +177,51 @@ def http_services(mesh: MeshConfig) -> list[tuple[Service, ServicePort]]:
         (service, port)
         for service in mesh.services
         for port in service.ports
-        if (port.protocol.is_http or port.protocol.name == "UNKNOWN")
+        if (port.protocol.is_http or port.protocol is Protocol.UNKNOWN)
         and "*" not in service.hostname
     ]
 
 
 def build_outbound_route_config(
-    mesh: MeshConfig, client_namespace: str, listener_port: int
+    mesh: MeshConfig,
+    client_namespace: str,
+    listener_port: int,
+    client_labels: Mapping[str, str] | None = None,
 ) -> route_pb2.RouteConfiguration:
+    labels = client_labels or {}
     claimed: set[str] = set()
     virtual_hosts = []
     for service, port in http_services(mesh):
+        if not exported_to(service.export_to, service.namespace, client_namespace):
+            continue
+        vs = mesh_virtual_service(mesh, service.hostname, client_namespace)
+        if vs is not None:
+            routes = virtual_service_routes(mesh, vs, port.number, labels, client_namespace)
+        else:
+            routes = routes_to_cluster(names.outbound_cluster_name(port.number, service.hostname))
         aliases = host_aliases(service.hostname, client_namespace, mesh.domain_suffix)
-        vhost = build_virtual_host(service, port, aliases, claimed)
+        vhost = build_virtual_host(service, port, aliases, claimed, routes)
         if vhost is not None:
             virtual_hosts.append(vhost)
     return route_pb2.RouteConfiguration(
         name=names.outbound_route_name(listener_port),
         virtual_hosts=sorted(virtual_hosts, key=lambda v: v.name),
-        # Istio sets this so a route naming a missing cluster fails fast with 503.
+        # As Istio: a route to a cluster that is not there yet answers 503
+        # instead of the whole route table being rejected.
         validate_clusters={"value": False},
     )
+
+
+def route_signature(mesh: MeshConfig, labels: Mapping[str, str]) -> tuple[bool, ...]:
+    """Which ``sourceLabels`` selectors of the mesh match these labels: proxies
+    with the same signature (and namespace) share one route table."""
+    selectors = sorted(
+        {
+            tuple(sorted(m.source_labels.items()))
+            for vs in mesh.virtual_services
+            for http in vs.http
+            for m in http.match
+            if m.source_labels
+        }
+    )
+    return tuple(selector_matches(dict(s), labels) for s in selectors)

@@ -145,7 +145,7 @@ def merge_types(base: TypeResources, extra: TypeResources) -> TypeResources:
     if not base.chunks:
         return extra
     chunks = dict(sorted({**base.chunks, **extra.chunks}.items()))
-    messages = {**base.messages, **extra.messages}
+    messages = dict(sorted({**base.messages, **extra.messages}.items()))
     version = hashlib.sha256(f"{base.version}+{extra.version}".encode()).hexdigest()[:16]
     return TypeResources(base.type_url, version, chunks, messages)
 

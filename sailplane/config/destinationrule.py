@@ -1,0 +1,243 @@
+"""Parse ``DestinationRule`` (istio.io/latest/docs/reference/config/networking/destination-rule)."""
+
+from __future__ import annotations
+
+from sailplane.config.reader import ObjectReader
+from sailplane.model.hosts import resolve_host
+from sailplane.model.networking import (
+    ClientTLS,
+    ConnectionPool,
+    ConsistentHash,
+    DestinationRule,
+    LoadBalancer,
+    OutlierDetection,
+    Subset,
+    TrafficPolicy,
+)
+from sailplane.model.source import FieldPath, Severity
+
+LB_SIMPLE = ("UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST")
+TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
+
+
+def _load_balancer(r: ObjectReader, path: FieldPath) -> LoadBalancer | None:
+    if r.mapping(path) is None:
+        return None
+    r.check_fields(
+        path, ("simple", "consistentHash", "localityLbSetting", "warmupDurationSecs", "warmup")
+    )
+    simple = r.enum((*path, "simple"), LB_SIMPLE, "") if r.raw((*path, "simple")) else ""
+    if simple == "LEAST_CONN":
+        simple = "LEAST_REQUEST"  # Istio: LEAST_CONN is a deprecated alias
+    chash = None
+    base = (*path, "consistentHash")
+    if r.mapping(base) is not None:
+        r.check_fields(
+            base,
+            (
+                "httpHeaderName",
+                "httpCookie",
+                "useSourceIp",
+                "httpQueryParameterName",
+                "ringHash",
+                "maglev",
+                "minimumRingSize",
+            ),
+        )
+        cookie = r.mapping((*base, "httpCookie"))
+        chash = ConsistentHash(
+            header=r.string((*base, "httpHeaderName")) or "",
+            cookie=(r.string((*base, "httpCookie", "name"), required=True) or "") if cookie else "",
+            cookie_ttl=r.duration((*base, "httpCookie", "ttl")) if cookie else None,
+            cookie_path=(r.string((*base, "httpCookie", "path")) or "") if cookie else "",
+            source_ip=bool(r.boolean((*base, "useSourceIp"))),
+            query_parameter=r.string((*base, "httpQueryParameterName")) or "",
+            minimum_ring_size=r.integer((*base, "minimumRingSize"))
+            or r.integer((*base, "ringHash", "minimumRingSize")),
+        )
+        chosen = [chash.header, chash.cookie, chash.source_ip, chash.query_parameter]
+        if sum(bool(x) for x in chosen) != 1:
+            r.report(
+                base,
+                "consistentHash needs exactly one of httpHeaderName, httpCookie, "
+                "useSourceIp, httpQueryParameterName",
+                code="IST0106",
+            )
+        if simple:
+            r.report(path, "set either simple or consistentHash, not both", code="IST0106")
+    return LoadBalancer(simple, chash)
+
+
+def _connection_pool(r: ObjectReader, path: FieldPath) -> ConnectionPool | None:
+    if r.mapping(path) is None:
+        return None
+    r.check_fields(path, ("tcp", "http"))
+    tcp, http = (*path, "tcp"), (*path, "http")
+    r.check_fields(
+        tcp,
+        (
+            "maxConnections",
+            "connectTimeout",
+            "tcpKeepalive",
+            "maxConnectionDuration",
+            "idleTimeout",
+        ),
+    )
+    r.check_fields(
+        http,
+        (
+            "http1MaxPendingRequests",
+            "http2MaxRequests",
+            "maxRequestsPerConnection",
+            "maxRetries",
+            "idleTimeout",
+            "h2UpgradePolicy",
+            "useClientProtocol",
+            "maxConcurrentStreams",
+        ),
+    )
+    return ConnectionPool(
+        max_connections=r.integer((*tcp, "maxConnections")),
+        connect_timeout=r.duration((*tcp, "connectTimeout")),
+        http1_max_pending_requests=r.integer((*http, "http1MaxPendingRequests")),
+        http2_max_requests=r.integer((*http, "http2MaxRequests")),
+        max_requests_per_connection=r.integer((*http, "maxRequestsPerConnection")),
+        max_retries=r.integer((*http, "maxRetries")),
+        idle_timeout=r.duration((*http, "idleTimeout")),
+    )
+
+
+def _outlier_detection(r: ObjectReader, path: FieldPath) -> OutlierDetection | None:
+    if r.mapping(path) is None:
+        return None
+    r.check_fields(
+        path,
+        (
+            "consecutiveErrors",
+            "consecutive5xxErrors",
+            "consecutiveGatewayErrors",
+            "consecutiveLocalOriginFailures",
+            "splitExternalLocalOriginErrors",
+            "interval",
+            "baseEjectionTime",
+            "maxEjectionPercent",
+            "minHealthPercent",
+        ),
+    )
+    five_xx = r.integer((*path, "consecutive5xxErrors"))
+    if five_xx is None and r.integer((*path, "consecutiveErrors")) is not None:
+        five_xx = r.integer((*path, "consecutiveErrors"))
+        r.report(
+            (*path, "consecutiveErrors"),
+            "consecutiveErrors is deprecated; use consecutive5xxErrors",
+            Severity.WARNING,
+        )
+    percent = r.integer((*path, "maxEjectionPercent"))
+    if percent is not None and not 0 <= percent <= 100:
+        r.report((*path, "maxEjectionPercent"), "must be 0-100", code="IST0106")
+    return OutlierDetection(
+        consecutive_5xx_errors=five_xx,
+        consecutive_gateway_errors=r.integer((*path, "consecutiveGatewayErrors")),
+        interval=r.duration((*path, "interval")),
+        base_ejection_time=r.duration((*path, "baseEjectionTime")),
+        max_ejection_percent=percent,
+        min_health_percent=r.integer((*path, "minHealthPercent")),
+    )
+
+
+def _client_tls(r: ObjectReader, path: FieldPath) -> ClientTLS | None:
+    if r.mapping(path) is None:
+        return None
+    r.check_fields(
+        path,
+        (
+            "mode",
+            "clientCertificate",
+            "privateKey",
+            "caCertificates",
+            "credentialName",
+            "subjectAltNames",
+            "sni",
+            "insecureSkipVerify",
+            "caCrl",
+        ),
+    )
+    mode = r.enum((*path, "mode"), TLS_MODES, "DISABLE")
+    tls = ClientTLS(
+        mode=mode,
+        client_certificate=r.string((*path, "clientCertificate")) or "",
+        private_key=r.string((*path, "privateKey")) or "",
+        ca_certificates=r.string((*path, "caCertificates")) or "",
+        sni=r.string((*path, "sni")) or "",
+        subject_alt_names=tuple(str(x) for x in r.sequence((*path, "subjectAltNames"))),
+    )
+    if mode == "MUTUAL" and not (tls.client_certificate and tls.private_key):
+        r.report(path, "MUTUAL needs clientCertificate and privateKey", code="IST0106")
+    return tls
+
+
+def _traffic_policy(
+    r: ObjectReader, path: FieldPath, allow_ports: bool = True
+) -> TrafficPolicy | None:
+    if r.mapping(path) is None:
+        return None
+    known = (
+        "loadBalancer",
+        "connectionPool",
+        "outlierDetection",
+        "tls",
+        "portLevelSettings",
+        "tunnel",
+        "proxyProtocol",
+    )
+    r.check_fields(path, known if allow_ports else (*known[:4], "port"))
+    ports: dict[int, TrafficPolicy] = {}
+    if allow_ports:
+        for i, _ in enumerate(r.sequence((*path, "portLevelSettings"))):
+            sub = (*path, "portLevelSettings", i)
+            number = r.port((*sub, "port", "number"), required=True)
+            policy = _traffic_policy(r, sub, allow_ports=False)
+            if number is not None and policy is not None:
+                if number in ports:
+                    r.report(
+                        (*sub, "port"), f"port {number} has two portLevelSettings", code="IST0106"
+                    )
+                ports[number] = policy
+    return TrafficPolicy(
+        load_balancer=_load_balancer(r, (*path, "loadBalancer")),
+        connection_pool=_connection_pool(r, (*path, "connectionPool")),
+        outlier_detection=_outlier_detection(r, (*path, "outlierDetection")),
+        tls=_client_tls(r, (*path, "tls")),
+        port_level=ports,
+    )
+
+
+def parse_destination_rule(r: ObjectReader, domain: str) -> DestinationRule | None:
+    r.check_fields(("spec",), ("host", "trafficPolicy", "subsets", "exportTo", "workloadSelector"))
+    host = r.string(("spec", "host"), required=True)
+    subsets = []
+    names: set[str] = set()
+    for i, _ in enumerate(r.sequence(("spec", "subsets"))):
+        sub = ("spec", "subsets", i)
+        r.check_fields(sub, ("name", "labels", "trafficPolicy"))
+        name = r.string((*sub, "name"), required=True)
+        if name is None:
+            continue
+        if name in names:
+            r.report((*sub, "name"), f"duplicate subset {name!r}", code="IST0106")
+        names.add(name)
+        subsets.append(
+            Subset(name, r.labels((*sub, "labels")), _traffic_policy(r, (*sub, "trafficPolicy")))
+        )
+    policy = _traffic_policy(r, ("spec", "trafficPolicy"))
+    if r.failed or host is None:
+        return None
+    return DestinationRule(
+        name=r.name,
+        namespace=r.namespace,
+        source=r.source,
+        host=resolve_host(host, r.namespace, domain),
+        subsets=tuple(subsets),
+        traffic_policy=policy,
+        export_to=tuple(str(x) for x in r.sequence(("spec", "exportTo"))) or ("*",),
+    )

@@ -1,0 +1,73 @@
+"""Parse ``Gateway`` (istio.io/latest/docs/reference/config/networking/gateway)."""
+
+from __future__ import annotations
+
+from sailplane.config.reader import ObjectReader
+from sailplane.model.networking import Gateway, GatewayServer, ServerTLS
+
+PROTOCOLS = ("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS", "MONGO")
+SERVER_TLS_MODES = (
+    "PASSTHROUGH",
+    "SIMPLE",
+    "MUTUAL",
+    "AUTO_PASSTHROUGH",
+    "ISTIO_MUTUAL",
+    "OPTIONAL_MUTUAL",
+)
+
+
+def _split_host(host: str, namespace: str) -> tuple[str, str]:
+    """Gateway server hosts are ``[namespace/]host``; ``./host`` is the Gateway's
+    own namespace; no namespace means any (``*/``)."""
+    if "/" in host:
+        ns, _, name = host.partition("/")
+        return (namespace if ns == "." else ns), name
+    return "*", host
+
+
+def parse_gateway(r: ObjectReader) -> Gateway | None:
+    r.check_fields(("spec",), ("selector", "servers"))
+    servers = []
+    for i, _ in enumerate(r.sequence(("spec", "servers"), required=True)):
+        base = ("spec", "servers", i)
+        r.check_fields(base, ("port", "hosts", "tls", "name", "bind", "defaultEndpoint"))
+        r.check_fields((*base, "port"), ("number", "protocol", "name", "targetPort"))
+        number = r.port((*base, "port", "number"), required=True)
+        protocol = r.enum((*base, "port", "protocol"), PROTOCOLS, "HTTP")
+        hosts = [str(h) for h in r.sequence((*base, "hosts"), required=True)]
+        tls = None
+        if r.mapping((*base, "tls")) is not None:
+            t = (*base, "tls")
+            tls = ServerTLS(
+                mode=r.enum((*t, "mode"), SERVER_TLS_MODES, "SIMPLE"),
+                credential_name=r.string((*t, "credentialName")) or "",
+                server_certificate=r.string((*t, "serverCertificate")) or "",
+                private_key=r.string((*t, "privateKey")) or "",
+                ca_certificates=r.string((*t, "caCertificates")) or "",
+                https_redirect=bool(r.boolean((*t, "httpsRedirect"))),
+            )
+        if (
+            protocol in ("HTTPS", "TLS")
+            and (tls is None or tls.mode != "PASSTHROUGH")
+            and (tls is None or not (tls.server_certificate or tls.credential_name))
+        ):
+            r.report(
+                base,
+                f"{protocol} servers need tls with serverCertificate/privateKey or "
+                "credentialName (credentialName needs the built-in CA; not supported yet)",
+                code="IST0106",
+            )
+        if number is not None:
+            servers.append(
+                GatewayServer(
+                    port=number,
+                    port_name=r.string((*base, "port", "name")) or "",
+                    protocol=protocol,
+                    hosts=tuple(_split_host(h, r.namespace) for h in hosts),
+                    tls=tls,
+                    name=r.string((*base, "name")) or "",
+                )
+            )
+    if r.failed:
+        return None
+    return Gateway(r.name, r.namespace, r.source, r.labels(("spec", "selector")), tuple(servers))

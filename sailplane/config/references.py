@@ -1,0 +1,145 @@
+"""Cross-object checks: what a VirtualService names must exist.
+
+Run once every object is parsed (file order does not matter). An object that
+fails is dropped whole, with a diagnostic at the offending field; everything
+else stays in force. Codes are ``istioctl analyze``'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sailplane.model.hosts import host_matches
+from sailplane.model.mesh import MeshConfig
+from sailplane.model.networking import Destination, VirtualService
+from sailplane.model.source import (
+    Diagnostic,
+    FieldPath,
+    Severity,
+    format_field_path,
+)
+
+Dropped = set[tuple[str, str, str]]
+
+
+def _diag(
+    vs: VirtualService,
+    path: FieldPath,
+    message: str,
+    code: str,
+    severity: Severity = Severity.ERROR,
+) -> Diagnostic:
+    return Diagnostic(
+        file=vs.source.file,
+        position=vs.source.locate(path),
+        message=message,
+        obj=f"VirtualService {vs.namespace}/{vs.name}",
+        field_path=format_field_path(path),
+        severity=severity,
+        code=code,
+    )
+
+
+def _check_destination(
+    mesh: MeshConfig, vs: VirtualService, dest: Destination, path: FieldPath
+) -> list[Diagnostic]:
+    service = mesh.services_by_host.get(dest.host)
+    if service is None:
+        shown = f"{dest.written!r} ({dest.host})" if dest.written != dest.host else repr(dest.host)
+        return [
+            _diag(
+                vs,
+                (*path, "host"),
+                f"unknown host {shown}: no Service or ServiceEntry defines it",
+                "IST0101",
+            )
+        ]
+    problems = []
+    if dest.port is not None and dest.port not in {p.number for p in service.ports}:
+        ports = ", ".join(str(p.number) for p in service.ports)
+        problems.append(
+            _diag(
+                vs,
+                (*path, "port", "number"),
+                f"{dest.host} has no port {dest.port} (ports: {ports})",
+                "IST0101",
+            )
+        )
+    if dest.subset:
+        rule = mesh.destination_rule_for(dest.host)
+        if rule is None or rule.subset(dest.subset) is None:
+            where = (
+                f"DestinationRule {rule.key} does not define it"
+                if rule
+                else "no DestinationRule defines subsets for it"
+            )
+            problems.append(
+                _diag(
+                    vs,
+                    (*path, "subset"),
+                    f"unknown subset {dest.subset!r} of {dest.host}: {where}",
+                    "IST0101",
+                )
+            )
+    return problems
+
+
+def check_virtual_service(mesh: MeshConfig, vs: VirtualService) -> list[Diagnostic]:
+    problems = []
+    for i, gateway in enumerate(vs.gateways):
+        if gateway != "mesh" and gateway not in mesh.gateways_by_key:
+            problems.append(
+                _diag(vs, ("spec", "gateways", i), f"unknown gateway {gateway!r}", "IST0101")
+            )
+    for route in vs.http:
+        for target in route.route:
+            problems.extend(
+                _check_destination(mesh, vs, target.destination, (*target.path, "destination"))
+            )
+        if route.mirror is not None:
+            problems.extend(_check_destination(mesh, vs, route.mirror, (*route.path, "mirror")))
+    for tcp in vs.tcp:
+        for target in tcp.route:
+            problems.extend(
+                _check_destination(mesh, vs, target.destination, (*target.path, "destination"))
+            )
+    return problems
+
+
+def _conflicts(mesh: MeshConfig, kept: list[VirtualService]) -> list[Diagnostic]:
+    """Two mesh VirtualServices for one host: Istio uses one (IST0109)."""
+    owner: dict[str, VirtualService] = {}
+    problems = []
+    for vs in kept:
+        if "mesh" not in vs.gateways:
+            continue
+        for i, host in enumerate(vs.hosts):
+            first = owner.setdefault(host, vs)
+            if first is not vs:
+                problems.append(
+                    _diag(
+                        vs,
+                        ("spec", "hosts", i),
+                        f"host {host!r} is also routed by VirtualService "
+                        f"{first.key}, which takes precedence",
+                        "IST0109",
+                        Severity.WARNING,
+                    )
+                )
+    return problems
+
+
+def check_references(mesh: MeshConfig) -> tuple[MeshConfig, Dropped, list[Diagnostic]]:
+    problems: list[Diagnostic] = []
+    dropped: Dropped = set()
+    kept = []
+    for vs in mesh.virtual_services:
+        found = check_virtual_service(mesh, vs)
+        problems.extend(found)
+        if any(d.severity is Severity.ERROR for d in found):
+            dropped.add(("VirtualService", vs.namespace, vs.name))
+        else:
+            kept.append(vs)
+    problems.extend(_conflicts(mesh, kept))
+    _ = host_matches  # wildcard hosts are matched at translation time
+    return dataclasses.replace(mesh, virtual_services=tuple(kept)), dropped, problems

@@ -1,0 +1,390 @@
+"""Parse ``VirtualService`` (istio.io/latest/docs/reference/config/networking/virtual-service)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sailplane.config.reader import ObjectReader
+from sailplane.model.hosts import resolve_host
+from sailplane.model.networking import (
+    CorsPolicy,
+    Destination,
+    DirectResponse,
+    Fault,
+    FaultAbort,
+    FaultDelay,
+    HeaderMatch,
+    HeaderOperations,
+    Headers,
+    HTTPMatch,
+    HTTPRoute,
+    L4Match,
+    Redirect,
+    Retries,
+    Rewrite,
+    RouteDestination,
+    StringMatch,
+    TCPRoute,
+    VirtualService,
+)
+from sailplane.model.source import FieldPath
+
+_MATCH_FIELDS = (
+    "name",
+    "uri",
+    "scheme",
+    "method",
+    "authority",
+    "headers",
+    "port",
+    "sourceLabels",
+    "gateways",
+    "queryParams",
+    "ignoreUriCase",
+    "withoutHeaders",
+    "sourceNamespace",
+    "statPrefix",
+)
+_ROUTE_FIELDS = (
+    "name",
+    "match",
+    "route",
+    "redirect",
+    "directResponse",
+    "delegate",
+    "rewrite",
+    "timeout",
+    "retries",
+    "fault",
+    "mirror",
+    "mirrors",
+    "mirrorPercentage",
+    "mirrorPercent",
+    "mirror_percent",
+    "corsPolicy",
+    "headers",
+)
+_REDIRECT_CODES = (301, 302, 303, 307, 308)
+
+
+def resolve_gateway(name: str, namespace: str) -> str:
+    """``mesh`` stays; ``gw`` -> ``ns/gw``; ``ns/gw`` as is (Istio: "gateway names
+    are resolved in the VirtualService's namespace unless qualified")."""
+    if name == "mesh" or "/" in name:
+        return name
+    if "." in name:  # legacy "gw.ns" form
+        gw, _, ns = name.partition(".")
+        return f"{ns}/{gw}"
+    return f"{namespace}/{name}"
+
+
+def string_match(r: ObjectReader, path: FieldPath) -> StringMatch | None:
+    raw = r.mapping(path)
+    if raw is None:
+        return None
+    kinds = [k for k in ("exact", "prefix", "regex") if k in raw]
+    if len(kinds) != 1:
+        r.report(path, "a StringMatch needs exactly one of exact, prefix, regex", code="IST0106")
+        return None
+    kind = kinds[0]
+    value = r.string((*path, kind))
+    if value is None:
+        return None
+    if kind == "regex":
+        try:
+            re.compile(value)
+        except re.error as exc:
+            r.report((*path, kind), f"invalid regex {value!r}: {exc}", code="IST0106")
+            return None
+    return StringMatch(kind, value)
+
+
+def _header_matches(r: ObjectReader, path: FieldPath, invert: bool) -> list[HeaderMatch]:
+    out = []
+    for name in r.mapping(path) or {}:
+        sub = (*path, name)
+        raw = r.mapping(sub)
+        # An empty match ({}) means "present" (Istio >= 1.x).
+        match = string_match(r, sub) if raw else None
+        if raw and match is None:
+            continue
+        out.append(HeaderMatch(str(name).lower(), match, invert))
+    return out
+
+
+def _http_match(r: ObjectReader, path: FieldPath, vs_ns: str) -> HTTPMatch | None:
+    r.check_fields(path, _MATCH_FIELDS)
+    query = []
+    for name in r.mapping((*path, "queryParams")) or {}:
+        sub = (*path, "queryParams", name)
+        query.append((str(name), string_match(r, sub) if r.mapping(sub) else None))
+    return HTTPMatch(
+        name=r.string((*path, "name")) or "",
+        uri=string_match(r, (*path, "uri")),
+        scheme=string_match(r, (*path, "scheme")),
+        method=string_match(r, (*path, "method")),
+        authority=string_match(r, (*path, "authority")),
+        headers=tuple(
+            _header_matches(r, (*path, "headers"), False)
+            + _header_matches(r, (*path, "withoutHeaders"), True)
+        ),
+        query_params=tuple(query),
+        ignore_uri_case=bool(r.boolean((*path, "ignoreUriCase"))),
+        port=r.port((*path, "port")),
+        source_labels=r.labels((*path, "sourceLabels")),
+        source_namespace=r.string((*path, "sourceNamespace")) or "",
+        gateways=tuple(resolve_gateway(str(g), vs_ns) for g in r.sequence((*path, "gateways"))),
+    )
+
+
+def _destination(r: ObjectReader, path: FieldPath, domain: str) -> Destination | None:
+    r.check_fields(path, ("host", "subset", "port"))
+    host = r.string((*path, "host"), required=True)
+    if host is None:
+        return None
+    return Destination(
+        host=resolve_host(host, r.namespace, domain),
+        written=host,
+        subset=r.string((*path, "subset")) or "",
+        port=r.port((*path, "port", "number")),
+    )
+
+
+def _header_ops(r: ObjectReader, path: FieldPath) -> HeaderOperations:
+    r.check_fields(path, ("set", "add", "remove"))
+    return HeaderOperations(
+        set=r.labels((*path, "set")),
+        add=r.labels((*path, "add")),
+        remove=tuple(str(x) for x in r.sequence((*path, "remove"))),
+    )
+
+
+def _headers(r: ObjectReader, path: FieldPath) -> Headers:
+    r.check_fields(path, ("request", "response"))
+    return Headers(_header_ops(r, (*path, "request")), _header_ops(r, (*path, "response")))
+
+
+def _route_destinations(r: ObjectReader, path: FieldPath, domain: str) -> list[RouteDestination]:
+    out = []
+    items = r.sequence(path)
+    for i, _ in enumerate(items):
+        sub = (*path, i)
+        r.check_fields(sub, ("destination", "weight", "headers"))
+        destination = _destination(r, (*sub, "destination"), domain)
+        if not r.has((*sub, "destination")):
+            r.report((*sub, "destination"), "required field is missing", code="IST0106")
+        weight = r.integer((*sub, "weight"))
+        if weight is not None and weight < 0:
+            r.report((*sub, "weight"), "weight must not be negative", code="IST0106")
+        if destination is not None:
+            out.append(
+                RouteDestination(destination, weight or 0, _headers(r, (*sub, "headers")), sub)
+            )
+    weights = [d.weight for d in out]
+    if len(out) > 1 or any(weights):
+        total = sum(weights)
+        if len(out) > 1 and total != 100:
+            r.report(path, f"weights sum to {total}, not 100", code="IST0106")
+    return out
+
+
+def _fault(r: ObjectReader, path: FieldPath) -> Fault | None:
+    if r.mapping(path) is None:
+        return None
+    r.check_fields(path, ("delay", "abort"))
+    delay = abort = None
+    if r.mapping((*path, "delay")) is not None:
+        base = (*path, "delay")
+        r.check_fields(base, ("fixedDelay", "percentage", "percent", "exponentialDelay"))
+        fixed = r.duration((*base, "fixedDelay"), required=True)
+        pct = r.percentage((*base, "percentage"))
+        if pct is None and r.integer((*base, "percent")) is not None:
+            pct = float(r.integer((*base, "percent")) or 0)
+        if fixed is not None:
+            delay = FaultDelay(fixed, 100.0 if pct is None else pct)
+    if r.mapping((*path, "abort")) is not None:
+        base = (*path, "abort")
+        r.check_fields(base, ("httpStatus", "grpcStatus", "http2Error", "percentage"))
+        status = r.integer((*base, "httpStatus"), required=True)
+        if status is not None and not 200 <= status <= 599:
+            r.report((*base, "httpStatus"), f"{status} is not an HTTP status", code="IST0106")
+            status = None
+        pct = r.percentage((*base, "percentage"))
+        if status is not None:
+            abort = FaultAbort(status, 100.0 if pct is None else pct)
+    return Fault(delay, abort)
+
+
+def _cors(r: ObjectReader, path: FieldPath) -> CorsPolicy | None:
+    if r.mapping(path) is None:
+        return None
+    r.check_fields(
+        path,
+        (
+            "allowOrigins",
+            "allowOrigin",
+            "allowMethods",
+            "allowHeaders",
+            "exposeHeaders",
+            "maxAge",
+            "allowCredentials",
+            "unmatchedPreflights",
+        ),
+    )
+    origins = []
+    for i, _ in enumerate(r.sequence((*path, "allowOrigins"))):
+        match = string_match(r, (*path, "allowOrigins", i))
+        if match is not None:
+            origins.append(match)
+    origins.extend(StringMatch("exact", str(o)) for o in r.sequence((*path, "allowOrigin")))
+
+    def strings(key: str) -> tuple[str, ...]:
+        return tuple(str(x) for x in r.sequence((*path, key)))
+
+    return CorsPolicy(
+        allow_origins=tuple(origins),
+        allow_methods=strings("allowMethods"),
+        allow_headers=strings("allowHeaders"),
+        expose_headers=strings("exposeHeaders"),
+        max_age=r.duration((*path, "maxAge")),
+        allow_credentials=r.boolean((*path, "allowCredentials")),
+    )
+
+
+def _http_route(r: ObjectReader, path: FieldPath, domain: str) -> HTTPRoute:
+    r.check_fields(path, _ROUTE_FIELDS)
+    if r.has((*path, "delegate")):
+        r.report((*path, "delegate"), "delegate is not supported yet; this route is ignored")
+    matches = []
+    for i, _ in enumerate(r.sequence((*path, "match"))):
+        match = _http_match(r, (*path, "match", i), r.namespace)
+        if match is not None:
+            matches.append(match)
+    redirect = None
+    if r.mapping((*path, "redirect")) is not None:
+        base = (*path, "redirect")
+        r.check_fields(base, ("uri", "authority", "port", "derivePort", "scheme", "redirectCode"))
+        code = r.integer((*base, "redirectCode")) or 301
+        if code not in _REDIRECT_CODES:
+            r.report(
+                (*base, "redirectCode"),
+                f"redirect code must be one of {_REDIRECT_CODES}",
+                code="IST0106",
+            )
+        redirect = Redirect(
+            r.string((*base, "uri")) or "",
+            r.string((*base, "authority")) or "",
+            r.port((*base, "port")),
+            r.string((*base, "scheme")) or "",
+            code,
+        )
+    direct = None
+    if r.mapping((*path, "directResponse")) is not None:
+        base = (*path, "directResponse")
+        status = r.integer((*base, "status"), required=True) or 200
+        body = r.string((*base, "body", "string")) or ""
+        direct = DirectResponse(status, body)
+    rewrite = None
+    if r.mapping((*path, "rewrite")) is not None:
+        base = (*path, "rewrite")
+        r.check_fields(base, ("uri", "authority", "uriRegexRewrite"))
+        regex = None
+        if r.mapping((*base, "uriRegexRewrite")) is not None:
+            pattern = r.string((*base, "uriRegexRewrite", "match"), required=True)
+            replacement = r.string((*base, "uriRegexRewrite", "rewrite"), required=True)
+            if pattern is not None and replacement is not None:
+                regex = (pattern, replacement)
+        rewrite = Rewrite(r.string((*base, "uri")), r.string((*base, "authority")) or "", regex)
+    retries = None
+    if r.mapping((*path, "retries")) is not None:
+        base = (*path, "retries")
+        r.check_fields(
+            base,
+            (
+                "attempts",
+                "perTryTimeout",
+                "retryOn",
+                "retryRemoteLocalities",
+                "retryIgnorePreviousHosts",
+                "backoff",
+            ),
+        )
+        attempts = r.integer((*base, "attempts"))
+        retries = Retries(
+            attempts if attempts is not None else 2,
+            r.duration((*base, "perTryTimeout")),
+            r.string((*base, "retryOn")) or "",
+        )
+    mirror = None
+    if r.mapping((*path, "mirror")) is not None:
+        mirror = _destination(r, (*path, "mirror"), domain)
+    mirror_pct = r.percentage((*path, "mirrorPercentage"))
+    route = _route_destinations(r, (*path, "route"), domain)
+    if not route and redirect is None and direct is None and not r.has((*path, "delegate")):
+        r.report(path, "an HTTP route needs route, redirect or directResponse", code="IST0106")
+    return HTTPRoute(
+        name=r.string((*path, "name")) or "",
+        match=tuple(matches),
+        route=tuple(route),
+        redirect=redirect,
+        direct_response=direct,
+        rewrite=rewrite,
+        timeout=r.duration((*path, "timeout")),
+        retries=retries,
+        fault=_fault(r, (*path, "fault")),
+        mirror=mirror,
+        mirror_percentage=mirror_pct,
+        headers=_headers(r, (*path, "headers")),
+        cors=_cors(r, (*path, "corsPolicy")),
+        path=path,
+    )
+
+
+def _tcp_route(r: ObjectReader, path: FieldPath, domain: str) -> TCPRoute:
+    r.check_fields(path, ("match", "route"))
+    matches = []
+    for i, _ in enumerate(r.sequence((*path, "match"))):
+        base = (*path, "match", i)
+        r.check_fields(
+            base, ("port", "sourceLabels", "gateways", "destinationSubnets", "sourceNamespace")
+        )
+        matches.append(
+            L4Match(
+                port=r.port((*base, "port")),
+                source_labels=r.labels((*base, "sourceLabels")),
+                gateways=tuple(
+                    resolve_gateway(str(g), r.namespace) for g in r.sequence((*base, "gateways"))
+                ),
+            )
+        )
+    return TCPRoute(tuple(matches), tuple(_route_destinations(r, (*path, "route"), domain)), path)
+
+
+def parse_virtual_service(r: ObjectReader, domain: str) -> VirtualService | None:
+    r.check_fields(("spec",), ("hosts", "gateways", "http", "tcp", "tls", "exportTo"))
+    hosts = [str(h) for h in r.sequence(("spec", "hosts"), required=True)]
+    if r.has(("spec", "hosts")) and not hosts:
+        r.report(("spec", "hosts"), "at least one host is required", code="IST0106")
+    if r.sequence(("spec", "tls")):
+        r.report(("spec", "tls"), "tls routes are not supported yet; ignored")
+    http = [
+        _http_route(r, ("spec", "http", i), domain)
+        for i, _ in enumerate(r.sequence(("spec", "http")))
+    ]
+    tcp = [
+        _tcp_route(r, ("spec", "tcp", i), domain) for i, _ in enumerate(r.sequence(("spec", "tcp")))
+    ]
+    gateways: list[Any] = r.sequence(("spec", "gateways"))
+    if r.failed:
+        return None
+    return VirtualService(
+        name=r.name,
+        namespace=r.namespace,
+        source=r.source,
+        hosts=tuple(resolve_host(h, r.namespace, domain) for h in hosts),
+        gateways=tuple(resolve_gateway(str(g), r.namespace) for g in gateways) or ("mesh",),
+        http=tuple(http),
+        tcp=tuple(tcp),
+        export_to=tuple(str(x) for x in r.sequence(("spec", "exportTo"))) or ("*",),
+    )

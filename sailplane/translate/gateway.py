@@ -1,0 +1,218 @@
+"""Gateway proxies: listeners from ``Gateway`` servers, routes from the
+VirtualServices bound to them (``gateways: [name]``).
+
+As Istio: route configurations are named ``http.PORT`` (``https.PORT.NAME``
+for TLS servers); virtual hosts are the intersection of the VirtualService
+hosts and the server hosts; VirtualServices for the same host on one gateway
+are merged in order.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as rc
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
+
+from sailplane.model.hosts import host_matches
+from sailplane.model.mesh import MeshConfig
+from sailplane.model.networking import Gateway, GatewayServer, VirtualService
+from sailplane.model.registry import selector_matches
+from sailplane.translate import names
+from sailplane.translate.common import pack, socket_address
+from sailplane.translate.listeners import http_connection_manager, network_filter
+from sailplane.translate.proxy import Proxy
+from sailplane.translate.routes import route_context, virtual_service_routes
+
+
+def selecting_gateways(mesh: MeshConfig, proxy: Proxy) -> list[Gateway]:
+    return [
+        g
+        for g in mesh.gateways
+        if g.selector and selector_matches(g.selector, proxy.workload.labels)
+    ]
+
+
+def bind_port(proxy: Proxy, server: GatewayServer) -> int:
+    """A server's port maps through the gateway workload's named ports, as a
+    Kubernetes Service's targetPort maps Istio gateway ports (80 -> 8080)."""
+    return proxy.workload.ports.get(server.port_name) or server.port
+
+
+def bind_address(proxy: Proxy) -> str:
+    try:
+        ipaddress.ip_address(proxy.workload.address)
+    except ValueError:
+        return "0.0.0.0"  # a DNS name (compose service): listen on every address
+    return proxy.workload.address
+
+
+def _route_name(server: GatewayServer, index: int) -> str:
+    if server.tls is not None and server.protocol in ("HTTPS", "TLS"):
+        return f"https.{server.port}.{server.name or index}"
+    return f"http.{server.port}"
+
+
+def _intersect(vs_host: str, server_host: str) -> str | None:
+    if host_matches(server_host, vs_host):
+        return vs_host
+    if host_matches(vs_host, server_host):
+        return server_host
+    return None
+
+
+def _bound(mesh: MeshConfig, gateway: Gateway) -> list[VirtualService]:
+    return [vs for vs in mesh.virtual_services if gateway.key in vs.gateways]
+
+
+def _server_route_config(
+    mesh: MeshConfig, gateway: Gateway, servers: list[GatewayServer], name: str
+) -> route_pb2.RouteConfiguration:
+    vhosts: dict[str, list[rc.Route]] = {}
+    port = servers[0].port
+    for vs in _bound(mesh, gateway):
+        hosts: list[str] = []
+        for server in servers:
+            for namespace, server_host in server.hosts:
+                if namespace not in ("*", vs.namespace):
+                    continue
+                for vs_host in vs.hosts:
+                    found = _intersect(vs_host, server_host)
+                    if found is not None and found not in hosts:
+                        hosts.append(found)
+        for host in hosts:
+            vhosts.setdefault(host, []).extend(
+                virtual_service_routes(mesh, vs, port, {}, gateway.namespace, gateway.key)
+            )
+    return route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=[
+            rc.VirtualHost(
+                name=f"{host}:{port}",
+                domains=["*"] if host == "*" else [host, f"{host}:{port}"],
+                routes=routes,
+            )
+            for host, routes in sorted(vhosts.items())
+        ],
+        validate_clusters={"value": False},
+    )
+
+
+def _servers_by_port(
+    mesh: MeshConfig, proxy: Proxy
+) -> dict[int, list[tuple[Gateway, GatewayServer]]]:
+    by_port: dict[int, list[tuple[Gateway, GatewayServer]]] = {}
+    for gateway in selecting_gateways(mesh, proxy):
+        for server in gateway.servers:
+            by_port.setdefault(bind_port(proxy, server), []).append((gateway, server))
+    return dict(sorted(by_port.items()))
+
+
+def build_gateway_routes(
+    mesh: MeshConfig, proxy: Proxy
+) -> tuple[route_pb2.RouteConfiguration, ...]:
+    configs: dict[str, route_pb2.RouteConfiguration] = {}
+    for entries in _servers_by_port(mesh, proxy).values():
+        for index, (gateway, server) in enumerate(entries):
+            if server.protocol not in ("HTTP", "HTTP2", "GRPC", "HTTPS"):
+                continue
+            name = _route_name(server, index)
+            if name in configs:
+                # Several Gateways share the port: merge their virtual hosts.
+                extra = _server_route_config(mesh, gateway, [server], name)
+                merged = {v.name: v for v in configs[name].virtual_hosts}
+                for vhost in extra.virtual_hosts:
+                    if vhost.name in merged:
+                        merged[vhost.name].routes.extend(vhost.routes)
+                    else:
+                        merged[vhost.name] = vhost
+                configs[name] = route_pb2.RouteConfiguration(
+                    name=name,
+                    virtual_hosts=sorted(merged.values(), key=lambda v: v.name),
+                    validate_clusters={"value": False},
+                )
+            else:
+                configs[name] = _server_route_config(mesh, gateway, [server], name)
+    return tuple(sorted(configs.values(), key=lambda c: c.name))
+
+
+def _tls_context(server: GatewayServer) -> tls_pb2.DownstreamTlsContext:
+    tls = server.tls
+    assert tls is not None
+    context = tls_pb2.DownstreamTlsContext()
+    certificate = common_pb2.TlsCertificate(
+        certificate_chain=base_pb2.DataSource(filename=tls.server_certificate),
+        private_key=base_pb2.DataSource(filename=tls.private_key),
+    )
+    context.common_tls_context.tls_certificates.append(certificate)
+    context.common_tls_context.alpn_protocols.extend(["h2", "http/1.1"])
+    if tls.mode == "MUTUAL" and tls.ca_certificates:
+        context.require_client_certificate.value = True
+        context.common_tls_context.validation_context.trusted_ca.filename = tls.ca_certificates
+    return context
+
+
+def _tcp_cluster(mesh: MeshConfig, gateway: Gateway, server: GatewayServer) -> str | None:
+    ctx = route_context(mesh, server.port)
+    for vs in _bound(mesh, gateway):
+        for tcp in vs.tcp:
+            if tcp.match and not any(m.port in (None, server.port) for m in tcp.match):
+                continue
+            if tcp.route:
+                return ctx.cluster_for(tcp.route[0].destination)
+    return None
+
+
+def build_gateway_listeners(mesh: MeshConfig, proxy: Proxy) -> list[listener_pb2.Listener]:
+    listeners = []
+    address = bind_address(proxy)
+    for port, entries in _servers_by_port(mesh, proxy).items():
+        listener = listener_pb2.Listener(
+            name=names.listener_name(address, port),
+            address=socket_address(address, port),
+            traffic_direction=2,  # OUTBOUND, as Istio marks gateway listeners
+        )
+        for index, (gateway, server) in enumerate(entries):
+            chain = listener_components_pb2.FilterChain()
+            if server.protocol in ("TCP", "TLS", "MONGO") and server.tls is None:
+                cluster = _tcp_cluster(mesh, gateway, server)
+                if cluster is None:
+                    continue
+                chain.filters.append(
+                    network_filter(
+                        "envoy.filters.network.tcp_proxy",
+                        tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster),
+                    )
+                )
+            else:
+                manager = http_connection_manager(
+                    f"outbound_{address}_{port}", _route_name(server, index)
+                )
+                chain.filters.append(
+                    network_filter("envoy.filters.network.http_connection_manager", manager)
+                )
+            if server.tls is not None and server.protocol in ("HTTPS", "TLS"):
+                hosts = [h for _, h in server.hosts if h != "*"]
+                chain.filter_chain_match.server_names.extend(hosts)
+                chain.transport_socket.name = "envoy.transport_sockets.tls"
+                chain.transport_socket.typed_config.CopyFrom(pack(_tls_context(server)))
+                if not listener.listener_filters:
+                    listener.listener_filters.append(
+                        listener_components_pb2.ListenerFilter(
+                            name="envoy.filters.listener.tls_inspector",
+                            typed_config=pack(tls_inspector_pb2.TlsInspector()),
+                        )
+                    )
+            if any(
+                c.filter_chain_match == chain.filter_chain_match for c in listener.filter_chains
+            ):
+                continue  # a second server on the same port and hosts: the first wins
+            listener.filter_chains.append(chain)
+        if listener.filter_chains:
+            listeners.append(listener)
+    return listeners
