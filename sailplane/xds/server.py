@@ -7,13 +7,16 @@ Protocol rules implemented here (envoyproxy.io, "xDS REST and gRPC protocol"):
 * Each type URL has its own version and nonce. A request whose
   ``response_nonce`` is not the last nonce sent for that type is stale and is
   ignored whole: a newer response is already on its way and the client will
-  answer that one.
+  answer that one. Before this stream has sent a type anything, no nonce is
+  stale (a client resuming after a reconnect may still carry its old one).
 * A request answering the last nonce is an ACK, or a NACK if it carries
   ``error_detail``. A NACK leaves the client on its last accepted version; we
   record the error and do not resend the same version.
 * Clusters and listeners are wildcard types (an empty first subscription, or
   ``*``, means everything); other types are subscribed by name. A named
-  resource that does not exist is answered as soon as it appears.
+  resource that does not exist is answered as soon as it appears. An empty
+  list of names on a type that is not wildcard unsubscribes: nothing more is
+  sent for it, and it no longer holds back removals.
 * Make before break: a push sends secrets, clusters, endpoints, listeners,
   routes in that order. A cluster (and its endpoints) that disappears is kept
   in the responses until the listeners and routes that might point at it
@@ -33,7 +36,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,8 +72,9 @@ _RESEND_AFTER = {CLUSTER: ENDPOINT, LISTENER: ROUTE}
 class StreamHooks(Protocol):
     """What the server needs from the rest of sailplane. Keep it small."""
 
-    async def on_connect(self, node: base_pb2.Node, peer: str) -> str:
-        """Admit a node; return its cache key. Raise UnknownProxyError to refuse."""
+    async def on_connect(self, node: base_pb2.Node, peer: Peer) -> str:
+        """Admit a node; return its cache key. Raise UnknownProxyError (or
+        PermissionError, for an identity that may not claim the node) to refuse."""
 
     def on_disconnect(self, node_id: str, stream_id: int) -> None: ...
 
@@ -86,7 +90,7 @@ class CacheHooks:
     def __init__(self, cache: SnapshotCache) -> None:
         self.cache = cache
 
-    async def on_connect(self, node: base_pb2.Node, peer: str) -> str:
+    async def on_connect(self, node: base_pb2.Node, peer: Peer) -> str:
         return str(node.id)
 
     def on_disconnect(self, node_id: str, stream_id: int) -> None:
@@ -97,6 +101,41 @@ class CacheHooks:
 
     def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
         pass
+
+
+_NAME_SETS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _intern(names: frozenset[str]) -> frozenset[str]:
+    """Streams subscribing to the same names (every sidecar asks EDS for every
+    cluster) share one set instead of holding a copy each. Bounded: old sets
+    are forgotten wholesale, which only costs sharing, never correctness."""
+    if len(names) < 8:
+        return names
+    found = _NAME_SETS.get(names)
+    if found is None:
+        if len(_NAME_SETS) > 256:
+            _NAME_SETS.clear()
+        _NAME_SETS[names] = found = names
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The other end of a stream: its address, and on an mTLS port the
+    certificate it presented (PEM), which the hooks check against the node."""
+
+    address: str
+    certificate_pem: bytes | None = None
+
+    def __str__(self) -> str:
+        return self.address
+
+
+def peer_of(context: grpc.aio.ServicerContext[Any, Any]) -> Peer:
+    auth = context.auth_context() or {}
+    certs = auth.get("x509_pem_cert") or []
+    return Peer(context.peer(), certs[0] if certs else None)
 
 
 @dataclass(slots=True)
@@ -110,9 +149,14 @@ class _TypeState:
     sent_version: str = ""
     # name -> encoded chunk of what the last response carried, and of what the
     # client last accepted; make-before-break decisions use them.
-    sent: dict[str, bytes] = field(default_factory=dict)
-    accepted: dict[str, bytes] = field(default_factory=dict)
+    sent: Mapping[str, bytes] = field(default_factory=dict)
+    accepted: Mapping[str, bytes] = field(default_factory=dict)
     resend: bool = False
+
+    @property
+    def wanted(self) -> bool:
+        """Subscribed to something (an empty named subscription is none)."""
+        return self.subscribed and (self.wildcard or bool(self.names))
 
 
 class _Stream:
@@ -149,33 +193,34 @@ class _Stream:
             return
         st = self.state(type_url)
         status = self.status.of(type_url)
-        if request.response_nonce:
+        if request.response_nonce and st.nonce:
             if request.response_nonce != st.nonce:
                 return  # stale: the client has not seen our latest response yet
             if request.HasField("error_detail"):
                 message = request.error_detail.message
                 status.error = message
                 status.nacked = st.sent_version
-                st.sent = dict(st.accepted)  # the client stays on its last good config
+                st.sent = st.accepted  # the client stays on its last good config
                 self.server.hooks.on_nack(self.node_id, type_url, st.sent_version, message)
             else:
                 status.acked = st.sent_version
                 status.error = None
                 status.nacked = None
                 st.accepted = st.sent
-        requested = frozenset(request.resource_names)
+        requested = _intern(frozenset(request.resource_names))
         wildcard = "*" in requested or (
             type_url in WILDCARD_TYPES and not requested and (not st.subscribed or st.wildcard)
         )
-        names = requested - {"*"}
+        names = _intern(requested - {"*"}) if "*" in requested else requested
         changed = not st.subscribed or wildcard != st.wildcard or names != st.names
         st.subscribed, st.wildcard, st.names = True, wildcard, names
         target = self._target_version(type_url, snapshot)
         # A NACKed version is not sent again; the next change will be.
         moved = target != st.sent_version and status.nacked != target
-        if (changed or st.resend or moved) and (st.wildcard or st.names):
+        if (changed or st.resend or moved) and st.wanted:
             await self.send(type_url, snapshot)
         await self._finish_removals(snapshot)
+        await self._send_followers(snapshot)
 
     # -- responses ---------------------------------------------------------
 
@@ -183,17 +228,18 @@ class _Stream:
         """The snapshot changed: send every subscribed type whose content moved."""
         for type_url in PUSH_ORDER:
             st = self.types.get(type_url)
-            if st is None or not st.subscribed:
+            if st is None or not st.wanted:
                 continue
             if st.resend or st.sent_version != self._target_version(type_url, snapshot):
                 await self.send(type_url, snapshot)
         await self._finish_removals(snapshot)
+        await self._send_followers(snapshot)
 
     def _referrers_synced(self, snapshot: Snapshot) -> bool:
         """Have listeners and routes been accepted at the snapshot's versions?"""
         for type_url in _REFERRING_TYPES:
             st = self.types.get(type_url)
-            if st is None or not st.subscribed:
+            if st is None or not st.wanted:
                 continue
             if self.status.of(type_url).acked != snapshot.version(type_url):
                 return False
@@ -221,9 +267,17 @@ class _Stream:
     async def _finish_removals(self, snapshot: Snapshot) -> None:
         for type_url in _REFERENCED_TYPES:
             st = self.types.get(type_url)
-            if st is None or not st.subscribed or "+keep." not in st.sent_version:
+            if st is None or not st.wanted or "+keep." not in st.sent_version:
                 continue
             if self._referrers_synced(snapshot):
+                await self.send(type_url, snapshot)
+
+    async def _send_followers(self, snapshot: Snapshot) -> None:
+        """Endpoints after a cluster response, routes after a listener response,
+        whatever sent it (a request, a finished removal), not at some later push."""
+        for type_url in _RESEND_AFTER.values():
+            st = self.types.get(type_url)
+            if st is not None and st.resend and st.wanted:
                 await self.send(type_url, snapshot)
 
     async def send(self, type_url: str, snapshot: Snapshot) -> None:
@@ -245,7 +299,10 @@ class _Stream:
         await self.server.write(self.context, message)
         st.nonce = nonce
         st.sent_version = version
-        st.sent = {n: resources.chunks[n] for n in selected} | kept
+        if not kept and len(selected) == len(resources.chunks):
+            st.sent = resources.chunks  # shared, read-only: no per-stream copy
+        else:
+            st.sent = {n: resources.chunks[n] for n in selected} | kept
         st.resend = False
         self.status.of(type_url).sent = version
         follower = _RESEND_AFTER.get(type_url)
@@ -298,8 +355,8 @@ class AdsServer:
                 grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"
             )
         try:
-            node_id = await self.hooks.on_connect(first.node, context.peer())
-        except UnknownProxyError as exc:
+            node_id = await self.hooks.on_connect(first.node, peer_of(context))
+        except (UnknownProxyError, PermissionError) as exc:
             log.warning("refused xDS stream from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         stream_id = next(self._stream_ids)
