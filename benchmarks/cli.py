@@ -1,0 +1,86 @@
+"""``python -m benchmarks``: run the scenarios, print a table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.fanout import CHANGES
+from benchmarks.report import DEFAULT_JSON, compare, document, print_table, write_json
+from benchmarks.scenarios import SCENARIOS, Params, run
+
+QUICK = Params(services=20, ports=2, workloads=1, proxies=10, repeat=1)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="sailplane performance harness: translation, push fan-out, RSS.",
+    )
+    defaults = Params()
+    parser.add_argument("--services", type=int, help=f"services (default {defaults.services})")
+    parser.add_argument("--ports", type=int, help=f"ports per service (default {defaults.ports})")
+    parser.add_argument(
+        "--workloads", type=int, help=f"workloads per service (default {defaults.workloads})"
+    )
+    parser.add_argument(
+        "--proxies", type=int, help=f"simulated ADS streams (default {defaults.proxies})"
+    )
+    parser.add_argument(
+        "--repeat", type=int, help=f"translation runs, median reported (default {defaults.repeat})"
+    )
+    parser.add_argument("--change", choices=CHANGES, help="what the pushed change is")
+    parser.add_argument(
+        "--only", action="append", choices=list(SCENARIOS), help="run only this scenario"
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        help=f"write results here (default {DEFAULT_JSON})",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="JSON",
+        help="OLD.json: run, then print new/old per metric; OLD.json NEW.json: compare only",
+    )
+    return parser.parse_args(argv)
+
+
+def params_from(args: argparse.Namespace) -> Params:
+    params = QUICK if args.quick else Params()
+    given = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(Params)
+        if getattr(args, field.name, None) is not None
+    }
+    return dataclasses.replace(params, **given)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.compare and len(args.compare) > 2:
+        print("--compare takes OLD.json, or OLD.json NEW.json", file=sys.stderr)
+        return 2
+    if args.compare and len(args.compare) == 2:
+        compare(_read(Path(args.compare[1])), _read(Path(args.compare[0])))
+        return 0
+    params = params_from(args)
+    doc = document(dataclasses.asdict(params), run(params, args.only))
+    print_table(doc)
+    write_json(doc, args.json)
+    print(f"wrote {args.json}")
+    if args.compare:
+        compare(doc, _read(Path(args.compare[0])))
+    return 0
