@@ -1,24 +1,43 @@
-"""``sailplane serve``: load, translate, serve, watch, until stopped."""
+"""``sailplane serve``: load, translate, serve, watch, until stopped.
+
+Configuration changes follow one rule: what is served is always a complete,
+validated configuration. A directory that does not parse changes nothing;
+an object that does not validate is left out (or keeps its last good
+version, see config/assemble.py); every problem is logged once, counted on
+``/metrics`` and listed at ``/debug/configz``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
 import grpc
 
-from sailplane.config.loader import LoadResult, load_dir
+from sailplane.ca import CertificateAuthority, IdentityStore
+from sailplane.config.assemble import InForce
+from sailplane.config.loader import LoadResult, load_dir, object_changes
 from sailplane.config.watch import DirectoryWatcher
 from sailplane.controller import Controller
+from sailplane.debug import dry_run, parse_files_body, proxy_view
+from sailplane.logs import event
+from sailplane.metrics import CONTENT_TYPE, InstrumentedHooks, Metrics
 from sailplane.model.source import Severity
 from sailplane.monitor import MonitorServer, Response
-from sailplane.xds import AdsServer, SnapshotCache, StatusRegistry
+from sailplane.secure import server_credentials
+from sailplane.xds import PUSH_ORDER, AdsServer, SnapshotCache, StatusRegistry
 
 log = logging.getLogger("sailplane")
+config_log = logging.getLogger("sailplane.config")
+
+_LEVELS = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING}
 
 
 def embedded_example() -> Path:
@@ -34,6 +53,11 @@ class ServeOptions:
     debounce_quiet: float = 0.1
     debounce_max: float = 1.0
     watch: bool = True
+    secure_xds_address: tuple[str, int] | None = None
+    # None: an in-memory CA (development and tests); `sailplane serve` passes
+    # the one in the CA state directory.
+    authority: CertificateAuthority | None = None
+    cert_ttl: timedelta = timedelta(hours=24)
 
 
 class ControlPlane:
@@ -43,14 +67,28 @@ class ControlPlane:
         self.options = options
         self.cache = SnapshotCache()
         self.status = StatusRegistry()
-        self.controller = Controller(self.cache)
-        self.ads = AdsServer(self.cache, self.controller, self.status)
+        self.metrics = Metrics()
+        if options.authority is None:
+            log.warning("no CA given: using an in-memory CA (certificates change on restart)")
+        self.authority = options.authority or CertificateAuthority.create_self_signed()
+        self.identities = IdentityStore(self.authority, ttl=options.cert_ttl)
+        self.controller = Controller(
+            self.cache, self.identities, trust_domain=self.authority.trust_domain
+        )
+        self.hooks = InstrumentedHooks(self.controller, self.metrics)
+        self.ads = AdsServer(self.cache, self.hooks, self.status)
         self.monitor = MonitorServer()
         self.grpc_server: grpc.aio.Server | None = None
+        self.secure_server: grpc.aio.Server | None = None
+        self.secure_xds_port: int | None = None
+        self._rotation_task: asyncio.Task[None] | None = None
         self.xds_port: int | None = None
         self.monitor_port: int | None = None
-        self.last_result: LoadResult | None = None
-        self._logged: set[str] = set()
+        self.last_result: LoadResult | None = None  # the last load, applied or not
+        self.applied_result: LoadResult | None = None  # the load in force
+        self.in_force: InForce | None = None
+        self.applied_at: float | None = None
+        self._reported: set[str] = set()
         self._watcher: DirectoryWatcher | None = None
         self._watch_task: asyncio.Task[None] | None = None
         self.applied = 0  # configurations put in force so far
@@ -58,70 +96,140 @@ class ControlPlane:
 
     # -- configuration -----------------------------------------------------
 
-    def reload(self) -> bool:
-        """Load the config dir; apply it if it parses. Returns whether applied."""
-        result = load_dir(self.options.config_dir)
+    def reload(self, change_seen_at: float | None = None) -> bool:
+        """Load the config dir; apply it if it parses. Returns whether applied.
+
+        ``change_seen_at`` (monotonic) is when the file change was first seen,
+        for the convergence-time histogram."""
+        started = time.monotonic()
+        result = load_dir(self.options.config_dir, previous=self.in_force)
         self.last_result = result
-        for diagnostic in result.diagnostics:
-            line = diagnostic.format()
-            if line in self._logged:
-                continue  # one log line per distinct problem
-            self._logged.add(line)
-            level = {
-                Severity.ERROR: logging.ERROR,
-                Severity.WARNING: logging.WARNING,
-                Severity.INFO: logging.INFO,
-            }[diagnostic.severity]
-            log.log(level, "%s", line)
+        news = self._report(result)
         if result.mesh is None:
-            log.error(
-                "configuration in %s not applied; still serving the last good one",
-                self.options.config_dir,
+            self.metrics.reloads.labels("rejected").inc()
+            event(
+                config_log,
+                logging.ERROR if news else logging.DEBUG,  # said already, unless new
+                "config.rejected",
+                "configuration not applied; still serving the last good one",
+                errors=len(result.errors),
+                dir=str(self.options.config_dir),
             )
             return False
         if self.controller.mesh is not None and self.controller.mesh.digest == result.mesh.digest:
+            self.metrics.reloads.labels("unchanged").inc()
             return False
-        pushed = self.controller.apply(result.mesh)
+        before = {n: self.cache.get(n) for n in self.cache.node_ids()}
+        updated = self.controller.apply(result.mesh)
+        changed = [
+            node_id
+            for node_id, old in before.items()
+            if (new := self.cache.get(node_id)) is not None
+            and (old is None or any(old.version(t) != new.version(t) for t in PUSH_ORDER))
+        ]
+        self.metrics.snapshots_changed(changed, change_seen_at)
+        changes = object_changes(self.in_force, result)
+        for kind, what, _ in changes:
+            self.metrics.config_events.labels(kind, what).inc()
+        self.applied_result, self.in_force = result, result.in_force()
         self.applied += 1
-        log.info(
-            "config applied: %d services, %d workloads, %d objects; %d proxies updated",
-            len(result.mesh.services),
-            len(result.mesh.workloads),
-            len(result.mesh.objects),
-            pushed,
+        self.applied_at = time.time()
+        self.metrics.reloads.labels("applied").inc()
+        self.metrics.last_applied.set(self.applied_at)
+        states = Counter(o.state for o in result.objects)
+        events = Counter(what for _, what, _ in changes)
+        event(
+            config_log,
+            logging.INFO,
+            "config.applied",
+            "config applied",
+            version=self.version,
+            objects=states["active"] + states["retained"],
+            retained=states["retained"],
+            rejected=states["rejected"],
+            services=len(result.mesh.services),
+            workloads=len(result.mesh.workloads),
+            added=events["add"],
+            updated=events["update"],
+            deleted=events["delete"],
+            proxies_updated=updated,
+            ms=round((time.monotonic() - started) * 1000, 1),
+            detail={"changes": [f"{what} {kind} {name}" for kind, what, name in changes]},
         )
         return True
 
+    @property
+    def version(self) -> str:
+        mesh = self.controller.mesh
+        return mesh.digest[:12] if mesh else ""
+
+    def _report(self, result: LoadResult) -> int:
+        """Log each problem once, when it appears; count the new errors.
+        Returns how many problems are new."""
+        current = {d.format(): d for d in result.diagnostics}
+        new_errors = news = 0
+        for line, diagnostic in current.items():
+            if line in self._reported:
+                continue
+            news += 1
+            new_errors += diagnostic.severity is Severity.ERROR
+            event(
+                config_log,
+                _LEVELS.get(diagnostic.severity, logging.INFO),
+                f"config.{diagnostic.severity.value}",
+                line,
+                detail=diagnostic.to_json(),
+            )
+        if new_errors:
+            self.metrics.config_errors.inc(new_errors)
+        # A load that does not parse says nothing about the other problems.
+        self._reported = set(current) | (self._reported if result.mesh is None else set())
+        if result.mesh is not None:
+            self.metrics.count_objects(Counter((o.kind, o.state) for o in result.objects))
+        return news
+
     async def _watch(self) -> None:
         assert self._watcher is not None
-        async for _ in self._watcher.changes():
+        async for burst in self._watcher.changes():
             try:
-                self.reload()
+                self.reload(burst.first_seen)
             except Exception:  # never let one bad reload stop the watcher
                 log.exception("reload failed; still serving the last good configuration")
 
     # -- lifecycle ---------------------------------------------------------
 
+    def _grpc_server(self) -> grpc.aio.Server:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", 256 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ]
+        )
+        server.add_generic_rpc_handlers([self.ads.handler()])
+        return server
+
     async def start(self) -> None:
         self.reload()
         opts = self.options
         if opts.xds_address is not None:
-            self.grpc_server = grpc.aio.server(
-                options=[
-                    ("grpc.max_send_message_length", 256 * 1024 * 1024),
-                    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-                    ("grpc.keepalive_permit_without_calls", 1),
-                    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-                ]
-            )
-            self.grpc_server.add_generic_rpc_handlers([self.ads.handler()])
+            self.grpc_server = self._grpc_server()
             host, port = opts.xds_address
             self.xds_port = self.grpc_server.add_insecure_port(f"{host}:{port}")
             await self.grpc_server.start()
             log.info("xDS (ADS, plaintext) on %s:%d", host, self.xds_port)
+        if opts.secure_xds_address is not None:
+            self.secure_server = self._grpc_server()
+            host, port = opts.secure_xds_address
+            credentials = server_credentials(self.identities, self.authority.trust_domain)
+            self.secure_xds_port = self.secure_server.add_secure_port(f"{host}:{port}", credentials)
+            await self.secure_server.start()
+            log.info("xDS (ADS, mTLS) on %s:%d", host, self.secure_xds_port)
+        self._rotation_task = asyncio.create_task(self._rotate_forever())
         _, self.monitor_port = await self.monitor.start(*opts.monitor_address)
         log.info(
-            "monitor on http://%s:%d (/ready, /debug/syncz, /debug/config_dump)",
+            "monitor on http://%s:%d (/ready, /metrics, /debug/syncz, /debug/configz)",
             opts.monitor_address[0],
             self.monitor_port,
         )
@@ -132,29 +240,52 @@ class ControlPlane:
             self._watcher.start()
             self._watch_task = asyncio.create_task(self._watch())
 
+    async def _rotate_forever(self) -> None:
+        """Sleep until the next certificate is due (half its life), rotate,
+        push the new secrets (SDS only). Wakes at least once a minute."""
+        while True:
+            due = self.identities.next_rotation()
+            delay = 60.0
+            if due is not None:
+                delay = min(delay, max((due - datetime.now(UTC)).total_seconds(), 0.05))
+            log.debug("next certificate rotation in %.1fs", delay)
+            await asyncio.sleep(delay)
+            try:
+                self.controller.rotate_certificates()
+            except Exception:  # keep rotating; the next round retries
+                log.exception("certificate rotation failed")
+
     async def stop(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+        for task in (self._watch_task, self._rotation_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._watcher is not None:
             self._watcher.stop()
-        if self.grpc_server is not None:
-            await self.grpc_server.stop(grace=1)
+        for server in (self.grpc_server, self.secure_server):
+            if server is not None:
+                await server.stop(grace=1)
         await self.monitor.stop()
 
     # -- monitor endpoints -------------------------------------------------
 
     def _routes(self) -> None:
         self.monitor.route("/ready", self._ready)
+        self.monitor.route("/metrics", self._metrics)
         self.monitor.route("/debug/syncz", lambda q: Response.json(self.status.to_json()))
         self.monitor.route("/debug/config_dump", self._config_dump)
         self.monitor.route("/debug/configz", self._configz)
+        self.monitor.route("/debug/proxyz", self._proxyz)
+        self.monitor.post_route("/debug/diff", self._diff)
 
     def _ready(self, query: dict[str, list[str]]) -> Response:
         if self.controller.mesh is None:
             return Response.text("no configuration loaded yet\n", 503)
         return Response.text("ready\n")
+
+    def _metrics(self, query: dict[str, list[str]]) -> Response:
+        return Response(200, self.metrics.render(), CONTENT_TYPE)
 
     def _config_dump(self, query: dict[str, list[str]]) -> Response:
         proxy = (query.get("proxy") or [""])[0]
@@ -167,23 +298,41 @@ class ControlPlane:
             return Response.json({"error": f"unknown proxy {proxy!r}"}, 404)
         return Response.json(dump)
 
+    def _proxyz(self, query: dict[str, list[str]]) -> Response:
+        proxy = (query.get("proxy") or [""])[0]
+        view = proxy_view(proxy, self.cache.get(proxy), self.status) if proxy else None
+        if view is None:
+            return Response.json(
+                {"error": f"no connected proxy {proxy!r}", "connected": self.cache.node_ids()},
+                404 if proxy else 400,
+            )
+        return Response.json(view)
+
+    def _diff(self, query: dict[str, list[str]], body: bytes) -> Response:
+        try:
+            texts = parse_files_body(body)
+        except ValueError as exc:
+            return Response.json({"error": str(exc)}, 400)
+        return Response.json(
+            dry_run(
+                texts, self.in_force, self.cache, self.hooks.metadata, self.controller.identities
+            )
+        )
+
     def _configz(self, query: dict[str, list[str]]) -> Response:
-        mesh = self.controller.mesh
-        result = self.last_result
+        applied, last = self.applied_result, self.last_result
+        records = applied.objects if applied else ()
         return Response.json(
             {
                 "config_dir": str(self.options.config_dir),
-                "in_force": [
-                    {
-                        "kind": o.kind,
-                        "namespace": o.namespace,
-                        "name": o.name,
-                        "source": f"{o.file}:{o.line}",
-                    }
-                    for o in (mesh.objects if mesh else ())
+                "version": self.version,
+                "applied_at": self.applied_at,
+                "last_load_applied": bool(last and last.mesh is not None),
+                "in_force": [r.to_json() for r in records if r.state in ("active", "retained")],
+                "not_in_force": [
+                    r.to_json() for r in records if r.state not in ("active", "retained")
                 ],
-                "diagnostics": [d.to_json() for d in (result.diagnostics if result else ())],
-                "last_load_applied": bool(result and result.mesh is not None),
+                "diagnostics": [d.to_json() for d in (last.diagnostics if last else ())],
             }
         )
 

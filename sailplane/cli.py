@@ -6,14 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import json
-import logging
 import sys
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sailplane import __version__
+from sailplane import __version__, cli_ca
+from sailplane.ca import CAError
 from sailplane.translate.proxy import Role, parse_host_port
 
 
@@ -28,18 +29,34 @@ def _optional_address(value: str) -> tuple[str, int] | None:
     return None if value == "" else _address(value)
 
 
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+def _logging_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """--log-level and --log-format, before or after the command."""
+    parser.add_argument("--log-level", default=default or "info", choices=LOG_LEVELS)
+    parser.add_argument(
+        "--log-format",
+        default=default or "text",
+        choices=["text", "json"],
+        help="text (default, for people) or json (one object per line, for collectors)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sailplane",
         description="A service-mesh control plane: Istio YAML in, Envoy xDS out.",
     )
     parser.add_argument("--version", action="version", version=f"sailplane {__version__}")
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
+    _logging_flags(parser, None)
+    common = argparse.ArgumentParser(add_help=False)
+    _logging_flags(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="serve xDS for a watched config directory")
+    serve = sub.add_parser(
+        "serve", parents=[common], help="serve xDS for a watched config directory"
+    )
     serve.add_argument(
         "--config-dir",
         type=Path,
@@ -59,11 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--debounce",
+        "--debounce-quiet",
+        dest="debounce",
         type=float,
         default=0.1,
         metavar="SECONDS",
         help="quiet time before a config change is applied (default 0.1)",
     )
+    serve.add_argument(
+        "--secure-xds-address",
+        type=_optional_address,
+        default=("0.0.0.0", 15012),
+        help="mTLS ADS address, HOST:PORT ('' turns it off; default 0.0.0.0:15012)",
+    )
+    serve.add_argument(
+        "--cert-ttl",
+        type=cli_ca.cert_ttl,
+        default=timedelta(hours=24),
+        help="workload certificate lifetime; rotated at half of it (default 24h)",
+    )
+    cli_ca.add_ca_flags(serve)
     serve.add_argument(
         "--debounce-max",
         type=float,
@@ -72,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="longest a burst of changes can delay a reload (default 1.0)",
     )
 
-    boot = sub.add_parser("bootstrap", help="write the Envoy bootstrap for a workload")
+    boot = sub.add_parser(
+        "bootstrap", parents=[common], help="write the Envoy bootstrap for a workload"
+    )
     boot.add_argument("workload", help="WorkloadEntry name")
     boot.add_argument("--namespace", default="default")
     boot.add_argument("--config-dir", type=Path, help="mesh YAML (default: embedded example)")
@@ -89,12 +123,63 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         help="address the app listens on, behind the inbound listeners",
     )
-    boot.add_argument("--role", choices=[r.value for r in Role], default=Role.SIDECAR.value)
+    boot.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        help="force a role (default: the control plane decides; a workload a Gateway "
+        "selects is a gateway)",
+    )
+    boot.add_argument(
+        "--secure",
+        action="store_true",
+        help="use the mTLS xDS port: writes the workload's bootstrap certificate, minted by "
+        "the CA, next to the bootstrap",
+    )
+    cli_ca.add_ca_flags(boot)
     boot.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
 
-    status = sub.add_parser("status", help="sync state of every connected proxy")
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="sync state of every connected proxy, or one proxy's resources",
+    )
     status.add_argument("--monitor-address", type=_address, default=("127.0.0.1", 15014))
-    status.add_argument("--json", action="store_true", help="print /debug/syncz as JSON")
+    status.add_argument(
+        "--proxy",
+        metavar="ID",
+        help="show this proxy's clusters, endpoints, listeners, routes and secrets "
+        "(NAME.NAMESPACE), like istioctl proxy-config",
+    )
+    status.add_argument("--json", action="store_true", help="print the monitor's JSON")
+
+    validate = sub.add_parser(
+        "validate",
+        parents=[common],
+        help="check a config directory offline (exit 0 valid, 1 errors, 2 usage)",
+        description="Run every check `sailplane serve` runs, without serving. Exit status: "
+        "0 valid (warnings allowed unless --strict), 1 errors, 2 usage.",
+    )
+    validate.add_argument(
+        "--config-dir", type=Path, help="directory of mesh YAML (default: the embedded example)"
+    )
+    validate.add_argument("--format", choices=["text", "json"], default="text")
+    validate.add_argument("--strict", action="store_true", help="warnings fail too")
+    validate.add_argument(
+        "-v", "--verbose", action="store_true", help="also show info lines (skipped kinds)"
+    )
+
+    diff = sub.add_parser(
+        "diff",
+        parents=[common],
+        help="what applying a directory would change on the running server (dry run)",
+        description="Send DIR to the running server's monitor port as a dry run and show "
+        "which objects, proxies and resources would change. Exit status: 0 no change, "
+        "1 changes, 2 error (kubectl diff's convention).",
+    )
+    diff.add_argument("--config-dir", type=Path, required=True)
+    diff.add_argument("--monitor-address", type=_address, default=("127.0.0.1", 15014))
+    diff.add_argument("--json", action="store_true", help="print the monitor's JSON")
+    cli_ca.register(sub, common)
     return parser
 
 
@@ -119,7 +204,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         monitor_address=args.monitor_address,
         debounce_quiet=args.debounce,
         debounce_max=args.debounce_max,
+        secure_xds_address=args.secure_xds_address,
+        cert_ttl=args.cert_ttl,
     )
+    try:
+        options.authority = cli_ca.authority_from_args(args)
+    except CAError as exc:
+        print(f"sailplane: {exc}", file=sys.stderr)
+        return 2
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(options))
     return 0
@@ -143,6 +235,17 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    credentials = None
+    if args.secure:
+        from sailplane.secure import write_bootstrap_credentials
+
+        try:
+            authority = cli_ca.authority_from_args(args)
+        except CAError as exc:
+            print(f"sailplane: {exc}", file=sys.stderr)
+            return 1
+        directory = args.output.parent if args.output else Path.cwd()
+        credentials = write_bootstrap_credentials(authority, workload, directory)
     text = bootstrap_yaml(
         build_bootstrap(
             workload,
@@ -150,7 +253,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             admin_address=args.admin_address,
             outbound_address=args.outbound_address,
             app_address=args.app_address,
-            role=Role(args.role),
+            role=Role(args.role) if args.role else None,
+            credentials=credentials,
         )
     )
     if args.output:
@@ -160,10 +264,29 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def fetch_json(address: tuple[str, int], path: str) -> Any:
+def fetch_json(address: tuple[str, int], path: str, body: Any = None) -> Any:
+    """GET (or, with ``body``, POST as JSON) a monitor endpoint; its JSON answer,
+    also for 4xx answers that carry JSON."""
     host = f"[{address[0]}]" if ":" in address[0] else address[0]
-    with urllib.request.urlopen(f"http://{host}:{address[1]}{path}", timeout=10) as response:
-        return json.load(response)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"http://{host}:{address[1]}{path}",
+        data=data,
+        headers={"Content-Type": "application/json"} if data is not None else {},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        if "json" in (exc.headers.get("Content-Type") or ""):
+            return json.load(exc)
+        raise
+
+
+def _unreachable(address: tuple[str, int], exc: Exception) -> int:
+    host, port = address
+    print(f"sailplane: cannot reach the monitor at {host}:{port}: {exc}", file=sys.stderr)
+    return 2
 
 
 def format_status(streams: list[dict[str, Any]]) -> str:
@@ -205,29 +328,81 @@ def format_status(streams: list[dict[str, Any]]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from sailplane.tables import format_proxy
+
+    path = f"/debug/proxyz?proxy={quote(args.proxy)}" if args.proxy else "/debug/syncz"
     try:
-        streams = fetch_json(args.monitor_address, "/debug/syncz")
+        answer = fetch_json(args.monitor_address, path)
     except (urllib.error.URLError, OSError) as exc:
-        host, port = args.monitor_address
-        print(f"sailplane: cannot reach the monitor at {host}:{port}: {exc}", file=sys.stderr)
+        _unreachable(args.monitor_address, exc)
+        return 1
+    if args.proxy and "error" in answer:
+        known = ", ".join(answer.get("connected") or []) or "none"
+        print(f"sailplane: {answer['error']} (connected: {known})", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(streams, indent=2))
+        print(json.dumps(answer, indent=2))
+    elif args.proxy:
+        sys.stdout.write(format_proxy(answer))
     else:
-        sys.stdout.write(format_status(streams))
+        sys.stdout.write(format_status(answer))
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from sailplane.config.validate import EXIT_USAGE, validate_dir
+
+    config_dir = _config_dir(args.config_dir)
+    if not config_dir.exists():
+        print(f"sailplane: config dir {config_dir} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    report = validate_dir(config_dir, strict=args.strict, verbose=args.verbose)
+    sys.stdout.write(report.json() + "\n" if args.format == "json" else report.text())
+    print(f"{config_dir}: {report.summary()}", file=sys.stderr)
+    return report.exit_code
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from sailplane.config.loader import config_files, display_name
+    from sailplane.tables import diff_has_changes, format_diff
+
+    root: Path = args.config_dir
+    if not root.exists():
+        print(f"sailplane: config dir {root} does not exist", file=sys.stderr)
+        return 2
+    try:
+        files = {display_name(p, root): p.read_text(encoding="utf-8") for p in config_files(root)}
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"sailplane: cannot read {root}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        answer = fetch_json(args.monitor_address, "/debug/diff", {"files": files})
+    except (urllib.error.URLError, OSError) as exc:
+        return _unreachable(args.monitor_address, exc)
+    if "error" in answer:
+        print(f"sailplane: {answer['error']}", file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(answer, indent=2) + "\n" if args.json else format_diff(answer))
+    if answer.get("verdict") == "rejected":
+        return 2
+    return 1 if diff_has_changes(answer) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from sailplane.logs import configure
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("watchdog").setLevel(logging.INFO)
-    logging.getLogger("grpc").setLevel(logging.INFO)
-    handlers = {"serve": cmd_serve, "bootstrap": cmd_bootstrap, "status": cmd_status}
+    configure(args.log_level, args.log_format)
+    handlers = {
+        "serve": cmd_serve,
+        "bootstrap": cmd_bootstrap,
+        "status": cmd_status,
+        "validate": cmd_validate,
+        "diff": cmd_diff,
+        "ca": cli_ca.cmd_ca,
+    }
     return handlers[args.command](args)
 
 

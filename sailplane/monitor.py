@@ -1,7 +1,8 @@
 """The monitor port (15014): readiness, debug endpoints, metrics.
 
-A deliberately small HTTP/1.1 server on asyncio streams: GET only, one
-request per connection, JSON or text bodies. It serves operators and
+A deliberately small HTTP/1.1 server on asyncio streams: GET, plus POST for
+dry runs (``sailplane diff`` sends a directory's files; nothing is applied),
+one request per connection, JSON or text bodies. It serves operators and
 ``sailplane status``; it is not on any data path.
 """
 
@@ -36,12 +37,16 @@ class Response:
 
 
 Handler = Callable[[dict[str, list[str]]], Response | Awaitable[Response]]
+PostHandler = Callable[[dict[str, list[str]], bytes], Response | Awaitable[Response]]
+
+MAX_BODY = 64 * 1024 * 1024  # a dry run carries a whole config directory
 
 _REASONS = {
     200: "OK",
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
+    413: "Content Too Large",
     503: "Service Unavailable",
     500: "Internal Server Error",
 }
@@ -50,10 +55,14 @@ _REASONS = {
 class MonitorServer:
     def __init__(self) -> None:
         self.routes: dict[str, Handler] = {}
+        self.post_routes: dict[str, PostHandler] = {}
         self._server: asyncio.Server | None = None
 
     def route(self, path: str, handler: Handler) -> None:
         self.routes[path] = handler
+
+    def post_route(self, path: str, handler: PostHandler) -> None:
+        self.post_routes[path] = handler
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._handle, host, port)
@@ -68,9 +77,19 @@ class MonitorServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+            request_line, *header_lines = head.decode("latin-1").split("\r\n")
             method, target, _ = request_line.split(" ", 2)
-            response = await self._dispatch(method, target)
+            headers = {
+                name.strip().lower(): value.strip()
+                for name, sep, value in (line.partition(":") for line in header_lines)
+                if sep
+            }
+            length = int(headers.get("content-length") or 0)
+            if length > MAX_BODY:
+                response = Response.text("request body too large\n", 413)
+            else:
+                body = await asyncio.wait_for(reader.readexactly(length), 30) if length else b""
+                response = await self._dispatch(method, target, body)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
             response = Response.text("bad request\n", 400)
         except Exception:  # a debug page must never take the server down
@@ -87,15 +106,18 @@ class MonitorServer:
         finally:
             writer.close()
 
-    async def _dispatch(self, method: str, target: str) -> Response:
-        if method not in ("GET", "HEAD"):
-            return Response.text("only GET\n", 405)
+    async def _dispatch(self, method: str, target: str, body: bytes = b"") -> Response:
         url = urlsplit(target)
-        handler = self.routes.get(url.path)
-        if handler is None:
-            paths = "\n".join(sorted(self.routes))
+        result: Response | Awaitable[Response]
+        if method == "POST" and url.path in self.post_routes:
+            result = self.post_routes[url.path](parse_qs(url.query), body)
+        elif method not in ("GET", "HEAD"):
+            return Response.text("only GET, and POST to a dry-run endpoint\n", 405)
+        elif url.path not in self.routes:
+            paths = "\n".join(sorted({*self.routes, *self.post_routes}))
             return Response.text(f"not found; try one of:\n{paths}\n", 404)
-        result = handler(parse_qs(url.query))
+        else:
+            result = self.routes[url.path](parse_qs(url.query))
         if isinstance(result, Response):
             return result
         return await result

@@ -214,7 +214,7 @@ def _traffic_policy(
 
 def parse_destination_rule(r: ObjectReader, domain: str) -> DestinationRule | None:
     r.check_fields(("spec",), ("host", "trafficPolicy", "subsets", "exportTo", "workloadSelector"))
-    host = r.string(("spec", "host"), required=True)
+    host = r.host(("spec", "host"), required=True)
     subsets = []
     names: set[str] = set()
     for i, _ in enumerate(r.sequence(("spec", "subsets"))):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sailplane.config.reader import ObjectReader
+from sailplane.config.reader import ObjectReader, host_problem
 from sailplane.model.networking import Gateway, GatewayServer, ServerTLS
 
 PROTOCOLS = ("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS", "MONGO")
@@ -34,7 +34,14 @@ def parse_gateway(r: ObjectReader) -> Gateway | None:
         r.check_fields((*base, "port"), ("number", "protocol", "name", "targetPort"))
         number = r.port((*base, "port", "number"), required=True)
         protocol = r.enum((*base, "port", "protocol"), PROTOCOLS, "HTTP")
-        hosts = [str(h) for h in r.sequence((*base, "hosts"), required=True)]
+        hosts = []
+        for j, raw in enumerate(r.sequence((*base, "hosts"), required=True)):
+            host = str(raw)
+            problem = host_problem(host.rpartition("/")[2])
+            if problem:
+                r.report((*base, "hosts", j), problem, code="IST0106")
+            else:
+                hosts.append(host)
         tls = None
         if r.mapping((*base, "tls")) is not None:
             t = (*base, "tls")

@@ -8,6 +8,7 @@ Parsers never raise for bad input: they collect.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -47,17 +48,18 @@ class ObjectReader:
         severity: Severity = Severity.ERROR,
         code: str = "",
     ) -> None:
-        self.diagnostics.append(
-            Diagnostic(
-                file=self.source.file,
-                position=self.source.locate(path),
-                message=message,
-                obj=self.label,
-                field_path=format_field_path(path),
-                severity=severity,
-                code=code,
-            )
+        diagnostic = Diagnostic(
+            file=self.source.file,
+            position=self.source.locate(path),
+            message=message,
+            obj=self.label,
+            field_path=format_field_path(path),
+            severity=severity,
+            code=code,
         )
+        # Parsers may read a field twice (a fallback, a second look); say it once.
+        if diagnostic not in self.diagnostics:
+            self.diagnostics.append(diagnostic)
 
     @property
     def failed(self) -> bool:
@@ -123,7 +125,9 @@ class ObjectReader:
         return [] if value is None else list(value)
 
     def labels(self, path: FieldPath) -> dict[str, str]:
-        """A ``{string: string}`` map such as labels or a selector."""
+        """A ``{string: string}`` map such as labels or a selector, checked
+        against Kubernetes' label syntax (a selector that can never match is
+        a mistake, not a preference)."""
         value = self.mapping(path)
         if value is None:
             return {}
@@ -132,8 +136,36 @@ class ObjectReader:
             if isinstance(item, (dict, list)) or item is None:
                 self.report((*path, str(key)), "label values must be strings", code="IST0106")
                 continue
-            out[str(key)] = str(item).lower() if isinstance(item, bool) else str(item)
+            text = str(item).lower() if isinstance(item, bool) else str(item)
+            problem = label_key_problem(str(key)) or label_value_problem(text)
+            if problem:
+                self.report((*path, str(key)), problem, code="IST0106")
+                continue
+            out[str(key)] = text
         return out
+
+    def regex(self, path: FieldPath, required: bool = False) -> str | None:
+        """A regular expression Envoy accepts (RE2 syntax)."""
+        value = self.string(path, required)
+        if value is None:
+            return None
+        problem = regex_problem(value)
+        if problem:
+            self.report(path, f"invalid regex {value!r}: {problem}", code="IST0106")
+            return None
+        return value
+
+    def host(self, path: FieldPath, required: bool = False) -> str | None:
+        """A host name as Istio accepts it: a DNS name, optionally with a
+        leading ``*`` wildcard, or an IP address."""
+        value = self.string(path, required)
+        if value is None:
+            return None
+        problem = host_problem(value)
+        if problem:
+            self.report(path, problem, code="IST0106")
+            return None
+        return value
 
     def enum(self, path: FieldPath, allowed: tuple[str, ...], default: str) -> str:
         value = self.string(path)
@@ -188,6 +220,78 @@ class ObjectReader:
     def boolean(self, path: FieldPath) -> bool | None:
         value = self._get(path, (bool,), "true or false", False)
         return None if value is None else bool(value)
+
+
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?")
+_LABEL_RULE = (
+    "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+)
+
+
+def dns_subdomain_problem(text: str) -> str:
+    """Kubernetes object names (RFC 1123 subdomain); "" when valid."""
+    if len(text) > 253 or not all(_DNS_LABEL.fullmatch(p) for p in text.split(".")):
+        return (
+            f"invalid name {text!r}: use lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return ""
+
+
+def label_key_problem(key: str) -> str:
+    prefix, _, name = key.rpartition("/")
+    if prefix and dns_subdomain_problem(prefix):
+        return f"invalid label key {key!r}: the prefix must be a DNS subdomain"
+    if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        return f"invalid label key {key!r}: use {_LABEL_RULE}"
+    return ""
+
+
+def label_value_problem(value: str) -> str:
+    if value and (len(value) > 63 or not _LABEL_NAME.fullmatch(value)):
+        return f"invalid label value {value!r}: use {_LABEL_RULE}, or nothing"
+    return ""
+
+
+def host_problem(host: str) -> str:
+    """Istio's host syntax: ``*``, ``*.example.com``, ``name.ns``, an IP."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return ""
+    name = host[1:] if host.startswith("*") else host
+    if host == "*":
+        return ""
+    name = name.removeprefix(".")
+    labels = name.split(".")
+    if len(host) > 255 or not all(len(p) <= 63 and _HOST_LABEL.fullmatch(p) for p in labels):
+        return (
+            f"invalid host {host!r}: use a DNS name (letters, digits, '-' and '.'), "
+            "optionally starting with '*.'"
+        )
+    return ""
+
+
+# Python's re accepts these; RE2, which Envoy uses, does not (Envoy would NACK).
+_NOT_RE2 = re.compile(r"\(\?<?[=!]|\(\?P=|\\[1-9]")
+
+
+def regex_problem(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return str(exc)
+    unsupported = _NOT_RE2.search(pattern)
+    if unsupported:
+        return (
+            f"{unsupported.group()!r} at position {unsupported.start()} is not RE2 syntax "
+            "(no lookaround or backreferences)"
+        )
+    return ""
 
 
 _DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}

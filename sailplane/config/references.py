@@ -8,6 +8,7 @@ else stays in force. Codes are ``istioctl analyze``'s.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from sailplane.model.hosts import host_matches
 from sailplane.model.mesh import MeshConfig
@@ -129,17 +130,34 @@ def _conflicts(mesh: MeshConfig, kept: list[VirtualService]) -> list[Diagnostic]
     return problems
 
 
-def check_references(mesh: MeshConfig) -> tuple[MeshConfig, Dropped, list[Diagnostic]]:
+def check_references(
+    mesh: MeshConfig, fallback: Mapping[str, VirtualService] | None = None
+) -> tuple[MeshConfig, Dropped, Dropped, list[Diagnostic]]:
+    """Drop every VirtualService that names something missing.
+
+    ``fallback`` maps ``namespace/name`` to the version in force before; a
+    dropped VirtualService whose previous version still checks out is
+    replaced by it. Returns the mesh, the keys dropped, the keys that fell
+    back, and the problems (of the new versions only)."""
     problems: list[Diagnostic] = []
     dropped: Dropped = set()
+    retained: Dropped = set()
     kept = []
     for vs in mesh.virtual_services:
         found = check_virtual_service(mesh, vs)
         problems.extend(found)
-        if any(d.severity is Severity.ERROR for d in found):
-            dropped.add(("VirtualService", vs.namespace, vs.name))
-        else:
+        if not any(d.severity is Severity.ERROR for d in found):
             kept.append(vs)
+            continue
+        key = ("VirtualService", vs.namespace, vs.name)
+        old = (fallback or {}).get(vs.key)
+        if old is not None and not any(
+            d.severity is Severity.ERROR for d in check_virtual_service(mesh, old)
+        ):
+            kept.append(old)
+            retained.add(key)
+        else:
+            dropped.add(key)
     problems.extend(_conflicts(mesh, kept))
     _ = host_matches  # wildcard hosts are matched at translation time
-    return dataclasses.replace(mesh, virtual_services=tuple(kept)), dropped, problems
+    return dataclasses.replace(mesh, virtual_services=tuple(kept)), dropped, retained, problems

@@ -81,7 +81,11 @@ def parse_service_entry(r: ObjectReader, domain_suffix: str) -> list[Service]:
     networking/service-entry). Endpoints are inline, or WorkloadEntries picked by
     ``workloadSelector``."""
     r.check_fields(("spec",), _SERVICE_ENTRY_SPEC)
-    hosts = [str(h) for h in r.sequence(("spec", "hosts"), required=True)]
+    hosts = [
+        host
+        for i, _ in enumerate(r.sequence(("spec", "hosts"), required=True))
+        if (host := r.host(("spec", "hosts", i))) is not None
+    ]
     ports = _parse_se_ports(r)
     location = Location(
         r.enum(("spec", "location"), tuple(m.value for m in Location), Location.MESH_EXTERNAL.value)

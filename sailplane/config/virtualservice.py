@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sailplane.config.reader import ObjectReader
@@ -88,16 +87,8 @@ def string_match(r: ObjectReader, path: FieldPath) -> StringMatch | None:
         r.report(path, "a StringMatch needs exactly one of exact, prefix, regex", code="IST0106")
         return None
     kind = kinds[0]
-    value = r.string((*path, kind))
-    if value is None:
-        return None
-    if kind == "regex":
-        try:
-            re.compile(value)
-        except re.error as exc:
-            r.report((*path, kind), f"invalid regex {value!r}: {exc}", code="IST0106")
-            return None
-    return StringMatch(kind, value)
+    value = r.regex((*path, kind)) if kind == "regex" else r.string((*path, kind))
+    return None if value is None else StringMatch(kind, value)
 
 
 def _header_matches(r: ObjectReader, path: FieldPath, invert: bool) -> list[HeaderMatch]:
@@ -140,7 +131,7 @@ def _http_match(r: ObjectReader, path: FieldPath, vs_ns: str) -> HTTPMatch | Non
 
 def _destination(r: ObjectReader, path: FieldPath, domain: str) -> Destination | None:
     r.check_fields(path, ("host", "subset", "port"))
-    host = r.string((*path, "host"), required=True)
+    host = r.host((*path, "host"), required=True)
     if host is None:
         return None
     return Destination(
@@ -291,7 +282,7 @@ def _http_route(r: ObjectReader, path: FieldPath, domain: str) -> HTTPRoute:
         r.check_fields(base, ("uri", "authority", "uriRegexRewrite"))
         regex = None
         if r.mapping((*base, "uriRegexRewrite")) is not None:
-            pattern = r.string((*base, "uriRegexRewrite", "match"), required=True)
+            pattern = r.regex((*base, "uriRegexRewrite", "match"), required=True)
             replacement = r.string((*base, "uriRegexRewrite", "rewrite"), required=True)
             if pattern is not None and replacement is not None:
                 regex = (pattern, replacement)
@@ -321,7 +312,13 @@ def _http_route(r: ObjectReader, path: FieldPath, domain: str) -> HTTPRoute:
         mirror = _destination(r, (*path, "mirror"), domain)
     mirror_pct = r.percentage((*path, "mirrorPercentage"))
     route = _route_destinations(r, (*path, "route"), domain)
-    if not route and redirect is None and direct is None and not r.has((*path, "delegate")):
+    # A route whose destinations are all invalid has been reported already.
+    if (
+        not r.has((*path, "route"))
+        and redirect is None
+        and direct is None
+        and not r.has((*path, "delegate"))
+    ):
         r.report(path, "an HTTP route needs route, redirect or directResponse", code="IST0106")
     return HTTPRoute(
         name=r.string((*path, "name")) or "",
@@ -363,8 +360,11 @@ def _tcp_route(r: ObjectReader, path: FieldPath, domain: str) -> TCPRoute:
 
 def parse_virtual_service(r: ObjectReader, domain: str) -> VirtualService | None:
     r.check_fields(("spec",), ("hosts", "gateways", "http", "tcp", "tls", "exportTo"))
-    hosts = [str(h) for h in r.sequence(("spec", "hosts"), required=True)]
-    if r.has(("spec", "hosts")) and not hosts:
+    written = r.sequence(("spec", "hosts"), required=True)
+    hosts = [
+        host for i, _ in enumerate(written) if (host := r.host(("spec", "hosts", i))) is not None
+    ]
+    if r.raw(("spec", "hosts")) == []:
         r.report(("spec", "hosts"), "at least one host is required", code="IST0106")
     if r.sequence(("spec", "tls")):
         r.report(("spec", "tls"), "tls routes are not supported yet; ignored")

@@ -4,12 +4,19 @@ watchdog calls us from its own thread; events are handed to the asyncio loop
 and debounced there: a change is reported once the directory has been quiet
 for ``quiet`` seconds, or at the latest ``max_wait`` seconds after the first
 event of a burst, so a flurry of saves is one reload.
+
+Relevant events: any change to a ``.yaml``/``.yml`` file that is not hidden,
+in the directory or below it, including the rename that ends an editor's
+atomic save (temp file -> name) and a file renamed away; directory creation,
+moves and deletion; and Kubernetes' ConfigMap swap of ``..data``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -17,34 +24,53 @@ from watchdog.observers import Observer
 
 from sailplane.config.loader import YAML_SUFFIXES
 
+# Kubernetes mounts a ConfigMap as symlinks into ``..data``, which it swaps atomically.
+_ATOMIC_WRITER_DIR = "..data"
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """One settled change: the paths touched and when the first was seen
+    (``time.monotonic()``, the clock of the asyncio loop)."""
+
+    paths: tuple[str, ...]
+    first_seen: float
+
 
 def _relevant(path: str | bytes) -> bool:
     name = Path(path if isinstance(path, str) else path.decode()).name
+    if name == _ATOMIC_WRITER_DIR:
+        return True
     return not name.startswith(".") and name.endswith(YAML_SUFFIXES)
 
 
 class _Forwarder(FileSystemEventHandler):
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[str]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[float, str]]
+    ) -> None:
         self.loop = loop
         self.queue = queue
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
+        if event.is_directory and event.event_type == "modified":
+            return  # a file in it changed: that file's own event says whether it matters
         paths = [event.src_path, getattr(event, "dest_path", "") or ""]
         if event.is_directory or any(_relevant(p) for p in paths if p):
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, str(event.src_path))
+            item = (time.monotonic(), str(event.src_path))
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
 
 class DirectoryWatcher:
-    """``async for _ in watcher.changes(): reload()``."""
+    """``async for burst in watcher.changes(): reload()``."""
 
     def __init__(self, root: Path, quiet: float = 0.1, max_wait: float = 1.0) -> None:
         self.root = root
         self.quiet = quiet
         self.max_wait = max_wait
         self._observer: Observer | None = None  # type: ignore[valid-type]
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -60,17 +86,18 @@ class DirectoryWatcher:
             self._observer.join(timeout=5)
             self._observer = None
 
-    async def changes(self) -> AsyncIterator[list[str]]:
+    async def changes(self) -> AsyncIterator[Burst]:
         loop = asyncio.get_running_loop()
         while True:
-            burst = [await self._queue.get()]
-            deadline = loop.time() + self.max_wait
+            first_seen, path = await self._queue.get()
+            paths = [path]
+            deadline = first_seen + self.max_wait  # loop.time() is time.monotonic()
             while True:
                 timeout = min(self.quiet, deadline - loop.time())
                 if timeout <= 0:
                     break
                 try:
-                    burst.append(await asyncio.wait_for(self._queue.get(), timeout))
+                    paths.append((await asyncio.wait_for(self._queue.get(), timeout))[1])
                 except TimeoutError:
                     break
-            yield burst
+            yield Burst(tuple(paths), first_seen)

@@ -20,6 +20,14 @@ _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 _constructor = yaml.SafeLoader("")  # used only to resolve scalars to Python values
 
+# PyYAML's words for what is nearly always a line indented one step too far or too little.
+_INDENTATION_HINTS = (
+    "did not find expected key",
+    "mapping values are not allowed",
+    "expected <block end>",
+    "did not find expected '-' indicator",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Document:
@@ -59,6 +67,11 @@ def parse_documents(text: str, file: str) -> list[Document]:
         mark = exc.problem_mark or exc.context_mark
         position = Position(mark.line + 1, mark.column + 1) if mark else Position(1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.context_mark and exc.problem:
+            start = exc.context_mark
+            problem += f", {exc.context} that starts at {start.line + 1}:{start.column + 1}"
+        if any(text in problem for text in _INDENTATION_HINTS):
+            problem += " (check the indentation of this line)"
         raise YamlSyntaxError(
             Diagnostic(file=file, position=position, message=f"YAML syntax error: {problem}")
         ) from exc

@@ -1,0 +1,68 @@
+"""Parse PeerAuthentication and the legacy (pre-1.5) authentication ``Policy``."""
+
+from __future__ import annotations
+
+from sailplane.config.reader import ObjectReader
+from sailplane.model.security import MODES, PeerAuthentication
+from sailplane.model.source import Severity
+
+
+def parse_peer_authentication(r: ObjectReader) -> PeerAuthentication | None:
+    """istio.io/latest/docs/reference/config/security/peer_authentication"""
+    r.check_fields(("spec",), ("selector", "mtls", "portLevelMtls"))
+    r.check_fields(("spec", "mtls"), ("mode",))
+    mode = r.enum(("spec", "mtls", "mode"), MODES, "UNSET")
+    selector = r.labels(("spec", "selector", "matchLabels"))
+    ports: dict[int, str] = {}
+    for key in r.mapping(("spec", "portLevelMtls")) or {}:
+        path = ("spec", "portLevelMtls", key)
+        try:
+            port = int(key)
+        except (TypeError, ValueError):
+            r.report(path, f"port {key!r} is not a number", code="IST0106")
+            continue
+        if not 0 < port < 65536:
+            r.report(path, f"port {port} is out of range 1-65535", code="IST0106")
+            continue
+        ports[port] = r.enum((*path, "mode"), MODES, "UNSET")
+    if ports and not selector:
+        # Istio ignores portLevelMtls without a workload selector.
+        r.report(
+            ("spec", "portLevelMtls"),
+            "portLevelMtls needs a workload selector; ignored",
+            Severity.WARNING,
+        )
+        ports = {}
+    if r.failed:
+        return None
+    return PeerAuthentication(r.name, r.namespace, r.source, mode, selector, ports)
+
+
+def parse_legacy_policy(r: ObjectReader) -> PeerAuthentication | None:
+    """``authentication.istio.io/v1alpha1 Policy``: ``targets`` name services;
+    ``peers: [{mtls: {mode: ...}}]`` sets the mode (STRICT when ``mtls`` is
+    empty, as the old API defined); no ``peers`` means plaintext."""
+    r.report(
+        ("kind",),
+        "authentication.istio.io Policy is deprecated since Istio 1.5; use "
+        "security.istio.io/v1 PeerAuthentication (spec.selector, spec.mtls.mode)",
+        Severity.WARNING,
+    )
+    r.check_fields(
+        ("spec",),
+        ("targets", "peers", "origins", "principalBinding", "peerIsOptional", "originIsOptional"),
+    )
+    targets = []
+    for i, _ in enumerate(r.sequence(("spec", "targets"))):
+        name = r.string(("spec", "targets", i, "name"), required=True)
+        if name:
+            targets.append(name)
+    mode = "DISABLE"
+    for i, _ in enumerate(r.sequence(("spec", "peers"))):
+        if r.has(("spec", "peers", i, "mtls")):
+            mode = r.enum(("spec", "peers", i, "mtls", "mode"), ("STRICT", "PERMISSIVE"), "STRICT")
+    if r.failed:
+        return None
+    return PeerAuthentication(
+        r.name, r.namespace, r.source, mode, target_services=tuple(targets), legacy=True
+    )

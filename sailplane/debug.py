@@ -1,0 +1,125 @@
+"""Debug views the monitor serves: one proxy's resources (``sailplane status
+--proxy``, like ``istioctl proxy-config``) and the dry run behind
+``sailplane diff``: what a directory would change for each connected proxy.
+
+Read-only: a dry run translates into a throwaway cache and never touches
+the configuration in force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sailplane.ca import IdentityStore
+from sailplane.config.assemble import InForce
+from sailplane.config.loader import load_texts, object_changes
+from sailplane.controller import Controller
+from sailplane.errors import UnknownProxyError
+from sailplane.model.source import Severity
+from sailplane.translate import proxy_from_node
+from sailplane.xds import PUSH_ORDER, Snapshot, SnapshotCache, StatusRegistry
+from sailplane.xds.types import SHORT_NAMES
+
+
+def resource_version(chunk: bytes) -> str:
+    """A resource's own version: the hash of its encoded bytes."""
+    return hashlib.sha256(chunk).hexdigest()[:8]
+
+
+def proxy_view(
+    node_id: str, snapshot: Snapshot | None, status: StatusRegistry
+) -> dict[str, Any] | None:
+    """Every resource the proxy should have, with its version, and the sync
+    state of its type on each of the proxy's streams."""
+    streams = [s for s in status.streams() if s.proxy == node_id]
+    if snapshot is None and not streams:
+        return None
+    types: dict[str, Any] = {}
+    for type_url in PUSH_ORDER:
+        resources = snapshot.get(type_url) if snapshot else None
+        stream_states = [s.types[type_url].to_json() for s in streams if type_url in s.types]
+        state = stream_states[0] if stream_states else {"state": "NOT_SENT"}
+        types[SHORT_NAMES[type_url]] = {
+            "version": resources.version if resources else None,
+            **state,
+            "resources": [
+                {"name": name, "version": resource_version(chunk)}
+                for name, chunk in (resources.chunks.items() if resources else ())
+            ],
+        }
+    return {
+        "proxy": node_id,
+        "connected": bool(streams),
+        "streams": [{"stream": s.stream_id, "peer": s.peer} for s in streams],
+        "types": types,
+    }
+
+
+def diff_snapshots(old: Snapshot | None, new: Snapshot) -> dict[str, dict[str, list[str]]]:
+    """Per type: resource names added, removed and changed; unchanged types omitted."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for type_url in PUSH_ORDER:
+        before = old.get(type_url).chunks if old else {}
+        after = new.get(type_url).chunks
+        change = {
+            "added": sorted(after.keys() - before.keys()),
+            "removed": sorted(before.keys() - after.keys()),
+            "changed": sorted(n for n in after.keys() & before.keys() if after[n] != before[n]),
+        }
+        if any(change.values()):
+            out[SHORT_NAMES[type_url]] = change
+    return out
+
+
+def parse_files_body(body: bytes) -> list[tuple[str, str]]:
+    """``{"files": {"name.yaml": "text", ...}}`` -> ``[(name, text)]``, sorted."""
+    payload = json.loads(body or b"{}")
+    files = payload.get("files") if isinstance(payload, Mapping) else None
+    if not isinstance(files, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise ValueError('the body must be {"files": {"NAME": "TEXT", ...}}')
+    return sorted(files.items())
+
+
+def dry_run(
+    texts: list[tuple[str, str]],
+    in_force: InForce | None,
+    cache: SnapshotCache,
+    connected: Mapping[str, Mapping[str, Any]],
+    identities: IdentityStore | None = None,
+) -> dict[str, Any]:
+    """What applying ``texts`` would do, against the configuration in force.
+
+    ``identities`` must be the running controller's, so that secrets compare
+    equal (a workload new to the mesh does get its certificate issued)."""
+    result = load_texts(texts, previous=in_force)
+    diagnostics = [d.to_json() for d in result.diagnostics if d.severity is not Severity.INFO]
+    if result.mesh is None:
+        return {"verdict": "rejected", "diagnostics": diagnostics, "objects": [], "proxies": []}
+    unchanged = in_force is not None and in_force.mesh.digest == result.mesh.digest
+    controller = Controller(SnapshotCache(), identities)
+    controller.apply(result.mesh)
+    proxies = []
+    for node_id, metadata in sorted(connected.items()):
+        entry: dict[str, Any] = {"proxy": node_id}
+        try:
+            proxy = proxy_from_node(node_id, metadata, result.mesh)
+        except UnknownProxyError as exc:
+            entry["error"] = f"{exc}; it would keep its last configuration"
+            proxies.append(entry)
+            continue
+        entry["changes"] = diff_snapshots(cache.get(node_id), controller.snapshot_for(proxy))
+        proxies.append(entry)
+    return {
+        "verdict": "unchanged" if unchanged else "applied",
+        "diagnostics": diagnostics,
+        "objects": [
+            {"kind": kind, "event": event, "name": name}
+            for kind, event, name in object_changes(in_force, result)
+        ],
+        "proxies": proxies,
+    }
