@@ -13,14 +13,17 @@ from typing import Any
 import yaml
 from envoy.config.bootstrap.v3 import bootstrap_pb2
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import config_source_pb2, grpc_service_pb2, protocol_pb2
+from envoy.config.core.v3 import base_pb2, config_source_pb2, grpc_service_pb2, protocol_pb2
 from envoy.extensions.resource_monitors.downstream_connections.v3 import (
     downstream_connections_pb2,
 )
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import json_format, struct_pb2
 
 from sailplane.model.registry import Workload
+from sailplane.secure import BootstrapCredentials
 from sailplane.translate.common import ads_config_source, duration, pack, socket_address
 from sailplane.translate.endpoints import build_load_assignment
 from sailplane.translate.proxy import META_APP_ADDRESS, META_OUTBOUND, META_ROLE, Role
@@ -37,7 +40,31 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _xds_cluster(host: str, port: int) -> cluster_pb2.Cluster:
+def _xds_tls_socket(credentials: BootstrapCredentials) -> base_pb2.TransportSocket:
+    """mTLS to the secure xDS port with the workload's bootstrap certificate,
+    verifying that the server is sailplane (by its SPIFFE identity)."""
+    context = tls_pb2.UpstreamTlsContext()
+    common = context.common_tls_context
+    common.tls_certificates.append(
+        common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(filename=str(credentials.cert_chain)),
+            private_key=base_pb2.DataSource(filename=str(credentials.private_key)),
+        )
+    )
+    common.validation_context.trusted_ca.filename = str(credentials.root_cert)
+    common.validation_context.match_typed_subject_alt_names.append(
+        common_pb2.SubjectAltNameMatcher(
+            san_type=common_pb2.SubjectAltNameMatcher.URI,
+            matcher=string_pb2.StringMatcher(exact=credentials.server_identity),
+        )
+    )
+    common.alpn_protocols.append("h2")
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=pack(context))
+
+
+def _xds_cluster(
+    host: str, port: int, credentials: BootstrapCredentials | None = None
+) -> cluster_pb2.Cluster:
     from sailplane.model.registry import Endpoint, Protocol, ServicePort
 
     cluster = cluster_pb2.Cluster(
@@ -64,6 +91,8 @@ def _xds_cluster(host: str, port: int) -> cluster_pb2.Cluster:
     cluster.typed_extension_protocol_options[
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
     ].CopyFrom(pack(options))
+    if credentials is not None:
+        cluster.transport_socket.CopyFrom(_xds_tls_socket(credentials))
     return cluster
 
 
@@ -73,16 +102,21 @@ def build_bootstrap(
     admin_address: tuple[str, int] = ("127.0.0.1", 15000),
     outbound_address: tuple[str, int] = ("127.0.0.1", 15001),
     app_address: str = "127.0.0.1",
-    role: Role = Role.SIDECAR,
+    role: Role | None = None,
+    credentials: BootstrapCredentials | None = None,
 ) -> bootstrap_pb2.Bootstrap:
+    """``credentials`` (see :func:`sailplane.secure.write_bootstrap_credentials`)
+    make the proxy use the mTLS xDS port; without them it uses plaintext."""
     metadata = struct_pb2.Struct()
-    metadata.update(
-        {
-            META_ROLE: role.value,
-            META_OUTBOUND: f"{outbound_address[0]}:{outbound_address[1]}",
-            META_APP_ADDRESS: app_address,
-        }
-    )
+    values: dict[str, str] = {
+        META_OUTBOUND: f"{outbound_address[0]}:{outbound_address[1]}",
+        META_APP_ADDRESS: app_address,
+    }
+    if role is not None:
+        # Only when forced: otherwise the control plane decides (a workload a
+        # Gateway selects is a gateway).
+        values[META_ROLE] = role.value
+    metadata.update(values)
     bootstrap = bootstrap_pb2.Bootstrap()
     bootstrap.node.id = workload.id
     bootstrap.node.cluster = f"{workload.labels.get('app', workload.name)}.{workload.namespace}"
@@ -99,7 +133,7 @@ def build_bootstrap(
     )
     bootstrap.dynamic_resources.cds_config.CopyFrom(ads_config_source())
     bootstrap.dynamic_resources.lds_config.CopyFrom(ads_config_source())
-    bootstrap.static_resources.clusters.append(_xds_cluster(*xds_address))
+    bootstrap.static_resources.clusters.append(_xds_cluster(*xds_address, credentials))
     # As Istio's bootstrap: an explicit (generous) downstream connection limit,
     # which Envoy asks every deployment to configure.
     monitor = bootstrap.overload_manager.resource_monitors.add()

@@ -9,6 +9,7 @@ listeners and inbound clusters are built per proxy.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
+from sailplane.ca import CertificateAuthority, IdentityStore, identity_of_certificate
 from sailplane.errors import UnknownProxyError
+from sailplane.logs import event
 from sailplane.model.mesh import MeshConfig
 from sailplane.translate import (
     MeshWide,
@@ -28,6 +31,7 @@ from sailplane.translate import (
     proxy_from_node,
 )
 from sailplane.translate.build import routes_key
+from sailplane.translate.mtls import build_secrets
 from sailplane.xds import (
     CLUSTER,
     ENDPOINT,
@@ -39,6 +43,7 @@ from sailplane.xds import (
     TypeResources,
     merge_types,
 )
+from sailplane.xds.server import Peer
 from sailplane.xds.types import SHORT_NAMES
 
 log = logging.getLogger("sailplane.controller")
@@ -57,9 +62,23 @@ class _Generation:
 class Controller:
     """Implements :class:`sailplane.xds.StreamHooks`."""
 
-    def __init__(self, cache: SnapshotCache, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        identities: IdentityStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        trust_domain: str = "cluster.local",
+    ) -> None:
+        self.trust_domain = trust_domain
         self.cache = cache
         self.clock = clock
+        # Every sidecar gets SDS secrets; without a CA given, an in-memory one.
+        self.identities = (
+            identities
+            if identities is not None
+            else IdentityStore(CertificateAuthority.create_self_signed())
+        )
+        self._secrets: dict[tuple[str, int], TypeResources] = {}
         self.ready = asyncio.Event()
         self._generation: _Generation | None = None
         self._routes: dict[tuple[object, ...], TypeResources] = {}
@@ -75,6 +94,8 @@ class Controller:
 
     def apply(self, mesh: MeshConfig) -> int:
         """Put ``mesh`` in force; returns how many proxies' snapshots changed."""
+        if mesh.trust_domain != self.trust_domain:
+            mesh = dataclasses.replace(mesh, trust_domain=self.trust_domain)
         wide = build_mesh_wide(mesh)
         self._generation = _Generation(
             mesh=mesh,
@@ -109,26 +130,87 @@ class Controller:
                 ENDPOINT: generation.endpoints,
                 LISTENER: _types(LISTENER, resources.listeners),
                 ROUTE: routes,
-                SECRET: _types(SECRET, resources.secrets),
+                SECRET: self.secrets_for(proxy),
             }
         )
 
+    def secrets_for(self, proxy: Proxy) -> TypeResources:
+        """``default`` + ``ROOTCA`` for the proxy's own identity only; encoded
+        once per issued certificate and shared by that identity's proxies."""
+        identity = self.identities.get_workload(proxy.namespace, proxy.workload.service_account)
+        key = (identity.spiffe_id, identity.serial)
+        found = self._secrets.get(key)
+        if found is None:
+            for stale in [k for k in self._secrets if k[0] == identity.spiffe_id]:
+                del self._secrets[stale]
+            secrets = build_secrets(
+                identity.cert_chain_pem, identity.private_key_pem, identity.trust_bundle_pem
+            )
+            found = self._secrets[key] = _types(SECRET, secrets)
+        return found
+
+    def rotate_certificates(self) -> int:
+        """Re-issue certificates past half their life and push the new secrets
+        (an SDS-only push: nothing else in those snapshots changes)."""
+        rotated = set(self.identities.rotate_due())
+        if not rotated or self._generation is None:
+            return 0
+        changed = 0
+        for node_id, proxy in list(self._proxies.items()):
+            spiffe = self._generation.mesh.spiffe_id(
+                proxy.namespace, proxy.workload.service_account
+            )
+            if spiffe in rotated:
+                changed += self.cache.set(node_id, self.snapshot_for(proxy))
+        log.info("rotated %d certificates; %d proxies updated", len(rotated), changed)
+        return changed
+
     # -- StreamHooks -------------------------------------------------------
 
-    async def on_connect(self, node: base_pb2.Node, peer: str) -> str:
+    async def on_connect(self, node: base_pb2.Node, peer: Peer) -> str:
         await self.ready.wait()
         mesh = self.mesh
         assert mesh is not None
         metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
         proxy = proxy_from_node(node.id, metadata, mesh)
+        if peer.certificate_pem is not None:
+            # The mTLS xDS port: the certificate must be this workload's own
+            # identity, or one proxy could fetch another's secrets.
+            try:
+                claimed = identity_of_certificate(peer.certificate_pem)
+            except ValueError as exc:
+                raise PermissionError(
+                    f"node {proxy.id!r}: unusable client certificate: {exc}"
+                ) from exc
+            expected = mesh.spiffe_id(proxy.namespace, proxy.workload.service_account)
+            if claimed != expected:
+                raise PermissionError(
+                    f"node {proxy.id!r} belongs to {expected}, but the client certificate "
+                    f"is {claimed}"
+                )
         self._proxies[proxy.id] = proxy
         self._streams[proxy.id] = self._streams.get(proxy.id, 0) + 1
         self.cache.set(proxy.id, self.snapshot_for(proxy))
-        log.info("proxy %s connected from %s", proxy.id, peer)
+        event(
+            log,
+            logging.INFO,
+            "proxy.connect",
+            f"proxy {proxy.id} connected",
+            proxy=proxy.id,
+            peer=str(peer),
+            role=proxy.role.value,
+        )
         return proxy.id
 
     def on_disconnect(self, node_id: str, stream_id: int) -> None:
-        log.info("proxy %s disconnected (stream %d)", node_id, stream_id)
+        event(
+            log,
+            logging.INFO,
+            "proxy.disconnect",
+            f"proxy {node_id} disconnected",
+            proxy=node_id,
+            stream=stream_id,
+        )
         remaining = self._streams.get(node_id, 1) - 1
         if remaining <= 0:
             self._streams.pop(node_id, None)
@@ -138,8 +220,15 @@ class Controller:
             self._streams[node_id] = remaining
 
     def on_nack(self, node_id: str, type_url: str, version: str, message: str) -> None:
-        log.warning(
-            "proxy %s rejected %s version %s: %s", node_id, SHORT_NAMES[type_url], version, message
+        event(
+            log,
+            logging.WARNING,
+            "proxy.nack",
+            f"proxy {node_id} rejected {SHORT_NAMES[type_url]} version {version}: {message}",
+            proxy=node_id,
+            type=SHORT_NAMES[type_url],
+            version=version,
+            detail={"error": message},
         )
         self.nacks.append((node_id, type_url, version, message))
         del self.nacks[:-100]
@@ -156,13 +245,18 @@ class Controller:
             if proxy_mesh is None or node_id not in proxy_mesh.workloads_by_id:
                 return None
             snapshot = self.snapshot_for(proxy_from_node(node_id, {}, proxy_mesh))
-        return {
+        dump: dict[str, list[dict[str, object]]] = {
             SHORT_NAMES[t]: [
                 json_format.MessageToDict(m, preserving_proto_field_name=True)
                 for m in snapshot.get(t).messages.values()
             ]
             for t in SHORT_NAMES
         }
+        for secret in dump["secrets"]:
+            certificate = secret.get("tls_certificate")
+            if isinstance(certificate, dict) and "private_key" in certificate:
+                certificate["private_key"] = {"inline_bytes": "[redacted]"}
+        return dump
 
 
 def _types(type_url: str, messages: object, name_field: str = "name") -> TypeResources:

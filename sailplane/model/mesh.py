@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from sailplane.model.authz import AuthorizationPolicy
 from sailplane.model.hosts import host_matches
 from sailplane.model.networking import DestinationRule, Gateway, VirtualService
 from sailplane.model.registry import Endpoint, Service, Workload, selector_matches
+from sailplane.model.security import DEFAULT_ROOT_NAMESPACE, TLS_MODE_LABEL, PeerAuthentication
 from sailplane.model.source import Diagnostic
 
 
@@ -32,9 +34,13 @@ class MeshConfig:
     virtual_services: tuple[VirtualService, ...] = ()
     destination_rules: tuple[DestinationRule, ...] = ()
     gateways: tuple[Gateway, ...] = ()
+    peer_authentications: tuple[PeerAuthentication, ...] = ()
+    authorization_policies: tuple[AuthorizationPolicy, ...] = ()
+    root_namespace: str = DEFAULT_ROOT_NAMESPACE
     objects: tuple[ObjectRef, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
     domain_suffix: str = "cluster.local"
+    trust_domain: str = "cluster.local"
     # Content hash of every input file, so two loads of the same tree compare equal.
     digest: str = field(default="", compare=False)
 
@@ -71,20 +77,77 @@ class MeshConfig:
                 best = rule
         return best
 
+    @cached_property
+    def _label_index(self) -> Mapping[tuple[str, str, str], tuple[Workload, ...]]:
+        """(namespace, label, value) -> workloads: selectors become set
+        intersections instead of a scan of every workload per service."""
+        index: dict[tuple[str, str, str], list[Workload]] = {}
+        for w in self.workloads:
+            for key, value in w.labels.items():
+                index.setdefault((w.namespace, key, value), []).append(w)
+        return {k: tuple(v) for k, v in index.items()}
+
+    def selected_workloads(
+        self, namespace: str, selector: Mapping[str, str]
+    ) -> tuple[Workload, ...]:
+        """Workloads of ``namespace`` whose labels include ``selector`` (in id order)."""
+        if not selector:
+            return ()
+        candidates: set[str] | None = None
+        for key, value in selector.items():
+            ids = {w.id for w in self._label_index.get((namespace, key, value), ())}
+            candidates = ids if candidates is None else candidates & ids
+            if not candidates:
+                return ()
+        return tuple(w for w in self.workloads if w.id in (candidates or ()))
+
+    @cached_property
+    def _instances(self) -> Mapping[str, tuple[Endpoint, ...]]:
+        return {
+            s.hostname: (
+                *s.endpoints,
+                *(w.endpoint() for w in self.selected_workloads(s.namespace, s.selector or {})),
+            )
+            for s in self.services
+        }
+
+    @cached_property
+    def _services_by_workload(self) -> Mapping[str, tuple[Service, ...]]:
+        found: dict[str, list[Service]] = {}
+        for s in self.services:
+            for w in self.selected_workloads(s.namespace, s.selector or {}):
+                found.setdefault(w.id, []).append(s)
+        return {k: tuple(v) for k, v in found.items()}
+
     def endpoints_of(self, service: Service) -> tuple[Endpoint, ...]:
         """The service's instances: inline ServiceEntry endpoints plus every
         WorkloadEntry in the same namespace whose labels match its selector."""
-        found = list(service.endpoints)
-        if service.selector:
-            found.extend(
+        found = self._instances.get(service.hostname)
+        if found is not None and self.services_by_host.get(service.hostname) is service:
+            return found
+        return (
+            *service.endpoints,
+            *(
                 w.endpoint()
-                for w in self.workloads
-                if w.namespace == service.namespace and selector_matches(service.selector, w.labels)
-            )
-        return tuple(found)
+                for w in self.selected_workloads(service.namespace, service.selector or {})
+            ),
+        )
+
+    def spiffe_id(self, namespace: str, service_account: str) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{namespace}/sa/{service_account}"
+
+    def has_sidecar_mtls(self, endpoint: Endpoint, port: int) -> bool:
+        """Auto mTLS applies to an instance that runs a sidecar (Istio's label
+        ``security.istio.io/tlsMode: istio``) and does not DISABLE mTLS."""
+        if endpoint.labels.get(TLS_MODE_LABEL) != "istio":
+            return False
+        workload = self.workloads_by_id.get(endpoint.workload)
+        return workload is None or self.mtls_mode(workload, port) != "DISABLE"
 
     def services_of(self, workload: Workload) -> tuple[Service, ...]:
         """The services whose selector picks ``workload`` (its inbound side)."""
+        if self.workloads_by_id.get(workload.id) is workload:
+            return self._services_by_workload.get(workload.id, ())
         return tuple(
             s
             for s in self.services
@@ -92,3 +155,38 @@ class MeshConfig:
             and s.namespace == workload.namespace
             and selector_matches(s.selector, workload.labels)
         )
+
+    def _targets(self, policy: PeerAuthentication, workload: Workload) -> bool:
+        if policy.namespace != workload.namespace:
+            return False
+        if policy.selector:
+            return selector_matches(policy.selector, workload.labels)
+        return any(s.name in policy.target_services for s in self.services_of(workload))
+
+    def mtls_mode(self, workload: Workload, port: int | None = None) -> str:
+        """The effective PeerAuthentication mode (PERMISSIVE, STRICT or DISABLE)
+        of ``workload`` on its ``port``: workload policy (port level first),
+        then namespace policy, then the mesh-wide policy, then PERMISSIVE.
+        Several policies at one level: the oldest wins in Istio; here the
+        first by name, deterministically."""
+        workload_level = [
+            p for p in self.peer_authentications if p.workload_scoped and self._targets(p, workload)
+        ]
+        namespace_level = [
+            p
+            for p in self.peer_authentications
+            if not p.workload_scoped and p.namespace == workload.namespace
+        ]
+        mesh_level = [
+            p
+            for p in self.peer_authentications
+            if not p.workload_scoped and p.namespace == self.root_namespace
+        ]
+        candidates: list[str] = []
+        for policy in workload_level[:1]:
+            if port is not None and port in policy.port_level:
+                candidates.append(policy.port_level[port])
+            candidates.append(policy.mode)
+        candidates.extend(p.mode for p in namespace_level[:1])
+        candidates.extend(p.mode for p in mesh_level[:1])
+        return next((m for m in candidates if m != "UNSET"), "PERMISSIVE")

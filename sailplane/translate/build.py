@@ -17,6 +17,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
 from sailplane.model.mesh import MeshConfig
+from sailplane.translate.authz import policies_for
 from sailplane.translate.clusters import build_inbound_cluster, build_outbound_clusters
 from sailplane.translate.endpoints import build_endpoints
 from sailplane.translate.gateway import build_gateway_listeners, build_gateway_routes
@@ -96,9 +97,13 @@ def build_proxy_resources(
             routes=routes if routes is not None else build_routes(mesh, proxy),
         )
     ports = inbound_ports(proxy, mesh)
+    policies = policies_for(mesh, proxy.workload)
     listeners = [build_outbound_listener(proxy)]
     listeners.extend(
-        build_inbound_listener(proxy, port, protocol) for port, protocol in ports.items()
+        build_inbound_listener(
+            proxy, port, protocol, mesh.mtls_mode(proxy.workload, port), mesh.trust_domain, policies
+        )
+        for port, protocol in ports.items()
     )
     own_clusters = tuple(
         build_inbound_cluster(port, proxy.app_address, protocol) for port, protocol in ports.items()

@@ -16,6 +16,7 @@ from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import DestinationRule
 from sailplane.model.registry import (
     Endpoint,
+    Location,
     Protocol,
     Resolution,
     Service,
@@ -24,6 +25,7 @@ from sailplane.model.registry import (
 from sailplane.translate import names
 from sailplane.translate.common import ads_config_source, duration
 from sailplane.translate.endpoints import build_load_assignment, subset_endpoints, uses_dns
+from sailplane.translate.mtls import apply_client_tls, istio_sni
 from sailplane.translate.policy import (
     apply_traffic_policy,
     circuit_breakers,
@@ -49,6 +51,7 @@ def build_outbound_cluster(
     endpoints: tuple[Endpoint, ...],
     rule: DestinationRule | None = None,
     subset: str = "",
+    mesh: MeshConfig | None = None,
 ) -> cluster_pb2.Cluster:
     name = names.outbound_cluster_name(port.number, service.hostname, subset)
     cluster = cluster_pb2.Cluster(
@@ -62,17 +65,33 @@ def build_outbound_cluster(
         if not endpoints and service.resolution is not Resolution.STATIC:
             # MESH_EXTERNAL with resolution DNS and no endpoints: the host itself.
             endpoints = (Endpoint(address=service.hostname),)
-        cluster.load_assignment.CopyFrom(build_load_assignment(name, port, endpoints))
+        capable = mesh.has_sidecar_mtls if mesh is not None else None
+        cluster.load_assignment.CopyFrom(build_load_assignment(name, port, endpoints, capable))
     else:
         cluster.type = cluster_pb2.Cluster.EDS
         cluster.eds_cluster_config.eds_config.CopyFrom(ads_config_source())
         cluster.eds_cluster_config.service_name = name
     if port.protocol in (Protocol.HTTP2, Protocol.GRPC):
         _set_http2(cluster)
-    if rule is not None:
-        apply_traffic_policy(cluster, rule.policy(port.number, subset))
+    policy = rule.policy(port.number, subset) if rule is not None else None
+    if policy is not None:
+        apply_traffic_policy(cluster, policy)
     else:
         cluster.circuit_breakers.CopyFrom(circuit_breakers(None))
+    tls = policy.tls if policy is not None else None
+    if mesh is not None and (tls is not None or service.location is Location.MESH_INTERNAL):
+        identities = [
+            mesh.spiffe_id(service.namespace, e.service_account)
+            for e in endpoints
+            if e.service_account
+        ]
+        apply_client_tls(
+            cluster,
+            tls,
+            sni=istio_sni(port.number, subset, service.hostname),
+            external_sni=service.hostname,
+            server_identities=identities,
+        )
     return cluster
 
 
@@ -81,10 +100,10 @@ def build_service_clusters(mesh: MeshConfig, service: Service) -> list[cluster_p
     rule = mesh.destination_rule_for(service.hostname)
     out = []
     for port in service.ports:
-        out.append(build_outbound_cluster(service, port, endpoints, rule))
+        out.append(build_outbound_cluster(service, port, endpoints, rule, mesh=mesh))
         for subset in rule.subsets if rule else ():
             chosen = subset_endpoints(endpoints, subset.labels)
-            out.append(build_outbound_cluster(service, port, chosen, rule, subset.name))
+            out.append(build_outbound_cluster(service, port, chosen, rule, subset.name, mesh))
     return out
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import wrappers_pb2
@@ -18,6 +18,7 @@ from sailplane.model.registry import (
 )
 from sailplane.translate import names
 from sailplane.translate.common import socket_address
+from sailplane.translate.mtls import tls_match_metadata
 
 
 def _is_ip(address: str) -> bool:
@@ -48,18 +49,24 @@ def subset_endpoints(
 
 
 def build_load_assignment(
-    cluster_name: str, port: ServicePort, endpoints: tuple[Endpoint, ...]
+    cluster_name: str,
+    port: ServicePort,
+    endpoints: tuple[Endpoint, ...],
+    mtls_capable: Callable[[Endpoint, int], bool] | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """One locality, endpoints sorted by address so output is deterministic."""
-    lb_endpoints = [
-        endpoint_components_pb2.LbEndpoint(
+    """One locality, endpoints sorted by address so output is deterministic.
+    Instances with a sidecar carry the metadata auto mTLS matches on."""
+    lb_endpoints = []
+    for e in sorted(endpoints, key=lambda e: (e.address, e.port_for(port))):
+        lb_endpoint = endpoint_components_pb2.LbEndpoint(
             endpoint=endpoint_components_pb2.Endpoint(
                 address=socket_address(e.address, e.port_for(port))
             ),
             load_balancing_weight=wrappers_pb2.UInt32Value(value=max(e.weight, 1)),
         )
-        for e in sorted(endpoints, key=lambda e: (e.address, e.port_for(port)))
-    ]
+        if mtls_capable is not None and mtls_capable(e, e.port_for(port)):
+            lb_endpoint.metadata.CopyFrom(tls_match_metadata())
+        lb_endpoints.append(lb_endpoint)
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster_name)
     if lb_endpoints:
         assignment.endpoints.append(
@@ -85,5 +92,5 @@ def build_endpoints(mesh: MeshConfig) -> list[endpoint_pb2.ClusterLoadAssignment
         for port in service.ports:
             for subset, chosen in subsets:
                 name = names.outbound_cluster_name(port.number, service.hostname, subset)
-                out.append(build_load_assignment(name, port, chosen))
+                out.append(build_load_assignment(name, port, chosen, mesh.has_sidecar_mtls))
     return sorted(out, key=lambda a: a.cluster_name)

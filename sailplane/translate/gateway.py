@@ -9,8 +9,6 @@ are merged in order.
 
 from __future__ import annotations
 
-import ipaddress
-
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -24,8 +22,9 @@ from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import Gateway, GatewayServer, VirtualService
 from sailplane.model.registry import selector_matches
 from sailplane.translate import names
+from sailplane.translate.authz import http_rbac_filters, policies_for
 from sailplane.translate.common import pack, socket_address
-from sailplane.translate.listeners import http_connection_manager, network_filter
+from sailplane.translate.listeners import bind_address, http_connection_manager, network_filter
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.routes import route_context, virtual_service_routes
 
@@ -44,12 +43,8 @@ def bind_port(proxy: Proxy, server: GatewayServer) -> int:
     return proxy.workload.ports.get(server.port_name) or server.port
 
 
-def bind_address(proxy: Proxy) -> str:
-    try:
-        ipaddress.ip_address(proxy.workload.address)
-    except ValueError:
-        return "0.0.0.0"  # a DNS name (compose service): listen on every address
-    return proxy.workload.address
+def gateway_address(proxy: Proxy) -> str:
+    return bind_address(proxy.workload.address)
 
 
 def _route_name(server: GatewayServer, index: int) -> str:
@@ -170,7 +165,7 @@ def _tcp_cluster(mesh: MeshConfig, gateway: Gateway, server: GatewayServer) -> s
 
 def build_gateway_listeners(mesh: MeshConfig, proxy: Proxy) -> list[listener_pb2.Listener]:
     listeners = []
-    address = bind_address(proxy)
+    address = gateway_address(proxy)
     for port, entries in _servers_by_port(mesh, proxy).items():
         listener = listener_pb2.Listener(
             name=names.listener_name(address, port),
@@ -191,7 +186,9 @@ def build_gateway_listeners(mesh: MeshConfig, proxy: Proxy) -> list[listener_pb2
                 )
             else:
                 manager = http_connection_manager(
-                    f"outbound_{address}_{port}", _route_name(server, index)
+                    f"outbound_{address}_{port}",
+                    _route_name(server, index),
+                    http_rbac_filters(policies_for(mesh, proxy.workload)),
                 )
                 chain.filters.append(
                     network_filter("envoy.filters.network.http_connection_manager", manager)

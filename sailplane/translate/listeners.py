@@ -3,23 +3,30 @@ workload port (Istio's "bind" mode: no iptables, no privileges)."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
+
 from envoy.config.core.v3 import protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf.message import Message
 
+from sailplane.model.authz import AuthorizationPolicy
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Protocol
 from sailplane.translate import names
+from sailplane.translate.authz import http_rbac_filters, network_rbac_filters
 from sailplane.translate.common import ads_config_source, pack, socket_address
 from sailplane.translate.httproute import CORS_FILTER, FAULT_FILTER
+from sailplane.translate.mtls import inbound_filter_chains
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.routes import routes_to_cluster
 
@@ -46,14 +53,16 @@ def network_filter(name: str, config: Message) -> listener_components_pb2.Filter
     return listener_components_pb2.Filter(name=name, typed_config=pack(config))
 
 
-def http_connection_manager(stat_prefix: str, route_name: str) -> hcm_pb2.HttpConnectionManager:
+def http_connection_manager(
+    stat_prefix: str, route_name: str, extra_filters: Sequence[hcm_pb2.HttpFilter] = ()
+) -> hcm_pb2.HttpConnectionManager:
     """An HCM that takes its routes over ADS and accepts absolute-form request
     targets (``GET http://inventory:8080/items``), as clients using a proxy send."""
     return HCM(
         stat_prefix=stat_prefix,
         codec_type=HCM.AUTO,
         rds=hcm_pb2.Rds(config_source=ads_config_source(), route_config_name=route_name),
-        http_filters=outbound_http_filters(),
+        http_filters=[*extra_filters, *outbound_http_filters()],
         http_protocol_options=protocol_pb2.Http1ProtocolOptions(allow_absolute_url={"value": True}),
     )
 
@@ -90,14 +99,38 @@ def inbound_ports(proxy: Proxy, mesh: MeshConfig) -> dict[int, Protocol]:
     return dict(sorted(ports.items()))
 
 
+def bind_address(address: str) -> str:
+    """Listeners bind IP addresses; a workload named by DNS (a compose service)
+    binds every address of its own network namespace instead."""
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return "0.0.0.0"
+    return address
+
+
 def build_inbound_listener(
-    proxy: Proxy, workload_port: int, protocol: Protocol
+    proxy: Proxy,
+    workload_port: int,
+    protocol: Protocol,
+    mtls_mode: str = "PERMISSIVE",
+    trust_domain: str = "cluster.local",
+    policies: Sequence[AuthorizationPolicy] = (),
 ) -> listener_pb2.Listener:
-    """Bind the workload address on its port and forward to the app."""
-    address = proxy.workload.address
+    """Bind the workload address on its port and forward to the app, with the
+    port's PeerAuthentication mode deciding plaintext / mTLS (see mtls.py)."""
+    address = bind_address(proxy.workload.address)
     name = names.listener_name(address, workload_port)
     cluster = names.inbound_cluster_name(workload_port)
-    if protocol.is_http or protocol is Protocol.UNKNOWN:
+    http = protocol.is_http or protocol is Protocol.UNKNOWN
+
+    def filters(tls: bool) -> list[listener_components_pb2.Filter]:
+        if not http:
+            tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+            return [
+                *network_rbac_filters(list(policies), f"inbound_{workload_port}"),
+                network_filter("envoy.filters.network.tcp_proxy", tcp),
+            ]
         manager = HCM(
             stat_prefix=f"inbound_{workload_port}",
             codec_type=HCM.AUTO,
@@ -112,15 +145,26 @@ def build_inbound_listener(
                 ],
                 validate_clusters={"value": False},
             ),
-            http_filters=[_router()],
+            http_filters=[*http_rbac_filters(list(policies)), _router()],
+            # As Istio: the app learns the caller's SPIFFE identity; a header
+            # a caller sent itself is never trusted.
+            forward_client_cert_details=HCM.SANITIZE_SET,
+            set_current_client_cert_details=HCM.SetCurrentClientCertDetails(uri=True),
         )
-        chosen = network_filter("envoy.filters.network.http_connection_manager", manager)
-    else:
-        tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
-        chosen = network_filter("envoy.filters.network.tcp_proxy", tcp)
-    return listener_pb2.Listener(
+        return [network_filter("envoy.filters.network.http_connection_manager", manager)]
+
+    chains, inspect = inbound_filter_chains(mtls_mode, trust_domain, filters)
+    listener = listener_pb2.Listener(
         name=name,
         address=socket_address(address, workload_port),
         traffic_direction=1,  # INBOUND
-        filter_chains=[listener_components_pb2.FilterChain(filters=[chosen])],
+        filter_chains=chains,
     )
+    if inspect:
+        listener.listener_filters.append(
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.tls_inspector",
+                typed_config=pack(tls_inspector_pb2.TlsInspector()),
+            )
+        )
+    return listener

@@ -116,7 +116,10 @@ def apply_traffic_policy(cluster: cluster_pb2.Cluster, policy: TrafficPolicy) ->
     od = policy.outlier_detection
     if od is not None:
         cluster.outlier_detection.CopyFrom(outlier_detection(od))
-        if od.min_health_percent is not None:
-            cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
-                percent_pb2.Percent(value=float(od.min_health_percent))
-            )
+        # Istio sets Envoy's healthy_panic_threshold to minHealthPercent, which
+        # defaults to 0: with outlier detection on, panic mode is off unless asked
+        # for, so ejected hosts stay out even when most are ejected (Envoy's own
+        # default of 50% would spread traffic over every host again).
+        cluster.common_lb_config.healthy_panic_threshold.CopyFrom(
+            percent_pb2.Percent(value=float(od.min_health_percent or 0))
+        )

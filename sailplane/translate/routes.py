@@ -21,7 +21,8 @@ from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import Destination, HTTPMatch, VirtualService
 from sailplane.model.registry import Protocol, Service, ServicePort, selector_matches
 from sailplane.translate import names
-from sailplane.translate.httproute import RouteContext, build_http_routes
+from sailplane.translate.common import duration
+from sailplane.translate.httproute import RouteContext, build_http_routes, build_retry_policy
 
 
 def default_port(service: Service) -> ServicePort:
@@ -31,14 +32,15 @@ def default_port(service: Service) -> ServicePort:
     return service.ports[0]
 
 
-def routes_to_cluster(cluster: str) -> list[rc.Route]:
-    return [
-        rc.Route(
-            name="default",
-            match=rc.RouteMatch(prefix="/"),
-            route=rc.RouteAction(cluster=cluster),
-        )
-    ]
+def routes_to_cluster(cluster: str, outbound: bool = False) -> list[rc.Route]:
+    """One catch-all route. As Istio: no route timeout (Envoy's default is
+    15 s), and outbound routes carry Istio's default retry policy."""
+    action = rc.RouteAction(cluster=cluster, timeout=duration(0))
+    if outbound:
+        retry = build_retry_policy(None)
+        assert retry is not None
+        action.retry_policy.CopyFrom(retry)
+    return [rc.Route(name="default", match=rc.RouteMatch(prefix="/"), route=action)]
 
 
 def exported_to(export_to: tuple[str, ...], owner_namespace: str, namespace: str) -> bool:
@@ -198,7 +200,8 @@ def build_outbound_route_config(
         if vs is not None:
             routes = virtual_service_routes(mesh, vs, port.number, labels, client_namespace)
         else:
-            routes = routes_to_cluster(names.outbound_cluster_name(port.number, service.hostname))
+            cluster = names.outbound_cluster_name(port.number, service.hostname)
+            routes = routes_to_cluster(cluster, outbound=True)
         aliases = host_aliases(service.hostname, client_namespace, mesh.domain_suffix)
         vhost = build_virtual_host(service, port, aliases, claimed, routes)
         if vhost is not None:

@@ -132,7 +132,11 @@ def test_new_endpoint_reaches_running_envoy_without_failed_requests(mesh: Mesh) 
             conn.request("GET", "http://weather-backend:5000/api/weather")
             response = conn.getresponse()
             body = response.read()
-            version = json.loads(body)["version"] if response.status == 200 else ""
+            version = (
+                json.loads(body)["version"]
+                if response.status == 200
+                else body.decode()[:200] + str(response.getheaders())
+            )
             results.append((response.status, version))
         conn.close()
 
@@ -153,4 +157,6 @@ def test_new_endpoint_reaches_running_envoy_without_failed_requests(mesh: Mesh) 
         stop.set()
         worker.join(10)
     statuses = {status for status, _ in results}
-    assert statuses == {200}, f"{len(results)} requests, statuses {statuses}"
+    assert statuses == {200}, (
+        f"{len(results)} requests, statuses {statuses}: {[r for r in results if r[0] != 200][:3]}"
+    )

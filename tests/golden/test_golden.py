@@ -23,7 +23,7 @@ from sailplane.controller import Controller
 from sailplane.model.source import Severity
 from sailplane.translate import proxy_from_node
 from sailplane.xds import SnapshotCache
-from sailplane.xds.types import PUSH_ORDER, SHORT_NAMES
+from sailplane.xds.types import PUSH_ORDER, SECRET, SHORT_NAMES
 
 ROOT = Path(__file__).parent
 CASES = sorted(p.name for p in ROOT.iterdir() if (p / "in").is_dir())
@@ -58,7 +58,10 @@ def render_case(case: Path) -> dict[str, str]:
         document = {}
         for type_url in PUSH_ORDER:
             messages = snapshot.get(type_url).messages.values()
-            if messages:
+            if type_url == SECRET:
+                # Key material differs every run: record which secrets, not their bytes.
+                document["secrets"] = sorted(m.name for m in messages)
+            elif messages:
                 document[SHORT_NAMES[type_url]] = [
                     json.loads(json_format.MessageToJson(m, preserving_proto_field_name=True))
                     for m in messages

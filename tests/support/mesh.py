@@ -10,7 +10,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import textwrap
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from tests.support.procs import (
     PYTHON,
     Process,
     ProcessGroup,
-    free_port,
+    free_ports,
     http_get,
     wait_for,
 )
@@ -44,6 +46,8 @@ class WorkloadSpec:
     namespace: str = "default"
     service_account: str = "default"
     port: int = 5000
+    # WorkloadEntry ``ports``: service port name -> this workload's port.
+    ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -66,15 +70,18 @@ class WorkloadSpec:
         return f"{self.name}.{self.namespace}"
 
     def entry(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "address": self.address,
+            "labels": self.labels,
+            "serviceAccount": self.service_account,
+        }
+        if self.ports:
+            spec["ports"] = self.ports
         return {
             "apiVersion": "networking.istio.io/v1",
             "kind": "WorkloadEntry",
             "metadata": {"name": self.name, "namespace": self.namespace},
-            "spec": {
-                "address": self.address,
-                "labels": self.labels,
-                "serviceAccount": self.service_account,
-            },
+            "spec": spec,
         }
 
 
@@ -104,6 +111,12 @@ class Mesh:
     plane: Process | None = None
     xds_port: int = 0
     monitor_port: int = 0
+    secure_xds_port: int = 0
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.config_dir.parent / "ca"
+
     envoys: dict[str, Process] = field(default_factory=dict)
     _count: itertools.count = field(default_factory=lambda: itertools.count(1))  # type: ignore[type-arg]
 
@@ -111,6 +124,11 @@ class Mesh:
         spec = WorkloadSpec(name, labels, next(self._count), self.network, **kwargs)
         self.workloads[name] = spec
         return spec
+
+    def external(self, name: str, port: int = 5000) -> WorkloadSpec:
+        """Addresses on this test's network for something outside the mesh (no
+        WorkloadEntry is written for it): an external API, say."""
+        return WorkloadSpec(name, {}, next(self._count), self.network, port=port)
 
     def write(self, file: str, text_or_objects: str | list[dict[str, Any]]) -> Path:
         path = self.config_dir / file
@@ -125,8 +143,7 @@ class Mesh:
     # -- processes ---------------------------------------------------------
 
     def start_control_plane(self, *extra: str) -> Process:
-        self.xds_port = free_port()
-        self.monitor_port = free_port()
+        self.xds_port, self.monitor_port, self.secure_xds_port = free_ports(3)
         self.plane = self.group.start(
             "sailplane",
             [
@@ -142,6 +159,9 @@ class Mesh:
                 f"127.0.0.1:{self.xds_port}",
                 "--monitor-address",
                 f"127.0.0.1:{self.monitor_port}",
+                "--secure-xds-address",
+                f"127.0.0.1:{self.secure_xds_port}",
+                *(() if "--ca-dir" in extra else ("--ca-dir", str(self.ca_dir))),
                 *extra,
             ],
         )
@@ -153,6 +173,11 @@ class Mesh:
 
     def syncz(self) -> list[dict[str, Any]]:
         status, body = http_get(self.monitor("/debug/syncz"))
+        assert status == 200, body
+        return json.loads(body)  # type: ignore[no-any-return]
+
+    def configz(self) -> dict[str, Any]:
+        status, body = http_get(self.monitor("/debug/configz"))
         assert status == 200, body
         return json.loads(body)  # type: ignore[no-any-return]
 
@@ -188,8 +213,14 @@ class Mesh:
         )
         return out
 
-    def start_envoy(self, spec: WorkloadSpec, *extra: str) -> Process:
+    def start_envoy(self, spec: WorkloadSpec, *extra: str, detect_role: bool = False) -> Process:
+        """``detect_role``: leave the role out of the node metadata, so the
+        control plane decides it (a workload a Gateway selects is a gateway)."""
         bootstrap = self.bootstrap(spec, *extra)
+        if detect_role:
+            config = yaml.safe_load(bootstrap.read_text())
+            config["node"].get("metadata", {}).pop("role", None)
+            bootstrap.write_text(yaml.safe_dump(config, sort_keys=False))
         envoy = self.group.start(
             f"envoy-{spec.name}",
             [
@@ -214,7 +245,15 @@ class Mesh:
         role: str = "backend",
         version: str = "",
         backend: str = "http://weather-backend:5000",
+        *extra: str,
+        sidecar: bool = True,
     ) -> Process:
+        """Start the weather app for ``spec``. With a sidecar it listens on the
+        app address behind the inbound listener and calls out through
+        ``HTTP_PROXY``; without one it listens on the workload address itself
+        and calls out directly. ``extra`` goes to app.py (``--fail-path-prefix``)."""
+        address = spec.app_address if sidecar else spec.address
+        env = {"HTTP_PROXY": f"http://{spec.outbound}", "NO_PROXY": ""} if sidecar else {}
         app = self.group.start(
             f"app-{spec.name}",
             [
@@ -222,24 +261,43 @@ class Mesh:
                 APP,
                 role,
                 "--listen",
-                f"{spec.app_address}:{spec.port}",
+                f"{address}:{spec.port}",
                 "--version",
                 version or spec.labels.get("version", "v1"),
                 "--instance",
                 spec.name,
                 "--backend",
                 backend,
+                *extra,
             ],
-            env={"HTTP_PROXY": f"http://{spec.outbound}", "NO_PROXY": ""},
+            env=env,
         )
         wait_for(
-            lambda: http_get(f"http://{spec.app_address}:{spec.port}/api/weather")[0] > 0,
+            lambda: http_get(f"http://{address}:{spec.port}/api/weather")[0] > 0,
             what=f"app {spec.name}",
         )
         return app
 
     def admin(self, spec: WorkloadSpec, path: str) -> str:
-        return http_get(f"http://{spec.admin}{path}")[1].decode()
+        return self.admin_at(spec.admin, path)
+
+    def admin_at(self, address: str, path: str) -> str:
+        return http_get(f"http://{address}{path}")[1].decode()
+
+    def http(self, path: str) -> str:
+        """GET a monitor page of the control plane."""
+        return http_get(self.monitor(path))[1].decode()
+
+    def stat(self, spec: WorkloadSpec, name: str) -> int:
+        """One Envoy counter or gauge by its full name (0 if Envoy has none yet),
+        e.g. ``cluster.outbound|5000||weather-backend.default.svc.cluster.local.
+        upstream_rq_pending_overflow``."""
+        query = urllib.parse.quote(f"^{re.escape(name)}$")
+        for line in self.admin(spec, f"/stats?usedonly&filter={query}").splitlines():
+            key, _, value = line.rpartition(": ")
+            if key == name:
+                return int(value)
+        return 0
 
     def wait_synced(self, *proxies: str, timeout: float = 20.0) -> list[dict[str, Any]]:
         def synced() -> list[dict[str, Any]] | None:

@@ -7,7 +7,9 @@
 The backend answers ``GET /api/weather`` (one day for version ``single``,
 several for ``multiple``) plus a few endpoints tests use: ``/headers``
 (echoes request headers), ``/status/CODE``, ``/delay/MS`` and
-``/flaky/KEY/N`` (fails the first N calls for KEY with 503).
+``/flaky/KEY/N`` (fails the first N calls for KEY with 503). With
+``--fail-path-prefix /api`` an instance answers 500 for every path under
+``/api``: a broken replica, for outlier detection.
 
 The frontend answers ``GET /`` by calling the backend through its sidecar:
 it honours ``HTTP_PROXY`` like any HTTP client and forwards tracing headers
@@ -43,6 +45,10 @@ FORECASTS = ["sunny", "cloudy", "rain", "wind", "snow"]
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # One write per response and no Nagle: otherwise keep-alive clients wait
+    # ~40 ms per request on delayed ACKs.
+    wbufsize = 64 * 1024
+    disable_nagle_algorithm = True
     server: AppServer
 
     def log_message(self, format: str, *args: object) -> None:
@@ -73,7 +79,9 @@ class Handler(BaseHTTPRequestHandler):
         srv = self.server
         path = self.path.split("?", 1)[0]
         base = {"service": srv.service, "version": srv.version, "instance": srv.instance}
-        if path == "/api/weather":
+        if srv.fail_path_prefix and path.startswith(srv.fail_path_prefix):
+            self._send(500, {**base, "error": "failing on purpose (--fail-path-prefix)"})
+        elif path == "/api/weather":
             days = 1 if srv.version == "single" else 3
             self._send(200, {**base, "forecast": FORECASTS[:days]})
         elif path == "/headers":
@@ -118,6 +126,7 @@ class AppServer(ThreadingHTTPServer):
         self.service = args.service or f"weather-{args.role}"
         self.instance = args.instance or f"{address[0]}:{address[1]}"
         self.backend = args.backend
+        self.fail_path_prefix = args.fail_path_prefix
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
         # urllib reads HTTP_PROXY / NO_PROXY from the environment, like curl.
@@ -135,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instance", default=os.environ.get("APP_INSTANCE"))
     parser.add_argument(
         "--backend", default=os.environ.get("APP_BACKEND", "http://weather-backend:5000")
+    )
+    parser.add_argument(
+        "--fail-path-prefix",
+        default=os.environ.get("APP_FAIL_PATH_PREFIX", ""),
+        help="answer 500 for paths starting with this (a broken replica)",
     )
     args = parser.parse_args(argv)
     if args.role is None:

@@ -1,0 +1,118 @@
+"""CA flags shared by ``serve`` and ``bootstrap``, and ``sailplane ca``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from sailplane.ca import (
+    KEY_FACTORIES,
+    CAError,
+    CertificateAuthority,
+    load_authority,
+    load_or_create_authority,
+    write_identity,
+)
+from sailplane.config.reader import parse_duration
+
+
+def default_ca_dir() -> Path:
+    """``$XDG_STATE_HOME/sailplane/ca`` (``~/.local/state/sailplane/ca``)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "sailplane" / "ca"
+
+
+def _duration(value: str) -> timedelta:
+    seconds = parse_duration(value)
+    if seconds is None or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a duration like 24h, 90m, 6s")
+    return timedelta(seconds=seconds)
+
+
+def add_ca_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("certificate authority")
+    group.add_argument(
+        "--ca-dir",
+        type=Path,
+        default=None,
+        help=f"CA state directory, created on first use (default {default_ca_dir()})",
+    )
+    group.add_argument("--ca-cert", type=Path, help="your own root or intermediate CA certificate")
+    group.add_argument("--ca-key", type=Path, help="its private key")
+    group.add_argument("--ca-chain", type=Path, help="intermediates up to the root, if any")
+    group.add_argument("--trust-domain", default="cluster.local")
+    group.add_argument("--key-type", choices=sorted(KEY_FACTORIES), default="ecdsa-p256")
+
+
+def authority_from_args(args: argparse.Namespace) -> CertificateAuthority:
+    factory = KEY_FACTORIES[args.key_type]
+    if args.ca_cert or args.ca_key:
+        if not (args.ca_cert and args.ca_key):
+            raise CAError("--ca-cert and --ca-key go together")
+        return load_authority(
+            args.ca_cert,
+            args.ca_key,
+            args.ca_chain,
+            trust_domain=args.trust_domain,
+            key_factory=factory,
+        )
+    return load_or_create_authority(
+        args.ca_dir or default_ca_dir(), trust_domain=args.trust_domain, key_factory=factory
+    )
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    ca = sub.add_parser("ca", parents=[common], help="the built-in certificate authority")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="CA_COMMAND")
+    init = ca_sub.add_parser("init", help="create the CA (a self-signed root) if missing")
+    show = ca_sub.add_parser("show", help="root fingerprint, subject and expiry")
+    issue = ca_sub.add_parser("issue", help="a certificate and key for a client without Envoy")
+    issue.add_argument("workload", help="a name for the files (and the default service account)")
+    issue.add_argument("--namespace", default="default")
+    issue.add_argument("--service-account", help="identity's service account (default: workload)")
+    issue.add_argument("--ttl", type=_duration, default=timedelta(hours=24))
+    issue.add_argument(
+        "--out-dir",
+        type=Path,
+        required=True,
+        help="writes cert-chain.pem, key.pem (0600) and root-cert.pem",
+    )
+    for parser in (init, show, issue):
+        add_ca_flags(parser)
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    try:
+        authority = authority_from_args(args)
+    except CAError as exc:
+        print(f"sailplane: {exc}", file=sys.stderr)
+        return 1
+    info = authority.info()
+    if args.ca_command == "issue":
+        identity = authority.issue_workload(
+            args.namespace, args.service_account or args.workload, ttl=args.ttl
+        )
+        out: Path = args.out_dir
+        out.mkdir(parents=True, exist_ok=True)
+        write_identity(identity, out / "cert-chain.pem", out / "key.pem", out / "root-cert.pem")
+        print(
+            f"{identity.spiffe_id} valid until {identity.not_after.isoformat()}: "
+            f"{out / 'cert-chain.pem'}, {out / 'key.pem'}, {out / 'root-cert.pem'}"
+        )
+        return 0
+    where = args.ca_cert or args.ca_dir or default_ca_dir()
+    print(f"CA:          {where}")
+    print(f"trust domain {info.trust_domain}")
+    print(f"root         {info.root_subject}")
+    print(f"fingerprint  SHA256 {info.root_fingerprint_sha256}")
+    print(f"valid until  {info.root_not_after.isoformat()}")
+    if info.intermediate:
+        print(f"signing      {info.signing_subject} (until {info.signing_not_after.isoformat()})")
+    return 0
+
+
+def cert_ttl(value: str) -> timedelta:
+    return _duration(value)

@@ -1,0 +1,81 @@
+"""The mTLS xDS port (15012): server credentials and bootstrap credentials.
+
+The server presents a certificate for sailplane's own identity
+(``spiffe://TD/ns/istio-system/sa/sailplane``) from the built-in CA and
+requires a client certificate from the same CA. Which workload a client may
+claim to be is checked per stream by the controller (the certificate's
+SPIFFE identity must be the node's service account), so no proxy can obtain
+another workload's secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+
+from sailplane.ca import CertificateAuthority, IdentityStore, spiffe_id, write_identity
+from sailplane.model.registry import Workload
+
+CONTROL_PLANE_NAMESPACE = "istio-system"
+CONTROL_PLANE_ACCOUNT = "sailplane"
+
+
+def control_plane_identity(trust_domain: str) -> str:
+    return spiffe_id(trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT)
+
+
+def server_credentials(store: IdentityStore, trust_domain: str) -> grpc.ServerCredentials:
+    """Credentials that follow certificate rotation: gRPC asks the fetcher
+    on each new handshake, and we hand it a new configuration once the store
+    has re-issued sailplane's certificate."""
+    uri = control_plane_identity(trust_domain)
+    served = {"serial": store.get(uri).serial}
+
+    def config() -> grpc.ServerCertificateConfiguration:
+        identity = store.get(uri)
+        served["serial"] = identity.serial
+        return grpc.ssl_server_certificate_configuration(
+            [(identity.private_key_pem, identity.cert_chain_pem)],
+            root_certificates=identity.trust_bundle_pem,
+        )
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        if store.get(uri).serial == served["serial"]:
+            return None  # keep the current configuration
+        return config()
+
+    return grpc.dynamic_ssl_server_credentials(config(), fetch, require_client_authentication=True)
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapCredentials:
+    """Files a bootstrap points Envoy at to reach the mTLS xDS port."""
+
+    cert_chain: Path
+    private_key: Path
+    root_cert: Path
+    server_identity: str
+
+
+def write_bootstrap_credentials(
+    authority: CertificateAuthority,
+    workload: Workload,
+    directory: Path,
+    ttl: timedelta = timedelta(days=365),
+) -> BootstrapCredentials:
+    """Mint the workload's certificate for its bootstrap (the counterpart of
+    Istio's bootstrap token): key 0600, next to the bootstrap."""
+    directory.mkdir(parents=True, exist_ok=True)
+    identity = authority.issue_workload(workload.namespace, workload.service_account, ttl=ttl)
+    stem = f"{workload.name}.{workload.namespace}"
+    files = BootstrapCredentials(
+        cert_chain=directory / f"{stem}.cert-chain.pem",
+        private_key=directory / f"{stem}.key.pem",
+        root_cert=directory / "root-cert.pem",
+        server_identity=control_plane_identity(authority.trust_domain),
+    )
+    write_identity(identity, files.cert_chain, files.private_key, files.root_cert)
+    return files

@@ -1,0 +1,213 @@
+"""Mutual TLS: SDS secrets, inbound TLS termination, outbound TLS origination.
+
+Istio's scheme (istio.io/latest/docs/concepts/security): every sidecar holds
+its workload certificate (SDS secret ``default``) and the mesh trust bundle
+(``ROOTCA``), both over the ADS stream (``sds_config: {ads: {}}``).
+
+* Inbound, by PeerAuthentication mode: STRICT terminates mTLS only; DISABLE
+  is plaintext only; PERMISSIVE accepts both on one port (a TLS inspector
+  picks the filter chain by transport protocol). Callers' identities reach
+  the app in ``x-forwarded-client-cert`` (``URI=spiffe://...``), and a
+  header forged by a plaintext caller is dropped (SANITIZE_SET).
+* Outbound, by DestinationRule ``tls.mode``: ISTIO_MUTUAL presents
+  ``default`` and verifies the server's SPIFFE identity (the service
+  accounts of the destination's instances); SIMPLE / MUTUAL use files;
+  DISABLE is plaintext. Without a DestinationRule TLS setting, auto mTLS:
+  endpoints labelled ``security.istio.io/tlsMode: istio`` (workloads with a
+  sidecar) get mTLS through transport socket matching, others plaintext.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import base_pb2
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
+from google.protobuf import struct_pb2
+
+from sailplane.model.networking import ClientTLS
+from sailplane.translate.common import ads_config_source, pack
+
+WORKLOAD_SECRET = "default"
+ROOT_SECRET = "ROOTCA"
+TLS_SOCKET = "envoy.transport_sockets.tls"
+TLS_MATCH_KEY = "envoy.transport_socket_match"
+
+
+def sds(name: str) -> secret_pb2.SdsSecretConfig:
+    return secret_pb2.SdsSecretConfig(name=name, sds_config=ads_config_source())
+
+
+def build_secrets(
+    cert_chain_pem: bytes, private_key_pem: bytes, trust_bundle_pem: bytes
+) -> list[secret_pb2.Secret]:
+    """The proxy's own identity and the trust bundle, inline (they travel over
+    the proxy's own, authenticated, ADS stream and nowhere else)."""
+    return [
+        secret_pb2.Secret(
+            name=ROOT_SECRET,
+            validation_context=common_pb2.CertificateValidationContext(
+                trusted_ca=base_pb2.DataSource(inline_bytes=trust_bundle_pem)
+            ),
+        ),
+        secret_pb2.Secret(
+            name=WORKLOAD_SECRET,
+            tls_certificate=common_pb2.TlsCertificate(
+                certificate_chain=base_pb2.DataSource(inline_bytes=cert_chain_pem),
+                private_key=base_pb2.DataSource(inline_bytes=private_key_pem),
+            ),
+        ),
+    ]
+
+
+def _validation(
+    sans: Iterable[str], prefix: str = ""
+) -> tls_pb2.CommonTlsContext.CombinedCertificateValidationContext:
+    default = common_pb2.CertificateValidationContext()
+    for san in sorted(set(sans)):
+        default.match_typed_subject_alt_names.append(
+            common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.URI,
+                matcher=string_pb2.StringMatcher(exact=san),
+            )
+        )
+    if prefix:
+        default.match_typed_subject_alt_names.append(
+            common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.URI,
+                matcher=string_pb2.StringMatcher(prefix=prefix),
+            )
+        )
+    return tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+        default_validation_context=default,
+        validation_context_sds_secret_config=sds(ROOT_SECRET),
+    )
+
+
+def _mesh_tls_context(sans: Iterable[str] = (), prefix: str = "") -> tls_pb2.CommonTlsContext:
+    return tls_pb2.CommonTlsContext(
+        tls_certificate_sds_secret_configs=[sds(WORKLOAD_SECRET)],
+        combined_validation_context=_validation(sans, prefix),
+    )
+
+
+def downstream_mtls_socket(trust_domain: str) -> base_pb2.TransportSocket:
+    """Inbound mTLS: a client certificate from the mesh CA is required."""
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=_mesh_tls_context(prefix=f"spiffe://{trust_domain}/"),
+        require_client_certificate={"value": True},
+    )
+    context.common_tls_context.alpn_protocols.extend(["h2", "http/1.1"])
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
+
+
+def istio_mutual_socket(sni: str, server_identities: Iterable[str]) -> base_pb2.TransportSocket:
+    context = tls_pb2.UpstreamTlsContext(
+        sni=sni, common_tls_context=_mesh_tls_context(server_identities)
+    )
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
+
+
+def file_tls_socket(tls: ClientTLS, default_sni: str) -> base_pb2.TransportSocket:
+    """SIMPLE / MUTUAL origination with certificates mounted as files."""
+    common = tls_pb2.CommonTlsContext()
+    if tls.mode == "MUTUAL":
+        common.tls_certificates.append(
+            common_pb2.TlsCertificate(
+                certificate_chain=base_pb2.DataSource(filename=tls.client_certificate),
+                private_key=base_pb2.DataSource(filename=tls.private_key),
+            )
+        )
+    if tls.ca_certificates:
+        common.validation_context.trusted_ca.filename = tls.ca_certificates
+        for san in tls.subject_alt_names:
+            common.validation_context.match_typed_subject_alt_names.append(
+                common_pb2.SubjectAltNameMatcher(
+                    san_type=common_pb2.SubjectAltNameMatcher.DNS,
+                    matcher=string_pb2.StringMatcher(exact=san),
+                )
+            )
+    context = tls_pb2.UpstreamTlsContext(sni=tls.sni or default_sni, common_tls_context=common)
+    return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
+
+
+def _raw_buffer() -> base_pb2.TransportSocket:
+    return base_pb2.TransportSocket(
+        name="envoy.transport_sockets.raw_buffer", typed_config=pack(raw_buffer_pb2.RawBuffer())
+    )
+
+
+def istio_sni(port: int, subset: str, hostname: str) -> str:
+    """Istio's SNI for mesh traffic: ``outbound_.PORT_.SUBSET_.HOST``."""
+    return f"outbound_.{port}_.{subset}_.{hostname}"
+
+
+def apply_client_tls(
+    cluster: cluster_pb2.Cluster,
+    tls: ClientTLS | None,
+    sni: str,
+    external_sni: str,
+    server_identities: Iterable[str],
+) -> None:
+    """Set the cluster's upstream transport: explicit DestinationRule TLS,
+    or auto mTLS by endpoint metadata when the rule says nothing."""
+    if tls is None:
+        cluster.transport_socket_matches.extend(
+            [
+                cluster_pb2.Cluster.TransportSocketMatch(
+                    name="tlsMode-istio",
+                    match=struct_pb2.Struct(
+                        fields={"tlsMode": struct_pb2.Value(string_value="istio")}
+                    ),
+                    transport_socket=istio_mutual_socket(sni, server_identities),
+                ),
+                cluster_pb2.Cluster.TransportSocketMatch(
+                    name="tlsMode-disabled",
+                    match=struct_pb2.Struct(),
+                    transport_socket=_raw_buffer(),
+                ),
+            ]
+        )
+    elif tls.mode == "ISTIO_MUTUAL":
+        cluster.transport_socket.CopyFrom(istio_mutual_socket(sni, server_identities))
+    elif tls.mode in ("SIMPLE", "MUTUAL"):
+        cluster.transport_socket.CopyFrom(file_tls_socket(tls, external_sni))
+
+
+def tls_match_metadata() -> base_pb2.Metadata:
+    """Endpoint metadata that selects the ``tlsMode-istio`` transport socket."""
+    metadata = base_pb2.Metadata()
+    metadata.filter_metadata[TLS_MATCH_KEY].update({"tlsMode": "istio"})
+    return metadata
+
+
+def inbound_filter_chains(
+    mode: str,
+    trust_domain: str,
+    build_filters: Callable[[bool], list[listener_components_pb2.Filter]],
+) -> tuple[list[listener_components_pb2.FilterChain], bool]:
+    """Filter chains for one inbound port, and whether a TLS inspector is needed.
+    ``build_filters(tls)`` returns the network filters of a chain."""
+    if mode == "DISABLE":
+        plain = listener_components_pb2.FilterChain(name="plaintext", filters=build_filters(False))
+        return [plain], False
+    tls_chain = listener_components_pb2.FilterChain(
+        name="mtls",
+        filters=build_filters(True),
+        transport_socket=downstream_mtls_socket(trust_domain),
+    )
+    if mode == "STRICT":
+        return [tls_chain], False
+    tls_chain.filter_chain_match.transport_protocol = "tls"
+    plain_chain = listener_components_pb2.FilterChain(
+        name="plaintext",
+        filter_chain_match=listener_components_pb2.FilterChainMatch(
+            transport_protocol="raw_buffer"
+        ),
+        filters=build_filters(False),
+    )
+    return [tls_chain, plain_chain], True
