@@ -35,6 +35,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--change", choices=CHANGES, help="what the pushed change is")
     parser.add_argument(
+        "--subsets", type=int, help="DestinationRule subsets per service, with a weighted VS"
+    )
+    parser.add_argument(
+        "--delta", action="store_true", default=None, help="simulated proxies use delta xDS"
+    )
+    parser.add_argument(
+        "--changes", type=int, help="changes pushed, for p50/p99 of change -> all SYNCED"
+    )
+    parser.add_argument(
         "--only", action="append", choices=list(SCENARIOS), help="run only this scenario"
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")

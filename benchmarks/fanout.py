@@ -25,8 +25,9 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from benchmarks.meshgen import MeshSpec, load_mesh, proxy_ids
+from benchmarks.meshgen import MeshSpec, generate_texts, load_mesh, proxy_ids
 from benchmarks.report import rss_metrics
+from sailplane.config.loader import load_texts
 from sailplane.controller import Controller
 from sailplane.xds import (
     CLUSTER,
@@ -52,7 +53,7 @@ SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
 ]
-CHANGES = ("endpoint", "port")
+CHANGES = ("endpoint", "port", "weight")
 
 
 class CountingController(Controller):
@@ -143,7 +144,9 @@ class ClientProcess:
         self.proc = proc
 
     @classmethod
-    async def start(cls, target: str, node_ids: list[str], channels: int) -> ClientProcess:
+    async def start(
+        cls, target: str, node_ids: list[str], channels: int, delta: bool = False
+    ) -> ClientProcess:
         root = str(Path(__file__).resolve().parent.parent)
         # Appended, so a PYTHONPATH given to the benchmark (another checkout) wins.
         paths = [p for p in (os.environ.get("PYTHONPATH", ""), root) if p]
@@ -157,7 +160,7 @@ class ClientProcess:
             env=env,
         )
         client = cls(proc)
-        setup = {"target": target, "node_ids": node_ids, "channels": channels}
+        setup = {"target": target, "node_ids": node_ids, "channels": channels, "delta": delta}
         await client.send(json.dumps(setup))
         if (line := await client.readline()) != "ready":
             raise RuntimeError(f"client process did not start: {line!r}")
@@ -202,7 +205,17 @@ def changed_spec(spec: MeshSpec, change: str) -> MeshSpec:
         return dataclasses.replace(spec, extra_endpoints=spec.extra_endpoints + 1)
     if change == "port":
         return dataclasses.replace(spec, port_shift=spec.port_shift + 1000)
+    if change == "weight":
+        if not spec.subsets:
+            raise ValueError("a weight change needs subsets (--subsets 2)")
+        return dataclasses.replace(spec, weight_shift=spec.weight_shift + 5)
     raise ValueError(f"unknown change {change!r}; expected one of {', '.join(CHANGES)}")
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, math.ceil(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
 
 
 def _delta(after: Mapping[str, Any], before: Mapping[str, Any], key: str) -> Any:
@@ -212,23 +225,31 @@ def _delta(after: Mapping[str, Any], before: Mapping[str, Any], key: str) -> Any
 
 
 async def run_fanout(
-    spec: MeshSpec, proxies: int, change: str = "endpoint", timeout: float = 600.0
+    spec: MeshSpec,
+    proxies: int,
+    change: str = "endpoint",
+    timeout: float = 600.0,
+    delta: bool = False,
+    changes: int = 1,
 ) -> dict[str, dict[str, Any]]:
-    """Cold start of ``proxies`` streams, then one change pushed to all of them.
-    Returns ``{"fanout": metrics, "rss": metrics}``."""
+    """Cold start of ``proxies`` streams, then one change pushed to all of
+    them, then ``changes - 1`` more (back and forth) for p50/p99 of "YAML
+    text in -> every proxy SYNCED". Returns ``{"fanout": ..., "rss": ...}``."""
     node_ids = proxy_ids(spec, proxies)
     mesh = load_mesh(spec)
     new_mesh = load_mesh(changed_spec(spec, change))
+    texts = [generate_texts(spec), generate_texts(changed_spec(spec, change))]
     cache, registry = SnapshotCache(), StatusRegistry()
     controller = CountingController(cache)
     controller.apply(mesh)
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers([AdsServer(cache, controller, registry).handler()])
+    ads = AdsServer(cache, controller, registry)
+    server.add_generic_rpc_handlers([ads.handler()])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     rss_before = rss_metrics()
     channels = max(1, math.ceil(proxies / STREAMS_PER_CHANNEL))
-    clients = await ClientProcess.start(f"127.0.0.1:{port}", node_ids, channels)
+    clients = await ClientProcess.start(f"127.0.0.1:{port}", node_ids, channels, delta)
     try:
         cpu, start = time.process_time(), time.perf_counter()
         await clients.send("go")
@@ -245,8 +266,20 @@ async def run_fanout(
         await wait_synced(cache, registry, node_ids, timeout)
         push_ms = (time.perf_counter() - start) * 1000
         push_cpu = time.process_time() - cpu
+        apply_mode = controller.last_apply
+        push_pushes, push_bytes = controller.pushes, controller.bytes_sent
         rss = rss_metrics()
         push_stats = await clients.stats()
+        # Repeated changes, back and forth: parse + translate + push until all SYNCED.
+        converge, applies = [push_ms], [apply_ms]
+        for i in range(1, changes):
+            start = time.perf_counter()
+            loaded = load_texts(texts[(i + 1) % 2]).mesh
+            assert loaded is not None
+            controller.apply(loaded)
+            applies.append((time.perf_counter() - start) * 1000)
+            await wait_synced(cache, registry, node_ids, timeout)
+            converge.append((time.perf_counter() - start) * 1000)
         final = await clients.stop()
     finally:
         await clients.close()
@@ -257,6 +290,13 @@ async def run_fanout(
             "proxies": proxies,
             "channels": channels,
             "change": change,
+            "protocol": "delta" if delta else "sotw",
+            "push_apply_mode": apply_mode,
+            "changes": len(converge),
+            "change_to_synced_p50_ms": _percentile(converge, 50),
+            "change_to_synced_p99_ms": _percentile(converge, 99),
+            "change_load_apply_p50_ms": _percentile(applies[1:] or applies, 50),
+            "throttle_peak_waiting": ads.throttle.peak_waiting,
             "client_errors": final["errors"],
             "client_first_error": final["first_error"],
             "cold_sync_ms": cold_ms,
@@ -269,9 +309,9 @@ async def run_fanout(
             "push_server_cpu_s": push_cpu,
             "push_client_cpu_s": _delta(push_stats, cold_stats, "cpu_s"),
             "push_proxies_changed": changed,
-            "push_responses": controller.pushes - cold_pushes,
-            "push_bytes_sent": controller.bytes_sent - cold_bytes,
-            "push_bytes_per_proxy": (controller.bytes_sent - cold_bytes) / proxies,
+            "push_responses": push_pushes - cold_pushes,
+            "push_bytes_sent": push_bytes - cold_bytes,
+            "push_bytes_per_proxy": (push_bytes - cold_bytes) / proxies,
             "push_encode_calls": encoded.calls,
             "push_resources_encoded": encoded.resources,
             "push_resources_delivered": sum(delivered.values()),

@@ -33,6 +33,12 @@ class MeshSpec:
     extra_endpoints: int = 0
     # Added to every port number of the first service: the "port changed" change.
     port_shift: int = 0
+    # DestinationRule subsets v1..vN per service (workloads are labelled
+    # version v1/v2) and a VirtualService splitting traffic between them.
+    subsets: int = 0
+    # Moved from v1 to v2 in the first service's VirtualService: the
+    # "weight changed" change.
+    weight_shift: int = 0
 
     @property
     def workloads(self) -> int:
@@ -93,6 +99,33 @@ def _workload_yaml(service: int, replica: int, index: int, spec: MeshSpec) -> st
     )
 
 
+def _traffic_yaml(service: int, spec: MeshSpec) -> str:
+    name = service_name(service)
+    namespace = namespace_of(service, spec)
+    subsets = "".join(
+        f"  - name: v{k + 1}\n    labels:\n      version: v{k + 1}\n" for k in range(spec.subsets)
+    )
+    first = 90 - (spec.weight_shift % 90 if service == 0 else 0)
+    rest = (100 - first) // max(1, spec.subsets - 1)
+    weights = [first] + [rest] * (spec.subsets - 1)
+    weights[-1] += 100 - sum(weights)
+    routes = "".join(
+        f"    - destination:\n        host: {name}\n        subset: v{k + 1}\n"
+        f"      weight: {weight}\n"
+        for k, weight in enumerate(weights)
+    )
+    return (
+        "apiVersion: networking.istio.io/v1\n"
+        "kind: DestinationRule\n"
+        f"metadata:\n  name: {name}\n  namespace: {namespace}\n"
+        f"spec:\n  host: {name}\n  subsets:\n" + subsets + "---\n"
+        "apiVersion: networking.istio.io/v1\n"
+        "kind: VirtualService\n"
+        f"metadata:\n  name: {name}\n  namespace: {namespace}\n"
+        f"spec:\n  hosts:\n  - {name}\n  http:\n  - route:\n" + routes
+    )
+
+
 def generate_texts(spec: MeshSpec) -> list[tuple[str, str]]:
     """``(file name, YAML text)`` pairs: one file of Services, one of WorkloadEntries."""
     services = [_service_yaml(s, spec) for s in range(spec.services)]
@@ -108,10 +141,14 @@ def generate_texts(spec: MeshSpec) -> list[tuple[str, str]]:
         _workload_yaml(0, per_service + k, spec.services * per_service + k, spec)
         for k in range(spec.extra_endpoints)
     )
-    return [
+    texts = [
         ("services.yaml", "---\n".join(services)),
         ("workloads.yaml", "---\n".join(workloads)),
     ]
+    if spec.subsets:
+        traffic = [_traffic_yaml(s, spec) for s in range(spec.services)]
+        texts.append(("traffic.yaml", "---\n".join(traffic)))
+    return texts
 
 
 def load_mesh(spec: MeshSpec) -> MeshConfig:

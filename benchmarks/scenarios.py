@@ -31,10 +31,13 @@ class Params:
     proxies: int = 1000
     repeat: int = 5
     change: str = "endpoint"
+    subsets: int = 0  # DestinationRule subsets (and a weighted VirtualService) per service
+    delta: bool = False  # simulated proxies speak delta xDS
+    changes: int = 1  # pushed changes, for p50/p99 of change -> all SYNCED
 
     @property
     def spec(self) -> MeshSpec:
-        return MeshSpec(self.services, self.ports, self.workloads)
+        return MeshSpec(self.services, self.ports, self.workloads, subsets=self.subsets)
 
 
 def _ms(seconds: list[float]) -> float:
@@ -93,7 +96,15 @@ def translate(params: Params) -> Sections:
 def fanout(params: Params) -> Sections:
     """Cold start and one pushed change over real ADS streams; the server's RSS."""
     gc.collect()
-    return asyncio.run(run_fanout(params.spec, params.proxies, params.change))
+    return asyncio.run(
+        run_fanout(
+            params.spec,
+            params.proxies,
+            params.change,
+            delta=params.delta,
+            changes=params.changes,
+        )
+    )
 
 
 SCENARIOS: dict[str, Callable[[Params], Sections]] = {

@@ -4,7 +4,7 @@ Run as ``python -m benchmarks.simclients`` by :mod:`benchmarks.fanout`, so the
 clients' CPU is not counted as the control plane's. A line protocol on
 stdin/stdout keeps the parent in charge of timing:
 
-* parent -> child: one JSON line ``{"target", "node_ids", "channels"}``
+* parent -> child: one JSON line ``{"target", "node_ids", "channels", "delta"}``
 * child -> parent: ``ready`` once every channel is connected
 * parent -> child: ``go`` (open every stream)
 * parent -> child: ``stats``; child -> parent: one JSON line of cumulative
@@ -24,6 +24,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from sailplane.xds.client import AdsClient
+from sailplane.xds.delta_client import DeltaAdsClient
 from sailplane.xds.types import SHORT_NAMES
 
 CHANNEL_OPTIONS = [
@@ -55,18 +56,21 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-async def run(target: str, node_ids: list[str], channel_count: int) -> ClientStats:
+async def run(
+    target: str, node_ids: list[str], channel_count: int, delta: bool = False
+) -> ClientStats:
     stats = ClientStats(streams=len(node_ids))
     channels = [
         grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) for _ in range(channel_count)
     ]
     await asyncio.gather(*(channel.channel_ready() for channel in channels))
+    client_type = DeltaAdsClient if delta else AdsClient
     clients = [
-        AdsClient(target, node_id, channel=channels[i % channel_count])
+        client_type(target, node_id, channel=channels[i % channel_count])
         for i, node_id in enumerate(node_ids)
     ]
 
-    def on_response(client: AdsClient, response: discovery_pb2.DiscoveryResponse) -> None:
+    def on_response(client: object, response: discovery_pb2.DiscoveryResponse) -> None:
         count = len(response.resources)
         short = SHORT_NAMES.get(response.type_url, response.type_url)
         stats.resources += count
@@ -97,7 +101,10 @@ async def run(target: str, node_ids: list[str], channel_count: int) -> ClientSta
 
 
 def _tally(
-    stats: ClientStats, clients: list[AdsClient], tasks: list[asyncio.Task[None]], cpu0: float
+    stats: ClientStats,
+    clients: list[AdsClient | DeltaAdsClient],
+    tasks: list[asyncio.Task[None]],
+    cpu0: float,
 ) -> None:
     stats.cpu_s = time.process_time() - cpu0
     stats.responses = sum(c.responses for c in clients)
@@ -110,7 +117,9 @@ def _tally(
 
 async def _main() -> None:
     setup = json.loads(await _readline())
-    stats = await run(setup["target"], setup["node_ids"], setup["channels"])
+    stats = await run(
+        setup["target"], setup["node_ids"], setup["channels"], setup.get("delta", False)
+    )
     _say(json.dumps(asdict(stats)))
 
 

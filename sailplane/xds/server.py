@@ -27,6 +27,11 @@ Protocol rules implemented here (envoyproxy.io, "xDS REST and gRPC protocol"):
 
 Responses are assembled from pre-encoded bytes (see snapshot.py), so the
 gRPC response serialiser is the identity function.
+
+The same server answers ``DeltaAggregatedResources`` (see delta.py); both
+kinds of stream share the loop below, the status registry and the push
+throttle (see push.py): a stream that leaves a response unanswered for
+``response_timeout`` is closed.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,6 +52,12 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from sailplane.errors import UnknownProxyError
 from sailplane.xds.cache import SnapshotCache
+from sailplane.xds.push import (
+    DEFAULT_RESPONSE_TIMEOUT,
+    DEFAULT_SLOT_TIMEOUT,
+    Outstanding,
+    PushThrottle,
+)
 from sailplane.xds.snapshot import Snapshot, TypeResources, encode_nonce
 from sailplane.xds.status import StatusRegistry, StreamStatus
 from sailplane.xds.types import (
@@ -177,6 +189,9 @@ class _Stream:
         self.types: dict[str, _TypeState] = {}
         self.reader: asyncio.Future[Any] | None = None
         self._nonces = itertools.count(1)
+        self.outstanding = Outstanding(
+            server.throttle, server.response_timeout, server.slot_timeout
+        )
 
     def state(self, type_url: str) -> _TypeState:
         found = self.types.get(type_url)
@@ -196,6 +211,7 @@ class _Stream:
         if request.response_nonce and st.nonce:
             if request.response_nonce != st.nonce:
                 return  # stale: the client has not seen our latest response yet
+            self.outstanding.answered(type_url)
             if request.HasField("error_detail"):
                 message = request.error_detail.message
                 status.error = message
@@ -296,7 +312,9 @@ class _Stream:
             body = resources.body(None if st.wildcard else selected)
         nonce = str(next(self._nonces))
         message = body + encode_nonce(nonce)
+        await self.outstanding.before_send()
         await self.server.write(self.context, message)
+        self.outstanding.sent(type_url)
         st.nonce = nonce
         st.sent_version = version
         if not kept and len(selected) == len(resources.chunks):
@@ -320,11 +338,21 @@ class AdsServer:
         hooks: StreamHooks | None = None,
         status: StatusRegistry | None = None,
         write_timeout: float = 30.0,
+        throttle: PushThrottle | None = None,
+        response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
+        slot_timeout: float = DEFAULT_SLOT_TIMEOUT,
     ) -> None:
+        """``throttle``: at most so many streams with responses in flight
+        (default :class:`PushThrottle`'s); ``response_timeout``: a stream that
+        leaves a response unanswered this long is closed; ``slot_timeout``: it
+        gives up its throttle slot after this long (see push.py)."""
         self.cache = cache
         self.hooks: StreamHooks = hooks or CacheHooks(cache)
         self.status = status or StatusRegistry()
         self.write_timeout = write_timeout
+        self.throttle = throttle if throttle is not None else PushThrottle()
+        self.response_timeout = response_timeout
+        self.slot_timeout = slot_timeout
         self._stream_ids = itertools.count(1)
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -336,7 +364,12 @@ class AdsServer:
                     self.stream_aggregated_resources,
                     request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
                     response_serializer=identity,
-                )
+                ),
+                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.delta_aggregated_resources,
+                    request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                    response_serializer=identity,
+                ),
             },
         )
 
@@ -346,6 +379,18 @@ class AdsServer:
 
     async def stream_aggregated_resources(
         self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        await self._handle(context, _Stream)
+
+    async def delta_aggregated_resources(
+        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        from sailplane.xds.delta import DeltaStream
+
+        await self._handle(context, DeltaStream)
+
+    async def _handle(
+        self, context: grpc.aio.ServicerContext[Any, Any], make_stream: Callable[..., Any]
     ) -> None:
         first = await context.read()
         if first is grpc.aio.EOF:
@@ -360,21 +405,24 @@ class AdsServer:
             log.warning("refused xDS stream from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         stream_id = next(self._stream_ids)
-        status = StreamStatus(node_id, stream_id, context.peer())
+        delta = make_stream is not _Stream
+        status = StreamStatus(node_id, stream_id, context.peer(), delta=delta)
         self.status.add(status)
-        stream = _Stream(self, context, node_id, status)
+        stream = make_stream(self, context, node_id, status)
         try:
             await self._serve(stream, first)
         except TimeoutError:
             log.warning("%s: stream %d stopped reading; closing it", node_id, stream_id)
+            stream.outstanding.release()
             await context.abort(
                 grpc.StatusCode.DEADLINE_EXCEEDED, "client is not reading responses"
             )
         finally:
+            stream.outstanding.release()
             self.status.remove(stream_id)
             self.hooks.on_disconnect(node_id, stream_id)
 
-    async def _serve(self, stream: _Stream, first: discovery_pb2.DiscoveryRequest) -> None:
+    async def _serve(self, stream: Any, first: Any) -> None:
         reader: asyncio.Future[Any] = asyncio.ensure_future(stream.context.read())
         try:
             await self._loop(stream, first, reader)
@@ -385,24 +433,30 @@ class AdsServer:
             with contextlib.suppress(BaseException):
                 await reader
 
-    async def _loop(
-        self, stream: _Stream, first: discovery_pb2.DiscoveryRequest, reader: asyncio.Future[Any]
-    ) -> None:
+    async def _loop(self, stream: Any, first: Any, reader: asyncio.Future[Any]) -> None:
+        """One stream's life: requests and snapshot changes, in arrival order.
+        ``stream`` is a :class:`_Stream` or a :class:`~sailplane.xds.delta.DeltaStream`."""
         stream.reader = reader
         node_id = stream.node_id
         changed = self.cache.changed(node_id)
         snapshot = self.cache.get(node_id)
-        pending: list[discovery_pb2.DiscoveryRequest] = [first]
+        pending: list[Any] = [first]
         while True:
             if snapshot is not None:
                 for request in pending:
                     await stream.on_request(request, snapshot)
                 pending.clear()
             waiter = asyncio.ensure_future(changed.wait())
+            deadline = stream.outstanding.deadline()
+            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
-                done, _ = await asyncio.wait({reader, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    {reader, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:
                 waiter.cancel()
+            if not done and stream.outstanding.expire():
+                raise TimeoutError("a response went unanswered")
             if reader in done:
                 request = reader.result()
                 if request is grpc.aio.EOF:

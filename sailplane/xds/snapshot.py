@@ -2,8 +2,13 @@
 
 A :class:`TypeResources` holds one type's resources already serialised as the
 bytes of a ``DiscoveryResponse.resources`` entry, and a version derived from
-those bytes. Responses are assembled by concatenating pre-encoded chunks:
-protobuf fields may appear in any order and repeated fields concatenate, so
+those bytes. For delta xDS each resource also has its own version (a hash of
+its chunk) and a pre-encoded ``DeltaDiscoveryResponse.resources`` entry
+(``Resource{version, name, resource}``); both are made at most once per
+resource per :class:`TypeResources` and shared by every stream.
+
+Responses are assembled by concatenating pre-encoded chunks: protobuf fields
+may appear in any order and repeated fields concatenate, so
 ``header + chunks + nonce`` is a valid ``DiscoveryResponse``. Nothing is
 re-serialised per stream; the only per-stream bytes are the nonce.
 """
@@ -25,6 +30,10 @@ from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, type
 
 _V = TypeVar("_V")
 _RESOURCES_FIELD_TAG = b"\x12"  # DiscoveryResponse.resources: field 2, length-delimited
+# Resource.version (1) and Resource.name (3), both strings. Resource.resource is
+# field 2, an Any: the same tag as DiscoveryResponse.resources, so a SotW chunk
+# *is* the encoded `resource` field of a delta Resource.
+_VERSION_TAG, _NAME_TAG = b"\x0a", b"\x1a"
 
 
 def _varint(value: int) -> bytes:
@@ -37,6 +46,14 @@ def _varint(value: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+def _payload(chunk: bytes) -> bytes:
+    """The Any inside a ``resources`` chunk (tag, varint length, payload)."""
+    start = 1
+    while chunk[start] & 0x80:
+        start += 1
+    return chunk[start + 1 :]
 
 
 def encode_nonce(nonce: str) -> bytes:
@@ -53,6 +70,9 @@ class TypeResources:
     # name -> encoded `resources` entry (an Any), in name order (responses rely on it)
     chunks: Mapping[str, bytes]
     messages: Mapping[str, Message] = field(repr=False)
+    # Delta xDS, filled lazily: name -> per-resource version / encoded Resource entry.
+    _versions: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    _delta: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def build(cls, type_url: str, messages: Iterable[tuple[str, Message]]) -> TypeResources:
@@ -75,6 +95,63 @@ class TypeResources:
             raise ValueError("use TypeResources.build(type_url, []) for an empty type")
         type_url = type_url_of(items[0][1].DESCRIPTOR.full_name)
         return cls.build(type_url, items)
+
+    def resource_version(self, name: str) -> str | None:
+        """The version of one resource (delta xDS), None if absent."""
+        found = self._versions.get(name)
+        if found is None:
+            chunk = self.chunks.get(name)
+            if chunk is None:
+                return None
+            found = self._versions[name] = hashlib.sha256(chunk).hexdigest()[:12]
+        return found
+
+    def delta_chunk(self, name: str) -> bytes:
+        """``DeltaDiscoveryResponse.resources`` entry for ``name``, encoded once."""
+        found = self._delta.get(name)
+        if found is None:
+            version = self.resource_version(name)
+            assert version is not None, name
+            encoded_name = name.encode()
+            resource = (
+                _VERSION_TAG
+                + _varint(len(version))
+                + version.encode()
+                + _NAME_TAG
+                + _varint(len(encoded_name))
+                + encoded_name
+                + self.chunks[name]
+            )
+            found = self._delta[name] = _RESOURCES_FIELD_TAG + _varint(len(resource)) + resource
+        return found
+
+    def parts(self) -> tuple[TypeResources, ...]:
+        """The shared objects this one is made of (itself, unless merged)."""
+        return (self,)
+
+    def replace(
+        self, updated: Iterable[tuple[str, Message]], removed: Iterable[str] = ()
+    ) -> TypeResources:
+        """A new version with ``updated`` (re)encoded and ``removed`` dropped;
+        every other resource keeps its bytes (incremental translation)."""
+        changed = TypeResources.build(self.type_url, updated)
+        gone = set(removed)
+        chunks = {n: c for n, c in self.chunks.items() if n not in gone}
+        messages = {n: m for n, m in self.messages.items() if n not in gone}
+        chunks = _merge_sorted(chunks, changed.chunks)
+        messages = _merge_sorted(messages, changed.messages)
+        digest = hashlib.sha256()
+        for name, chunk in chunks.items():
+            digest.update(name.encode() + b"\0")
+            digest.update(_payload(chunk))
+        result = TypeResources(self.type_url, digest.hexdigest()[:16], chunks, messages)
+        # Unchanged resources keep their delta encoding: nothing is hashed twice.
+        for name, value in self._versions.items():
+            if name in chunks and chunks[name] is self.chunks.get(name):
+                result._versions[name] = value
+                if name in self._delta:
+                    result._delta[name] = self._delta[name]
+        return result
 
     @cached_property
     def _full_body(self) -> bytes:
@@ -107,10 +184,29 @@ class _MergedTypeResources(TypeResources):
     rather than kept for the snapshot's lifetime: kept, it would cost the
     whole type's size (~350 KB at 2,000 clusters) for every proxy."""
 
+    _sources: tuple[TypeResources, TypeResources] = (None, None)  # type: ignore[assignment]
+
     def body(self, names: Iterable[str] | None = None) -> bytes:
         if names is None:
             return self.header(self.version) + b"".join(self.chunks.values())
         return super().body(names)
+
+    def parts(self) -> tuple[TypeResources, ...]:
+        return self._sources
+
+    def _source(self, name: str) -> TypeResources:
+        extra, base = self._sources
+        return extra if name in extra.chunks else base
+
+    # Per-resource versions and delta entries live in the shared parts, so
+    # they are computed once for the mesh, not once per proxy.
+    def resource_version(self, name: str) -> str | None:
+        if name not in self.chunks:
+            return None
+        return self._source(name).resource_version(name)
+
+    def delta_chunk(self, name: str) -> bytes:
+        return self._source(name).delta_chunk(name)
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,7 +264,9 @@ def merge_types(base: TypeResources, extra: TypeResources) -> TypeResources:
     chunks = _merge_sorted(base.chunks, extra.chunks)
     messages = _merge_sorted(base.messages, extra.messages)
     version = hashlib.sha256(f"{base.version}+{extra.version}".encode()).hexdigest()[:16]
-    return _MergedTypeResources(base.type_url, version, chunks, messages)
+    merged = _MergedTypeResources(base.type_url, version, chunks, messages)
+    object.__setattr__(merged, "_sources", (extra, base))
+    return merged
 
 
 def _merge_sorted(base: Mapping[str, _V], extra: Mapping[str, _V]) -> dict[str, _V]:

@@ -55,6 +55,7 @@ class StreamStatus:
     peer: str
     connected_at: float = field(default_factory=time.time)
     types: dict[str, TypeStatus] = field(default_factory=dict)
+    delta: bool = False  # DeltaAggregatedResources rather than state of the world
 
     def of(self, type_url: str) -> TypeStatus:
         found = self.types.get(type_url)
@@ -67,6 +68,7 @@ class StreamStatus:
             "proxy": self.proxy,
             "stream": self.stream_id,
             "peer": self.peer,
+            "protocol": "delta" if self.delta else "sotw",
             "connected_at": self.connected_at,
             "types": {
                 SHORT_NAMES[t]: self.types[t].to_json() for t in PUSH_ORDER if t in self.types

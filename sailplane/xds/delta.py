@@ -1,0 +1,324 @@
+"""Incremental ADS (``DeltaAggregatedResources``), beside state of the world.
+
+Protocol rules implemented here (envoyproxy.io, "xDS REST and gRPC protocol",
+incremental variants):
+
+* Each resource has its own version (a hash of its encoded bytes, see
+  snapshot.py). A response carries only resources the client lacks or has at
+  another version, and ``removed_resources`` for those it has that no longer
+  exist. ``system_version_info`` is the snapshot's version of the type, which
+  is what ``/debug/syncz`` shows, exactly as for state-of-the-world streams.
+* Subscriptions change by difference: ``resource_names_subscribe`` adds,
+  ``resource_names_unsubscribe`` removes; unsubscribing a name never
+  subscribed is ignored. ``*`` subscribes to everything (wildcard); so does
+  an empty first request for clusters or listeners (legacy wildcard).
+* ``initial_resource_versions`` (first request of a type on a new stream):
+  what the client kept from a previous stream. We send only what is missing
+  or stale, and remove what no longer exists.
+* Every response has its own nonce and is ACKed or NACKed by it. A NACK
+  leaves the client on what it had; we record the error and do not resend
+  the same content (the next change is sent).
+* Make before break, as for state of the world: types are pushed in the order
+  secrets, clusters, endpoints, listeners, routes; removals of clusters and
+  endpoints wait until listeners and routes are ACKed at their new versions.
+  Endpoints of *changed* clusters are re-sent after the cluster response:
+  Envoy re-warms a changed cluster and waits for its endpoints.
+
+What a stream knows of the client is kept small and shared: "everything
+covered by the subscription, at the versions of TypeResources X" (X is shared
+by all proxies with that configuration) plus a small per-stream overlay of
+exceptions. A push then costs, per stream, the set of names that differ
+between two shared TypeResources, computed once for all streams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from sailplane.xds.push import Outstanding
+from sailplane.xds.snapshot import Snapshot, TypeResources, encode_nonce
+from sailplane.xds.status import StreamStatus
+from sailplane.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    SHORT_NAMES,
+    WILDCARD_TYPES,
+)
+
+if TYPE_CHECKING:
+    from sailplane.xds.server import AdsServer
+
+log = logging.getLogger("sailplane.xds.delta")
+
+_REFERENCED_TYPES = (CLUSTER, ENDPOINT)
+_REFERRING_TYPES = (LISTENER, ROUTE)
+
+# (id(old), id(new)) -> (old, new, names that differ). The objects are kept
+# alive with the entry so an id is never reused while its entry exists.
+_DIFFS: dict[tuple[int, int], tuple[TypeResources, TypeResources, frozenset[str]]] = {}
+
+
+def _diff_single(old: TypeResources, new: TypeResources) -> frozenset[str]:
+    if old is new:
+        return frozenset()
+    key = (id(old), id(new))
+    found = _DIFFS.get(key)
+    if found is not None:
+        return found[2]
+    a, b = old.chunks, new.chunks
+    names = frozenset(
+        n for n in a.keys() | b.keys() if (x := a.get(n)) is not (y := b.get(n)) and x != y
+    )
+    if len(_DIFFS) > 256:
+        _DIFFS.clear()
+    _DIFFS[key] = (old, new, names)
+    return names
+
+
+def changed_names(old: TypeResources, new: TypeResources) -> frozenset[str]:
+    """Names added, changed or removed between ``old`` and ``new``; computed
+    once per pair of shared objects, whichever stream asks first."""
+    old_parts, new_parts = old.parts(), new.parts()
+    if len(old_parts) == len(new_parts) > 1:
+        out: frozenset[str] = frozenset()
+        for a, b in zip(old_parts, new_parts, strict=True):
+            out |= _diff_single(a, b)
+        return out
+    return _diff_single(old, new)
+
+
+@dataclass(slots=True)
+class _DeltaType:
+    """One type's subscription and what the client has."""
+
+    subscribed: bool = False
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    # The client has every covered resource of `base` at base's versions,
+    # except where `overlay` says otherwise (a version, or None: absent).
+    base: TypeResources | None = None
+    overlay: dict[str, str | None] = field(default_factory=dict)
+    resend: set[str] = field(default_factory=set)  # send even if unchanged
+    nonce: str = ""
+    sent_version: str = ""
+    pending: dict[str, str] = field(default_factory=dict)  # nonce -> version
+    first_answered: bool = False
+
+    @property
+    def wanted(self) -> bool:
+        return self.subscribed and (self.wildcard or bool(self.names))
+
+    def covers(self, name: str) -> bool:
+        return self.wildcard or name in self.names
+
+    def known(self, name: str) -> str | None:
+        """The version of ``name`` the client has (None: it has none)."""
+        if name in self.overlay:
+            return self.overlay[name]
+        if self.base is not None and self.covers(name):
+            return self.base.resource_version(name)
+        return None
+
+    def materialise(self) -> None:
+        """Turn `base` into explicit overlay entries, before coverage changes."""
+        if self.base is None:
+            return
+        for name in self.base.chunks:
+            if name not in self.overlay and self.covers(name):
+                self.overlay[name] = self.base.resource_version(name)
+        self.base = None
+
+
+class DeltaStream:
+    """One delta ADS stream. Same shape as the state-of-the-world stream, so
+    :meth:`AdsServer._loop` drives both."""
+
+    def __init__(
+        self,
+        server: AdsServer,
+        context: grpc.aio.ServicerContext[Any, Any],
+        node_id: str,
+        status: StreamStatus,
+    ) -> None:
+        self.server = server
+        self.context = context
+        self.node_id = node_id
+        self.status = status
+        self.types: dict[str, _DeltaType] = {}
+        self.reader: Any = None
+        self._nonces = itertools.count(1)
+        self.outstanding = Outstanding(
+            server.throttle, server.response_timeout, server.slot_timeout
+        )
+
+    def state(self, type_url: str) -> _DeltaType:
+        found = self.types.get(type_url)
+        if found is None:
+            found = self.types[type_url] = _DeltaType()
+        return found
+
+    # -- requests ----------------------------------------------------------
+
+    async def on_request(
+        self, request: discovery_pb2.DeltaDiscoveryRequest, snapshot: Snapshot
+    ) -> None:
+        type_url = request.type_url
+        if type_url not in SHORT_NAMES:
+            log.debug("%s: ignoring delta request for unsupported type %s", self.node_id, type_url)
+            return
+        st = self.state(type_url)
+        if request.response_nonce:
+            self._answer(type_url, st, request)
+        first = not st.subscribed
+        subscribe = list(request.resource_names_subscribe)
+        initial = dict(request.initial_resource_versions) if first else {}
+        if first:
+            st.subscribed = True
+            st.overlay.update(initial)
+            if "*" in subscribe or (not subscribe and type_url in WILDCARD_TYPES):
+                st.wildcard = True
+        for name in subscribe:
+            if name == "*":
+                if not st.wildcard:
+                    st.materialise()
+                    st.wildcard = True
+            elif name not in st.names:
+                if not st.covers(name) and name not in initial:
+                    st.overlay[name] = None  # newly wanted: the client has nothing yet
+                st.names.add(name)
+        for name in request.resource_names_unsubscribe:
+            if name == "*":
+                if st.wildcard:
+                    st.materialise()
+                    st.wildcard = False
+                    for other in [n for n in st.overlay if n not in st.names]:
+                        del st.overlay[other]
+            elif name in st.names:  # names never subscribed are ignored
+                st.names.discard(name)
+                st.overlay.pop(name, None)  # the client forgets it (unless wildcard keeps it)
+        if st.wanted or first:
+            await self.send(type_url, snapshot, always=first)
+        await self._finish_removals(snapshot)
+        await self._send_followers(snapshot)
+
+    def _answer(
+        self, type_url: str, st: _DeltaType, request: discovery_pb2.DeltaDiscoveryRequest
+    ) -> None:
+        nonce = request.response_nonce
+        version = st.pending.pop(nonce, None)
+        if version is None:
+            return  # not a response of this stream (a nonce from before a reconnect)
+        self.outstanding.answered(nonce)
+        status = self.status.of(type_url)
+        if request.HasField("error_detail"):
+            message = request.error_detail.message
+            status.error = message
+            status.nacked = version
+            self.server.hooks.on_nack(self.node_id, type_url, version, message)
+        elif nonce == st.nonce:
+            status.acked = version
+            status.error = None
+            status.nacked = None
+
+    # -- responses ---------------------------------------------------------
+
+    async def push(self, snapshot: Snapshot) -> None:
+        for type_url in PUSH_ORDER:
+            st = self.types.get(type_url)
+            if st is not None and st.wanted:
+                await self.send(type_url, snapshot)
+        await self._finish_removals(snapshot)
+        await self._send_followers(snapshot)
+
+    def _referrers_synced(self, snapshot: Snapshot) -> bool:
+        for type_url in _REFERRING_TYPES:
+            st = self.types.get(type_url)
+            if st is None or not st.wanted:
+                continue
+            if self.status.of(type_url).acked != snapshot.version(type_url):
+                return False
+        return True
+
+    async def _finish_removals(self, snapshot: Snapshot) -> None:
+        for type_url in _REFERENCED_TYPES:
+            st = self.types.get(type_url)
+            if st is None or "+keep." not in st.sent_version:
+                continue
+            if self._referrers_synced(snapshot):
+                await self.send(type_url, snapshot)
+
+    async def _send_followers(self, snapshot: Snapshot) -> None:
+        st = self.types.get(ENDPOINT)
+        if st is not None and st.resend and st.wanted:
+            await self.send(ENDPOINT, snapshot)
+
+    def _changes(self, st: _DeltaType, resources: TypeResources) -> tuple[list[str], list[str]]:
+        """(names to send, names to remove) to bring the client to ``resources``."""
+        chunks = resources.chunks
+        if st.base is None:
+            if st.wildcard:
+                candidates: Iterable[str] = chunks.keys() | st.overlay.keys()
+            else:
+                candidates = st.names | st.overlay.keys()
+        else:
+            candidates = changed_names(st.base, resources) | st.overlay.keys() | st.resend
+        send, remove = [], []
+        for name in candidates:
+            have = st.known(name)
+            if name in chunks:
+                if st.covers(name) and (
+                    name in st.resend or have != resources.resource_version(name)
+                ):
+                    send.append(name)
+            elif have is not None:
+                remove.append(name)
+        return sorted(send), sorted(remove)
+
+    async def send(self, type_url: str, snapshot: Snapshot, always: bool = False) -> None:
+        st = self.state(type_url)
+        resources = snapshot.get(type_url)
+        send, remove = self._changes(st, resources)
+        held: dict[str, str | None] = {}
+        if remove and type_url in _REFERENCED_TYPES and not self._referrers_synced(snapshot):
+            held = {name: st.known(name) for name in remove}  # make before break
+            remove = []
+        version = resources.version
+        if held:
+            digest = hashlib.sha256("\0".join(sorted(held)).encode()).hexdigest()[:8]
+            version = f"{version}+keep.{digest}"
+        if not (send or remove or always or version != st.sent_version):
+            return
+        updated = [name for name in send if st.known(name) is not None]
+        header = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=version, type_url=type_url, removed_resources=remove
+        ).SerializeToString()
+        nonce = str(next(self._nonces))
+        message = b"".join([header, *(resources.delta_chunk(n) for n in send), encode_nonce(nonce)])
+        await self.outstanding.before_send()
+        await self.server.write(self.context, message)
+        self.outstanding.sent(nonce)
+        st.base, st.overlay, st.resend = resources, held, set()
+        st.nonce, st.sent_version = nonce, version
+        st.pending[nonce] = version
+        self.status.of(type_url).sent = version
+        if type_url == CLUSTER and updated:
+            follower = self.types.get(ENDPOINT)
+            if follower is not None:
+                # EDS names are the cluster names (sailplane's clusters set
+                # service_name = name); a changed cluster re-warms on them.
+                follower.resend |= {n for n in updated if follower.covers(n)}
+        self.server.hooks.on_push(self.node_id, type_url, version, len(message))
+
+
+__all__ = ["DeltaStream", "changed_names"]

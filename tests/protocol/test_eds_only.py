@@ -1,0 +1,138 @@
+"""An endpoint-only change (a WorkloadEntry's address or labels) re-translates
+only endpoints and pushes EDS only, over both protocols; the result equals a
+full translation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from sailplane.config.loader import load_texts
+from sailplane.controller import Controller
+from sailplane.model.mesh import MeshConfig
+from sailplane.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, AdsServer, SnapshotCache
+from sailplane.xds.client import AdsClient
+from sailplane.xds.delta_client import DeltaAdsClient
+from tests.protocol.conftest import eventually
+
+# alpha and gamma have sidecars; beta's address changes; the rest are filler,
+# so that "proportional to the change" is measurable.
+SERVICES = ("alpha", "beta", "gamma", *(f"filler-{i}" for i in range(7)))
+
+
+def mesh_yaml(beta_address: str = "127.1.0.2", gamma_version: str = "v1") -> MeshConfig:
+    docs = []
+    for index, name in enumerate(SERVICES):
+        docs.append(
+            f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\n"
+            f"spec:\n  selector: {{app: {name}}}\n  ports: [{{name: http, port: 5000}}]\n"
+        )
+        address = beta_address if name == "beta" else f"127.1.0.{index + 1}"
+        version = gamma_version if name == "gamma" else "v1"
+        docs.append(
+            f"apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
+            f"metadata: {{name: {name}-1}}\n"
+            f"spec: {{address: {address}, serviceAccount: {name}, "
+            f"labels: {{app: {name}, version: {version}}}}}\n"
+        )
+    result = load_texts([("mesh.yaml", "---\n".join(docs))])
+    assert result.mesh is not None, [d.format() for d in result.diagnostics]
+    return result.mesh
+
+
+class Pushes(Controller):
+    def __init__(self, cache: SnapshotCache) -> None:
+        super().__init__(cache)
+        self.pushed: list[str] = []
+        self.sizes: list[int] = []
+
+    def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
+        self.pushed.append(type_url)
+        self.sizes.append(size)
+
+
+NODES = ["alpha-1.default", "gamma-1.default"]
+
+
+def test_incremental_equals_full_translation() -> None:
+    controller = Controller(SnapshotCache())
+    controller.apply(mesh_yaml())
+    for node in NODES:  # as on_connect does
+        proxy = controller._proxies[node] = _proxy(controller, node)
+        controller.cache.set(node, controller.snapshot_for(proxy))
+    before = {n: controller.cache.get(n) for n in NODES}
+    changed = mesh_yaml(beta_address="127.1.0.9", gamma_version="v2")
+    controller.apply(changed)
+    assert controller.last_apply == "endpoints"
+
+    full = Controller(SnapshotCache())
+    full.apply(changed)
+    for node in NODES:
+        got, want = controller.cache.get(node), _snapshot(full, node)
+        assert got is not None
+        for type_url in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+            assert got.version(type_url) == want.version(type_url), (node, type_url)
+    # alpha's own workload did not change: its snapshot differs in EDS only, and
+    # shares every other type's object with the previous one.
+    old, new = before["alpha-1.default"], controller.cache.get("alpha-1.default")
+    assert old is not None and new is not None
+    assert [t for t in old.resources if old.resources[t] is not new.resources[t]] == [ENDPOINT]
+
+
+def _proxy(controller: Controller, node: str):  # type: ignore[no-untyped-def]
+    from sailplane.translate import proxy_from_node
+
+    assert controller.mesh is not None
+    return proxy_from_node(node, {}, controller.mesh)
+
+
+def _snapshot(controller: Controller, node: str):  # type: ignore[no-untyped-def]
+    return controller.snapshot_for(_proxy(controller, node))
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_endpoint_change_pushes_eds_only(
+    serve: Callable[[AdsServer], Awaitable[str]], delta: bool
+) -> None:
+    cache = SnapshotCache()
+    controller = Pushes(cache)
+    controller.apply(mesh_yaml())
+    ads = AdsServer(cache, controller)
+    target = await serve(ads)
+    stop = asyncio.Event()
+    clients = [(DeltaAdsClient if delta else AdsClient)(target, node) for node in NODES]
+    tasks = []
+    for client in clients:
+        client.open()
+        tasks.append(asyncio.create_task(client.follow(stop)))  # type: ignore[attr-defined]
+
+    def synced() -> bool:
+        streams = ads.status.to_json()
+        return len(streams) == len(NODES) and all(
+            s["types"].get(short, {}).get("state") == "SYNCED"
+            and s["types"][short]["acked"] == cache.get(s["proxy"]).version(url)  # type: ignore[union-attr]
+            for s in streams
+            for short, url in (("clusters", CLUSTER), ("endpoints", ENDPOINT), ("routes", ROUTE))
+        )
+
+    try:
+        await eventually(synced, what="SYNCED before the change")
+        controller.pushed.clear()
+        controller.sizes.clear()
+        assert controller.apply(mesh_yaml(beta_address="127.1.0.9")) == len(NODES)
+        assert controller.last_apply == "endpoints"
+        await eventually(synced, what="SYNCED after the endpoint change")
+        await asyncio.sleep(0.2)
+        assert controller.pushed and set(controller.pushed) == {ENDPOINT}
+        all_endpoints = len(cache.get(NODES[0]).get(ENDPOINT).body())  # type: ignore[union-attr]
+        if delta:  # bytes proportional to the change: beta's ClusterLoadAssignment only
+            assert max(controller.sizes) < all_endpoints / 2
+        else:  # state of the world: every ClusterLoadAssignment
+            assert min(controller.sizes) >= all_endpoints
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in clients:
+            await client.close()

@@ -1,0 +1,141 @@
+"""Push scheduling: a stream that stops reading or answering is closed after
+a timeout, and it never holds the others back, even when the push throttle
+has a single slot."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import grpc
+import pytest
+
+from sailplane.xds import CLUSTER, AdsServer, SnapshotCache
+from sailplane.xds.client import AdsClient
+from sailplane.xds.delta_client import DeltaAdsClient
+from sailplane.xds.push import PushThrottle
+from tests.protocol.conftest import SERVICES, all_synced_at, eventually, mesh_snapshot
+
+FOLLOWERS = 20
+
+
+@pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
+async def test_stuck_stream_is_closed_and_others_converge(
+    cache: SnapshotCache,
+    serve: Callable[[AdsServer], Awaitable[str]],
+    delta: bool,
+) -> None:
+    throttle = PushThrottle(limit=1)  # the stuck stream could block everyone
+    ads = AdsServer(cache, throttle=throttle, response_timeout=0.5, write_timeout=0.5)
+    target = await serve(ads)
+    nodes = [f"sidecar-{i:02d}.default" for i in range(FOLLOWERS)]
+    stuck_node = "stuck.default"
+    v1 = mesh_snapshot(SERVICES, {"5000": ["frontend", "backend"]}, {5000: "5000"})
+    for node in [stuck_node, *nodes]:
+        cache.set(node, v1)
+
+    client_type = DeltaAdsClient if delta else AdsClient
+    # Asks for clusters, then never reads or answers again.
+    stuck = client_type(target, stuck_node)
+    stuck.open()
+    stuck.request(CLUSTER)
+    await eventually(lambda: throttle.in_flight == 1, what="the stuck stream holds the slot")
+
+    stop = asyncio.Event()
+    followers = [client_type(target, node) for node in nodes]
+    tasks = []
+    for client in followers:
+        client.open()
+        tasks.append(asyncio.create_task(client.follow(stop)))
+    try:
+        await eventually(
+            lambda: all_synced_at(ads, nodes, v1), timeout=10, what="followers SYNCED at v1"
+        )
+        # The stuck stream was closed by the server, with a clean status.
+        assert stuck_node not in {s["proxy"] for s in ads.status.to_json()}
+        with pytest.raises(grpc.aio.AioRpcError) as closed:
+            while True:
+                await stuck.recv(timeout=2)
+        assert closed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+        v2 = mesh_snapshot(
+            {**SERVICES, "backend": ["10.0.1.7"]}, {"5000": ["frontend", "backend"]}, {5000: "5000"}
+        )
+        for node in nodes:
+            cache.set(node, v2)
+        await eventually(
+            lambda: all_synced_at(ads, nodes, v2), timeout=10, what="followers SYNCED at v2"
+        )
+        assert throttle.peak_waiting >= 1  # the throttle did queue pushes
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in [stuck, *followers]:
+            await client.close()
+
+
+async def test_throttle_bounds_streams_in_flight(
+    cache: SnapshotCache, serve: Callable[[AdsServer], Awaitable[str]]
+) -> None:
+    throttle = PushThrottle(limit=3)
+    ads = AdsServer(cache, throttle=throttle)
+    target = await serve(ads)
+    nodes = [f"sidecar-{i:02d}.default" for i in range(30)]
+    v1 = mesh_snapshot(SERVICES, {"5000": ["frontend", "backend"]}, {5000: "5000"})
+    for node in nodes:
+        cache.set(node, v1)
+    peak = 0
+    stop = asyncio.Event()
+    channel = grpc.aio.insecure_channel(target)
+    clients = [AdsClient(target, node, channel=channel) for node in nodes]
+
+    def watch(client: AdsClient, response: object) -> None:
+        nonlocal peak
+        peak = max(peak, throttle.in_flight)
+
+    tasks = []
+    for client in clients:
+        client.open()
+        tasks.append(asyncio.create_task(client.follow(stop, watch)))
+    try:
+        await eventually(lambda: all_synced_at(ads, nodes, v1), timeout=10, what="all SYNCED")
+        assert 1 <= peak <= 3
+        assert throttle.in_flight == 0  # every slot is given back once answered
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in clients:
+            await client.close()
+        await channel.close()
+
+
+async def test_slow_stream_gives_up_its_slot_without_being_closed(
+    cache: SnapshotCache, serve: Callable[[AdsServer], Awaitable[str]]
+) -> None:
+    throttle = PushThrottle(limit=1)
+    ads = AdsServer(cache, throttle=throttle, response_timeout=60, slot_timeout=0.3)
+    target = await serve(ads)
+    v1 = mesh_snapshot(SERVICES, {"5000": ["frontend", "backend"]}, {5000: "5000"})
+    nodes = [f"sidecar-{i:02d}.default" for i in range(5)]
+    for node in ["slow.default", *nodes]:
+        cache.set(node, v1)
+    slow = AdsClient(target, "slow.default")
+    slow.open()
+    slow.request(CLUSTER)  # answered much later
+    await eventually(lambda: throttle.in_flight == 1)
+    stop = asyncio.Event()
+    followers = [AdsClient(target, node) for node in nodes]
+    tasks = []
+    for client in followers:
+        client.open()
+        tasks.append(asyncio.create_task(client.follow(stop)))
+    try:
+        await eventually(lambda: all_synced_at(ads, nodes, v1), what="others SYNCED")
+        assert "slow.default" in {s["proxy"] for s in ads.status.to_json()}  # still open
+        slow.ack(await slow.recv())
+        await eventually(lambda: ads.status.to_json()[0]["types"]["clusters"]["state"] == "SYNCED")
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in [slow, *followers]:
+            await client.close()
