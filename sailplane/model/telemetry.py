@@ -1,0 +1,258 @@
+"""Istio's Telemetry API (telemetry.istio.io/v1) and what it comes to for one
+workload.
+
+Scopes, as Istio's: a Telemetry in the root namespace without a selector is
+mesh-wide, one in another namespace without a selector covers that
+namespace, one with ``selector.matchLabels`` covers the workloads it selects.
+For each of ``tracing``, ``accessLogging`` and ``metrics`` the most specific
+Telemetry that has the section wins; tracing fields it leaves unset
+(providers, sampling) are inherited from the wider scopes, then from the mesh
+settings. Several Telemetries at one level: Istio takes the oldest, here the
+first by name (deterministic).
+
+Built-in providers (no ``extensionProviders`` entry needed):
+
+* ``envoy``: Envoy's file access log as the mesh settings say
+  (``accessLogFile``, ``accessLogEncoding``, ``accessLogFormat``);
+* ``prometheus``: Istio's standard metrics, computed by sailplane from the
+  proxies' gRPC access log stream and served on its monitor port;
+* ``sailplane``: the same stream written by sailplane as JSON lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sailplane.model.registry import Workload, selector_matches
+from sailplane.model.sidecar import MeshSettings, Provider
+from sailplane.model.source import Source
+
+if TYPE_CHECKING:
+    from sailplane.model.mesh import MeshConfig
+
+MODES = ("CLIENT_AND_SERVER", "CLIENT", "SERVER")
+ENVOY_PROVIDER = "envoy"
+PROMETHEUS_PROVIDER = "prometheus"
+SAILPLANE_PROVIDER = "sailplane"
+BUILTIN_PROVIDERS = (ENVOY_PROVIDER, PROMETHEUS_PROVIDER, SAILPLANE_PROVIDER)
+TRACING_KINDS = ("opentelemetry", "zipkin")
+DEFAULT_REPORTING_INTERVAL = 5.0  # seconds; TCP byte counts between connection open and close
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSpec:
+    """One ``spec.tracing`` entry. ``None``: inherit from the wider scope."""
+
+    providers: tuple[str, ...] | None = None
+    sampling: float | None = None  # randomSamplingPercentage
+    disable_span_reporting: bool | None = None
+    mode: str = "CLIENT_AND_SERVER"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessLoggingSpec:
+    """One ``spec.accessLogging`` entry."""
+
+    providers: tuple[str, ...] | None = None  # None: the mesh's default providers
+    disabled: bool = False
+    mode: str = "CLIENT_AND_SERVER"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSpec:
+    """One ``spec.metrics`` entry; overrides are (mode, disabled) pairs."""
+
+    providers: tuple[str, ...] | None = None
+    overrides: tuple[tuple[str, bool], ...] = ()
+    reporting_interval: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    name: str
+    namespace: str
+    source: Source
+    selector: Mapping[str, str] = field(default_factory=dict)
+    tracing: tuple[TracingSpec, ...] = ()
+    access_logging: tuple[AccessLoggingSpec, ...] = ()
+    metrics: tuple[MetricsSpec, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Directions:
+    """Which sides of a proxy a setting applies to: client = outbound
+    (reporter=source), server = inbound (reporter=destination)."""
+
+    client: bool = True
+    server: bool = True
+
+    @classmethod
+    def of(cls, mode: str) -> Directions:
+        return cls(mode != "SERVER", mode != "CLIENT")
+
+    def side(self, outbound: bool) -> bool:
+        return self.client if outbound else self.server
+
+
+NOWHERE = Directions(False, False)
+
+
+@dataclass(frozen=True, slots=True)
+class TracingPlan:
+    provider: Provider
+    sampling: float  # percent
+    directions: Directions = Directions()
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadTelemetry:
+    """Everything telemetry-related one proxy is configured with."""
+
+    metrics: Directions = Directions()
+    reporting_interval: float = DEFAULT_REPORTING_INTERVAL
+    # Envoy file access logs: providers of kind envoyFileAccessLog, each with its sides.
+    file_logs: tuple[tuple[Provider, Directions], ...] = ()
+    sailplane_logs: Directions = NOWHERE
+    tracing: TracingPlan | None = None
+
+    def streams_to_sailplane(self, outbound: bool) -> bool:
+        """Whether that side's access log stream goes to sailplane."""
+        return self.metrics.side(outbound) or self.sailplane_logs.side(outbound)
+
+
+def builtin_provider(settings: MeshSettings, name: str) -> Provider | None:
+    """A provider by name: the mesh's ``extensionProviders`` first, then the built-ins."""
+    found = settings.provider(name)
+    if found is not None:
+        return found
+    if name == ENVOY_PROVIDER:
+        return Provider(
+            ENVOY_PROVIDER,
+            "envoyFileAccessLog",
+            path=settings.access_log_file or "/dev/stdout",
+            encoding=settings.access_log_encoding,
+            format=settings.access_log_format,
+        )
+    if name in (PROMETHEUS_PROVIDER, SAILPLANE_PROVIDER):
+        return Provider(name, name)
+    return None
+
+
+def _scopes(mesh: MeshConfig, workload: Workload) -> list[Telemetry]:
+    """The Telemetries that apply, widest first: mesh, namespace, workload."""
+    mesh_level = [t for t in mesh.telemetries if t.namespace == mesh.root_namespace]
+    mesh_wide = [t for t in mesh_level if not t.selector][:1]
+    namespace = [t for t in mesh.telemetries if t.namespace == workload.namespace]
+    namespace_wide = (
+        [t for t in namespace if not t.selector][:1]
+        if workload.namespace != mesh.root_namespace
+        else []
+    )
+    selected = [
+        t for t in namespace if t.selector and selector_matches(t.selector, workload.labels)
+    ]
+    return [*mesh_wide, *namespace_wide, *selected[:1]]
+
+
+def telemetry_for(mesh: MeshConfig, workload: Workload) -> WorkloadTelemetry:
+    settings = mesh.settings
+    scopes = _scopes(mesh, workload)
+    file_logs, sailplane_logs = _access_logs(settings, scopes)
+    return WorkloadTelemetry(
+        metrics=_metrics(settings, scopes),
+        reporting_interval=next(
+            (
+                m.reporting_interval
+                for t in reversed(scopes)
+                for m in t.metrics
+                if m.reporting_interval is not None
+            ),
+            DEFAULT_REPORTING_INTERVAL,
+        ),
+        file_logs=file_logs,
+        sailplane_logs=sailplane_logs,
+        tracing=_tracing(settings, scopes),
+    )
+
+
+def _metrics(settings: MeshSettings, scopes: list[Telemetry]) -> Directions:
+    specs = next((t.metrics for t in reversed(scopes) if t.metrics), None)
+    if specs is None:
+        defaults = settings.default_metrics or (PROMETHEUS_PROVIDER,)
+        return Directions() if PROMETHEUS_PROVIDER in defaults else NOWHERE
+    client = server = False
+    for spec in specs:
+        providers = spec.providers or settings.default_metrics or (PROMETHEUS_PROVIDER,)
+        if PROMETHEUS_PROVIDER not in providers:
+            continue
+        on = Directions()
+        for mode, disabled in spec.overrides:
+            sides = Directions.of(mode)
+            on = Directions(
+                (not disabled) if sides.client else on.client,
+                (not disabled) if sides.server else on.server,
+            )
+        client, server = client or on.client, server or on.server
+    return Directions(client, server)
+
+
+def _access_logs(
+    settings: MeshSettings, scopes: list[Telemetry]
+) -> tuple[tuple[tuple[Provider, Directions], ...], Directions]:
+    specs = next((t.access_logging for t in reversed(scopes) if t.access_logging), None)
+    if specs is None:
+        # No Telemetry says anything: the mesh settings (accessLogFile is
+        # Istio's legacy switch for the `envoy` provider), then the defaults.
+        names = list(settings.default_access_logging)
+        if settings.access_log_file and ENVOY_PROVIDER not in names:
+            names.insert(0, ENVOY_PROVIDER)
+        specs = (AccessLoggingSpec(tuple(names)),) if names else ()
+    files: dict[str, tuple[Provider, Directions]] = {}
+    sailplane = NOWHERE
+    for spec in specs:
+        sides = NOWHERE if spec.disabled else Directions.of(spec.mode)
+        for name in spec.providers or settings.default_access_logging or (ENVOY_PROVIDER,):
+            provider = builtin_provider(settings, name)
+            if provider is None:
+                continue
+            if provider.kind == SAILPLANE_PROVIDER:
+                sailplane = _merge(sailplane, sides, spec.disabled)
+            elif provider.kind == "envoyFileAccessLog":
+                before = files.get(name, (provider, NOWHERE))[1]
+                files[name] = (provider, _merge(before, sides, spec.disabled))
+    return tuple((p, d) for p, d in files.values() if d.client or d.server), sailplane
+
+
+def _merge(before: Directions, sides: Directions, disabled: bool) -> Directions:
+    if disabled:
+        return NOWHERE
+    return Directions(before.client or sides.client, before.server or sides.server)
+
+
+def _tracing(settings: MeshSettings, scopes: list[Telemetry]) -> TracingPlan | None:
+    providers: tuple[str, ...] = settings.default_tracing
+    sampling = settings.tracing_sampling
+    disabled = False
+    mode = "CLIENT_AND_SERVER"
+    configured = settings.enable_tracing or bool(settings.default_tracing)
+    for telemetry in scopes:
+        for spec in telemetry.tracing[:1]:
+            configured = True
+            providers = spec.providers if spec.providers is not None else providers
+            sampling = spec.sampling if spec.sampling is not None else sampling
+            if spec.disable_span_reporting is not None:
+                disabled = spec.disable_span_reporting
+            mode = spec.mode
+    if not configured or disabled:
+        return None
+    for name in providers[:1]:  # Envoy has one tracer per listener; Istio uses the first
+        provider = settings.provider(name)
+        if provider is not None and provider.kind in TRACING_KINDS:
+            return TracingPlan(provider, sampling, Directions.of(mode))
+    return None
