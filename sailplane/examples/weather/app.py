@@ -11,6 +11,12 @@ several for ``multiple``) plus a few endpoints tests use: ``/headers``
 ``--fail-path-prefix /api`` an instance answers 500 for every path under
 ``/api``: a broken replica, for outlier detection.
 
+With ``--reuse-port`` (``APP_REUSE_PORT=1``) the listening socket sets
+SO_REUSEPORT: in a container whose sidecar binds ``0.0.0.0:5000``, the app
+can then listen on ``127.0.0.1:5000`` behind it (Linux allows the two only
+when both set it, under one uid, and gives each connection to the most
+specific address). Off by default, so that a port already in use fails loudly.
+
 The frontend answers ``GET /`` by calling the backend through its sidecar:
 it honours ``HTTP_PROXY`` like any HTTP client and forwards tracing headers
 so one user request is one trace.
@@ -120,6 +126,7 @@ class AppServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], args: argparse.Namespace) -> None:
+        self.allow_reuse_port = bool(args.reuse_port)
         super().__init__(address, Handler)
         self.role = args.role
         self.version = args.version
@@ -149,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         "--fail-path-prefix",
         default=os.environ.get("APP_FAIL_PATH_PREFIX", ""),
         help="answer 500 for paths starting with this (a broken replica)",
+    )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=os.environ.get("APP_REUSE_PORT", "") not in ("", "0"),
+        help="set SO_REUSEPORT, to listen on 127.0.0.1 behind a sidecar bound to 0.0.0.0",
     )
     args = parser.parse_args(argv)
     if args.role is None:

@@ -1,0 +1,219 @@
+"""Where each workload of the demo lives: its own loopback addresses.
+
+Linux answers on all of 127.0.0.0/8, so every WorkloadEntry gets addresses of
+its own and nothing needs privileges or collides with other programs:
+
+* ``127.77.N.K``, the workload address (its WorkloadEntry ``address``): the
+  sidecar's inbound listeners on the service ports, its outbound HTTP proxy
+  on 15001 (the app's ``HTTP_PROXY``) and its admin on 15000; a gateway's
+  listeners;
+* ``127.78.N.K``, the app, on the same ports, behind the sidecar.
+
+``N`` is the first network whose ports are all free, ``K`` the workload's
+position in the mesh. The example's addresses are compose service names;
+:func:`rewrite_addresses` puts loopback addresses in their place in a copy
+of the YAML, keeping comments and layout, so the copy reads like the
+original.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sailplane.config.loader import config_files
+from sailplane.model.mesh import MeshConfig
+from sailplane.model.registry import Workload
+from sailplane.translate.gateway import bind_port, selecting_gateways
+from sailplane.translate.proxy import Proxy
+
+WORKLOAD_OCTET = 77  # 127.77.N.K: workloads; 127.78.N.K: their apps
+ADMIN_PORT = 15000
+OUTBOUND_PORT = 15001
+
+
+class LayoutError(Exception):
+    """The mesh cannot run as a demo on this machine (the message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One workload of the demo: its addresses, its ports and what runs there."""
+
+    workload: Workload
+    app_address: str
+    ports: tuple[int, ...]  # where the app listens and the sidecar binds
+    gateway_ports: tuple[int, ...] = ()  # a gateway's listeners (no app)
+
+    @property
+    def address(self) -> str:
+        return self.workload.address
+
+    @property
+    def is_gateway(self) -> bool:
+        return bool(self.gateway_ports)
+
+    @property
+    def admin(self) -> tuple[str, int]:
+        return (self.address, ADMIN_PORT)
+
+    @property
+    def outbound(self) -> tuple[str, int]:
+        return (self.address, OUTBOUND_PORT)
+
+    def sockets(self) -> list[tuple[str, int]]:
+        """Every address and port the demo will listen on for this workload."""
+        found = [self.admin, *((self.address, p) for p in self.gateway_ports)]
+        if not self.is_gateway:
+            found.append(self.outbound)
+            found += [(self.address, p) for p in self.ports]
+            found += [(self.app_address, p) for p in self.ports]
+        return found
+
+
+def workload_ports(mesh: MeshConfig, workload: Workload) -> tuple[int, ...]:
+    """The workload's inbound ports: its services' ports, through its named ports."""
+    endpoint = workload.endpoint()
+    ports = {endpoint.port_for(port) for s in mesh.services_of(workload) for port in s.ports}
+    return tuple(sorted(ports))
+
+
+def gateway_ports(mesh: MeshConfig, workload: Workload) -> tuple[int, ...]:
+    proxy = Proxy(workload)
+    return tuple(
+        sorted({bind_port(proxy, s) for g in selecting_gateways(mesh, proxy) for s in g.servers})
+    )
+
+
+def app_address_for(address: str) -> str:
+    """127.A.N.K -> 127.(A+1).N.K: the app behind the sidecar at ``address``."""
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        ip = None
+    if ip is None or not ip.is_loopback or ip.packed[1] == 255:
+        raise LayoutError(
+            f"address {address!r} is not a loopback address 127.A.N.K with A < 255: the demo "
+            "runs every workload on its own loopback address. Run it without --config-dir "
+            "(or with an empty directory) for a copy of the example with such addresses"
+        )
+    octets = list(ip.packed)
+    octets[1] += 1
+    return str(ipaddress.IPv4Address(bytes(octets)))
+
+
+def placements(mesh: MeshConfig) -> list[Placement]:
+    """Where every WorkloadEntry of ``mesh`` runs (addresses must be loopback)."""
+    found = []
+    for workload in sorted(mesh.workloads, key=lambda w: w.id):
+        found.append(
+            Placement(
+                workload,
+                app_address_for(workload.address),
+                workload_ports(mesh, workload),
+                gateway_ports(mesh, workload),
+            )
+        )
+    return found
+
+
+def port_free(address: tuple[str, int]) -> bool:
+    """Whether a listener could bind ``address`` now (SO_REUSEADDR, as Envoy
+    and the apps set it, so a port in TIME_WAIT counts as free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            return False
+    return True
+
+
+def busy(addresses: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    return [a for a in addresses if not port_free(a)]
+
+
+def loopback_addresses(mesh: MeshConfig, network: int) -> dict[str, str]:
+    """Workload id -> ``127.77.network.K``, K counting from 1 in id order."""
+    ordered = sorted(w.id for w in mesh.workloads)
+    if len(ordered) > 250:
+        raise LayoutError(f"{len(ordered)} workloads: the demo runs at most 250")
+    return {wid: f"127.{WORKLOAD_OCTET}.{network}.{k}" for k, wid in enumerate(ordered, 1)}
+
+
+def free_network(mesh: MeshConfig) -> dict[str, str]:
+    """Loopback addresses for every workload, on the first network (1-250)
+    where every port the demo needs is free."""
+    for network in range(1, 251):
+        addresses = loopback_addresses(mesh, network)
+        needed = []
+        for workload in mesh.workloads:
+            address = addresses[workload.id]
+            app = app_address_for(address)
+            needed += [(address, ADMIN_PORT), (address, OUTBOUND_PORT)]
+            needed += [(address, p) for p in gateway_ports(mesh, workload)]
+            needed += [(a, p) for p in workload_ports(mesh, workload) for a in (address, app)]
+        if not busy(needed):
+            return addresses
+    raise LayoutError("no free loopback network 127.77.N.0 (N = 1..250) for the demo")
+
+
+def _workload_address_spans(text: str) -> list[tuple[int, int, str, str]]:
+    """(start, end, namespace, name) of each WorkloadEntry's ``spec.address``
+    value in a YAML text, from the parser's own positions."""
+    spans = []
+    for document in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        if not isinstance(document, yaml.MappingNode):
+            continue
+        top = {k.value: v for k, v in document.value if isinstance(k, yaml.ScalarNode)}
+        kind = top.get("kind")
+        if not isinstance(kind, yaml.ScalarNode) or kind.value != "WorkloadEntry":
+            continue
+        metadata, spec = top.get("metadata"), top.get("spec")
+        if not isinstance(metadata, yaml.MappingNode) or not isinstance(spec, yaml.MappingNode):
+            continue
+        meta = {k.value: v.value for k, v in metadata.value if isinstance(v, yaml.ScalarNode)}
+        for key, value in spec.value:
+            if key.value == "address" and isinstance(value, yaml.ScalarNode):
+                spans.append(
+                    (
+                        value.start_mark.index,
+                        value.end_mark.index,
+                        str(meta.get("namespace") or "default"),
+                        str(meta.get("name", "")),
+                    )
+                )
+    return spans
+
+
+def rewrite_addresses(text: str, addresses: Mapping[str, str]) -> str:
+    """``text`` with the address of each WorkloadEntry whose id
+    (``name.namespace``) is in ``addresses`` replaced; nothing else changes."""
+    for start, end, namespace, name in sorted(_workload_address_spans(text), reverse=True):
+        new = addresses.get(f"{name}.{namespace}")
+        if new is not None:
+            text = text[:start] + new + text[end:]
+    return text
+
+
+def copy_with_addresses(source: Path, target: Path, addresses: Mapping[str, str]) -> None:
+    """Copy the config dir ``source`` to ``target`` with loopback addresses.
+    Files that are not YAML are copied as they are."""
+    yaml_files = set(config_files(source))
+    for path in sorted(source.rglob("*")):
+        destination = target / path.relative_to(source)
+        if path.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if path in yaml_files:
+            text = path.read_text(encoding="utf-8")
+            destination.write_text(rewrite_addresses(text, addresses), encoding="utf-8")
+        else:
+            shutil.copyfile(path, destination)

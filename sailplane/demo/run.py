@@ -1,0 +1,427 @@
+"""``sailplane demo``: the weather mesh on this machine, and a view of it.
+
+Order of events: prepare the config dir (a copy of the example with loopback
+addresses, unless the user gave one), start the control plane (in this
+process, on a thread of its own, so the view reads its state directly),
+write one bootstrap per WorkloadEntry with a certificate for the mTLS xDS
+port, start the apps and one Envoy per workload, wait until traffic flows
+through the ingress, then run the clients and draw a frame four times a
+second until --duration or Ctrl-C. Everything started is stopped in a
+``finally``, whatever happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from sailplane.app import ControlPlane, ServeOptions, embedded_example
+from sailplane.ca import CertificateAuthority
+from sailplane.config.loader import config_files, load_dir
+from sailplane.demo.bootstraps import ProxyAddresses, mint_credentials, write_bootstraps
+from sailplane.demo.layout import (
+    LayoutError,
+    Placement,
+    busy,
+    copy_with_addresses,
+    free_network,
+    placements,
+)
+from sailplane.demo.plane import ChangeLog, PlaneError, PlaneThread
+from sailplane.demo.processes import (
+    Supervisor,
+    answers,
+    app_script,
+    envoy_binary,
+    listens,
+    preferred_port,
+    signals_ignored,
+    signals_interrupt,
+)
+from sailplane.demo.state import configured_split, instances, tls_state
+from sailplane.demo.traffic import Client, Tally, frontend_outcome
+from sailplane.demo.view import (
+    Frame,
+    ServiceTLS,
+    StreamView,
+    WorkloadRow,
+    plain_line,
+    rich_view,
+    summary,
+    where_to_look,
+)
+from sailplane.model.mesh import MeshConfig
+from sailplane.model.source import Severity
+
+FRONTEND_APP = "weather-frontend"
+LEGACY_TARGET = "weather-backend"  # the service the legacy client calls directly
+MESH_RATE = 5.0  # requests per second to the frontend
+LEGACY_RATE = 2.0
+STARTUP_TIMEOUT = 60.0
+TICK = 0.25
+
+
+class DemoError(Exception):
+    """The demo cannot start; the message says why."""
+
+
+@dataclass
+class DemoOptions:
+    config_dir: Path | None = None
+    duration: float | None = None
+    rate: float = 50.0
+    plain: bool = True
+    authority: CertificateAuthority | None = None
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+
+
+def run_demo(options: DemoOptions) -> int:
+    """Run until ``options.duration`` or Ctrl-C (exit 0); 1 if it cannot start."""
+    work = Path(tempfile.mkdtemp(prefix="sailplane-demo-"))
+    try:
+        with signals_interrupt():
+            return Demo(options, work).run()
+    except (DemoError, PlaneError) as exc:
+        print(f"sailplane demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class Demo:
+    def __init__(self, options: DemoOptions, work: Path) -> None:
+        self.options = options
+        self.work = work
+        self.supervisor = Supervisor(work / "logs")
+        self.tally = Tally()
+        self.clients: list[Client] = []
+        self.labels: dict[str, str] = {}
+        self.plane_thread: PlaneThread | None = None
+        self.changes = ChangeLog()
+        self.gateway: Placement | None = None
+        self.ingress_url = "-"
+        self.metrics_url = "-"
+        self._tls: list[ServiceTLS] = []
+        self._tls_mesh: MeshConfig | None = None
+        self._tls_at = 0.0
+
+    def say(self, text: str = "") -> None:
+        print(text, file=self.options.out, flush=True)
+
+    # -- preparation -------------------------------------------------------
+
+    def prepare_config_dir(self) -> Path:
+        """The directory to serve and watch: --config-dir if it has YAML, else
+        a copy of the example with loopback addresses (into --config-dir if
+        given, so it stays)."""
+        given = self.options.config_dir
+        if given is not None and given.exists() and config_files(given):
+            return given
+        target = given if given is not None else self.work / "mesh"
+        source = embedded_example()
+        result = load_dir(source)
+        if result.mesh is None:
+            raise DemoError(f"the embedded example does not load: {result.diagnostics}")
+        try:
+            addresses = free_network(result.mesh)
+        except LayoutError as exc:
+            raise DemoError(str(exc)) from None
+        copy_with_addresses(source, target, addresses)
+        if given is not None:
+            self.say(f"wrote the weather example, with loopback addresses, into {given}")
+        return target
+
+    def load(self, config_dir: Path) -> tuple[MeshConfig, list[Placement]]:
+        result = load_dir(config_dir)
+        if result.mesh is None:
+            lines = "\n".join(d.format() for d in result.errors)
+            raise DemoError(f"{config_dir} does not load:\n{lines}")
+        try:
+            where = placements(result.mesh)
+        except LayoutError as exc:
+            raise DemoError(f"{config_dir}: {exc}") from None
+        taken = busy(a for p in where for a in p.sockets())
+        if taken:
+            listed = ", ".join(f"{h}:{p}" for h, p in taken[:5])
+            raise DemoError(f"already in use: {listed} (is another demo running?)")
+        return result.mesh, where
+
+    # -- processes ---------------------------------------------------------
+
+    def start_plane(self, config_dir: Path) -> ControlPlane:
+        host = "127.0.0.1"
+        serve = ServeOptions(
+            config_dir=config_dir,
+            xds_address=(host, preferred_port(host, 15010)),
+            secure_xds_address=(host, preferred_port(host, 15012)),
+            monitor_address=(host, preferred_port(host, 15014)),
+            authority=self.options.authority,
+        )
+        logging.getLogger("sailplane.config").addHandler(self.changes)
+        self.plane_thread = PlaneThread(serve)
+        plane = self.plane_thread.start()
+        self.metrics_url = f"http://{host}:{plane.monitor_port}/metrics"
+        return plane
+
+    def start_mesh(self, plane: ControlPlane, where: list[Placement]) -> None:
+        """The apps, then one Envoy per workload, on the mTLS xDS port."""
+        assert plane.secure_xds_port is not None
+        by_id = {p.workload.id: p for p in where}
+        certs = self.work / "certs"
+        bootstraps = write_bootstraps(
+            [p.workload for p in where],
+            self.work / "bootstrap",
+            ("127.0.0.1", plane.secure_xds_port),
+            credentials=lambda w: mint_credentials(plane.authority, w, certs, None),
+            addresses=lambda w: ProxyAddresses(
+                by_id[w.id].admin, by_id[w.id].outbound, by_id[w.id].app_address
+            ),
+        )
+        try:
+            envoy = envoy_binary()
+        except FileNotFoundError as exc:
+            raise DemoError(str(exc)) from None
+        for place in where:
+            if place.is_gateway or not place.ports:
+                continue
+            labels = place.workload.labels
+            outbound = f"http://{place.outbound[0]}:{place.outbound[1]}"
+            self.supervisor.start(
+                f"app-{place.workload.name}",
+                [
+                    sys.executable,
+                    str(app_script()),
+                    "frontend" if labels.get("app") == FRONTEND_APP else "backend",
+                    "--listen",
+                    f"{place.app_address}:{place.ports[0]}",
+                    "--version",
+                    labels.get("version", "v1"),
+                    "--instance",
+                    place.workload.name,
+                    "--service",
+                    labels.get("app", place.workload.name),
+                ],
+                env={"HTTP_PROXY": outbound, "NO_PROXY": ""},
+            )
+        for place, bootstrap in zip(where, bootstraps, strict=True):
+            self.supervisor.start(
+                f"envoy-{place.workload.name}",
+                [envoy, "-c", str(bootstrap), "--concurrency", "1", "--disable-hot-restart",
+                 "--log-level", "warning", "--drain-time-s", "1"],
+            )  # fmt: skip
+
+    def wait_until(self, what: str, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            dead = self.supervisor.dead()
+            if dead:
+                child = dead[0]
+                raise DemoError(
+                    f"{child.name} exited with status {child.popen.returncode} while waiting "
+                    f"for {what}:\n{child.log_tail()}"
+                )
+            if ready():
+                return
+            time.sleep(0.1)
+        raise DemoError(f"timed out after {STARTUP_TIMEOUT:.0f}s waiting for {what}")
+
+    def start_clients(self, mesh: MeshConfig, where: list[Placement]) -> None:
+        def add(client: Client, label: str) -> None:
+            self.labels[client.stream] = label
+            self.clients.append(client.start())
+
+        if self.gateway is not None:
+            address = (self.gateway.address, self.gateway.gateway_ports[0])
+            client = Client("ingress", [address], "/api/weather", self.options.rate, self.tally)
+            add(client, "ingress -> weather-backend")
+        frontends = [
+            (p.address, p.ports[0])
+            for p in where
+            if p.workload.labels.get("app") == FRONTEND_APP and p.ports
+        ]
+        if frontends:
+            client = Client("mesh", frontends, "/", MESH_RATE, self.tally, outcome=frontend_outcome)
+            add(client, "weather-frontend -> weather-backend (sidecars)")
+        target = next((s for s in mesh.services if s.name == LEGACY_TARGET), None)
+        ids = {w.id for w in instances(mesh, target)} if target else set()
+        backends = [(p.address, p.ports[0]) for p in where if p.workload.id in ids and p.ports]
+        if backends:
+            client = Client(
+                "legacy", backends, "/api/weather", LEGACY_RATE, self.tally, keep_alive=False
+            )
+            add(client, "legacy-client (no sidecar) -> weather-backend")
+
+    # -- what is shown -----------------------------------------------------
+
+    def print_where_to_look(
+        self, plane: ControlPlane, where: list[Placement], config_dir: Path
+    ) -> None:
+        pids = {c.name: c.pid for c in self.supervisor.children}
+        rows = [
+            WorkloadRow(
+                p.workload.id,
+                p.address,
+                "-" if p.is_gateway else f"{p.app_address}:{p.ports[0]}",
+                f"{p.admin[0]}:{p.admin[1]}",
+                [
+                    pids[n]
+                    for n in (f"envoy-{p.workload.name}", f"app-{p.workload.name}")
+                    if n in pids
+                ],
+            )
+            for p in where
+        ]
+        lines = where_to_look(
+            config_dir=config_dir,
+            ingress_url=self.ingress_url,
+            metrics_url=self.metrics_url,
+            xds_ports=(plane.xds_port or 0, plane.secure_xds_port or 0),
+            monitor_port=plane.monitor_port or 0,
+            rows=rows,
+            legacy_target=LEGACY_TARGET if "legacy" in self.labels else None,
+            duration=self.options.duration,
+        )
+        for line in lines:
+            self.say(line)
+
+    def tls_rows(self, mesh: MeshConfig | None, where: list[Placement]) -> list[ServiceTLS]:
+        """The mTLS rows, refreshed once a second or when the mesh changes
+        (they ask every sidecar's admin for its stats)."""
+        now = time.monotonic()
+        if mesh is not self._tls_mesh or now - self._tls_at >= 1.0:
+            self._tls = tls_state(mesh, where) if mesh else []
+            self._tls_mesh, self._tls_at = mesh, now
+        return self._tls
+
+    def frame(self, plane: ControlPlane, where: list[Placement], elapsed: float) -> Frame:
+        mesh = plane.controller.mesh
+        split = configured_split(mesh, self.gateway) if mesh else []
+        order = tuple(name for name, _ in split)
+        last = plane.last_result
+        shown = (Severity.ERROR, Severity.WARNING)  # errors first
+        diagnostics = [d for d in (last.diagnostics if last else ()) if d.severity in shown]
+        problems = [d.format() for d in sorted(diagnostics, key=lambda d: shown.index(d.severity))]
+        if last is not None and last.mesh is None:
+            problems.insert(0, "the directory does not load: nothing of it is applied")
+        return Frame(
+            elapsed=elapsed,
+            config_dir=str(plane.options.config_dir),
+            ingress_url=self.ingress_url,
+            metrics_url=self.metrics_url,
+            version=plane.version,
+            applied_ago=None if plane.applied_at is None else time.time() - plane.applied_at,
+            last_change=self.changes.last,
+            configured=split,
+            streams=[
+                StreamView(
+                    c.stream,
+                    self.labels[c.stream],
+                    self.tally.rate(c.stream),
+                    self.tally.since_reset(c.stream),
+                    order,
+                )
+                for c in self.clients
+            ],
+            services=self.tls_rows(mesh, where),
+            problems=problems,
+        )
+
+    # -- main ----------------------------------------------------------------
+
+    def run(self) -> int:
+        # The view reports config events itself; the console keeps warnings.
+        console = [h for h in logging.getLogger().handlers if h.get_name() == "sailplane"]
+        levels = [h.level for h in console]
+        for handler in console:
+            handler.setLevel(max(handler.level, logging.WARNING))
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            with signals_ignored():
+                for client in self.clients:
+                    client.stop(wait=False)
+                self.supervisor.stop_all()  # a client waiting for an answer gets an error now
+                for client in self.clients:
+                    client.stop()
+                if self.plane_thread is not None:
+                    self.plane_thread.stop()
+                logging.getLogger("sailplane.config").removeHandler(self.changes)
+                for handler, level in zip(console, levels, strict=True):
+                    handler.setLevel(level)
+                if self.plane_thread is not None:
+                    self.say("sailplane demo: stopped; every process it started has exited.")
+
+    def _run(self) -> int:
+        config_dir = self.prepare_config_dir()
+        mesh, where = self.load(config_dir)
+        self.gateway = next((p for p in where if p.is_gateway), None)
+        plane = self.start_plane(config_dir)
+        self.start_mesh(plane, where)
+        for place in where:
+            if not place.is_gateway and place.ports:
+                app = (place.app_address, place.ports[0])
+                self.wait_until(f"app {place.workload.name} to listen", listens(app))
+        for place in where:
+            admin = f"http://{place.admin[0]}:{place.admin[1]}/ready"
+            self.wait_until(f"Envoy {place.workload.id} to be ready", answers(admin))
+        if self.gateway is not None:
+            host, port = self.gateway.address, self.gateway.gateway_ports[0]
+            self.ingress_url = f"http://{host}:{port}/api/weather"
+            self.wait_until("traffic through the ingress", answers(self.ingress_url))
+        for place in where:
+            if place.workload.labels.get("app") == FRONTEND_APP and place.ports:
+                front = f"http://{place.address}:{place.ports[0]}/"
+                self.wait_until("the frontend", answers(front, timeout=5.0))
+        self.start_clients(mesh, where)
+        self.print_where_to_look(plane, where, config_dir)
+        self.tally.reset()
+        return self.show(plane, where)
+
+    def show(self, plane: ControlPlane, where: list[Placement]) -> int:
+        """Draw frames until the duration is over (or Ctrl-C); then the summary."""
+        started = time.monotonic()
+        end = None if self.options.duration is None else started + self.options.duration
+        version = plane.version
+        next_line = started + 1.0
+        live = None
+        if not self.options.plain:
+            from rich.console import Console
+            from rich.live import Live
+
+            console = Console(file=self.options.out)
+            live = Live(console=console, auto_refresh=False, redirect_stderr=True)
+            live.start()
+        frame = self.frame(plane, where, 0.0)
+        try:
+            while end is None or time.monotonic() < end:
+                time.sleep(TICK)
+                dead = self.supervisor.dead()
+                if dead:
+                    self.say(f"{dead[0].name} exited unexpectedly:\n{dead[0].log_tail()}")
+                    return 1
+                if plane.version != version:
+                    version = plane.version
+                    self.tally.reset()
+                    if live is None:
+                        self.say(f"config {version} applied: {self.changes.last}")
+                frame = self.frame(plane, where, time.monotonic() - started)
+                if live is not None:
+                    live.update(rich_view(frame), refresh=True)
+                elif time.monotonic() >= next_line:
+                    next_line += 1.0
+                    self.say(plain_line(frame))
+        finally:
+            if live is not None:
+                live.stop()
+            for line in summary(frame):
+                self.say(line)
+        return 0
