@@ -32,6 +32,7 @@ from sailplane.metrics import CONTENT_TYPE, InstrumentedHooks, Metrics
 from sailplane.model.source import Severity
 from sailplane.monitor import MonitorServer, Response
 from sailplane.secure import server_credentials
+from sailplane.telemetry import AccessLogReceiver, AccessLogWriter, IstioMetrics
 from sailplane.xds import PUSH_ORDER, AdsServer, SnapshotCache, StatusRegistry
 
 log = logging.getLogger("sailplane")
@@ -58,6 +59,8 @@ class ServeOptions:
     # the one in the CA state directory.
     authority: CertificateAuthority | None = None
     cert_ttl: timedelta = timedelta(hours=24)
+    # Where the `sailplane` access log provider writes JSON lines ("-": stdout).
+    access_log_file: str = "-"
 
 
 class ControlPlane:
@@ -77,6 +80,15 @@ class ControlPlane:
         )
         self.hooks = InstrumentedHooks(self.controller, self.metrics)
         self.ads = AdsServer(self.cache, self.hooks, self.status)
+        # Istio's standard metrics, from the proxies' access log streams.
+        self.istio_metrics = IstioMetrics()
+        self.access_logs = AccessLogReceiver(
+            lambda: self.controller.mesh,
+            self.istio_metrics,
+            AccessLogWriter(options.access_log_file),
+        )
+        self.metrics.registry.register(self.istio_metrics)
+        self.metrics.registry.register(self.access_logs.stats)
         self.monitor = MonitorServer()
         self.grpc_server: grpc.aio.Server | None = None
         self.secure_server: grpc.aio.Server | None = None
@@ -207,7 +219,7 @@ class ControlPlane:
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ]
         )
-        server.add_generic_rpc_handlers([self.ads.handler()])
+        server.add_generic_rpc_handlers([self.ads.handler(), self.access_logs.handler()])
         return server
 
     async def start(self) -> None:
@@ -229,7 +241,8 @@ class ControlPlane:
         self._rotation_task = asyncio.create_task(self._rotate_forever())
         _, self.monitor_port = await self.monitor.start(*opts.monitor_address)
         log.info(
-            "monitor on http://%s:%d (/ready, /metrics, /debug/syncz, /debug/configz)",
+            "monitor on http://%s:%d (/ready, /metrics, /stats/prometheus, /debug/syncz, "
+            "/debug/configz)",
             opts.monitor_address[0],
             self.monitor_port,
         )
@@ -267,12 +280,18 @@ class ControlPlane:
             if server is not None:
                 await server.stop(grace=1)
         await self.monitor.stop()
+        if self.access_logs.writer is not None:
+            self.access_logs.writer.close()
 
     # -- monitor endpoints -------------------------------------------------
 
     def _routes(self) -> None:
         self.monitor.route("/ready", self._ready)
         self.monitor.route("/metrics", self._metrics)
+        self.monitor.route(
+            "/stats/prometheus",
+            lambda q: Response(200, self.istio_metrics.render(), CONTENT_TYPE),
+        )
         self.monitor.route("/debug/syncz", lambda q: Response.json(self.status.to_json()))
         self.monitor.route("/debug/config_dump", self._config_dump)
         self.monitor.route("/debug/configz", self._configz)

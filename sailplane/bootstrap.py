@@ -104,9 +104,11 @@ def build_bootstrap(
     app_address: str = "127.0.0.1",
     role: Role | None = None,
     credentials: BootstrapCredentials | None = None,
+    delta: bool = False,
 ) -> bootstrap_pb2.Bootstrap:
     """``credentials`` (see :func:`sailplane.secure.write_bootstrap_credentials`)
-    make the proxy use the mTLS xDS port; without them it uses plaintext."""
+    make the proxy use the mTLS xDS port; without them it uses plaintext.
+    ``delta``: incremental xDS (``DELTA_GRPC``) instead of state of the world."""
     metadata = struct_pb2.Struct()
     values: dict[str, str] = {
         META_OUTBOUND: f"{outbound_address[0]}:{outbound_address[1]}",
@@ -123,7 +125,11 @@ def build_bootstrap(
     bootstrap.node.metadata.CopyFrom(metadata)
     bootstrap.admin.address.CopyFrom(socket_address(*admin_address))
     ads = bootstrap.dynamic_resources.ads_config
-    ads.api_type = config_source_pb2.ApiConfigSource.GRPC
+    ads.api_type = (
+        config_source_pb2.ApiConfigSource.DELTA_GRPC
+        if delta
+        else config_source_pb2.ApiConfigSource.GRPC
+    )
     ads.transport_api_version = config_source_pb2.V3
     ads.set_node_on_first_message_only = True
     ads.grpc_services.append(
@@ -151,6 +157,11 @@ def bootstrap_yaml(bootstrap: bootstrap_pb2.Bootstrap) -> str:
     data: dict[str, Any] = json.loads(
         json_format.MessageToJson(bootstrap, preserving_proto_field_name=True)
     )
+    node = data.get("node", {})
+    if "metadata" in node:
+        # A Struct is a map, whose order changes from one process to the next:
+        # sort it, so the same workload always gets the same bytes.
+        node["metadata"] = dict(sorted(node["metadata"].items()))
     header = (
         f"# Envoy bootstrap for {bootstrap.node.id}, written by `sailplane bootstrap`.\n"
         "# Everything else (listeners, routes, clusters, secrets) arrives over ADS.\n"

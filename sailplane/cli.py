@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sailplane import __version__, cli_ca
+from sailplane import __version__, cli_ca, cli_demo
 from sailplane.ca import CAError
 from sailplane.translate.proxy import Role, parse_host_port
 
@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_ca.add_ca_flags(serve)
     serve.add_argument(
+        "--access-log-file",
+        default="-",
+        metavar="PATH",
+        help="where the `sailplane` access log provider writes JSON lines ('-': stdout)",
+    )
+    serve.add_argument(
         "--debounce-max",
         type=float,
         default=1.0,
@@ -107,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     boot = sub.add_parser(
         "bootstrap", parents=[common], help="write the Envoy bootstrap for a workload"
     )
-    boot.add_argument("workload", help="WorkloadEntry name")
+    boot.add_argument("workload", nargs="?", help="WorkloadEntry name (or --all)")
     boot.add_argument("--namespace", default="default")
     boot.add_argument("--config-dir", type=Path, help="mesh YAML (default: embedded example)")
     boot.add_argument("--xds-address", type=_address, required=True, help="HOST:PORT of sailplane")
@@ -135,8 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the mTLS xDS port: writes the workload's bootstrap certificate, minted by "
         "the CA, next to the bootstrap",
     )
+    boot.add_argument(
+        "--delta",
+        action="store_true",
+        help="use incremental xDS (DELTA_GRPC) instead of state of the world",
+    )
+    cli_demo.add_bootstrap_flags(boot)
     cli_ca.add_ca_flags(boot)
-    boot.add_argument("-o", "--output", type=Path, help="file to write (default: stdout)")
+    boot.add_argument("-o", "--output", type=Path, help="file (with --all: directory) to write")
 
     status = sub.add_parser(
         "status",
@@ -180,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--monitor-address", type=_address, default=("127.0.0.1", 15014))
     diff.add_argument("--json", action="store_true", help="print the monitor's JSON")
     cli_ca.register(sub, common)
+    cli_demo.register(sub, common)
     return parser
 
 
@@ -206,6 +219,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         debounce_max=args.debounce_max,
         secure_xds_address=args.secure_xds_address,
         cert_ttl=args.cert_ttl,
+        access_log_file=args.access_log_file,
     )
     try:
         options.authority = cli_ca.authority_from_args(args)
@@ -221,6 +235,9 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from sailplane.bootstrap import bootstrap_yaml, build_bootstrap
     from sailplane.config.loader import load_dir
 
+    problem = cli_demo.check_bootstrap_args(args)
+    if problem is not None or args.all:
+        return problem if problem is not None else cli_demo.cmd_bootstrap_all(args)
     result = load_dir(_config_dir(args.config_dir))
     if result.mesh is None:
         for diagnostic in result.diagnostics:
@@ -237,15 +254,12 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         return 1
     credentials = None
     if args.secure:
-        from sailplane.secure import write_bootstrap_credentials
-
+        directory = args.output.parent if args.output else Path.cwd()
         try:
-            authority = cli_ca.authority_from_args(args)
+            credentials = cli_demo.bootstrap_credentials(args, workload, directory)
         except CAError as exc:
             print(f"sailplane: {exc}", file=sys.stderr)
             return 1
-        directory = args.output.parent if args.output else Path.cwd()
-        credentials = write_bootstrap_credentials(authority, workload, directory)
     text = bootstrap_yaml(
         build_bootstrap(
             workload,
@@ -255,6 +269,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
             app_address=args.app_address,
             role=Role(args.role) if args.role else None,
             credentials=credentials,
+            delta=args.delta,
         )
     )
     if args.output:
@@ -402,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         "validate": cmd_validate,
         "diff": cmd_diff,
         "ca": cli_ca.cmd_ca,
+        "demo": cli_demo.cmd_demo,
     }
     return handlers[args.command](args)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from sailplane.translate import (
     build_routes,
     proxy_from_node,
 )
-from sailplane.translate.build import routes_key
+from sailplane.translate.build import cluster_in_scope, routes_key, scope_key
 from sailplane.translate.mtls import build_secrets
 from sailplane.xds import (
     CLUSTER,
@@ -82,9 +83,11 @@ class Controller:
         self.ready = asyncio.Event()
         self._generation: _Generation | None = None
         self._routes: dict[tuple[object, ...], TypeResources] = {}
+        self._scopes: dict[str, TypeResources] = {}
         self._proxies: dict[str, Proxy] = {}
         self._streams: dict[str, int] = {}
         self.nacks: list[tuple[str, str, str, str]] = []
+        self.last_apply = ""  # "full" or "endpoints": how the last apply() translated
 
     @property
     def mesh(self) -> MeshConfig | None:
@@ -96,6 +99,10 @@ class Controller:
         """Put ``mesh`` in force; returns how many proxies' snapshots changed."""
         if mesh.trust_domain != self.trust_domain:
             mesh = dataclasses.replace(mesh, trust_domain=self.trust_domain)
+        incremental = self._apply_endpoints_only(mesh)
+        if incremental is not None:
+            return incremental
+        self.last_apply = "full"
         wide = build_mesh_wide(mesh)
         self._generation = _Generation(
             mesh=mesh,
@@ -104,6 +111,7 @@ class Controller:
             endpoints=_types(ENDPOINT, wide.endpoints, "cluster_name"),
         )
         self._routes = {}
+        self._scopes = {}
         changed = 0
         for node_id, proxy in list(self._proxies.items()):
             try:
@@ -126,13 +134,85 @@ class Controller:
         resources = build_proxy_resources(generation.mesh, proxy, generation.mesh_wide, routes=())
         return Snapshot(
             {
-                CLUSTER: merge_types(generation.clusters, _types(CLUSTER, resources.own_clusters)),
+                CLUSTER: merge_types(
+                    self._scoped_clusters(proxy), _types(CLUSTER, resources.own_clusters)
+                ),
                 ENDPOINT: generation.endpoints,
                 LISTENER: _types(LISTENER, resources.listeners),
                 ROUTE: routes,
                 SECRET: self.secrets_for(proxy),
             }
         )
+
+    def _scoped_clusters(self, proxy: Proxy) -> TypeResources:
+        """The mesh-wide clusters this proxy's Sidecar lets it see: a subset of
+        the shared encoded chunks, never re-encoded, cached per Sidecar."""
+        generation = self._generation
+        assert generation is not None
+        scope = scope_key(generation.mesh, proxy)
+        if not scope:
+            return generation.clusters
+        found = self._scopes.get(scope)
+        if found is None:
+            base = generation.clusters
+            names = [n for n in base.chunks if cluster_in_scope(generation.mesh, proxy, n)]
+            digest = hashlib.sha256(f"{base.version}|{scope}".encode()).hexdigest()[:16]
+            found = self._scopes[scope] = TypeResources(
+                base.type_url,
+                digest,
+                {n: base.chunks[n] for n in names},
+                {n: base.messages[n] for n in names},
+            )
+        return found
+
+    # -- incremental translation (endpoint-only changes) ---------------------
+
+    def _apply_endpoints_only(self, mesh: MeshConfig) -> int | None:
+        """Put ``mesh`` in force by re-translating only what a change of
+        WorkloadEntries touches, as Istio's EDS-only push does: the endpoints
+        of the services whose instances changed, and the full snapshot of the
+        proxies whose own WorkloadEntry changed. Everyone else gets their last
+        snapshot with the new ClusterLoadAssignments, so a push sends EDS only.
+
+        Returns None (do a full apply) unless only workloads changed and no
+        cluster moved (a cluster carries its endpoints' identities, and DNS
+        clusters their endpoints)."""
+        old = self._generation
+        if old is None or not _only_workloads_differ(old.mesh, mesh):
+            return None
+        self.last_apply = "endpoints"
+        affected_old, affected_new = [], []
+        for before, after in zip(old.mesh.services, mesh.services, strict=True):
+            if old.mesh.endpoints_of(before) != mesh.endpoints_of(after):
+                affected_old.append(before)
+                affected_new.append(after)
+        was = build_mesh_wide(dataclasses.replace(old.mesh, services=tuple(affected_old)))
+        now = build_mesh_wide(dataclasses.replace(mesh, services=tuple(affected_new)))
+        if was.clusters != now.clusters:
+            self.last_apply = "full"
+            return None
+        gone = {e.cluster_name for e in was.endpoints} - {e.cluster_name for e in now.endpoints}
+        endpoints = old.endpoints.replace([(e.cluster_name, e) for e in now.endpoints], gone)
+        by_name = {e.cluster_name: e for e in old.mesh_wide.endpoints if e.cluster_name not in gone}
+        by_name.update((e.cluster_name, e) for e in now.endpoints)
+        wide = dataclasses.replace(
+            old.mesh_wide, endpoints=tuple(by_name[n] for n in sorted(by_name))
+        )
+        self._generation = dataclasses.replace(old, mesh=mesh, mesh_wide=wide, endpoints=endpoints)
+        changed = 0
+        for node_id, proxy in list(self._proxies.items()):
+            workload = mesh.workloads_by_id.get(node_id)
+            if workload is None:
+                log.warning("proxy %s: its WorkloadEntry is gone; keeping its last config", node_id)
+                continue
+            current = self.cache.get(node_id)
+            if workload == proxy.workload and current is not None:
+                snapshot = Snapshot({**current.resources, ENDPOINT: endpoints})
+            else:
+                proxy = self._proxies[node_id] = proxy_from_node(node_id, proxy.metadata, mesh)
+                snapshot = self.snapshot_for(proxy)
+            changed += self.cache.set(node_id, snapshot)
+        return changed
 
     def secrets_for(self, proxy: Proxy) -> TypeResources:
         """``default`` + ``ROOTCA`` for the proxy's own identity only; encoded
@@ -257,6 +337,17 @@ class Controller:
             if isinstance(certificate, dict) and "private_key" in certificate:
                 certificate["private_key"] = {"inline_bytes": "[redacted]"}
         return dump
+
+
+def _only_workloads_differ(old: MeshConfig, new: MeshConfig) -> bool:
+    """Whether two configurations differ in WorkloadEntries at most (every
+    other field compared, so a field added to MeshConfig later counts)."""
+    ignored = {"workloads", "objects", "diagnostics", "digest"}
+    return all(
+        getattr(old, f.name) == getattr(new, f.name)
+        for f in dataclasses.fields(MeshConfig)
+        if f.name not in ignored
+    )
 
 
 def _types(type_url: str, messages: object, name_field: str = "name") -> TypeResources:

@@ -25,6 +25,8 @@ from sailplane.config.reader import ObjectReader
 from sailplane.config.references import check_references
 from sailplane.config.registry import parse_service, parse_service_entry, parse_workload_entry
 from sailplane.config.security import parse_legacy_policy, parse_peer_authentication
+from sailplane.config.sidecar import MESH_CONFIGMAP, parse_mesh_settings, parse_sidecar
+from sailplane.config.telemetry import check_telemetry, parse_telemetry
 from sailplane.config.virtualservice import parse_virtual_service
 from sailplane.config.yamldoc import Document
 from sailplane.model.authz import AuthorizationPolicy
@@ -32,7 +34,9 @@ from sailplane.model.mesh import MeshConfig, ObjectRef
 from sailplane.model.networking import DestinationRule, Gateway, VirtualService
 from sailplane.model.registry import Service, Workload
 from sailplane.model.security import PeerAuthentication
+from sailplane.model.sidecar import MeshSettings, Sidecar
 from sailplane.model.source import Diagnostic, Position, Severity
+from sailplane.model.telemetry import Telemetry
 
 Key = tuple[str, str, str]  # kind, namespace, name
 
@@ -84,8 +88,11 @@ class _Collected:
             "Gateway": [],
             "PeerAuthentication": [],
             "AuthorizationPolicy": [],
+            "Sidecar": [],
+            "Telemetry": [],
         }
     )
+    settings: MeshSettings | None = None
     # Invalid AuthorizationPolicies, in their deny-everything form.
     fail_closed: dict[Key, AuthorizationPolicy] = field(default_factory=dict)
 
@@ -154,6 +161,10 @@ def build_mesh(
         gateways=tuple(sorted(found.istio["Gateway"], key=by_key)),
         peer_authentications=tuple(sorted(found.istio["PeerAuthentication"], key=by_key)),
         authorization_policies=tuple(sorted(found.istio["AuthorizationPolicy"], key=by_key)),
+        sidecars=tuple(sorted(found.istio["Sidecar"], key=by_key)),
+        telemetries=tuple(sorted(found.istio["Telemetry"], key=by_key)),
+        settings=found.settings or MeshSettings(),
+        root_namespace=(found.settings or MeshSettings()).root_namespace,
         domain_suffix=domain_suffix,
     )
     # Cross-object checks need every object; what fails them is dropped, or
@@ -166,6 +177,7 @@ def build_mesh(
     final = [_with_state(r, states.get(r.key, ACTIVE), previous) for r in records.values()]
     diagnostics.extend(_retained_note(r) for r in final if r.state == RETAINED)
     diagnostics.extend(check_mesh(mesh))
+    diagnostics.extend(check_telemetry(mesh))
     in_force = [
         ObjectRef(r.kind, r.namespace, r.name, r.file, r.line)
         for r in final
@@ -214,6 +226,8 @@ def _retain(key: Key, previous: InForce, found: _Collected) -> bool:
             "AuthorizationPolicy": tuple(
                 p for p in mesh.authorization_policies if not p.fail_closed
             ),
+            "Sidecar": mesh.sidecars,
+            "Telemetry": mesh.telemetries,
         }[kind]
         matches = [o for o in items if (o.namespace, o.name) == (namespace, name)]
         found.istio["PeerAuthentication" if kind == "Policy" else kind].extend(matches)
@@ -239,6 +253,8 @@ def _parse_object(reader: ObjectReader, domain_suffix: str, found: _Collected) -
         | Gateway
         | PeerAuthentication
         | AuthorizationPolicy
+        | Sidecar
+        | Telemetry
         | Service
         | None
     )
@@ -251,6 +267,10 @@ def _parse_object(reader: ObjectReader, domain_suffix: str, found: _Collected) -
             parsed = parse_gateway(reader)
         elif kind == "PeerAuthentication":
             parsed = parse_peer_authentication(reader)
+        elif kind == "Sidecar":
+            parsed = parse_sidecar(reader)
+        elif kind == "Telemetry":
+            parsed = parse_telemetry(reader)
         elif kind == "AuthorizationPolicy":
             policy = parse_authorization_policy(reader)
             if policy.fail_closed:
@@ -263,6 +283,14 @@ def _parse_object(reader: ObjectReader, domain_suffix: str, found: _Collected) -
         if parsed is None:
             return False
         found.istio[kind].append(parsed)
+        return True
+    if kind == "ConfigMap":
+        if (reader.namespace, reader.name) != ("istio-system", MESH_CONFIGMAP):
+            return False  # not the mesh settings: ignored
+        settings = parse_mesh_settings(reader)
+        if settings is None:
+            return False
+        found.settings = settings
         return True
     if kind == "Service":
         parsed = parse_service(reader, domain_suffix)

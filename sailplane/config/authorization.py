@@ -44,6 +44,9 @@ _CONDITION_KEYS = (
     "destination.ip",
 )
 _UNSUPPORTED = ("requestPrincipals", "notRequestPrincipals")
+# An unknown field in a security policy is an error, not a warning: `rule:` for
+# `rules:` would otherwise turn a DENY into nothing at all.
+_STRICT = Severity.ERROR
 
 
 def _strings(r: ObjectReader, path: FieldPath) -> tuple[str, ...]:
@@ -88,7 +91,7 @@ def _check_cidrs(r: ObjectReader, path: FieldPath, values: tuple[str, ...]) -> N
 
 
 def _source(r: ObjectReader, path: FieldPath) -> Source_:
-    r.check_fields(path, (*_SOURCE_FIELDS, *_UNSUPPORTED))
+    r.check_fields(path, (*_SOURCE_FIELDS, *_UNSUPPORTED), _STRICT)
     for name in _UNSUPPORTED:
         if r.has((*path, name)):
             r.report((*path, name), f"{name} (JWT) is not supported yet", code="IST0106")
@@ -101,7 +104,7 @@ def _source(r: ObjectReader, path: FieldPath) -> Source_:
 
 
 def _operation(r: ObjectReader, path: FieldPath) -> Operation:
-    r.check_fields(path, tuple(_OPERATION_FIELDS))
+    r.check_fields(path, tuple(_OPERATION_FIELDS), _STRICT)
     values: dict[str, tuple[str, ...] | tuple[int, ...]] = {}
     for key, attr in _OPERATION_FIELDS.items():
         found = _strings(r, (*path, key))
@@ -119,7 +122,7 @@ def _operation(r: ObjectReader, path: FieldPath) -> Operation:
 
 
 def _condition(r: ObjectReader, path: FieldPath) -> Condition | None:
-    r.check_fields(path, ("key", "values", "notValues"))
+    r.check_fields(path, ("key", "values", "notValues"), _STRICT)
     key = r.string((*path, "key"), required=True)
     values = _strings(r, (*path, "values"))
     not_values = _strings(r, (*path, "notValues"))
@@ -148,7 +151,7 @@ def _condition(r: ObjectReader, path: FieldPath) -> Condition | None:
 
 def parse_authorization_policy(r: ObjectReader) -> AuthorizationPolicy:
     r.check_fields(
-        ("spec",), ("selector", "action", "rules", "provider", "targetRef", "targetRefs")
+        ("spec",), ("selector", "action", "rules", "provider", "targetRef", "targetRefs"), _STRICT
     )
     if r.has(("spec", "targetRef")) or r.has(("spec", "targetRefs")):
         r.report(
@@ -165,7 +168,7 @@ def parse_authorization_policy(r: ObjectReader) -> AuthorizationPolicy:
     rules = []
     for i, _ in enumerate(r.sequence(("spec", "rules"))):
         base = ("spec", "rules", i)
-        r.check_fields(base, ("from", "to", "when"))
+        r.check_fields(base, ("from", "to", "when"), _STRICT)
         sources = [
             _source(r, (*base, "from", j, "source"))
             for j, _ in enumerate(r.sequence((*base, "from")))

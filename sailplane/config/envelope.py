@@ -109,6 +109,9 @@ def _check_api_version(
             Severity.WARNING,
         )
         group = correct
+    if group == "" and kind == "ConfigMap" and version == "v1":
+        # Only the `istio` ConfigMap (mesh settings) matters; assemble decides.
+        return True
     if group == "" and kind == "Service":
         if version != "v1":
             reader.report(("apiVersion",), "Service must be apiVersion v1")

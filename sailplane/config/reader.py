@@ -180,8 +180,11 @@ class ObjectReader:
             return default
         return value
 
-    def check_fields(self, path: FieldPath, known: tuple[str, ...]) -> None:
-        """Warn about fields Istio does not define (typos lose settings silently)."""
+    def check_fields(
+        self, path: FieldPath, known: tuple[str, ...], severity: Severity = Severity.WARNING
+    ) -> None:
+        """Report fields Istio does not define (typos lose settings silently):
+        a warning, or an error where losing a setting is unsafe (security)."""
         value = self.raw(path)
         if not isinstance(value, Mapping):
             return
@@ -190,7 +193,7 @@ class ObjectReader:
                 self.report(
                     (*path, str(key)),
                     f"unknown field {key!r}",
-                    severity=Severity.WARNING,
+                    severity=severity,
                     code="IST0106",
                 )
 

@@ -11,7 +11,9 @@ from sailplane.model.hosts import host_matches
 from sailplane.model.networking import DestinationRule, Gateway, VirtualService
 from sailplane.model.registry import Endpoint, Service, Workload, selector_matches
 from sailplane.model.security import DEFAULT_ROOT_NAMESPACE, TLS_MODE_LABEL, PeerAuthentication
+from sailplane.model.sidecar import MeshSettings, Sidecar
 from sailplane.model.source import Diagnostic
+from sailplane.model.telemetry import Telemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,9 @@ class MeshConfig:
     gateways: tuple[Gateway, ...] = ()
     peer_authentications: tuple[PeerAuthentication, ...] = ()
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()
+    sidecars: tuple[Sidecar, ...] = ()
+    telemetries: tuple[Telemetry, ...] = ()
+    settings: MeshSettings = field(default_factory=MeshSettings)
     root_namespace: str = DEFAULT_ROOT_NAMESPACE
     objects: tuple[ObjectRef, ...] = ()
     diagnostics: tuple[Diagnostic, ...] = ()
@@ -190,3 +195,25 @@ class MeshConfig:
         candidates.extend(p.mode for p in namespace_level[:1])
         candidates.extend(p.mode for p in mesh_level[:1])
         return next((m for m in candidates if m != "UNSET"), "PERMISSIVE")
+
+    def sidecar_for(self, workload: Workload) -> Sidecar | None:
+        """Istio's lookup: a Sidecar in the workload's namespace whose selector
+        matches it, else that namespace's Sidecar without selector, else the
+        root namespace's (the mesh default)."""
+        local = [s for s in self.sidecars if s.namespace == workload.namespace]
+        for sidecar in local:
+            if sidecar.selector and selector_matches(sidecar.selector, workload.labels):
+                return sidecar
+        for sidecar in local:
+            if not sidecar.selector:
+                return sidecar
+        for sidecar in self.sidecars:
+            if sidecar.namespace == self.root_namespace and not sidecar.selector:
+                return sidecar
+        return None
+
+    def outbound_mode(self, workload: Workload) -> str:
+        sidecar = self.sidecar_for(workload)
+        if sidecar is not None and sidecar.outbound_mode:
+            return sidecar.outbound_mode
+        return self.settings.outbound_mode

@@ -17,6 +17,7 @@ from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
 from sailplane.model.mesh import MeshConfig
+from sailplane.model.telemetry import telemetry_for
 from sailplane.translate.authz import policies_for
 from sailplane.translate.clusters import build_inbound_cluster, build_outbound_clusters
 from sailplane.translate.endpoints import build_endpoints
@@ -28,6 +29,7 @@ from sailplane.translate.listeners import (
 )
 from sailplane.translate.proxy import Proxy, Role
 from sailplane.translate.routes import build_outbound_route_config, route_signature
+from sailplane.translate.telemetry import tracing_clusters
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +69,12 @@ def build_routes(mesh: MeshConfig, proxy: Proxy) -> tuple[route_pb2.RouteConfigu
         return build_gateway_routes(mesh, proxy)
     return (
         build_outbound_route_config(
-            mesh, proxy.namespace, proxy.outbound_address[1], proxy.workload.labels
+            mesh,
+            proxy.namespace,
+            proxy.outbound_address[1],
+            proxy.workload.labels,
+            mesh.sidecar_for(proxy.workload),
+            mesh.outbound_mode(proxy.workload),
         ),
     )
 
@@ -77,7 +84,32 @@ def routes_key(mesh: MeshConfig, proxy: Proxy) -> tuple[object, ...]:
     if proxy.role is Role.GATEWAY:
         return ("gateway", proxy.id)
     signature = route_signature(mesh, proxy.workload.labels)
-    return ("sidecar", proxy.namespace, proxy.outbound_address[1], signature)
+    return (
+        "sidecar",
+        proxy.namespace,
+        proxy.outbound_address[1],
+        signature,
+        scope_key(mesh, proxy),
+        mesh.outbound_mode(proxy.workload),
+    )
+
+
+def scope_key(mesh: MeshConfig, proxy: Proxy) -> str:
+    """Proxies under the same Sidecar (egress scope) see the same clusters."""
+    if proxy.role is Role.GATEWAY:
+        return ""
+    sidecar = mesh.sidecar_for(proxy.workload)
+    return sidecar.key if sidecar is not None and sidecar.egress_hosts is not None else ""
+
+
+def cluster_in_scope(mesh: MeshConfig, proxy: Proxy, cluster_name: str) -> bool:
+    """Whether an outbound cluster is visible under the proxy's Sidecar."""
+    sidecar = mesh.sidecar_for(proxy.workload) if proxy.role is Role.SIDECAR else None
+    parts = cluster_name.split("|")
+    if sidecar is None or len(parts) != 4 or parts[0] != "outbound":
+        return True
+    service = mesh.services_by_host.get(parts[3])
+    return service is None or sidecar.allows(service.namespace, service.hostname)
 
 
 def build_proxy_resources(
@@ -88,25 +120,41 @@ def build_proxy_resources(
 ) -> ProxyResources:
     """Pure: the same mesh and proxy always give the same resources."""
     shared = mesh_wide or build_mesh_wide(mesh)
+    telemetry = telemetry_for(mesh, proxy.workload)
     if proxy.role is Role.GATEWAY:
         return ProxyResources(
             shared_clusters=shared.clusters,
-            own_clusters=(),
+            own_clusters=tuple(tracing_clusters(telemetry)),
             endpoints=shared.endpoints,
             listeners=tuple(build_gateway_listeners(mesh, proxy)),
             routes=routes if routes is not None else build_routes(mesh, proxy),
         )
     ports = inbound_ports(proxy, mesh)
     policies = policies_for(mesh, proxy.workload)
-    listeners = [build_outbound_listener(proxy)]
+    listeners = [build_outbound_listener(proxy, telemetry)]
     listeners.extend(
         build_inbound_listener(
-            proxy, port, protocol, mesh.mtls_mode(proxy.workload, port), mesh.trust_domain, policies
+            proxy,
+            port,
+            protocol,
+            mesh.mtls_mode(proxy.workload, port),
+            mesh.trust_domain,
+            policies,
+            telemetry,
         )
         for port, protocol in ports.items()
     )
     own_clusters = tuple(
-        build_inbound_cluster(port, proxy.app_address, protocol) for port, protocol in ports.items()
+        sorted(
+            (
+                *(
+                    build_inbound_cluster(port, proxy.app_address, protocol)
+                    for port, protocol in ports.items()
+                ),
+                *tracing_clusters(telemetry),
+            ),
+            key=lambda c: c.name,
+        )
     )
     return ProxyResources(
         shared_clusters=shared.clusters,

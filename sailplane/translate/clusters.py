@@ -24,6 +24,7 @@ from sailplane.model.registry import (
 )
 from sailplane.translate import names
 from sailplane.translate.common import ads_config_source, duration
+from sailplane.translate.egress import blackhole_cluster, passthrough_cluster
 from sailplane.translate.endpoints import build_load_assignment, subset_endpoints, uses_dns
 from sailplane.translate.mtls import apply_client_tls, istio_sni
 from sailplane.translate.policy import (
@@ -113,6 +114,7 @@ def build_outbound_clusters(mesh: MeshConfig) -> list[cluster_pb2.Cluster]:
         if "*" in service.hostname:
             continue  # wildcard hosts need a dynamic forward proxy; not routed yet
         clusters.extend(build_service_clusters(mesh, service))
+    clusters.extend([passthrough_cluster(), blackhole_cluster()])
     return sorted(clusters, key=lambda c: c.name)
 
 

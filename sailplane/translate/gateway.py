@@ -21,12 +21,14 @@ from sailplane.model.hosts import host_matches
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import Gateway, GatewayServer, VirtualService
 from sailplane.model.registry import selector_matches
+from sailplane.model.telemetry import telemetry_for
 from sailplane.translate import names
 from sailplane.translate.authz import http_rbac_filters, policies_for
 from sailplane.translate.common import pack, socket_address
 from sailplane.translate.listeners import bind_address, http_connection_manager, network_filter
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.routes import route_context, virtual_service_routes
+from sailplane.translate.telemetry import decorate_http, decorate_tcp
 
 
 def selecting_gateways(mesh: MeshConfig, proxy: Proxy) -> list[Gateway]:
@@ -152,20 +154,38 @@ def _tls_context(server: GatewayServer) -> tls_pb2.DownstreamTlsContext:
     return context
 
 
-def _tcp_cluster(mesh: MeshConfig, gateway: Gateway, server: GatewayServer) -> str | None:
+def _tcp_proxy(
+    mesh: MeshConfig, gateway: Gateway, server: GatewayServer
+) -> tcp_proxy_pb2.TcpProxy | None:
+    """The first TCP route of a bound VirtualService that applies to the server's
+    port; several destinations become weighted clusters (Istio's TCPRoute)."""
     ctx = route_context(mesh, server.port)
     for vs in _bound(mesh, gateway):
         for tcp in vs.tcp:
             if tcp.match and not any(m.port in (None, server.port) for m in tcp.match):
                 continue
-            if tcp.route:
-                return ctx.cluster_for(tcp.route[0].destination)
+            targets = [t for t in tcp.route if t.weight > 0] or list(tcp.route)
+            if not targets:
+                continue
+            first = ctx.cluster_for(targets[0].destination)
+            proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=first)
+            if len(targets) == 1:
+                proxy.cluster = first
+            else:
+                for target in targets:
+                    proxy.weighted_clusters.clusters.append(
+                        tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(
+                            name=ctx.cluster_for(target.destination), weight=target.weight
+                        )
+                    )
+            return proxy
     return None
 
 
 def build_gateway_listeners(mesh: MeshConfig, proxy: Proxy) -> list[listener_pb2.Listener]:
     listeners = []
     address = gateway_address(proxy)
+    telemetry = telemetry_for(mesh, proxy.workload)
     for port, entries in _servers_by_port(mesh, proxy).items():
         listener = listener_pb2.Listener(
             name=names.listener_name(address, port),
@@ -175,21 +195,18 @@ def build_gateway_listeners(mesh: MeshConfig, proxy: Proxy) -> list[listener_pb2
         for index, (gateway, server) in enumerate(entries):
             chain = listener_components_pb2.FilterChain()
             if server.protocol in ("TCP", "TLS", "MONGO") and server.tls is None:
-                cluster = _tcp_cluster(mesh, gateway, server)
-                if cluster is None:
+                tcp = _tcp_proxy(mesh, gateway, server)
+                if tcp is None:
                     continue
-                chain.filters.append(
-                    network_filter(
-                        "envoy.filters.network.tcp_proxy",
-                        tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster),
-                    )
-                )
+                decorate_tcp(tcp, proxy, telemetry, outbound=True)
+                chain.filters.append(network_filter("envoy.filters.network.tcp_proxy", tcp))
             else:
                 manager = http_connection_manager(
                     f"outbound_{address}_{port}",
                     _route_name(server, index),
                     http_rbac_filters(policies_for(mesh, proxy.workload)),
                 )
+                decorate_http(manager, proxy, telemetry, outbound=True)
                 chain.filters.append(
                     network_filter("envoy.filters.network.http_connection_manager", manager)
                 )

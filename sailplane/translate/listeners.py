@@ -22,13 +22,16 @@ from google.protobuf.message import Message
 from sailplane.model.authz import AuthorizationPolicy
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Protocol
+from sailplane.model.telemetry import WorkloadTelemetry
 from sailplane.translate import names
 from sailplane.translate.authz import http_rbac_filters, network_rbac_filters
 from sailplane.translate.common import ads_config_source, pack, socket_address
+from sailplane.translate.egress import forward_proxy_filter
 from sailplane.translate.httproute import CORS_FILTER, FAULT_FILTER
 from sailplane.translate.mtls import inbound_filter_chains
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.routes import routes_to_cluster
+from sailplane.translate.telemetry import decorate_http, decorate_tcp
 
 HCM = hcm_pb2.HttpConnectionManager
 
@@ -45,6 +48,7 @@ def outbound_http_filters() -> list[hcm_pb2.HttpFilter]:
     return [
         hcm_pb2.HttpFilter(name=CORS_FILTER, typed_config=pack(cors_pb2.Cors())),
         hcm_pb2.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
+        forward_proxy_filter(),
         _router(),
     ]
 
@@ -67,13 +71,16 @@ def http_connection_manager(
     )
 
 
-def build_outbound_listener(proxy: Proxy) -> listener_pb2.Listener:
+def build_outbound_listener(
+    proxy: Proxy, telemetry: WorkloadTelemetry | None = None
+) -> listener_pb2.Listener:
     """The app's ``HTTP_PROXY``: accepts absolute-form requests
     (``GET http://inventory:8080/items``) and origin-form with a Host header,
     and routes by Host through RDS."""
     address, port = proxy.outbound_address
     name = names.listener_name(address, port)
     manager = http_connection_manager(f"outbound_{name}", names.outbound_route_name(port))
+    decorate_http(manager, proxy, telemetry, outbound=True)
     return listener_pb2.Listener(
         name=name,
         address=socket_address(address, port),
@@ -116,6 +123,7 @@ def build_inbound_listener(
     mtls_mode: str = "PERMISSIVE",
     trust_domain: str = "cluster.local",
     policies: Sequence[AuthorizationPolicy] = (),
+    telemetry: WorkloadTelemetry | None = None,
 ) -> listener_pb2.Listener:
     """Bind the workload address on its port and forward to the app, with the
     port's PeerAuthentication mode deciding plaintext / mTLS (see mtls.py)."""
@@ -127,6 +135,7 @@ def build_inbound_listener(
     def filters(tls: bool) -> list[listener_components_pb2.Filter]:
         if not http:
             tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+            decorate_tcp(tcp, proxy, telemetry, outbound=False)
             return [
                 *network_rbac_filters(list(policies), f"inbound_{workload_port}"),
                 network_filter("envoy.filters.network.tcp_proxy", tcp),
@@ -151,6 +160,7 @@ def build_inbound_listener(
             forward_client_cert_details=HCM.SANITIZE_SET,
             set_current_client_cert_details=HCM.SetCurrentClientCertDetails(uri=True),
         )
+        decorate_http(manager, proxy, telemetry, outbound=False)
         return [network_filter("envoy.filters.network.http_connection_manager", manager)]
 
     chains, inspect = inbound_filter_chains(mtls_mode, trust_domain, filters)

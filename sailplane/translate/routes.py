@@ -20,8 +20,10 @@ from sailplane.model.hosts import host_aliases, host_matches
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import Destination, HTTPMatch, VirtualService
 from sailplane.model.registry import Protocol, Service, ServicePort, selector_matches
+from sailplane.model.sidecar import Sidecar
 from sailplane.translate import names
 from sailplane.translate.common import duration
+from sailplane.translate.egress import catch_all_virtual_host
 from sailplane.translate.httproute import RouteContext, build_http_routes, build_retry_policy
 
 
@@ -189,12 +191,19 @@ def build_outbound_route_config(
     client_namespace: str,
     listener_port: int,
     client_labels: Mapping[str, str] | None = None,
+    sidecar: Sidecar | None = None,
+    outbound_mode: str = "ALLOW_ANY",
 ) -> route_pb2.RouteConfiguration:
+    """Virtual hosts for every service the client may see (``exportTo`` and
+    its Sidecar's ``egress.hosts``), then the catch-all of the outbound
+    traffic policy (see egress.py)."""
     labels = client_labels or {}
     claimed: set[str] = set()
     virtual_hosts = []
     for service, port in http_services(mesh):
         if not exported_to(service.export_to, service.namespace, client_namespace):
+            continue
+        if sidecar is not None and not sidecar.allows(service.namespace, service.hostname):
             continue
         vs = mesh_virtual_service(mesh, service.hostname, client_namespace)
         if vs is not None:
@@ -206,9 +215,11 @@ def build_outbound_route_config(
         vhost = build_virtual_host(service, port, aliases, claimed, routes)
         if vhost is not None:
             virtual_hosts.append(vhost)
+    virtual_hosts.sort(key=lambda v: v.name)
+    virtual_hosts.append(catch_all_virtual_host(outbound_mode))
     return route_pb2.RouteConfiguration(
         name=names.outbound_route_name(listener_port),
-        virtual_hosts=sorted(virtual_hosts, key=lambda v: v.name),
+        virtual_hosts=virtual_hosts,
         # As Istio: a route to a cluster that is not there yet answers 503
         # instead of the whole route table being rejected.
         validate_clusters={"value": False},

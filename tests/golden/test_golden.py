@@ -63,7 +63,11 @@ def render_case(case: Path) -> dict[str, str]:
                 document["secrets"] = sorted(m.name for m in messages)
             elif messages:
                 document[SHORT_NAMES[type_url]] = [
-                    json.loads(json_format.MessageToJson(m, preserving_proto_field_name=True))
+                    json.loads(
+                        json_format.MessageToJson(
+                            m, preserving_proto_field_name=True, sort_keys=True
+                        )
+                    )
                     for m in messages
                 ]
         outputs[f"{node_id}.yaml"] = yaml.safe_dump(document, sort_keys=False, width=100)

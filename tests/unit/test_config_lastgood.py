@@ -184,7 +184,7 @@ def test_an_object_with_one_bad_host_is_not_half_applied() -> None:
 
 
 def test_kinds_not_translated_yet_are_ignored_not_rejected() -> None:
-    telemetry = "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: a}\n"
-    result = load({"registry.yaml": REGISTRY, "telemetry.yaml": telemetry})
-    assert states(result)["Telemetry/a"] == IGNORED
+    jwt = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: a}\n"
+    result = load({"registry.yaml": REGISTRY, "jwt.yaml": jwt})
+    assert states(result)["RequestAuthentication/a"] == IGNORED
     assert all(d.severity is not Severity.ERROR for d in result.diagnostics)

@@ -1,0 +1,81 @@
+"""The ``Sidecar`` resource and the mesh-wide settings (Istio's MeshConfig).
+
+Sidecar (istio.io/latest/docs/reference/config/networking/sidecar) scopes
+what a proxy knows: ``egress.hosts`` (``namespace/host`` with ``*`` and
+``.`` wildcards) lists the services it may reach; ``outboundTrafficPolicy``
+says what happens to the rest (ALLOW_ANY: passed through; REGISTRY_ONLY:
+502 from the BlackHoleCluster, as Istio answers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sailplane.model.hosts import host_matches
+from sailplane.model.source import Source
+
+OUTBOUND_MODES = ("ALLOW_ANY", "REGISTRY_ONLY")
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    name: str
+    namespace: str
+    source: Source
+    selector: Mapping[str, str] = field(default_factory=dict)
+    # (namespace pattern, host pattern); None = no egress section (see everything)
+    egress_hosts: tuple[tuple[str, str], ...] | None = None
+    outbound_mode: str = ""  # "" = the mesh default
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def allows(self, service_namespace: str, hostname: str) -> bool:
+        """Whether ``hostname`` (of a service in ``service_namespace``) is in scope."""
+        if self.egress_hosts is None:
+            return True
+        for namespace, host in self.egress_hosts:
+            if namespace == "~":
+                continue
+            ns = self.namespace if namespace == "." else namespace
+            if ns not in ("*", service_namespace):
+                continue
+            if host_matches(host, hostname):
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """An ``extensionProviders`` entry: where telemetry goes."""
+
+    name: str
+    kind: str  # opentelemetry | zipkin | envoyFileAccessLog | envoyOtelAls | prometheus
+    service: str = ""
+    port: int = 0
+    path: str = ""  # file access log path
+    encoding: str = ""  # TEXT | JSON (file access log)
+    format: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MeshSettings:
+    """The subset of Istio's MeshConfig sailplane honours."""
+
+    root_namespace: str = "istio-system"
+    outbound_mode: str = "ALLOW_ANY"
+    access_log_file: str = ""  # "" = off; "/dev/stdout" as Istio's demo profile
+    access_log_encoding: str = "TEXT"
+    access_log_format: str = ""
+    enable_tracing: bool = False
+    tracing_sampling: float = 1.0  # percent, Istio's default
+    extension_providers: tuple[Provider, ...] = ()
+    default_tracing: tuple[str, ...] = ()
+    default_access_logging: tuple[str, ...] = ()
+    default_metrics: tuple[str, ...] = ()
+    source: Source | None = None
+
+    def provider(self, name: str) -> Provider | None:
+        return next((p for p in self.extension_providers if p.name == name), None)
