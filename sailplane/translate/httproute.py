@@ -37,7 +37,10 @@ FAULT_FILTER = "envoy.filters.http.fault"
 CORS_FILTER = "envoy.filters.http.cors"
 
 # Istio's default retry policy (pilot/pkg/networking/core/route/retry).
-DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+DEFAULT_RETRY_ON = (
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,"
+    "reset-before-request"
+)
 DEFAULT_RETRIES = 2
 
 
