@@ -209,10 +209,11 @@ def test_edits_show_in_the_view_and_strict_refuses_the_legacy_client(tmp_path: P
     # The ingress and the frontend's sidecar go on over mTLS; the legacy client is refused.
     # Known (open in the closing note): the switch to STRICT drains the backends'
     # inbound listeners, and a caller can lose one request on a keep-alive
-    # connection closing under it (503 "connection termination"), rarely since
+    # connection closing under it (503 "connection termination" from Envoy, or
+    # 502 from the frontend app whose backend call got that 503), rarely since
     # retries include reset-before-request. At most one, never more.
     for client in ("ingress", "weather-frontend"):
-        assert re.fullmatch(r"0|HTTP 503 1", result[client]["failed"]), result[client]
+        assert re.fullmatch(r"0|HTTP 50[23] 1", result[client]["failed"]), result[client]
     assert result["legacy-client"]["split"] == "no answer", result["legacy-client"]
     assert result["legacy-client"]["failed"].startswith("refused"), result["legacy-client"]
     split = shares(result["ingress"]["split"])
