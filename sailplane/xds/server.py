@@ -304,14 +304,18 @@ class _Stream:
         selected = available if st.wildcard else st.names & available
         kept = {n: c for n, c in kept.items() if st.wildcard or n in st.names}
         version = self._target_version(type_url, snapshot) if kept else resources.version
+        nonce = str(next(self._nonces))
         if kept:
-            body = resources.header(version) + b"".join(
-                [resources.chunks[n] for n in sorted(selected)] + [kept[n] for n in sorted(kept)]
+            message = b"".join(
+                [
+                    resources.header(version),
+                    *[resources.chunks[n] for n in sorted(selected)],
+                    *[kept[n] for n in sorted(kept)],
+                    encode_nonce(nonce),
+                ]
             )
         else:
-            body = resources.body(None if st.wildcard else selected)
-        nonce = str(next(self._nonces))
-        message = body + encode_nonce(nonce)
+            message = resources.message(None if st.wildcard else selected, encode_nonce(nonce))
         await self.outstanding.before_send()
         await self.server.write(self.context, message)
         self.outstanding.sent(type_url)

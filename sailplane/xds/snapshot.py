@@ -163,6 +163,12 @@ class TypeResources:
         ).SerializeToString()
         return encoded
 
+    def message(self, names: Iterable[str] | None, nonce: bytes) -> bytes:
+        """The whole response, nonce included, in as few copies as possible:
+        at cold start every stream holds its response until gRPC has sent it,
+        so each extra copy of a 1 MB body is 1 GB across 1,000 proxies."""
+        return self.body(names) + nonce
+
     def body(self, names: Iterable[str] | None = None) -> bytes:
         """The response without its nonce: all resources, or only ``names``."""
         if names is None:
@@ -188,8 +194,13 @@ class _MergedTypeResources(TypeResources):
 
     def body(self, names: Iterable[str] | None = None) -> bytes:
         if names is None:
-            return self.header(self.version) + b"".join(self.chunks.values())
+            return b"".join([self.header(self.version), *self.chunks.values()])
         return super().body(names)
+
+    def message(self, names: Iterable[str] | None, nonce: bytes) -> bytes:
+        if names is None:  # one join, not a join and then a concatenation
+            return b"".join([self.header(self.version), *self.chunks.values(), nonce])
+        return super().message(names, nonce)
 
     def parts(self) -> tuple[TypeResources, ...]:
         return self._sources
