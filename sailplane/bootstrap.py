@@ -6,7 +6,6 @@ listener, route and cluster then arrives over ADS.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from typing import Any
 
@@ -22,7 +21,8 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import json_format, struct_pb2
 
-from sailplane.model.registry import Workload
+from sailplane.model.hosts import is_ip_address
+from sailplane.model.registry import Endpoint, Protocol, ServicePort, Workload
 from sailplane.secure import BootstrapCredentials
 from sailplane.translate.common import ads_config_source, duration, pack, socket_address
 from sailplane.translate.endpoints import build_load_assignment
@@ -30,14 +30,6 @@ from sailplane.translate.proxy import META_APP_ADDRESS, META_OUTBOUND, META_ROLE
 
 XDS_CLUSTER = "xds-grpc"
 MAX_DOWNSTREAM_CONNECTIONS = 2147483647
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _xds_tls_socket(credentials: BootstrapCredentials) -> base_pb2.TransportSocket:
@@ -65,12 +57,11 @@ def _xds_tls_socket(credentials: BootstrapCredentials) -> base_pb2.TransportSock
 def _xds_cluster(
     host: str, port: int, credentials: BootstrapCredentials | None = None
 ) -> cluster_pb2.Cluster:
-    from sailplane.model.registry import Endpoint, Protocol, ServicePort
 
     cluster = cluster_pb2.Cluster(
         name=XDS_CLUSTER,
         # A compose service name needs DNS; an address does not.
-        type=cluster_pb2.Cluster.STATIC if _is_ip(host) else cluster_pb2.Cluster.STRICT_DNS,
+        type=cluster_pb2.Cluster.STATIC if is_ip_address(host) else cluster_pb2.Cluster.STRICT_DNS,
         connect_timeout=duration(1),
     )
     cluster.load_assignment.CopyFrom(

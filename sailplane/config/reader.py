@@ -8,11 +8,11 @@ Parsers never raise for bad input: they collect.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from sailplane.model.hosts import is_ip_address
 from sailplane.model.source import (
     Diagnostic,
     FieldPath,
@@ -260,11 +260,7 @@ def label_value_problem(value: str) -> str:
 
 def host_problem(host: str) -> str:
     """Istio's host syntax: ``*``, ``*.example.com``, ``name.ns``, an IP."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
+    if is_ip_address(host):
         return ""
     name = host[1:] if host.startswith("*") else host
     if host == "*":

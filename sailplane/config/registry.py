@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from sailplane.config.reader import ObjectReader
-from sailplane.model.hosts import resolve_host
+from sailplane.model.hosts import is_ip_address, resolve_host
 from sailplane.model.registry import (
     Endpoint,
     Location,
@@ -68,14 +66,6 @@ def _parse_se_ports(r: ObjectReader) -> list[ServicePort]:
     return ports
 
 
-def _is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
-
-
 def parse_service_entry(r: ObjectReader, domain_suffix: str) -> list[Service]:
     """``ServiceEntry``: one Service per host (istio.io/latest/docs/reference/config/
     networking/service-entry). Endpoints are inline, or WorkloadEntries picked by
@@ -103,7 +93,7 @@ def parse_service_entry(r: ObjectReader, domain_suffix: str) -> list[Service]:
         address = r.string((*base, "address"), required=True)
         if address is None:
             continue
-        if resolution is Resolution.STATIC and not _is_ip(address):
+        if resolution is Resolution.STATIC and not is_ip_address(address):
             r.report(
                 (*base, "address"),
                 f"{address!r} is not an IP address, as resolution STATIC requires",

@@ -10,7 +10,18 @@ NAME.NAMESPACE.svc.cluster.local where NAMESPACE is the rule's namespace").
 
 from __future__ import annotations
 
+import ipaddress
+
 DEFAULT_DOMAIN_SUFFIX = "cluster.local"
+
+
+def is_ip_address(host: str) -> bool:
+    """An IPv4 or IPv6 literal (as opposed to a DNS name)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def resolve_host(host: str, namespace: str, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> str:

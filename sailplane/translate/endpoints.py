@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable, Mapping
 
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from google.protobuf import wrappers_pb2
 
+from sailplane.model.hosts import is_ip_address
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import (
     Endpoint,
@@ -21,14 +21,6 @@ from sailplane.translate.common import socket_address
 from sailplane.translate.mtls import tls_match_metadata
 
 
-def _is_ip(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
-
-
 def uses_dns(service: Service, endpoints: tuple[Endpoint, ...]) -> bool:
     """EDS carries IP addresses only; a service resolved by DNS, or whose
     instances are named by host name (compose service names), becomes a
@@ -36,7 +28,7 @@ def uses_dns(service: Service, endpoints: tuple[Endpoint, ...]) -> bool:
     ``resolution: DNS``."""
     if service.resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN):
         return True
-    return any(not _is_ip(e.address) for e in endpoints)
+    return any(not is_ip_address(e.address) for e in endpoints)
 
 
 def subset_endpoints(

@@ -3,7 +3,6 @@ workload port (Istio's "bind" mode: no iptables, no privileges)."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 
 from envoy.config.core.v3 import protocol_pb2
@@ -20,6 +19,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf.message import Message
 
 from sailplane.model.authz import AuthorizationPolicy
+from sailplane.model.hosts import is_ip_address
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Protocol
 from sailplane.model.telemetry import WorkloadTelemetry
@@ -109,11 +109,7 @@ def inbound_ports(proxy: Proxy, mesh: MeshConfig) -> dict[int, Protocol]:
 def bind_address(address: str) -> str:
     """Listeners bind IP addresses; a workload named by DNS (a compose service)
     binds every address of its own network namespace instead."""
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return "0.0.0.0"
-    return address
+    return address if is_ip_address(address) else "0.0.0.0"
 
 
 def build_inbound_listener(

@@ -22,7 +22,6 @@ peer exchange that lets each side name the other.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 
 from envoy.config.accesslog.v3 import accesslog_pb2
@@ -48,6 +47,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import percent_pb2
 
+from sailplane.model.hosts import is_ip_address
 from sailplane.model.registry import Endpoint, Protocol, ServicePort
 from sailplane.model.sidecar import Provider
 from sailplane.model.telemetry import TracingPlan, WorkloadTelemetry
@@ -284,11 +284,7 @@ def tracing_clusters(plan: WorkloadTelemetry) -> list[cluster_pb2.Cluster]:
     provider = plan.tracing.provider
     host, port = _collector(provider)
     name = tracing_cluster_name(provider)
-    try:
-        ipaddress.ip_address(host)
-        kind = cluster_pb2.Cluster.STATIC
-    except ValueError:
-        kind = cluster_pb2.Cluster.STRICT_DNS
+    kind = cluster_pb2.Cluster.STATIC if is_ip_address(host) else cluster_pb2.Cluster.STRICT_DNS
     cluster = cluster_pb2.Cluster(name=name, type=kind, connect_timeout=duration(1))
     cluster.load_assignment.CopyFrom(
         build_load_assignment(

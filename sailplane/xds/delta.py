@@ -34,7 +34,6 @@ between two shared TypeResources, computed once for all streams.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,15 +42,13 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from sailplane.xds.push import Outstanding
 from sailplane.xds.snapshot import Snapshot, TypeResources, encode_nonce
 from sailplane.xds.status import StreamStatus
+from sailplane.xds.stream import StreamCore
 from sailplane.xds.types import (
     CLUSTER,
     ENDPOINT,
-    LISTENER,
     PUSH_ORDER,
-    ROUTE,
     SHORT_NAMES,
     WILDCARD_TYPES,
 )
@@ -62,7 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("sailplane.xds.delta")
 
 _REFERENCED_TYPES = (CLUSTER, ENDPOINT)
-_REFERRING_TYPES = (LISTENER, ROUTE)
 
 # (id(old), id(new)) -> (old, new, names that differ). The objects are kept
 # alive with the entry so an id is never reused while its entry exists.
@@ -140,7 +136,7 @@ class _DeltaType:
         self.base = None
 
 
-class DeltaStream:
+class DeltaStream(StreamCore[_DeltaType]):
     """One delta ADS stream. Same shape as the state-of-the-world stream, so
     :meth:`AdsServer._loop` drives both."""
 
@@ -151,22 +147,7 @@ class DeltaStream:
         node_id: str,
         status: StreamStatus,
     ) -> None:
-        self.server = server
-        self.context = context
-        self.node_id = node_id
-        self.status = status
-        self.types: dict[str, _DeltaType] = {}
-        self.reader: Any = None
-        self._nonces = itertools.count(1)
-        self.outstanding = Outstanding(
-            server.throttle, server.response_timeout, server.slot_timeout
-        )
-
-    def state(self, type_url: str) -> _DeltaType:
-        found = self.types.get(type_url)
-        if found is None:
-            found = self.types[type_url] = _DeltaType()
-        return found
+        super().__init__(server, context, node_id, status, _DeltaType)
 
     # -- requests ----------------------------------------------------------
 
@@ -240,15 +221,6 @@ class DeltaStream:
                 await self.send(type_url, snapshot)
         await self._finish_removals(snapshot)
         await self._send_followers(snapshot)
-
-    def _referrers_synced(self, snapshot: Snapshot) -> bool:
-        for type_url in _REFERRING_TYPES:
-            st = self.types.get(type_url)
-            if st is None or not st.wanted:
-                continue
-            if self.status.of(type_url).acked != snapshot.version(type_url):
-                return False
-        return True
 
     async def _finish_removals(self, snapshot: Snapshot) -> None:
         for type_url in _REFERENCED_TYPES:

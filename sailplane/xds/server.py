@@ -55,11 +55,11 @@ from sailplane.xds.cache import SnapshotCache
 from sailplane.xds.push import (
     DEFAULT_RESPONSE_TIMEOUT,
     DEFAULT_SLOT_TIMEOUT,
-    Outstanding,
     PushThrottle,
 )
 from sailplane.xds.snapshot import Snapshot, TypeResources, encode_nonce
 from sailplane.xds.status import StatusRegistry, StreamStatus
+from sailplane.xds.stream import StreamCore
 from sailplane.xds.types import (
     CLUSTER,
     ENDPOINT,
@@ -76,7 +76,6 @@ ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 
 # Removals of these types wait until listeners and routes no longer refer to them.
 _REFERENCED_TYPES = (CLUSTER, ENDPOINT)
-_REFERRING_TYPES = (LISTENER, ROUTE)
 # After a response of the key type, re-send the value type (Envoy re-warms).
 _RESEND_AFTER = {CLUSTER: ENDPOINT, LISTENER: ROUTE}
 
@@ -171,7 +170,7 @@ class _TypeState:
         return self.subscribed and (self.wildcard or bool(self.names))
 
 
-class _Stream:
+class _Stream(StreamCore[_TypeState]):
     """One ADS stream: subscriptions, nonces, ACK/NACK. All state is touched
     only by the stream's own task."""
 
@@ -182,22 +181,7 @@ class _Stream:
         node_id: str,
         status: StreamStatus,
     ) -> None:
-        self.server = server
-        self.context = context
-        self.node_id = node_id
-        self.status = status
-        self.types: dict[str, _TypeState] = {}
-        self.reader: asyncio.Future[Any] | None = None
-        self._nonces = itertools.count(1)
-        self.outstanding = Outstanding(
-            server.throttle, server.response_timeout, server.slot_timeout
-        )
-
-    def state(self, type_url: str) -> _TypeState:
-        found = self.types.get(type_url)
-        if found is None:
-            found = self.types[type_url] = _TypeState()
-        return found
+        super().__init__(server, context, node_id, status, _TypeState)
 
     # -- requests ----------------------------------------------------------
 
@@ -250,16 +234,6 @@ class _Stream:
                 await self.send(type_url, snapshot)
         await self._finish_removals(snapshot)
         await self._send_followers(snapshot)
-
-    def _referrers_synced(self, snapshot: Snapshot) -> bool:
-        """Have listeners and routes been accepted at the snapshot's versions?"""
-        for type_url in _REFERRING_TYPES:
-            st = self.types.get(type_url)
-            if st is None or not st.wanted:
-                continue
-            if self.status.of(type_url).acked != snapshot.version(type_url):
-                return False
-        return True
 
     def _kept(
         self, type_url: str, resources: TypeResources, snapshot: Snapshot
