@@ -10,11 +10,13 @@ NAME.NAMESPACE.svc.cluster.local where NAMESPACE is the rule's namespace").
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 DEFAULT_DOMAIN_SUFFIX = "cluster.local"
 
 
+@functools.lru_cache(maxsize=65536)
 def is_ip_address(host: str) -> bool:
     """An IPv4 or IPv6 literal (as opposed to a DNS name)."""
     try:

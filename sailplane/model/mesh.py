@@ -98,13 +98,61 @@ class MeshConfig:
         """Workloads of ``namespace`` whose labels include ``selector`` (in id order)."""
         if not selector:
             return ()
-        candidates: set[str] | None = None
-        for key, value in selector.items():
-            ids = {w.id for w in self._label_index.get((namespace, key, value), ())}
-            candidates = ids if candidates is None else candidates & ids
-            if not candidates:
-                return ()
-        return tuple(w for w in self.workloads if w.id in (candidates or ()))
+        groups = [self._label_index.get((namespace, k, v), ()) for k, v in selector.items()]
+        smallest = min(groups, key=len)
+        if len(groups) == 1 or not smallest:
+            return smallest  # already in id order
+        others = [{w.id for w in g} for g in groups if g is not smallest]
+        return tuple(w for w in smallest if all(w.id in ids for ids in others))
+
+    @cached_property
+    def _virtual_services_by_host(
+        self,
+    ) -> tuple[Mapping[str, tuple[VirtualService, ...]], tuple[VirtualService, ...]]:
+        """(exact host -> VirtualServices naming it, VirtualServices with a
+        wildcard host), each in :attr:`virtual_services` order."""
+        exact: dict[str, list[VirtualService]] = {}
+        wildcard: list[VirtualService] = []
+        for vs in self.virtual_services:
+            for host in dict.fromkeys(vs.hosts):
+                if "*" in host:
+                    if not wildcard or wildcard[-1] is not vs:
+                        wildcard.append(vs)
+                else:
+                    exact.setdefault(host, []).append(vs)
+        return {h: tuple(v) for h, v in exact.items()}, tuple(wildcard)
+
+    def virtual_services_for_host(self, hostname: str) -> tuple[VirtualService, ...]:
+        """The VirtualServices that may route ``hostname`` (an exact host, or a
+        wildcard; the caller checks which host matches), in mesh order."""
+        exact, wildcard = self._virtual_services_by_host
+        named = exact.get(hostname, ())
+        if not wildcard:
+            return named
+        if not named:
+            return wildcard
+        order = self._virtual_service_order
+        both = {id(vs): vs for vs in (*named, *wildcard)}
+        return tuple(sorted(both.values(), key=lambda vs: order[id(vs)]))
+
+    @cached_property
+    def _virtual_service_order(self) -> Mapping[int, int]:
+        return {id(vs): i for i, vs in enumerate(self.virtual_services)}
+
+    @cached_property
+    def source_label_selectors(self) -> tuple[tuple[tuple[str, str], ...], ...]:
+        """Every distinct ``sourceLabels`` of the VirtualServices' matches, sorted."""
+        return tuple(
+            sorted(
+                {
+                    tuple(sorted(m.source_labels.items()))
+                    for vs in self.virtual_services
+                    for http in vs.http
+                    for m in http.match
+                    if m.source_labels
+                }
+            )
+        )
 
     @cached_property
     def _instances(self) -> Mapping[str, tuple[Endpoint, ...]]:

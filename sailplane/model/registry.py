@@ -129,21 +129,28 @@ class Workload:
     ports: Mapping[str, int] = field(default_factory=dict)
     service_account: str = "default"
     weight: int = 1
+    # Derived once: both are asked for millions of times in a large mesh, and
+    # one Endpoint object per workload lets unchanged instance lists compare
+    # by identity.
+    id: str = field(init=False, repr=False, compare=False)
+    """The Envoy node id of this workload's proxy: ``name.namespace``."""
+    _endpoint: Endpoint = field(init=False, repr=False, compare=False)
 
-    @property
-    def id(self) -> str:
-        """The Envoy node id of this workload's proxy: ``name.namespace``."""
-        return f"{self.name}.{self.namespace}"
-
-    def endpoint(self) -> Endpoint:
-        return Endpoint(
+    def __post_init__(self) -> None:
+        node_id = f"{self.name}.{self.namespace}"
+        object.__setattr__(self, "id", node_id)
+        endpoint = Endpoint(
             address=self.address,
             labels=self.labels,
             ports=self.ports,
             weight=self.weight,
             service_account=self.service_account,
-            workload=self.id,
+            workload=node_id,
         )
+        object.__setattr__(self, "_endpoint", endpoint)
+
+    def endpoint(self) -> Endpoint:
+        return self._endpoint
 
 
 def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:

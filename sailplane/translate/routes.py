@@ -57,7 +57,7 @@ def mesh_virtual_service(mesh: MeshConfig, hostname: str, namespace: str) -> Vir
     an exact host first, then the most specific wildcard; VirtualServices in
     the client's namespace win over others (Istio's lookup order)."""
     best: tuple[int, int, VirtualService] | None = None
-    for vs in mesh.virtual_services:
+    for vs in mesh.virtual_services_for_host(hostname):
         if "mesh" not in vs.gateways or not exported_to(vs.export_to, vs.namespace, namespace):
             continue
         for host in vs.hosts:
@@ -229,13 +229,4 @@ def build_outbound_route_config(
 def route_signature(mesh: MeshConfig, labels: Mapping[str, str]) -> tuple[bool, ...]:
     """Which ``sourceLabels`` selectors of the mesh match these labels: proxies
     with the same signature (and namespace) share one route table."""
-    selectors = sorted(
-        {
-            tuple(sorted(m.source_labels.items()))
-            for vs in mesh.virtual_services
-            for http in vs.http
-            for m in http.match
-            if m.source_labels
-        }
-    )
-    return tuple(selector_matches(dict(s), labels) for s in selectors)
+    return tuple(selector_matches(dict(s), labels) for s in mesh.source_label_selectors)
