@@ -23,6 +23,7 @@ import grpc
 
 from sailplane.ca import CertificateAuthority, IdentityStore
 from sailplane.config.assemble import InForce
+from sailplane.config.incremental import DocumentCache
 from sailplane.config.loader import LoadResult, load_dir, object_changes
 from sailplane.config.watch import DirectoryWatcher
 from sailplane.controller import Controller
@@ -99,6 +100,8 @@ class ControlPlane:
         self.last_result: LoadResult | None = None  # the last load, applied or not
         self.applied_result: LoadResult | None = None  # the load in force
         self.in_force: InForce | None = None
+        # Parsed documents and objects of the last load: a reload re-parses only what changed.
+        self.documents = DocumentCache()
         self.applied_at: float | None = None
         self._reported: set[str] = set()
         self._watcher: DirectoryWatcher | None = None
@@ -114,7 +117,7 @@ class ControlPlane:
         ``change_seen_at`` (monotonic) is when the file change was first seen,
         for the convergence-time histogram."""
         started = time.monotonic()
-        result = load_dir(self.options.config_dir, previous=self.in_force)
+        result = load_dir(self.options.config_dir, previous=self.in_force, cache=self.documents)
         self.last_result = result
         news = self._report(result)
         if result.mesh is None:

@@ -1,5 +1,9 @@
 """Documents -> :class:`MeshConfig`: parse each object, check the whole.
 
+Parsing one object is interpret.py's job (a pure function of its document,
+so its result may be cached between loads); everything that involves other
+documents happens here, on every load.
+
 An object with errors is not used. If the configuration in force (``previous``)
 has a valid version of the same object, that version stays in force until the
 new one is fixed, as a Kubernetes API server keeps an object whose update its
@@ -10,88 +14,34 @@ into round robin. Deleting the object (or its file) does remove it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sailplane.config.authorization import parse_authorization_policy
 from sailplane.config.checks import check_mesh
-from sailplane.config.destinationrule import parse_destination_rule
-from sailplane.config.envelope import reader_for
-from sailplane.config.gateway import parse_gateway
-from sailplane.config.reader import ObjectReader
+from sailplane.config.interpret import ISTIO_KINDS, Interpreted, interpret_document
+from sailplane.config.records import ACTIVE as ACTIVE
+from sailplane.config.records import IGNORED as IGNORED
+from sailplane.config.records import REJECTED as REJECTED
+from sailplane.config.records import RETAINED as RETAINED
+from sailplane.config.records import Key as Key
+from sailplane.config.records import ObjectRecord as ObjectRecord
+from sailplane.config.records import document_digest as document_digest
 from sailplane.config.references import check_references
-from sailplane.config.registry import parse_service, parse_service_entry, parse_workload_entry
-from sailplane.config.security import parse_legacy_policy, parse_peer_authentication
-from sailplane.config.sidecar import MESH_CONFIGMAP, parse_mesh_settings, parse_sidecar
-from sailplane.config.telemetry import check_telemetry, parse_telemetry
-from sailplane.config.virtualservice import parse_virtual_service
+from sailplane.config.telemetry import check_telemetry
 from sailplane.config.yamldoc import Document
 from sailplane.model.authz import AuthorizationPolicy
 from sailplane.model.mesh import MeshConfig, ObjectRef
-from sailplane.model.networking import DestinationRule, Gateway, VirtualService
 from sailplane.model.registry import Service, Workload
-from sailplane.model.security import PeerAuthentication
-from sailplane.model.sidecar import MeshSettings, Sidecar
+from sailplane.model.sidecar import MeshSettings
 from sailplane.model.source import Diagnostic, Position, Severity
-from sailplane.model.telemetry import Telemetry
-
-Key = tuple[str, str, str]  # kind, namespace, name
-
-ACTIVE = "active"  # this version is in force
-RETAINED = "retained"  # this version is rejected; the last good one is in force
-REJECTED = "rejected"  # has errors; not in force at all
-IGNORED = "ignored"  # a kind sailplane does not translate yet
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectRecord:
-    """One object of the directory and what became of it."""
-
-    kind: str
-    namespace: str
-    name: str
-    file: str  # where the version in force came from (the rejected one if none is)
-    line: int
-    digest: str  # content hash of that version
-    state: str = ACTIVE
-    rejected_at: str = ""  # "file:line" of a rejected newer version
-
-    @property
-    def key(self) -> Key:
-        return (self.kind, self.namespace, self.name)
-
-    def to_json(self) -> dict[str, object]:
-        out: dict[str, object] = {
-            "kind": self.kind,
-            "namespace": self.namespace,
-            "name": self.name,
-            "source": f"{self.file}:{self.line}",
-            "state": self.state,
-            "digest": self.digest[:12],
-        }
-        if self.rejected_at:
-            out["rejected_version"] = self.rejected_at
-        return out
 
 
 @dataclass(slots=True)
 class _Collected:
     services: dict[str, Service] = field(default_factory=dict)
     workloads: dict[str, Workload] = field(default_factory=dict)
-    istio: dict[str, list[Any]] = field(
-        default_factory=lambda: {
-            "VirtualService": [],
-            "DestinationRule": [],
-            "Gateway": [],
-            "PeerAuthentication": [],
-            "AuthorizationPolicy": [],
-            "Sidecar": [],
-            "Telemetry": [],
-        }
-    )
+    istio: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in ISTIO_KINDS})
     settings: MeshSettings | None = None
     # Invalid AuthorizationPolicies, in their deny-everything form.
     fail_closed: dict[Key, AuthorizationPolicy] = field(default_factory=dict)
@@ -105,32 +55,36 @@ class InForce:
     records: Mapping[Key, ObjectRecord]
 
 
-def document_digest(data: Any) -> str:
-    def canonical(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {str(k): canonical(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [canonical(v) for v in value]
-        return value
-
-    text = json.dumps(canonical(data), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def build_mesh(
-    documents: list[Document], domain_suffix: str, previous: InForce | None = None
+    documents: Sequence[Document], domain_suffix: str, previous: InForce | None = None
 ) -> tuple[MeshConfig, list[Diagnostic], list[ObjectRecord]]:
+    """Interpret every document, then assemble the mesh (see :func:`assemble_mesh`)."""
+    interpreted = [interpret_document(doc, domain_suffix) for doc in documents]
+    return assemble_mesh(interpreted, domain_suffix, previous)
+
+
+def assemble_mesh(
+    interpreted: Sequence[Interpreted], domain_suffix: str, previous: InForce | None = None
+) -> tuple[MeshConfig, list[Diagnostic], list[ObjectRecord]]:
+    """The documents' objects, in file order, -> the mesh, its diagnostics and
+    the record of every object.
+
+    Only what involves several documents happens here (duplicates, a host
+    defined twice, the last good version, the cross-object checks), so the
+    interpreted documents may come from a cache: the result is the same."""
     diagnostics: list[Diagnostic] = []
     found = _Collected()
-    records: dict[Key, ObjectRecord] = {}  # the versions in the files
+    objects: dict[Key, tuple[ObjectRecord, Interpreted]] = {}  # the versions in the files
     states: dict[Key, str] = {}  # what became of them, when not ACTIVE
-    for doc in documents:
-        reader = reader_for(doc, diagnostics)
-        if reader is None:
+    for item in interpreted:
+        diagnostics.extend(item.outside)
+        record = item.record
+        if record is None:
             continue
-        key = (reader.kind, reader.namespace, reader.name)
-        if key in records:
-            first = records[key]
+        key = record.key
+        if key in objects:
+            first, _ = objects[key]
+            reader = item.reader()
             reader.report(
                 ("metadata", "name"),
                 f"duplicate {reader.kind} {reader.namespace}/"
@@ -138,20 +92,16 @@ def build_mesh(
             )
             diagnostics.extend(reader.diagnostics)
             continue
-        record = ObjectRecord(
-            *key, doc.source.file, doc.source.position.line, document_digest(doc.data)
-        )
-        kept = _parse_object(reader, domain_suffix, found)
-        diagnostics.extend(reader.diagnostics)
+        kept, failed = _collect(item, found, diagnostics)
         if not kept:
-            states[key] = REJECTED if reader.failed else IGNORED
-            if reader.failed and previous is not None and _retain(key, previous, found):
+            states[key] = REJECTED if failed else IGNORED
+            if failed and previous is not None and _retain(key, previous, found):
                 states[key] = RETAINED
             elif key in found.fail_closed:
                 # A broken security policy with no good version to fall back on
                 # denies what it selects rather than vanishing (allow-all).
                 found.istio["AuthorizationPolicy"].append(found.fail_closed[key])
-        records[key] = record
+        objects[key] = record, item
     by_key = lambda o: (o.namespace, o.name)  # noqa: E731
     mesh = MeshConfig(
         services=tuple(sorted(found.services.values(), key=lambda s: s.hostname)),
@@ -174,22 +124,60 @@ def build_mesh(
     diagnostics.extend(problems)
     states.update((key, REJECTED) for key in dropped)
     states.update((key, RETAINED) for key in retained)
-    final = [_with_state(r, states.get(r.key, ACTIVE), previous) for r in records.values()]
+    final: list[ObjectRecord] = []
+    in_force: list[ObjectRef] = []
+    for key, (read, item) in objects.items():
+        record = _with_state(read, states.get(key, ACTIVE), previous)
+        final.append(record)
+        if record is read and item.ref is not None:  # active, as read: its ref is ready-made
+            in_force.append(item.ref)
+        elif record.state in (ACTIVE, RETAINED):
+            in_force.append(
+                ObjectRef(record.kind, record.namespace, record.name, record.file, record.line)
+            )
     diagnostics.extend(_retained_note(r) for r in final if r.state == RETAINED)
     diagnostics.extend(check_mesh(mesh))
     diagnostics.extend(check_telemetry(mesh))
-    in_force = [
-        ObjectRef(r.kind, r.namespace, r.name, r.file, r.line)
-        for r in final
-        if r.state in (ACTIVE, RETAINED)
-    ]
     mesh = dataclasses.replace(mesh, objects=tuple(in_force))
     return mesh, diagnostics, final
+
+
+def _collect(
+    item: Interpreted, found: _Collected, diagnostics: list[Diagnostic]
+) -> tuple[bool, bool]:
+    """Add the document's objects to the collections and report what it
+    said. Returns (kept: the object joined the mesh, failed: it has errors);
+    an object that is not kept was dropped or is of a kind that adds nothing."""
+    if item.role == "registry":
+        return _collect_services(item, found, diagnostics)
+    diagnostics.extend(item.diagnostics)
+    if item.role == "istio":
+        if item.fail_closed is not None:
+            policy = item.fail_closed
+            found.fail_closed[("AuthorizationPolicy", policy.namespace, policy.name)] = policy
+            return False, item.failed
+        if item.istio is None:
+            return False, item.failed
+        found.istio[item.istio_kind].append(item.istio)
+        return True, item.failed
+    if item.role == "settings":
+        if item.settings is None:
+            return False, item.failed
+        found.settings = item.settings
+        return True, item.failed
+    if item.role == "workload":
+        if item.workload is None:
+            return False, item.failed
+        found.workloads[item.workload.id] = item.workload
+        return True, item.failed
+    return False, item.failed
 
 
 def _with_state(record: ObjectRecord, state: str, previous: InForce | None) -> ObjectRecord:
     """The record of the version in the files, or, for a retained object, of
     the last good version in force (naming the rejected one)."""
+    if state == record.state:
+        return record  # records are immutable: no need for a copy
     if state != RETAINED:
         return dataclasses.replace(record, state=state)
     assert previous is not None
@@ -244,79 +232,26 @@ def _retain(key: Key, previous: InForce, found: _Collected) -> bool:
     return added
 
 
-def _parse_object(reader: ObjectReader, domain_suffix: str, found: _Collected) -> bool:
-    """Add the object to the collections; False when it was dropped."""
-    kind = reader.kind
-    parsed: (
-        VirtualService
-        | DestinationRule
-        | Gateway
-        | PeerAuthentication
-        | AuthorizationPolicy
-        | Sidecar
-        | Telemetry
-        | Service
-        | None
-    )
-    if kind in found.istio or kind == "Policy":
-        if kind == "VirtualService":
-            parsed = parse_virtual_service(reader, domain_suffix)
-        elif kind == "DestinationRule":
-            parsed = parse_destination_rule(reader, domain_suffix)
-        elif kind == "Gateway":
-            parsed = parse_gateway(reader)
-        elif kind == "PeerAuthentication":
-            parsed = parse_peer_authentication(reader)
-        elif kind == "Sidecar":
-            parsed = parse_sidecar(reader)
-        elif kind == "Telemetry":
-            parsed = parse_telemetry(reader)
-        elif kind == "AuthorizationPolicy":
-            policy = parse_authorization_policy(reader)
-            if policy.fail_closed:
-                found.fail_closed[(kind, policy.namespace, policy.name)] = policy
-                return False
-            parsed = policy
-        else:  # the legacy authentication.istio.io Policy becomes a PeerAuthentication
-            parsed = parse_legacy_policy(reader)
-            kind = "PeerAuthentication"
-        if parsed is None:
-            return False
-        found.istio[kind].append(parsed)
-        return True
-    if kind == "ConfigMap":
-        if (reader.namespace, reader.name) != ("istio-system", MESH_CONFIGMAP):
-            return False  # not the mesh settings: ignored
-        settings = parse_mesh_settings(reader)
-        if settings is None:
-            return False
-        found.settings = settings
-        return True
-    if kind == "Service":
-        parsed = parse_service(reader, domain_suffix)
-        candidates = [parsed] if parsed else []
-    elif kind == "ServiceEntry":
-        candidates = parse_service_entry(reader, domain_suffix)
-    elif kind == "WorkloadEntry":
-        workload = parse_workload_entry(reader)
-        if workload is None:
-            return False
-        found.workloads[workload.id] = workload
-        return True
-    else:
+def _collect_services(
+    item: Interpreted, found: _Collected, diagnostics: list[Diagnostic]
+) -> tuple[bool, bool]:
+    """A Service or ServiceEntry joins the registry only if none of its hosts
+    is defined already (all of the object or none of it)."""
+    conflicts = [s for s in item.services if s.hostname in found.services]
+    if not conflicts:
+        diagnostics.extend(item.diagnostics)
+        if item.failed:
+            return False, True
+        found.services.update((s.hostname, s) for s in item.services)
+        return bool(item.services), False
+    reader = item.reader()
+    reader.diagnostics = list(item.diagnostics)
+    for service in conflicts:
+        other = found.services[service.hostname]
         reader.report(
-            ("kind",), f"{kind} is not supported yet by sailplane; ignored", Severity.WARNING
+            ("spec",),
+            f"host {service.hostname} is already defined by {other.kind} "
+            f"{other.namespace}/{other.name} ({other.source.file}); ignored",
         )
-        return False
-    for service in candidates:
-        other = found.services.get(service.hostname)
-        if other is not None:
-            reader.report(
-                ("spec",),
-                f"host {service.hostname} is already defined by {other.kind} "
-                f"{other.namespace}/{other.name} ({other.source.file}); ignored",
-            )
-    if reader.failed:  # all of the object or none of it
-        return False
-    found.services.update((s.hostname, s) for s in candidates)
-    return bool(candidates)
+    diagnostics.extend(reader.diagnostics)
+    return False, True

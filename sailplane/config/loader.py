@@ -22,8 +22,10 @@ from sailplane.config.assemble import (
     InForce,
     Key,
     ObjectRecord,
-    build_mesh,
+    assemble_mesh,
 )
+from sailplane.config.incremental import DocumentCache
+from sailplane.config.interpret import interpret_document
 from sailplane.config.yamldoc import Document, parse_documents
 from sailplane.errors import YamlSyntaxError
 from sailplane.model.hosts import DEFAULT_DOMAIN_SUFFIX
@@ -81,6 +83,7 @@ def load_dir(
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
     previous: InForce | None = None,
     keep_going: bool = False,
+    cache: DocumentCache | None = None,
 ) -> LoadResult:
     files = config_files(root)
     texts: list[tuple[str, str]] = []
@@ -94,7 +97,7 @@ def load_dir(
                 message=f"cannot read: {exc}",
             )
             return LoadResult(None, (diag,), files=len(files))
-    return load_texts(texts, domain_suffix, previous, keep_going)
+    return load_texts(texts, domain_suffix, previous, keep_going, cache=cache)
 
 
 def display_name(path: Path, root: Path) -> str:
@@ -110,6 +113,7 @@ def load_texts(
     domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
     previous: InForce | None = None,
     keep_going: bool = False,
+    cache: DocumentCache | None = None,
 ) -> LoadResult:
     """Load ``(file name, text)`` pairs; the pure core of :func:`load_dir`.
 
@@ -117,21 +121,34 @@ def load_texts(
     for invalid new versions. ``keep_going`` checks every file that parses
     even when another does not (``sailplane validate``); the result still has
     no mesh, since a directory that does not parse is never applied.
+    ``cache``, kept by a long-lived caller across loads of one directory,
+    re-parses only what changed since the last load; the result is the same
+    as without it, and unchanged objects are the very same objects.
     """
     digest = hashlib.sha256()
     documents: list[Document] = []
     syntax_errors: list[Diagnostic] = []
-    count = 0
+    names: list[str] = []
+    if cache is not None:
+        cache.start_load()
+    parse = cache.parse if cache is not None else parse_documents
     for name, text in texts:
-        count += 1
+        names.append(name)
         digest.update(name.encode() + b"\0" + text.encode() + b"\0")
         try:
-            documents.extend(parse_documents(text, name))
+            documents.extend(parse(text, name))
         except YamlSyntaxError as exc:
             syntax_errors.append(exc.diagnostic)
+    count = len(names)
+    if cache is not None:
+        cache.forget_files_except(set(names))
     if syntax_errors and not keep_going:
         return LoadResult(None, tuple(syntax_errors), files=count)
-    mesh, diagnostics, records = build_mesh(documents, domain_suffix, previous)
+    if cache is not None:
+        interpreted = cache.interpret(documents, domain_suffix)
+    else:
+        interpreted = [interpret_document(doc, domain_suffix) for doc in documents]
+    mesh, diagnostics, records = assemble_mesh(interpreted, domain_suffix, previous)
     diagnostics.extend(syntax_errors)
     diagnostics.sort(key=lambda d: (d.file, d.position.line, d.position.column))
     if syntax_errors:

@@ -1,0 +1,89 @@
+"""Cutting a YAML file into its documents without parsing it.
+
+The incremental loader parses the pieces of a file one by one; that is only
+right if every piece, parsed alone at its first line, gives exactly the
+documents (values and positions) that parsing the whole file gives. These
+tests hold :func:`split_documents` and :func:`shift_document` to that.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sailplane.config.yamldoc import (
+    Document,
+    parse_documents,
+    shift_document,
+    split_documents,
+)
+
+# Files that are safe to cut, each with something a naive splitter gets wrong.
+SAFE = {
+    "leading-implicit-document": "kind: A\nmetadata: {name: a}\n---\nkind: B\n",
+    "leading-comments-and-blank-lines": "# header\n\n---\nkind: A\n---\n\nkind: B\n",
+    "marker-with-comment-and-content": "--- # first\nkind: A\n--- {kind: B}\n---\n",
+    "empty-documents": "---\n---\n# only a comment\n---\nkind: A\n---\n",
+    "no-trailing-newline": "---\nkind: A\n---\nkind: B",
+    "block-scalar-with-dashes": (
+        "kind: A\ndata:\n  text: |\n    ---\n    not a marker\n  other: x\n---\nkind: B\n"
+    ),
+    "not-markers": "kind: A\nname: ----\nlist:\n- ---x\n---x: 1\n---\nkind: B\n",
+    "marker-followed-by-tab": "kind: A\n---\t# tab\nkind: B\n",
+    "crlf": "kind: A\r\nspec:\r\n  x: 1\r\n---\r\nkind: B\r\n  # c\r\n",
+    "multi-line-plain-scalar": "kind: A\ntext: one\n  two\n---\nkind: B\n",
+    "empty": "",
+    "only-a-marker": "---\n",
+    "aliases-within-a-document": "---\na: &x {k: v}\nb: *x\n---\nc: &x 1\nd: *x\n",
+}
+
+
+def _documents(pieces: list[tuple[int, str]], file: str) -> list[Document]:
+    return [doc for line, text in pieces for doc in parse_documents(text, file, line)]
+
+
+def _located(documents: list[Document]) -> list[object]:
+    """Values and every position: what must not differ between the two parses."""
+    return [(d.data, d.source, dict(d.source.positions)) for d in documents]
+
+
+@pytest.mark.parametrize("text", SAFE.values(), ids=SAFE.keys())
+def test_pieces_parse_to_the_documents_of_the_whole_file(text: str) -> None:
+    pieces = split_documents(text)
+    assert pieces is not None
+    assert "".join(piece for _, piece in pieces) == text
+    whole = parse_documents(text, "f.yaml")
+    assert _located(_documents(pieces, "f.yaml")) == _located(whole)
+
+
+def test_each_piece_starts_at_its_own_line() -> None:
+    text = "kind: A\n---\nkind: B\nspec: {}\n--- # c\n\nkind: C\n"
+    assert split_documents(text) == [
+        (0, "kind: A\n"),
+        (1, "---\nkind: B\nspec: {}\n"),
+        (4, "--- # c\n\nkind: C\n"),
+    ]
+
+
+UNSAFE = {
+    "yaml-directive": "%YAML 1.1\n---\nkind: A\n",
+    "tag-directive-later": "kind: A\n...\n%TAG !e! tag:example.com,2000:\n---\nkind: B\n",
+    "document-end-marker": "kind: A\n...\nkind: B\n",
+    "lone-carriage-return": "kind: A\r---\rkind: B\r",
+    "next-line": "kind: A\x85---\x85kind: B\n",
+    "line-separator": "kind: A\u2028---\nkind: B\n",
+    "byte-order-mark": "\ufeffkind: A\n---\nkind: B\n",
+}
+
+
+@pytest.mark.parametrize("text", UNSAFE.values(), ids=UNSAFE.keys())
+def test_texts_that_cannot_be_cut_safely_are_not_cut(text: str) -> None:
+    assert split_documents(text) is None
+
+
+def test_a_shifted_document_has_the_positions_a_parse_at_its_new_line_gives() -> None:
+    piece = "---\nkind: A\nspec:\n  hosts:\n  - a\n  - b\n"
+    (here,) = parse_documents(piece, "f.yaml", 3)
+    (there,) = parse_documents(piece, "f.yaml", 10)
+    moved = shift_document(here, 7)
+    assert _located([moved]) == _located([there])
+    assert moved.data is here.data  # shared, not copied
