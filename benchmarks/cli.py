@@ -9,17 +9,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.fanout import CHANGES
 from benchmarks.report import DEFAULT_JSON, compare, document, print_table, write_json
 from benchmarks.scenarios import SCENARIOS, Params, run
 
-QUICK = Params(services=20, ports=2, workloads=1, proxies=10, repeat=1)
+# Small enough for CI (the whole suite runs it), large enough to exercise
+# every path: subsets, routes, many streams on several channels.
+QUICK = Params(services=50, ports=1, workloads=2, subsets=2, proxies=100, changes=3, repeat=1)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="sailplane performance harness: translation, push fan-out, RSS.",
+        description="sailplane performance harness: translation, cold start, file save to "
+        "every proxy SYNCED, bytes per push, CPU, RSS.",
     )
     defaults = Params()
     parser.add_argument("--services", type=int, help=f"services (default {defaults.services})")
@@ -28,25 +30,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workloads", type=int, help=f"workloads per service (default {defaults.workloads})"
     )
     parser.add_argument(
+        "--subsets",
+        type=int,
+        help=f"DestinationRule subsets per service, with a weighted VirtualService "
+        f"(default {defaults.subsets})",
+    )
+    parser.add_argument(
         "--proxies", type=int, help=f"simulated ADS streams (default {defaults.proxies})"
-    )
-    parser.add_argument(
-        "--repeat", type=int, help=f"translation runs, median reported (default {defaults.repeat})"
-    )
-    parser.add_argument("--change", choices=CHANGES, help="what the pushed change is")
-    parser.add_argument(
-        "--subsets", type=int, help="DestinationRule subsets per service, with a weighted VS"
     )
     parser.add_argument(
         "--delta", action="store_true", default=None, help="simulated proxies use delta xDS"
     )
     parser.add_argument(
-        "--changes", type=int, help="changes pushed, for p50/p99 of change -> all SYNCED"
+        "--changes",
+        type=int,
+        help=f"saves of each kind of change, for p50/p99 (default {defaults.changes})",
+    )
+    parser.add_argument(
+        "--repeat", type=int, help=f"translation runs, median reported (default {defaults.repeat})"
     )
     parser.add_argument(
         "--only", action="append", choices=list(SCENARIOS), help="run only this scenario"
     )
-    parser.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    parser.add_argument("--quick", action="store_true", help=f"small sizes: {QUICK}")
     parser.add_argument(
         "--json",
         type=Path,

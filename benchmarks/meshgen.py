@@ -12,7 +12,9 @@ run sees exactly the same inputs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from sailplane.config.loader import load_texts
 from sailplane.model.mesh import MeshConfig
@@ -149,6 +151,22 @@ def generate_texts(spec: MeshSpec) -> list[tuple[str, str]]:
         traffic = [_traffic_yaml(s, spec) for s in range(spec.services)]
         texts.append(("traffic.yaml", "---\n".join(traffic)))
     return texts
+
+
+def write_texts(root: Path, texts: list[tuple[str, str]]) -> list[str]:
+    """Write the files that differ from what is on disk, each atomically (a
+    hidden temporary file renamed over it, as editors save), so a watcher
+    sees one complete change per file. Returns the names written."""
+    written = []
+    for name, text in texts:
+        path = root / name
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        temporary = root / f".{name}.tmp"
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+        written.append(name)
+    return written
 
 
 def load_mesh(spec: MeshSpec) -> MeshConfig:

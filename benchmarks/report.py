@@ -85,36 +85,47 @@ def _format(value: Any) -> str:
 
 def headline(doc: Mapping[str, Any]) -> list[str]:
     """The numbers the harness exists for, in words."""
-    scenarios, params = doc["scenarios"], doc["params"]
+    scenarios, p = doc["scenarios"], doc["params"]
+    mesh = (
+        f"{p['services']:,} services x {p['ports']} port(s) x {p['subsets']} subsets, "
+        f"{p['services'] * p['workloads']:,} workloads"
+    )
     lines = []
     if "translate" in scenarios:
         t = scenarios["translate"]
         lines.append(
-            f"snapshot for 1 proxy, {params['services']} services x {params['ports']} ports "
-            f"(load + apply + snapshot_for): {_format(t['ms'])} ms, median of {t['repeat']}"
+            f"{mesh}: load {_format(t['load_ms'])} ms, full translation {_format(t['full_ms'])} ms"
         )
+        for change in ("weight", "endpoint"):
+            if f"{change}_ms" in t:
+                lines.append(
+                    f"  one {change} change: {_format(t[f'{change}_ms'])} ms "
+                    f"({t[f'{change}_translation']}; encoded {t[f'{change}_encoded']}, "
+                    f"{t[f'{change}_virtual_hosts_built']} virtual hosts built)"
+                )
     if "fanout" in scenarios:
         f = scenarios["fanout"]
         lines.append(
-            f"push one change ({f['change']}) to {f['proxies']} ADS streams until all ACK: "
-            f"{_format(f['push_ms'])} ms (Controller.apply {_format(f['push_apply_ms'])} ms, "
-            f"{_format(f['push_bytes_per_proxy'] / 1024)} KiB per stream); "
-            f"cold start of all streams: {_format(f['cold_sync_ms'])} ms"
+            f"{f['proxies']:,} {f['protocol']} proxies: cold start to all SYNCED "
+            f"{_format(f['cold_sync_ms'] / 1000)} s ({_format(f['cold_server_cpu_s'])} CPU s, "
+            f"{_format(f['cold_bytes'] / 2**20)} MiB sent)"
         )
-        per_type = ", ".join(
-            f"{short} {f['push_encoded_by_type'].get(short, 0):,} encoded / {sent:,} delivered"
-            for short, sent in f["push_delivered_by_type"].items()
-            if sent
-        )
-        lines.append(
-            f"serialised in the push: {f['push_resources_encoded']:,} resources for "
-            f"{f['push_resources_delivered']:,} delivered ({per_type})"
-        )
+        for change in ("weight", "endpoint"):
+            c = scenarios.get(f"change_{change}")
+            if c is None:
+                continue
+            lines.append(
+                f"  {change} change, file save to all SYNCED: p50 "
+                f"{_format(c['save_to_synced_p50_ms'])} ms, p99 "
+                f"{_format(c['save_to_synced_p99_ms'])} ms over {c['changes']}; "
+                f"pushed {', '.join(c['types_pushed'])}, "
+                f"{_format(c['bytes_per_proxy_per_change'] / 1024)} KiB per proxy"
+            )
     if "rss" in scenarios:
         r = scenarios["rss"]
         lines.append(
-            f"server RSS: peak {_format(r['peak_mb'])} MB, after the push "
-            f"{_format(r['after_push_mb'])} MB ({_format(r['per_proxy_kb'])} KiB per stream)"
+            f"control plane RSS: peak {_format(r['peak_mb'])} MB, after cold start "
+            f"{_format(r['after_cold_start_mb'])} MB ({_format(r['per_proxy_kb'])} KiB per proxy)"
         )
     return lines
 

@@ -1,16 +1,18 @@
 """The glue between configuration and xDS: holds the mesh in force, admits
 proxies, and keeps every connected proxy's snapshot up to date.
 
-Work is shared: mesh-wide resources are translated and encoded once per
-configuration, route tables once per (namespace, port); only a proxy's own
-listeners and inbound clusters are built per proxy.
+Work is done once and shared: mesh-wide clusters and endpoints per service
+(generation.py), route tables per routes_key from encoded virtual hosts
+(routetables.py); only a proxy's own listeners and inbound clusters are
+built per proxy, and only when something they depend on changed. A new
+configuration is compared with the one in force (translate/impact.py) and
+only what the change touches is re-translated, as Istio scopes its pushes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -21,17 +23,13 @@ from google.protobuf import json_format
 
 from sailplane.ca import CertificateAuthority, IdentityStore, identity_of_certificate
 from sailplane.errors import UnknownProxyError
+from sailplane.generation import Generation, build_generation, next_generation
 from sailplane.logs import event
 from sailplane.model.mesh import MeshConfig
-from sailplane.translate import (
-    MeshWide,
-    Proxy,
-    build_mesh_wide,
-    build_proxy_resources,
-    build_routes,
-    proxy_from_node,
-)
+from sailplane.routetables import RouteTable, build_sidecar_route_table
+from sailplane.translate import Proxy, Role, build_proxy_resources, build_routes, proxy_from_node
 from sailplane.translate.build import cluster_in_scope, routes_key, scope_key
+from sailplane.translate.impact import FULL, Impact, impact_of
 from sailplane.translate.mtls import build_secrets
 from sailplane.xds import (
     CLUSTER,
@@ -50,14 +48,16 @@ from sailplane.xds.types import SHORT_NAMES
 log = logging.getLogger("sailplane.controller")
 
 
-@dataclass(frozen=True, slots=True)
-class _Generation:
-    """Per-configuration shared work."""
+@dataclass(slots=True)
+class _ProxyEntry:
+    """A connected proxy and the resources only it has."""
 
-    mesh: MeshConfig
-    mesh_wide: MeshWide
-    clusters: TypeResources
-    endpoints: TypeResources
+    proxy: Proxy
+    own_clusters: TypeResources
+    listeners: TypeResources
+    routes: TypeResources | None  # a gateway's own route tables; sidecars share theirs
+    # (shared clusters, merged with own_clusters): rebuilt only when they move
+    merged: tuple[TypeResources, TypeResources] | None = None
 
 
 class Controller:
@@ -79,15 +79,19 @@ class Controller:
             if identities is not None
             else IdentityStore(CertificateAuthority.create_self_signed())
         )
-        self._secrets: dict[tuple[str, int], TypeResources] = {}
+        # SPIFFE id -> (certificate serial, its encoded secrets)
+        self._secrets: dict[str, tuple[int, TypeResources]] = {}
         self.ready = asyncio.Event()
-        self._generation: _Generation | None = None
-        self._routes: dict[tuple[object, ...], TypeResources] = {}
-        self._scopes: dict[str, TypeResources] = {}
-        self._proxies: dict[str, Proxy] = {}
+        self._generation: Generation | None = None
+        self._tables: dict[tuple[object, ...], RouteTable] = {}
+        # During apply(): the tables of the configuration before, to build from.
+        self._previous_tables: dict[tuple[object, ...], RouteTable] = {}
+        self._scopes: dict[str, tuple[TypeResources, TypeResources]] = {}
+        self._proxies: dict[str, _ProxyEntry] = {}
         self._streams: dict[str, int] = {}
         self.nacks: list[tuple[str, str, str, str]] = []
-        self.last_apply = ""  # "full" or "endpoints": how the last apply() translated
+        self.last_impact: Impact = FULL
+        self.last_apply = ""  # Impact.kind of the last apply(): "full", "endpoints", ...
 
     @property
     def mesh(self) -> MeshConfig | None:
@@ -99,50 +103,85 @@ class Controller:
         """Put ``mesh`` in force; returns how many proxies' snapshots changed."""
         if mesh.trust_domain != self.trust_domain:
             mesh = dataclasses.replace(mesh, trust_domain=self.trust_domain)
-        incremental = self._apply_endpoints_only(mesh)
-        if incremental is not None:
-            return incremental
-        self.last_apply = "full"
-        wide = build_mesh_wide(mesh)
-        self._generation = _Generation(
-            mesh=mesh,
-            mesh_wide=wide,
-            clusters=_types(CLUSTER, wide.clusters),
-            endpoints=_types(ENDPOINT, wide.endpoints, "cluster_name"),
+        previous = self._generation
+        impact = FULL if previous is None else impact_of(previous.mesh, mesh)
+        self._generation = (
+            build_generation(mesh) if previous is None else next_generation(previous, mesh, impact)
         )
-        self._routes = {}
-        self._scopes = {}
+        self.last_impact, self.last_apply = impact, impact.kind
+        self._previous_tables = {} if impact.full else self._tables
+        self._tables = {}
         changed = 0
-        for node_id, proxy in list(self._proxies.items()):
-            try:
-                refreshed = proxy_from_node(node_id, proxy.metadata, mesh)
-            except UnknownProxyError:
-                log.warning("proxy %s: its WorkloadEntry is gone; keeping its last config", node_id)
-                continue
-            self._proxies[node_id] = refreshed
-            changed += self.cache.set(node_id, self.snapshot_for(refreshed))
+        try:
+            for node_id, entry in list(self._proxies.items()):
+                if _rebuilds(impact, node_id, entry.proxy):
+                    try:
+                        refreshed = proxy_from_node(node_id, entry.proxy.metadata, mesh)
+                    except UnknownProxyError:
+                        log.warning(
+                            "proxy %s: its WorkloadEntry is gone; keeping its last config", node_id
+                        )
+                        continue
+                    entry = self._proxies[node_id] = self._entry(refreshed)
+                changed += self.cache.set(node_id, self._snapshot(entry))
+        finally:
+            self._previous_tables = {}
         self.ready.set()
         return changed
 
+    def admit(self, proxy: Proxy) -> Snapshot:
+        """Keep ``proxy``'s snapshot in the cache from now on (a stream connected)."""
+        entry = self._proxies[proxy.id] = self._entry(proxy)
+        snapshot = self._snapshot(entry)
+        self.cache.set(proxy.id, snapshot)
+        return snapshot
+
     def snapshot_for(self, proxy: Proxy) -> Snapshot:
+        """The snapshot ``proxy`` would get (connected or not)."""
+        return self._snapshot(self._entry(proxy))
+
+    def _entry(self, proxy: Proxy) -> _ProxyEntry:
         generation = self._generation
         assert generation is not None, "apply() a configuration first"
-        key = routes_key(generation.mesh, proxy)
-        routes = self._routes.get(key)
-        if routes is None:
-            routes = self._routes[key] = _types(ROUTE, build_routes(generation.mesh, proxy))
-        resources = build_proxy_resources(generation.mesh, proxy, generation.mesh_wide, routes=())
+        mesh = generation.mesh
+        own = build_proxy_resources(mesh, proxy)
+        routes = None
+        if proxy.role is Role.GATEWAY:
+            routes = _types(ROUTE, build_routes(mesh, proxy))
+        return _ProxyEntry(
+            proxy, _types(CLUSTER, own.own_clusters), _types(LISTENER, own.listeners), routes
+        )
+
+    def _snapshot(self, entry: _ProxyEntry) -> Snapshot:
+        generation = self._generation
+        assert generation is not None
+        shared = self._scoped_clusters(entry.proxy)
+        if entry.merged is None or entry.merged[0] is not shared:
+            entry.merged = (shared, merge_types(shared, entry.own_clusters))
+        routes = entry.routes if entry.routes is not None else self._route_table(entry.proxy)
         return Snapshot(
             {
-                CLUSTER: merge_types(
-                    self._scoped_clusters(proxy), _types(CLUSTER, resources.own_clusters)
-                ),
+                CLUSTER: entry.merged[1],
                 ENDPOINT: generation.endpoints,
-                LISTENER: _types(LISTENER, resources.listeners),
+                LISTENER: entry.listeners,
                 ROUTE: routes,
-                SECRET: self.secrets_for(proxy),
+                SECRET: self.secrets_for(entry.proxy),
             }
         )
+
+    def _route_table(self, proxy: Proxy) -> TypeResources:
+        """The sidecar's route table, shared by every proxy with its routes_key;
+        during apply() built from the previous configuration's table."""
+        generation = self._generation
+        assert generation is not None
+        key = routes_key(generation.mesh, proxy)
+        table = self._tables.get(key)
+        if table is None:
+            previous = self._previous_tables.get(key)
+            changed = generation.impact.routes if previous is not None else None
+            table = build_sidecar_route_table(generation.mesh, proxy, previous, changed)
+            self._tables[key] = table
+        return table.resources
 
     def _scoped_clusters(self, proxy: Proxy) -> TypeResources:
         """The mesh-wide clusters this proxy's Sidecar lets it see: a subset of
@@ -153,81 +192,23 @@ class Controller:
         if not scope:
             return generation.clusters
         found = self._scopes.get(scope)
-        if found is None:
+        if found is None or found[0] is not generation.clusters:
             base = generation.clusters
             names = [n for n in base.chunks if cluster_in_scope(generation.mesh, proxy, n)]
-            digest = hashlib.sha256(f"{base.version}|{scope}".encode()).hexdigest()[:16]
-            found = self._scopes[scope] = TypeResources(
-                base.type_url,
-                digest,
-                {n: base.chunks[n] for n in names},
-                {n: base.messages[n] for n in names},
-            )
-        return found
-
-    # -- incremental translation (endpoint-only changes) ---------------------
-
-    def _apply_endpoints_only(self, mesh: MeshConfig) -> int | None:
-        """Put ``mesh`` in force by re-translating only what a change of
-        WorkloadEntries touches, as Istio's EDS-only push does: the endpoints
-        of the services whose instances changed, and the full snapshot of the
-        proxies whose own WorkloadEntry changed. Everyone else gets their last
-        snapshot with the new ClusterLoadAssignments, so a push sends EDS only.
-
-        Returns None (do a full apply) unless only workloads changed and no
-        cluster moved (a cluster carries its endpoints' identities, and DNS
-        clusters their endpoints)."""
-        old = self._generation
-        if old is None or not _only_workloads_differ(old.mesh, mesh):
-            return None
-        self.last_apply = "endpoints"
-        affected_old, affected_new = [], []
-        for before, after in zip(old.mesh.services, mesh.services, strict=True):
-            if old.mesh.endpoints_of(before) != mesh.endpoints_of(after):
-                affected_old.append(before)
-                affected_new.append(after)
-        was = build_mesh_wide(dataclasses.replace(old.mesh, services=tuple(affected_old)))
-        now = build_mesh_wide(dataclasses.replace(mesh, services=tuple(affected_new)))
-        if was.clusters != now.clusters:
-            self.last_apply = "full"
-            return None
-        gone = {e.cluster_name for e in was.endpoints} - {e.cluster_name for e in now.endpoints}
-        endpoints = old.endpoints.replace([(e.cluster_name, e) for e in now.endpoints], gone)
-        by_name = {e.cluster_name: e for e in old.mesh_wide.endpoints if e.cluster_name not in gone}
-        by_name.update((e.cluster_name, e) for e in now.endpoints)
-        wide = dataclasses.replace(
-            old.mesh_wide, endpoints=tuple(by_name[n] for n in sorted(by_name))
-        )
-        self._generation = dataclasses.replace(old, mesh=mesh, mesh_wide=wide, endpoints=endpoints)
-        changed = 0
-        for node_id, proxy in list(self._proxies.items()):
-            workload = mesh.workloads_by_id.get(node_id)
-            if workload is None:
-                log.warning("proxy %s: its WorkloadEntry is gone; keeping its last config", node_id)
-                continue
-            current = self.cache.get(node_id)
-            if workload == proxy.workload and current is not None:
-                snapshot = Snapshot({**current.resources, ENDPOINT: endpoints})
-            else:
-                proxy = self._proxies[node_id] = proxy_from_node(node_id, proxy.metadata, mesh)
-                snapshot = self.snapshot_for(proxy)
-            changed += self.cache.set(node_id, snapshot)
-        return changed
+            found = self._scopes[scope] = (base, base.subset(names, scope))
+        return found[1]
 
     def secrets_for(self, proxy: Proxy) -> TypeResources:
         """``default`` + ``ROOTCA`` for the proxy's own identity only; encoded
         once per issued certificate and shared by that identity's proxies."""
         identity = self.identities.get_workload(proxy.namespace, proxy.workload.service_account)
-        key = (identity.spiffe_id, identity.serial)
-        found = self._secrets.get(key)
-        if found is None:
-            for stale in [k for k in self._secrets if k[0] == identity.spiffe_id]:
-                del self._secrets[stale]
+        found = self._secrets.get(identity.spiffe_id)
+        if found is None or found[0] != identity.serial:
             secrets = build_secrets(
                 identity.cert_chain_pem, identity.private_key_pem, identity.trust_bundle_pem
             )
-            found = self._secrets[key] = _types(SECRET, secrets)
-        return found
+            found = self._secrets[identity.spiffe_id] = (identity.serial, _types(SECRET, secrets))
+        return found[1]
 
     def rotate_certificates(self) -> int:
         """Re-issue certificates past half their life and push the new secrets
@@ -236,12 +217,13 @@ class Controller:
         if not rotated or self._generation is None:
             return 0
         changed = 0
-        for node_id, proxy in list(self._proxies.items()):
+        for node_id, entry in list(self._proxies.items()):
+            proxy = entry.proxy
             spiffe = self._generation.mesh.spiffe_id(
                 proxy.namespace, proxy.workload.service_account
             )
             if spiffe in rotated:
-                changed += self.cache.set(node_id, self.snapshot_for(proxy))
+                changed += self.cache.set(node_id, self._snapshot(entry))
         log.info("rotated %d certificates; %d proxies updated", len(rotated), changed)
         return changed
 
@@ -268,9 +250,8 @@ class Controller:
                     f"node {proxy.id!r} belongs to {expected}, but the client certificate "
                     f"is {claimed}"
                 )
-        self._proxies[proxy.id] = proxy
+        self.admit(proxy)
         self._streams[proxy.id] = self._streams.get(proxy.id, 0) + 1
-        self.cache.set(proxy.id, self.snapshot_for(proxy))
         event(
             log,
             logging.INFO,
@@ -339,15 +320,12 @@ class Controller:
         return dump
 
 
-def _only_workloads_differ(old: MeshConfig, new: MeshConfig) -> bool:
-    """Whether two configurations differ in WorkloadEntries at most (every
-    other field compared, so a field added to MeshConfig later counts)."""
-    ignored = {"workloads", "objects", "diagnostics", "digest"}
-    return all(
-        getattr(old, f.name) == getattr(new, f.name)
-        for f in dataclasses.fields(MeshConfig)
-        if f.name not in ignored
-    )
+def _rebuilds(impact: Impact, node_id: str, proxy: Proxy) -> bool:
+    """Whether a change reaches the proxy's own resources (its listeners and
+    inbound clusters; a gateway's routes too)."""
+    if impact.full or node_id in impact.proxies:
+        return True
+    return impact.gateways and proxy.role is Role.GATEWAY
 
 
 def _types(type_url: str, messages: object, name_field: str = "name") -> TypeResources:

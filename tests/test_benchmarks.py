@@ -1,7 +1,9 @@
-"""The performance harness runs end to end at a tiny size, so it never rots.
+"""The performance harness runs end to end at CI size, so it never rots.
 
-No timing assertions: only that every scenario completes, every simulated
-proxy converged, and the JSON has the shape ``--compare`` relies on.
+No timing assertions (speed is measured in benchmarks/, not asserted): only
+that every scenario completes, every simulated proxy converged after every
+saved change, each change was translated and pushed as narrowly as it should
+be, and the JSON has the shape ``--compare`` relies on.
 """
 
 from __future__ import annotations
@@ -11,69 +13,81 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import main
+from benchmarks.cli import QUICK, main
 
-SERVICES, PORTS, PROXIES = 6, 2, 4
+# --quick: 50 services x 1 port x 2 subsets, 100 workloads, 100 proxies, 3 saves per change.
+CLUSTERS = QUICK.services * QUICK.ports * (1 + QUICK.subsets)
+
+
+def _run(tmp_path: Path, *extra: str) -> dict[str, dict[str, object]]:
+    out = tmp_path / "results.json"
+    assert main(["--quick", "--json", str(out), *extra]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["schema"] == 1
+    assert {"created", "machine", "params"} <= doc.keys()
+    assert doc["params"]["services"] == QUICK.services
+    scenarios: dict[str, dict[str, object]] = doc["scenarios"]
+    return scenarios
+
+
+def _check_fanout(scenarios: dict[str, dict[str, object]], protocol: str) -> None:
+    fanout = scenarios["fanout"]
+    assert fanout["protocol"] == protocol
+    assert fanout["proxies"] == QUICK.proxies
+    assert fanout["client_errors"] == 0, fanout["client_first_error"]
+    assert fanout["cold_bytes"] > 0
+    # A weight change: the route table only.
+    weight = scenarios["change_weight"]
+    assert weight["changes"] == QUICK.changes
+    assert weight["translation"] == "routes"
+    assert weight["types_pushed"] == ["routes"]
+    assert weight["responses_per_change"] == {"routes": QUICK.proxies}
+    # One WorkloadEntry more or less: EDS only, and bytes proportional to the
+    # change (one service's three assignments), not to the mesh's endpoints.
+    endpoint = scenarios["change_endpoint"]
+    assert endpoint["translation"] == "services"
+    assert endpoint["types_pushed"] == ["endpoints"]
+    cold_endpoints = fanout["cold_bytes_by_type"]["endpoints"]  # type: ignore[index]
+    assert endpoint["bytes_per_change"] < cold_endpoints / 10  # type: ignore[operator]
+    for change in (weight, endpoint):
+        assert 0 < change["save_to_synced_p50_ms"] <= change["save_to_synced_p99_ms"]  # type: ignore[operator]
+    rss = scenarios["rss"]
+    assert 0 < rss["after_cold_start_mb"] <= rss["peak_mb"]  # type: ignore[operator]
 
 
 def test_quick_run_writes_well_formed_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "results.json"
-    args = ["--quick", "--services", str(SERVICES), "--proxies", str(PROXIES), "--json", str(out)]
-    assert main(args) == 0
-    doc = json.loads(out.read_text())
-
-    assert doc["schema"] == 1
-    assert {"created", "machine", "params"} <= doc.keys()
-    assert doc["params"]["services"] == SERVICES
-    scenarios = doc["scenarios"]
-    assert set(scenarios) == {"translate", "fanout", "rss"}
+    scenarios = _run(tmp_path)
+    assert set(scenarios) == {"translate", "fanout", "change_weight", "change_endpoint", "rss"}
 
     translate = scenarios["translate"]
-    assert translate["ms"] > 0
+    assert translate["full_ms"] > 0  # type: ignore[operator]
     assert translate["consistent"] is True
-    assert translate["resources"]["endpoints"] == SERVICES * PORTS
-    assert translate["resources"]["clusters"] >= SERVICES * PORTS
+    assert translate["resources"]["endpoints"] == CLUSTERS  # type: ignore[index]
+    # Every outbound cluster, the pass-through and black hole, the inbound one.
+    assert translate["resources"]["clusters"] == CLUSTERS + 3  # type: ignore[index]
+    # A weight change re-translates one virtual host and re-assembles one
+    # route table; nothing else is encoded again.
+    assert translate["weight_translation"] == "routes"
+    assert translate["weight_encoded"] == {"routes": 1}
+    assert translate["weight_virtual_hosts_built"] == 1
+    # An endpoint change re-encodes one service's clusters and assignments.
+    assert translate["endpoint_translation"] == "services"
+    assert translate["endpoint_encoded"] == {"clusters": 3, "endpoints": 3}
+    assert translate["endpoint_virtual_hosts_built"] == 0
 
-    fanout = scenarios["fanout"]
-    assert fanout["proxies"] == PROXIES
-    assert fanout["client_errors"] == 0, fanout["client_first_error"]
-    assert fanout["cold_sync_ms"] > 0
-    assert fanout["push_ms"] >= fanout["push_apply_ms"] > 0
-    assert fanout["push_proxies_changed"] == PROXIES
-    assert fanout["push_responses"] >= PROXIES
-    assert fanout["push_bytes_sent"] > 0
-    # An endpoint change is translated incrementally: only the changed
-    # service's assignments are encoded (once, for all streams), nothing else.
-    assert fanout["push_apply_mode"] == "endpoints"
-    assert fanout["push_encoded_by_type"] == {"endpoints": PORTS}
-    # State of the world delivers every assignment to every stream.
-    assert fanout["push_delivered_by_type"]["endpoints"] == PROXIES * SERVICES * PORTS
-
-    assert 0 < scenarios["rss"]["after_push_mb"] <= scenarios["rss"]["peak_mb"]
+    _check_fanout(scenarios, "sotw")
 
     capsys.readouterr()
+    out = tmp_path / "results.json"
     assert main(["--compare", str(out), str(out)]) == 0
     table = capsys.readouterr().out
-    assert "fanout.push_ms" in table
+    assert "change_weight.save_to_synced_p99_ms" in table
     assert "1.00" in table
 
 
-def test_delta_run_at_ci_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """50 services x 2 subsets, 100 delta proxies, repeated endpoint changes."""
-    out = tmp_path / "delta.json"
-    args = ["--quick", "--services", "50", "--workloads", "2", "--subsets", "2", "--proxies", "100"]
-    args += ["--delta", "--changes", "3", "--only", "fanout", "--json", str(out)]
-    assert main(args) == 0
-    fanout = json.loads(out.read_text())["scenarios"]["fanout"]
-    assert fanout["protocol"] == "delta"
-    assert fanout["client_errors"] == 0, fanout["client_first_error"]
-    assert fanout["changes"] == 3
-    assert 0 < fanout["change_to_synced_p50_ms"] <= fanout["change_to_synced_p99_ms"]
-    # Delta: the changed service's assignments only (port x 3 clusters: all, v1, v2).
-    assert fanout["push_apply_mode"] == "endpoints"
-    delivered = {k for k, v in fanout["push_delivered_by_type"].items() if v}
-    assert delivered == {"endpoints"}
-    assert 0 < fanout["push_delivered_by_type"]["endpoints"] <= 100 * 2 * 3
-    capsys.readouterr()
+def test_delta_run_at_ci_size(tmp_path: Path) -> None:
+    scenarios = _run(tmp_path, "--delta", "--only", "fanout")
+    assert set(scenarios) == {"fanout", "change_weight", "change_endpoint", "rss"}
+    _check_fanout(scenarios, "delta")

@@ -1,20 +1,16 @@
 """Pure translation: model + proxy -> Envoy protobuf resources. No I/O here."""
 
 from sailplane.translate.build import (
-    MeshWide,
     ProxyResources,
-    build_mesh_wide,
     build_proxy_resources,
     build_routes,
 )
 from sailplane.translate.proxy import Proxy, Role, proxy_from_node
 
 __all__ = [
-    "MeshWide",
     "Proxy",
     "ProxyResources",
     "Role",
-    "build_mesh_wide",
     "build_proxy_resources",
     "build_routes",
     "proxy_from_node",

@@ -1,9 +1,10 @@
-"""The translation entry point: mesh + proxy -> Envoy resources.
+"""The per-proxy entry points: mesh + proxy -> that proxy's own resources,
+its route tables, and the keys that say which proxies can share them.
 
 Work that does not depend on the proxy (outbound clusters and endpoints) is
-built once per mesh (:func:`build_mesh_wide`) and reused for every proxy;
-per-namespace work (route names by short host) once per namespace; only the
-proxy's own listeners are per proxy.
+built per service (clusters.py, endpoints.py) and shared by every proxy;
+route tables are shared by proxies with equal :func:`routes_key`; only a
+proxy's listeners and inbound clusters are its own.
 """
 
 from __future__ import annotations
@@ -11,16 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.telemetry import telemetry_for
 from sailplane.translate.authz import policies_for
-from sailplane.translate.clusters import build_inbound_cluster, build_outbound_clusters
-from sailplane.translate.endpoints import build_endpoints
+from sailplane.translate.clusters import build_inbound_cluster
 from sailplane.translate.gateway import build_gateway_listeners, build_gateway_routes
 from sailplane.translate.listeners import (
     build_inbound_listener,
@@ -33,35 +31,13 @@ from sailplane.translate.telemetry import tracing_clusters
 
 
 @dataclass(frozen=True, slots=True)
-class MeshWide:
-    """Resources every sidecar of the mesh shares."""
-
-    clusters: tuple[cluster_pb2.Cluster, ...]
-    endpoints: tuple[endpoint_pb2.ClusterLoadAssignment, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class ProxyResources:
-    """Everything one proxy is sent, by resource kind, each sorted by name.
+    """What only this proxy gets, each sorted by name: its listeners and its
+    own clusters (inbound, tracing collectors). Everything else it is sent
+    is shared (see sailplane/generation.py and sailplane/routetables.py)."""
 
-    ``shared_*`` hold the same tuple objects for every proxy built from the same
-    :class:`MeshWide`, so the xDS layer can encode them once.
-    """
-
-    shared_clusters: tuple[cluster_pb2.Cluster, ...]
     own_clusters: tuple[cluster_pb2.Cluster, ...]
-    endpoints: tuple[endpoint_pb2.ClusterLoadAssignment, ...]
     listeners: tuple[listener_pb2.Listener, ...]
-    routes: tuple[route_pb2.RouteConfiguration, ...]
-    secrets: tuple[secret_pb2.Secret, ...] = ()
-
-    @property
-    def clusters(self) -> tuple[cluster_pb2.Cluster, ...]:
-        return tuple(sorted((*self.shared_clusters, *self.own_clusters), key=lambda c: c.name))
-
-
-def build_mesh_wide(mesh: MeshConfig) -> MeshWide:
-    return MeshWide(tuple(build_outbound_clusters(mesh)), tuple(build_endpoints(mesh)))
 
 
 def build_routes(mesh: MeshConfig, proxy: Proxy) -> tuple[route_pb2.RouteConfiguration, ...]:
@@ -112,22 +88,13 @@ def cluster_in_scope(mesh: MeshConfig, proxy: Proxy, cluster_name: str) -> bool:
     return service is None or sidecar.allows(service.namespace, service.hostname)
 
 
-def build_proxy_resources(
-    mesh: MeshConfig,
-    proxy: Proxy,
-    mesh_wide: MeshWide | None = None,
-    routes: tuple[route_pb2.RouteConfiguration, ...] | None = None,
-) -> ProxyResources:
+def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
     """Pure: the same mesh and proxy always give the same resources."""
-    shared = mesh_wide or build_mesh_wide(mesh)
     telemetry = telemetry_for(mesh, proxy.workload)
     if proxy.role is Role.GATEWAY:
         return ProxyResources(
-            shared_clusters=shared.clusters,
             own_clusters=tuple(tracing_clusters(telemetry)),
-            endpoints=shared.endpoints,
             listeners=tuple(build_gateway_listeners(mesh, proxy)),
-            routes=routes if routes is not None else build_routes(mesh, proxy),
         )
     ports = inbound_ports(proxy, mesh)
     policies = policies_for(mesh, proxy.workload)
@@ -144,22 +111,14 @@ def build_proxy_resources(
         )
         for port, protocol in ports.items()
     )
-    own_clusters = tuple(
-        sorted(
-            (
-                *(
-                    build_inbound_cluster(port, proxy.app_address, protocol)
-                    for port, protocol in ports.items()
-                ),
-                *tracing_clusters(telemetry),
-            ),
-            key=lambda c: c.name,
-        )
+    own_clusters = (
+        *(
+            build_inbound_cluster(port, proxy.app_address, protocol)
+            for port, protocol in ports.items()
+        ),
+        *tracing_clusters(telemetry),
     )
     return ProxyResources(
-        shared_clusters=shared.clusters,
-        own_clusters=own_clusters,
-        endpoints=shared.endpoints,
+        own_clusters=tuple(sorted(own_clusters, key=lambda c: c.name)),
         listeners=tuple(sorted(listeners, key=lambda x: x.name)),
-        routes=routes if routes is not None else build_routes(mesh, proxy),
     )

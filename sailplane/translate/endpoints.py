@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from google.protobuf import wrappers_pb2
 
 from sailplane.model.hosts import is_ip_address
 from sailplane.model.mesh import MeshConfig
@@ -53,9 +52,10 @@ def build_load_assignment(
         lb_endpoint = endpoint_components_pb2.LbEndpoint(
             endpoint=endpoint_components_pb2.Endpoint(
                 address=socket_address(e.address, e.port_for(port))
-            ),
-            load_balancing_weight=wrappers_pb2.UInt32Value(value=max(e.weight, 1)),
+            )
         )
+        if e.weight > 1:  # unset is 1 to Envoy; said only when it differs
+            lb_endpoint.load_balancing_weight.value = e.weight
         if mtls_capable is not None and mtls_capable(e, e.port_for(port)):
             lb_endpoint.metadata.CopyFrom(tls_match_metadata())
         lb_endpoints.append(lb_endpoint)
@@ -67,22 +67,30 @@ def build_load_assignment(
     return assignment
 
 
-def build_endpoints(mesh: MeshConfig) -> list[endpoint_pb2.ClusterLoadAssignment]:
-    """One assignment per EDS cluster, subsets included (see :func:`uses_dns`
-    for the clusters that carry their endpoints inline)."""
+def build_service_endpoints(
+    mesh: MeshConfig, service: Service
+) -> list[endpoint_pb2.ClusterLoadAssignment]:
+    """One assignment per EDS cluster of ``service`` (its ports, times no
+    subset and each DestinationRule subset); none for DNS clusters, which
+    carry their endpoints inline (see :func:`uses_dns`)."""
+    if "*" in service.hostname:
+        return []
+    endpoints = mesh.endpoints_of(service)
+    if uses_dns(service, endpoints):
+        return []
+    rule = mesh.destination_rule_for(service.hostname)
+    subsets = [("", endpoints)] + [
+        (s.name, subset_endpoints(endpoints, s.labels)) for s in (rule.subsets if rule else ())
+    ]
     out = []
-    for service in mesh.services:
-        if "*" in service.hostname:
-            continue
-        endpoints = mesh.endpoints_of(service)
-        if uses_dns(service, endpoints):
-            continue
-        rule = mesh.destination_rule_for(service.hostname)
-        subsets = [("", endpoints)] + [
-            (s.name, subset_endpoints(endpoints, s.labels)) for s in (rule.subsets if rule else ())
-        ]
-        for port in service.ports:
-            for subset, chosen in subsets:
-                name = names.outbound_cluster_name(port.number, service.hostname, subset)
-                out.append(build_load_assignment(name, port, chosen, mesh.has_sidecar_mtls))
+    for port in service.ports:
+        for subset, chosen in subsets:
+            name = names.outbound_cluster_name(port.number, service.hostname, subset)
+            out.append(build_load_assignment(name, port, chosen, mesh.has_sidecar_mtls))
+    return out
+
+
+def build_endpoints(mesh: MeshConfig) -> list[endpoint_pb2.ClusterLoadAssignment]:
+    """Every service's assignments, sorted by cluster name."""
+    out = [a for service in mesh.services for a in build_service_endpoints(mesh, service)]
     return sorted(out, key=lambda a: a.cluster_name)

@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2
-from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2
@@ -135,12 +134,6 @@ def file_tls_socket(tls: ClientTLS, default_sni: str) -> base_pb2.TransportSocke
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 
 
-def _raw_buffer() -> base_pb2.TransportSocket:
-    return base_pb2.TransportSocket(
-        name="envoy.transport_sockets.raw_buffer", typed_config=pack(raw_buffer_pb2.RawBuffer())
-    )
-
-
 def istio_sni(port: int, subset: str, hostname: str) -> str:
     """Istio's SNI for mesh traffic: ``outbound_.PORT_.SUBSET_.HOST``."""
     return f"outbound_.{port}_.{subset}_.{hostname}"
@@ -154,23 +147,20 @@ def apply_client_tls(
     server_identities: Iterable[str],
 ) -> None:
     """Set the cluster's upstream transport: explicit DestinationRule TLS,
-    or auto mTLS by endpoint metadata when the rule says nothing."""
+    or auto mTLS by endpoint metadata when the rule says nothing.
+
+    Auto mTLS has one match, where Istio writes two: an endpoint without the
+    ``tlsMode: istio`` metadata matches nothing and gets the cluster's own
+    transport socket, plaintext, which is exactly what Istio's second,
+    catch-all ``tlsMode-disabled`` match to raw_buffer says. Leaving it out
+    saves ~110 bytes per cluster, for every proxy."""
     if tls is None:
-        cluster.transport_socket_matches.extend(
-            [
-                cluster_pb2.Cluster.TransportSocketMatch(
-                    name="tlsMode-istio",
-                    match=struct_pb2.Struct(
-                        fields={"tlsMode": struct_pb2.Value(string_value="istio")}
-                    ),
-                    transport_socket=istio_mutual_socket(sni, server_identities),
-                ),
-                cluster_pb2.Cluster.TransportSocketMatch(
-                    name="tlsMode-disabled",
-                    match=struct_pb2.Struct(),
-                    transport_socket=_raw_buffer(),
-                ),
-            ]
+        cluster.transport_socket_matches.append(
+            cluster_pb2.Cluster.TransportSocketMatch(
+                name="tlsMode-istio",
+                match=struct_pb2.Struct(fields={"tlsMode": struct_pb2.Value(string_value="istio")}),
+                transport_socket=istio_mutual_socket(sni, server_identities),
+            )
         )
     elif tls.mode == "ISTIO_MUTUAL":
         cluster.transport_socket.CopyFrom(istio_mutual_socket(sni, server_identities))

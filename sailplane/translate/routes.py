@@ -11,7 +11,9 @@ any (first match wins, in order), else one default route to the service.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -150,27 +152,68 @@ def virtual_service_routes(
     return routes
 
 
-def build_virtual_host(
-    service: Service,
-    port: ServicePort,
-    aliases: list[str],
-    claimed: set[str],
-    routes: list[rc.Route],
-) -> rc.VirtualHost | None:
-    """The service port's virtual host; domains already claimed (by an earlier,
-    more specific service) are left out so Envoy never sees a duplicate."""
-    domains = [f"{alias}:{port.number}" for alias in aliases]
-    if port is default_port(service):
-        domains.extend(aliases)
-    domains = [d for d in domains if d not in claimed]
-    if not domains:
-        return None
-    claimed.update(domains)
-    return rc.VirtualHost(
-        name=names.virtual_host_name(service.hostname, port.number),
-        domains=domains,
-        routes=routes,
-    )
+@dataclass(frozen=True, slots=True)
+class PlannedVirtualHost:
+    """One virtual host of a sidecar's outbound route table, before its routes."""
+
+    service: Service
+    port: ServicePort
+    name: str
+    domains: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=65536)
+def _aliases(hostname: str, client_namespace: str, domain_suffix: str) -> tuple[str, ...]:
+    return tuple(host_aliases(hostname, client_namespace, domain_suffix))
+
+
+def plan_outbound_virtual_hosts(
+    mesh: MeshConfig, client_namespace: str, sidecar: Sidecar | None = None
+) -> list[PlannedVirtualHost]:
+    """The virtual hosts of the outbound route table, in name order: every
+    service port the client may see (``exportTo`` and its Sidecar's
+    ``egress.hosts``), each with the names a client in ``client_namespace``
+    may use. A domain already claimed by an earlier service (hostname order)
+    is left out, so Envoy never sees a duplicate."""
+    claimed: set[str] = set()
+    planned = []
+    for service, port in http_services(mesh):
+        if not exported_to(service.export_to, service.namespace, client_namespace):
+            continue
+        if sidecar is not None and not sidecar.allows(service.namespace, service.hostname):
+            continue
+        aliases = _aliases(service.hostname, client_namespace, mesh.domain_suffix)
+        domains = [f"{alias}:{port.number}" for alias in aliases]
+        if port is default_port(service):
+            domains.extend(aliases)
+        domains = [d for d in domains if d not in claimed]
+        if not domains:
+            continue
+        claimed.update(domains)
+        name = names.virtual_host_name(service.hostname, port.number)
+        planned.append(PlannedVirtualHost(service, port, name, tuple(domains)))
+    planned.sort(key=lambda p: p.name)
+    return planned
+
+
+def build_outbound_virtual_host(
+    mesh: MeshConfig,
+    planned: PlannedVirtualHost,
+    client_namespace: str,
+    client_labels: Mapping[str, str] | None = None,
+) -> rc.VirtualHost:
+    """The routes of one planned virtual host: its VirtualService's, or one
+    default route to the service."""
+    service, port = planned.service, planned.port
+    vs = mesh_virtual_service(mesh, service.hostname, client_namespace)
+    if vs is not None:
+        routes = virtual_service_routes(
+            mesh, vs, port.number, client_labels or {}, client_namespace
+        )
+    else:
+        cluster = names.outbound_cluster_name(port.number, service.hostname)
+        routes = routes_to_cluster(cluster, outbound=True)
+    return rc.VirtualHost(name=planned.name, domains=planned.domains, routes=routes)
 
 
 def http_services(mesh: MeshConfig) -> list[tuple[Service, ServicePort]]:
@@ -186,6 +229,16 @@ def http_services(mesh: MeshConfig) -> list[tuple[Service, ServicePort]]:
     ]
 
 
+def outbound_route_shell(listener_port: int) -> route_pb2.RouteConfiguration:
+    """The outbound route table without its virtual hosts."""
+    return route_pb2.RouteConfiguration(
+        name=names.outbound_route_name(listener_port),
+        # As Istio: a route to a cluster that is not there yet answers 503
+        # instead of the whole route table being rejected.
+        validate_clusters={"value": False},
+    )
+
+
 def build_outbound_route_config(
     mesh: MeshConfig,
     client_namespace: str,
@@ -194,36 +247,15 @@ def build_outbound_route_config(
     sidecar: Sidecar | None = None,
     outbound_mode: str = "ALLOW_ANY",
 ) -> route_pb2.RouteConfiguration:
-    """Virtual hosts for every service the client may see (``exportTo`` and
-    its Sidecar's ``egress.hosts``), then the catch-all of the outbound
-    traffic policy (see egress.py)."""
-    labels = client_labels or {}
-    claimed: set[str] = set()
-    virtual_hosts = []
-    for service, port in http_services(mesh):
-        if not exported_to(service.export_to, service.namespace, client_namespace):
-            continue
-        if sidecar is not None and not sidecar.allows(service.namespace, service.hostname):
-            continue
-        vs = mesh_virtual_service(mesh, service.hostname, client_namespace)
-        if vs is not None:
-            routes = virtual_service_routes(mesh, vs, port.number, labels, client_namespace)
-        else:
-            cluster = names.outbound_cluster_name(port.number, service.hostname)
-            routes = routes_to_cluster(cluster, outbound=True)
-        aliases = host_aliases(service.hostname, client_namespace, mesh.domain_suffix)
-        vhost = build_virtual_host(service, port, aliases, claimed, routes)
-        if vhost is not None:
-            virtual_hosts.append(vhost)
-    virtual_hosts.sort(key=lambda v: v.name)
-    virtual_hosts.append(catch_all_virtual_host(outbound_mode))
-    return route_pb2.RouteConfiguration(
-        name=names.outbound_route_name(listener_port),
-        virtual_hosts=virtual_hosts,
-        # As Istio: a route to a cluster that is not there yet answers 503
-        # instead of the whole route table being rejected.
-        validate_clusters={"value": False},
+    """Every planned virtual host (see :func:`plan_outbound_virtual_hosts`),
+    then the catch-all of the outbound traffic policy (see egress.py)."""
+    config = outbound_route_shell(listener_port)
+    config.virtual_hosts.extend(
+        build_outbound_virtual_host(mesh, planned, client_namespace, client_labels)
+        for planned in plan_outbound_virtual_hosts(mesh, client_namespace, sidecar)
     )
+    config.virtual_hosts.append(catch_all_virtual_host(outbound_mode))
+    return config
 
 
 def route_signature(mesh: MeshConfig, labels: Mapping[str, str]) -> tuple[bool, ...]:

@@ -30,7 +30,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2, wrappers_pb2
 from google.rpc import status_pb2
 
-from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, WILDCARD_TYPES
 
 _METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 # Many simulated proxies in one process receive the same resource bytes;
@@ -163,9 +163,18 @@ class AdsClient:
         view = self.views.setdefault(response.type_url, TypeView())
         view.version, view.nonce = response.version_info, response.nonce
         values = [r.value for r in response.resources]
-        view.resources = {resource_name(response.type_url, v): v for v in values}
+        received = {resource_name(response.type_url, v): v for v in values}
         if names is not None:
             view.names = list(names)
+        if response.type_url in WILDCARD_TYPES:
+            view.resources = received  # clusters and listeners: the whole state each time
+        else:
+            # Other types may come as just what changed (xDS protocol,
+            # "Grouping resources into responses"): what is not in the
+            # response stays as it was, while it is still subscribed.
+            merged = {**view.resources, **received}
+            wanted = set(view.names)
+            view.resources = {n: v for n, v in merged.items() if not wanted or n in wanted}
         self.request(response.type_url, view.names, response.version_info, response.nonce)
 
     def nack(self, response: discovery_pb2.DiscoveryResponse, message: str) -> None:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from sailplane.xds.snapshot import Snapshot, TypeResources, encode_nonce
+from sailplane.xds.snapshot import Snapshot, TypeResources, changed_names, encode_nonce
 from sailplane.xds.status import StreamStatus
 from sailplane.xds.stream import StreamCore
 from sailplane.xds.types import (
@@ -59,39 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("sailplane.xds.delta")
 
 _REFERENCED_TYPES = (CLUSTER, ENDPOINT)
-
-# (id(old), id(new)) -> (old, new, names that differ). The objects are kept
-# alive with the entry so an id is never reused while its entry exists.
-_DIFFS: dict[tuple[int, int], tuple[TypeResources, TypeResources, frozenset[str]]] = {}
-
-
-def _diff_single(old: TypeResources, new: TypeResources) -> frozenset[str]:
-    if old is new:
-        return frozenset()
-    key = (id(old), id(new))
-    found = _DIFFS.get(key)
-    if found is not None:
-        return found[2]
-    a, b = old.chunks, new.chunks
-    names = frozenset(
-        n for n in a.keys() | b.keys() if (x := a.get(n)) is not (y := b.get(n)) and x != y
-    )
-    if len(_DIFFS) > 256:
-        _DIFFS.clear()
-    _DIFFS[key] = (old, new, names)
-    return names
-
-
-def changed_names(old: TypeResources, new: TypeResources) -> frozenset[str]:
-    """Names added, changed or removed between ``old`` and ``new``; computed
-    once per pair of shared objects, whichever stream asks first."""
-    old_parts, new_parts = old.parts(), new.parts()
-    if len(old_parts) == len(new_parts) > 1:
-        out: frozenset[str] = frozenset()
-        for a, b in zip(old_parts, new_parts, strict=True):
-            out |= _diff_single(a, b)
-        return out
-    return _diff_single(old, new)
 
 
 @dataclass(slots=True)
@@ -293,4 +260,4 @@ class DeltaStream(StreamCore[_DeltaType]):
         self.server.hooks.on_push(self.node_id, type_url, version, len(message))
 
 
-__all__ = ["DeltaStream", "changed_names"]
+__all__ = ["DeltaStream"]

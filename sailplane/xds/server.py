@@ -57,7 +57,14 @@ from sailplane.xds.push import (
     DEFAULT_SLOT_TIMEOUT,
     PushThrottle,
 )
-from sailplane.xds.snapshot import Snapshot, TypeResources, encode_nonce
+from sailplane.xds.requests import SotwRequest, intern_names, parse_sotw_request
+from sailplane.xds.snapshot import (
+    Snapshot,
+    TypeResources,
+    changed_names,
+    encode_nonce,
+    removed_names,
+)
 from sailplane.xds.status import StatusRegistry, StreamStatus
 from sailplane.xds.stream import StreamCore
 from sailplane.xds.types import (
@@ -114,23 +121,6 @@ class CacheHooks:
         pass
 
 
-_NAME_SETS: dict[frozenset[str], frozenset[str]] = {}
-
-
-def _intern(names: frozenset[str]) -> frozenset[str]:
-    """Streams subscribing to the same names (every sidecar asks EDS for every
-    cluster) share one set instead of holding a copy each. Bounded: old sets
-    are forgotten wholesale, which only costs sharing, never correctness."""
-    if len(names) < 8:
-        return names
-    found = _NAME_SETS.get(names)
-    if found is None:
-        if len(_NAME_SETS) > 256:
-            _NAME_SETS.clear()
-        _NAME_SETS[names] = found = names
-    return found
-
-
 @dataclass(frozen=True, slots=True)
 class Peer:
     """The other end of a stream: its address, and on an mTLS port the
@@ -158,10 +148,16 @@ class _TypeState:
     names: frozenset[str] = frozenset()
     nonce: str = ""
     sent_version: str = ""
-    # name -> encoded chunk of what the last response carried, and of what the
-    # client last accepted; make-before-break decisions use them.
-    sent: Mapping[str, bytes] = field(default_factory=dict)
-    accepted: Mapping[str, bytes] = field(default_factory=dict)
+    # What the last response brought the client to, and what it last
+    # accepted: a shared TypeResources (restricted to the subscription) plus
+    # resources kept for make before break. Shared objects, never copied.
+    sent: TypeResources | None = None
+    sent_kept: Mapping[str, bytes] = field(default_factory=dict)
+    accepted: TypeResources | None = None
+    accepted_kept: Mapping[str, bytes] = field(default_factory=dict)
+    # The subscription `sent` was made for; a partial response is relative to
+    # it, so it must not have changed since.
+    sent_names: frozenset[str] | None = None
     resend: bool = False
 
     @property
@@ -185,7 +181,8 @@ class _Stream(StreamCore[_TypeState]):
 
     # -- requests ----------------------------------------------------------
 
-    async def on_request(self, request: discovery_pb2.DiscoveryRequest, snapshot: Snapshot) -> None:
+    async def on_request(self, received: SotwRequest, snapshot: Snapshot) -> None:
+        request = received.message
         type_url = request.type_url
         if type_url not in SHORT_NAMES:
             log.debug("%s: ignoring request for unsupported type %s", self.node_id, type_url)
@@ -194,24 +191,32 @@ class _Stream(StreamCore[_TypeState]):
         status = self.status.of(type_url)
         if request.response_nonce and st.nonce:
             if request.response_nonce != st.nonce:
+                if request.HasField("error_detail") and st.sent_names is not None:
+                    # A NACK of an older response that a partial one built on:
+                    # the client may lack what that one carried. Start over.
+                    st.sent_names = None
+                    if st.wanted:
+                        await self.send(type_url, snapshot)
                 return  # stale: the client has not seen our latest response yet
             self.outstanding.answered(type_url)
             if request.HasField("error_detail"):
                 message = request.error_detail.message
                 status.error = message
                 status.nacked = st.sent_version
-                st.sent = st.accepted  # the client stays on its last good config
+                # The client stays on its last good config.
+                st.sent, st.sent_kept = st.accepted, st.accepted_kept
+                st.sent_names = None  # the next response is a complete one
                 self.server.hooks.on_nack(self.node_id, type_url, st.sent_version, message)
             else:
                 status.acked = st.sent_version
                 status.error = None
                 status.nacked = None
-                st.accepted = st.sent
-        requested = _intern(frozenset(request.resource_names))
+                st.accepted, st.accepted_kept = st.sent, st.sent_kept
+        requested = received.names
         wildcard = "*" in requested or (
             type_url in WILDCARD_TYPES and not requested and (not st.subscribed or st.wildcard)
         )
-        names = _intern(requested - {"*"}) if "*" in requested else requested
+        names = intern_names(requested - {"*"}) if "*" in requested else requested
         changed = not st.subscribed or wildcard != st.wildcard or names != st.names
         st.subscribed, st.wildcard, st.names = True, wildcard, names
         target = self._target_version(type_url, snapshot)
@@ -243,8 +248,14 @@ class _Stream(StreamCore[_TypeState]):
         if type_url not in _REFERENCED_TYPES or self._referrers_synced(snapshot):
             return {}
         st = self.state(type_url)
-        have = {**st.accepted, **st.sent}
-        return {name: chunk for name, chunk in have.items() if name not in resources.chunks}
+        kept: dict[str, bytes] = {}
+        for have, extra in ((st.accepted, st.accepted_kept), (st.sent, st.sent_kept)):
+            if have is not None:
+                kept.update((n, have.chunks[n]) for n in removed_names(have, resources))
+            kept.update((n, c) for n, c in extra.items() if n not in resources.chunks)
+        if not st.wildcard:
+            kept = {n: c for n, c in kept.items() if n in st.names}
+        return kept
 
     def _target_version(self, type_url: str, snapshot: Snapshot) -> str:
         resources = snapshot.get(type_url)
@@ -270,16 +281,37 @@ class _Stream(StreamCore[_TypeState]):
             if st is not None and st.resend and st.wanted:
                 await self.send(type_url, snapshot)
 
+    def _partial(self, st: _TypeState, type_url: str, resources: TypeResources) -> set[str] | None:
+        """The names a response must carry when only changes need to be: for
+        types other than clusters and listeners, a state-of-the-world response
+        may hold just the resources that changed (xDS protocol, "Grouping
+        resources into responses"), which makes an endpoint change cost its
+        own bytes, not the mesh's. None: send the whole subscription."""
+        if (
+            type_url in WILDCARD_TYPES
+            or st.wildcard
+            or st.resend
+            or st.sent is None
+            or st.sent_kept
+            or st.sent_names != st.names
+        ):
+            return None
+        changed = changed_names(st.sent, resources)
+        names = st.names
+        if len(changed) > len(names):
+            return {n for n in names if n in changed and n in resources.chunks}
+        return {n for n in changed if n in names and n in resources.chunks}
+
     async def send(self, type_url: str, snapshot: Snapshot) -> None:
         st = self.state(type_url)
         resources = snapshot.get(type_url)
         kept = self._kept(type_url, resources, snapshot)
-        available = resources.chunks.keys()
-        selected = available if st.wildcard else st.names & available
-        kept = {n: c for n, c in kept.items() if st.wildcard or n in st.names}
         version = self._target_version(type_url, snapshot) if kept else resources.version
         nonce = str(next(self._nonces))
+        partial = None if kept else self._partial(st, type_url, resources)
         if kept:
+            available = resources.chunks.keys()
+            selected = available if st.wildcard else st.names & available
             message = b"".join(
                 [
                     resources.header(version),
@@ -288,17 +320,16 @@ class _Stream(StreamCore[_TypeState]):
                     encode_nonce(nonce),
                 ]
             )
+        elif partial is not None:
+            message = resources.message(partial, encode_nonce(nonce))
         else:
-            message = resources.message(None if st.wildcard else selected, encode_nonce(nonce))
+            message = resources.message(None if st.wildcard else st.names, encode_nonce(nonce))
         await self.outstanding.before_send()
         await self.server.write(self.context, message)
         self.outstanding.sent(type_url)
         st.nonce = nonce
         st.sent_version = version
-        if not kept and len(selected) == len(resources.chunks):
-            st.sent = resources.chunks  # shared, read-only: no per-stream copy
-        else:
-            st.sent = {n: resources.chunks[n] for n in selected} | kept
+        st.sent, st.sent_kept, st.sent_names = resources, kept, st.names
         st.resend = False
         self.status.of(type_url).sent = version
         follower = _RESEND_AFTER.get(type_url)
@@ -340,7 +371,7 @@ class AdsServer:
             {
                 "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.stream_aggregated_resources,
-                    request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                    request_deserializer=parse_sotw_request,
                     response_serializer=identity,
                 ),
                 "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(

@@ -65,16 +65,15 @@ async def test_resources_are_encoded_once_for_all_streams(
             return encoded
 
         monkeypatch.setattr(cls, "SerializeToString", counting)
-    bodies: list[bytes] = []
-    full_body = TypeResources.body
+    bodies: list[bytes] = []  # the shared resources part of each CDS response
+    full_message = TypeResources.message
 
-    def recording_body(self: TypeResources, names: Any = None) -> bytes:
-        body = full_body(self, names)
-        if self.type_url == CLUSTER:
-            bodies.append(body)
-        return body
+    def recording_message(self: TypeResources, names: Any, nonce: bytes) -> bytes:
+        if self.type_url == CLUSTER and names is None:
+            bodies.append(self.joined)
+        return full_message(self, names, nonce)
 
-    monkeypatch.setattr(TypeResources, "body", recording_body)
+    monkeypatch.setattr(TypeResources, "message", recording_message)
 
     snapshot = reference_snapshot()
     built = sorted(serialised)
