@@ -28,6 +28,7 @@ from sailplane.config.loader import LoadResult, load_dir, object_changes
 from sailplane.config.watch import DirectoryWatcher
 from sailplane.controller import Controller
 from sailplane.debug import dry_run, parse_files_body, proxy_view
+from sailplane.heap import HeapKeeper
 from sailplane.logs import event
 from sailplane.metrics import CONTENT_TYPE, InstrumentedHooks, Metrics
 from sailplane.model.source import Severity
@@ -40,6 +41,26 @@ log = logging.getLogger("sailplane")
 config_log = logging.getLogger("sailplane.config")
 
 _LEVELS = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING}
+
+
+# gRPC server settings for a control plane with thousands of long-lived streams.
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # Calls that arrived before the server asked for them wait in a queue;
+    # past its limit (1,000, hard 3,000 by default) gRPC sheds new calls with
+    # RESOURCE_EXHAUSTED. 2,000 proxies connecting at once lost ~120 streams
+    # that way; a stream is cheap, the limit is not what protects us (the
+    # push throttle is).
+    ("grpc.server.max_pending_requests", 20_000),
+    ("grpc.server.max_pending_requests_hard_limit", 50_000),
+    # Ping idle connections: a proxy that vanished without a FIN (or stopped
+    # reading) is found and its stream ended within 40 s.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
 
 
 def embedded_example() -> Path:
@@ -79,7 +100,8 @@ class ControlPlane:
         self.controller = Controller(
             self.cache, self.identities, trust_domain=self.authority.trust_domain
         )
-        self.hooks = InstrumentedHooks(self.controller, self.metrics)
+        self.heap = HeapKeeper()
+        self.hooks = InstrumentedHooks(self.controller, self.metrics, self.heap.touch)
         self.ads = AdsServer(self.cache, self.hooks, self.status)
         # Istio's standard metrics, from the proxies' access log streams.
         self.istio_metrics = IstioMetrics()
@@ -95,6 +117,7 @@ class ControlPlane:
         self.secure_server: grpc.aio.Server | None = None
         self.secure_xds_port: int | None = None
         self._rotation_task: asyncio.Task[None] | None = None
+        self._heap_task: asyncio.Task[None] | None = None
         self.xds_port: int | None = None
         self.monitor_port: int | None = None
         self.last_result: LoadResult | None = None  # the last load, applied or not
@@ -148,6 +171,7 @@ class ControlPlane:
             self.metrics.config_events.labels(kind, what).inc()
         self.applied_result, self.in_force = result, result.in_force()
         self.applied += 1
+        self.heap.touch()
         self.applied_at = time.time()
         self.metrics.reloads.labels("applied").inc()
         self.metrics.last_applied.set(self.applied_at)
@@ -214,18 +238,12 @@ class ControlPlane:
     # -- lifecycle ---------------------------------------------------------
 
     def _grpc_server(self) -> grpc.aio.Server:
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_send_message_length", 256 * 1024 * 1024),
-                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-            ]
-        )
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers([self.ads.handler(), self.access_logs.handler()])
         return server
 
     async def start(self) -> None:
+        self.heap.configure()
         self.reload()
         opts = self.options
         if opts.xds_address is not None:
@@ -242,6 +260,7 @@ class ControlPlane:
             await self.secure_server.start()
             log.info("xDS (ADS, mTLS) on %s:%d", host, self.secure_xds_port)
         self._rotation_task = asyncio.create_task(self._rotate_forever())
+        self._heap_task = asyncio.create_task(self.heap.run())
         _, self.monitor_port = await self.monitor.start(*opts.monitor_address)
         log.info(
             "monitor on http://%s:%d (/ready, /metrics, /stats/prometheus, /debug/syncz, "
@@ -272,7 +291,7 @@ class ControlPlane:
                 log.exception("certificate rotation failed")
 
     async def stop(self) -> None:
-        for task in (self._watch_task, self._rotation_task):
+        for task in (self._watch_task, self._rotation_task, self._heap_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

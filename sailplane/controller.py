@@ -297,6 +297,9 @@ class Controller:
     def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
         pass
 
+    def on_ack(self, node_id: str, type_url: str, version: str) -> None:
+        pass
+
     # -- debug -------------------------------------------------------------
 
     def config_dump(self, node_id: str) -> dict[str, list[dict[str, object]]] | None:

@@ -228,14 +228,18 @@ class InstrumentedHooks:
     """Wraps the Controller's :class:`StreamHooks`: metrics for every stream
     event, and the connected nodes' metadata (for dry runs)."""
 
-    def __init__(self, inner: StreamHooks, metrics: Metrics) -> None:
+    def __init__(
+        self, inner: StreamHooks, metrics: Metrics, on_activity: Callable[[], None] = lambda: None
+    ) -> None:
         self.inner = inner
         self.metrics = metrics
+        self.on_activity = on_activity
         self.metadata: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, list[str]] = {}
 
     async def on_connect(self, node: base_pb2.Node, peer: Peer) -> str:
         node_id = await self.inner.on_connect(node, peer)
+        self.on_activity()
         version = envoy_version(node)
         self._versions.setdefault(node_id, []).append(version)
         self.metadata[node_id] = (
@@ -260,4 +264,9 @@ class InstrumentedHooks:
 
     def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
         self.inner.on_push(node_id, type_url, version, size)
+        self.on_activity()
         self.metrics.pushed(node_id, type_url, size)
+
+    def on_ack(self, node_id: str, type_url: str, version: str) -> None:
+        self.inner.on_ack(node_id, type_url, version)
+        self.on_activity()

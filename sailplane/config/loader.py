@@ -165,16 +165,13 @@ def object_changes(before: InForce | None, after: LoadResult) -> list[tuple[str,
     old_records = before.records if before else {}
     new_records = new.records if new else {}
     changes = []
-    for key in sorted({*old_records, *new_records}):
-        kind, namespace, name = key
-        old, cur = old_records.get(key), new_records.get(key)
-        if old is None:
-            event = "add"
-        elif cur is None:
-            event = "delete"
-        elif old.digest != cur.digest:
-            event = "update"
-        else:
+    for key, cur in new_records.items():
+        old = old_records.get(key)
+        if old is cur:  # incremental loads keep unchanged records as they were
             continue
-        changes.append((kind, event, f"{namespace}/{name}"))
-    return changes
+        if old is None:
+            changes.append((key, "add"))
+        elif old.digest != cur.digest:
+            changes.append((key, "update"))
+    changes.extend((key, "delete") for key in old_records if key not in new_records)
+    return [(kind, event, f"{ns}/{name}") for (kind, ns, name), event in sorted(changes)]

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
+from sailplane.xds.requests import intern_names
 from sailplane.xds.snapshot import Snapshot, TypeResources, changed_names, encode_nonce
 from sailplane.xds.status import StreamStatus
 from sailplane.xds.stream import StreamCore
@@ -67,7 +68,8 @@ class _DeltaType:
 
     subscribed: bool = False
     wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    # Shared between streams that subscribed the same names (see _union).
+    names: frozenset[str] = frozenset()
     # The client has every covered resource of `base` at base's versions,
     # except where `overlay` says otherwise (a version, or None: absent).
     base: TypeResources | None = None
@@ -103,6 +105,26 @@ class _DeltaType:
         self.base = None
 
 
+_UNIONS: dict[tuple[int, int], tuple[frozenset[str], frozenset[str], frozenset[str]]] = {}
+
+
+def _union(have: frozenset[str], added: frozenset[str]) -> frozenset[str]:
+    """``have | added``, one object for every stream that makes the same
+    step (2,000 sidecars subscribing the same 3,000 endpoint names hold one
+    set, not 2,000)."""
+    if not have:
+        return added
+    key = (id(have), id(added))
+    found = _UNIONS.get(key)
+    if found is not None and found[0] is have and found[1] is added:
+        return found[2]
+    result = intern_names(have | added)
+    if len(_UNIONS) > 256:
+        _UNIONS.clear()
+    _UNIONS[key] = (have, added, result)
+    return result
+
+
 class DeltaStream(StreamCore[_DeltaType]):
     """One delta ADS stream. Same shape as the state-of-the-world stream, so
     :meth:`AdsServer._loop` drives both."""
@@ -129,31 +151,35 @@ class DeltaStream(StreamCore[_DeltaType]):
         if request.response_nonce:
             self._answer(type_url, st, request)
         first = not st.subscribed
-        subscribe = list(request.resource_names_subscribe)
+        subscribe = intern_names(frozenset(request.resource_names_subscribe))
         initial = dict(request.initial_resource_versions) if first else {}
         if first:
             st.subscribed = True
             st.overlay.update(initial)
             if "*" in subscribe or (not subscribe and type_url in WILDCARD_TYPES):
                 st.wildcard = True
-        for name in subscribe:
-            if name == "*":
-                if not st.wildcard:
-                    st.materialise()
-                    st.wildcard = True
-            elif name not in st.names:
-                if not st.covers(name) and name not in initial:
-                    st.overlay[name] = None  # newly wanted: the client has nothing yet
-                st.names.add(name)
-        for name in request.resource_names_unsubscribe:
-            if name == "*":
-                if st.wildcard:
-                    st.materialise()
-                    st.wildcard = False
-                    for other in [n for n in st.overlay if n not in st.names]:
-                        del st.overlay[other]
-            elif name in st.names:  # names never subscribed are ignored
-                st.names.discard(name)
+        if "*" in subscribe and not st.wildcard:
+            st.materialise()
+            st.wildcard = True
+        added = subscribe - {"*"} if "*" in subscribe else subscribe
+        if st.names:
+            added = intern_names(added - st.names)
+        if added:
+            if st.base is not None:
+                for name in added:
+                    if not st.covers(name) and name not in initial:
+                        st.overlay[name] = None  # newly wanted: the client has nothing yet
+            st.names = _union(st.names, added)
+        unsubscribe = set(request.resource_names_unsubscribe)
+        if "*" in unsubscribe and st.wildcard:
+            st.materialise()
+            st.wildcard = False
+            for other in [n for n in st.overlay if n not in st.names]:
+                del st.overlay[other]
+        dropped = unsubscribe & st.names  # names never subscribed are ignored
+        if dropped:
+            st.names = st.names - dropped
+            for name in dropped:
                 st.overlay.pop(name, None)  # the client forgets it (unless wildcard keeps it)
         if st.wanted or first:
             await self.send(type_url, snapshot, always=first)
@@ -178,6 +204,7 @@ class DeltaStream(StreamCore[_DeltaType]):
             status.acked = version
             status.error = None
             status.nacked = None
+            self.server.hooks.on_ack(self.node_id, type_url, version)
 
     # -- responses ---------------------------------------------------------
 
@@ -204,6 +231,8 @@ class DeltaStream(StreamCore[_DeltaType]):
 
     def _changes(self, st: _DeltaType, resources: TypeResources) -> tuple[list[str], list[str]]:
         """(names to send, names to remove) to bring the client to ``resources``."""
+        if st.base is None and not st.overlay:  # the client has nothing: send everything
+            return resources.delta_all(None if st.wildcard else st.names)[0], []
         chunks = resources.chunks
         if st.base is None:
             if st.wildcard:
@@ -243,8 +272,16 @@ class DeltaStream(StreamCore[_DeltaType]):
             system_version_info=version, type_url=type_url, removed_resources=remove
         ).SerializeToString()
         nonce = str(next(self._nonces))
-        message = b"".join([header, *(resources.delta_chunk(n) for n in send), encode_nonce(nonce)])
-        await self.outstanding.before_send()
+        everything = st.base is None and not st.overlay
+        if everything:
+            body = resources.delta_all(None if st.wildcard else st.names)[1]
+            size = sum(map(len, body))
+        else:
+            size = sum(len(resources.chunks[n]) for n in send)
+        await self.outstanding.before_send(size)
+        if not everything:
+            body = [resources.delta_chunk(n) for n in send]
+        message = b"".join([header, *body, encode_nonce(nonce)])
         await self.server.write(self.context, message)
         self.outstanding.sent(nonce)
         st.base, st.overlay, st.resend = resources, held, set()

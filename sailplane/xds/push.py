@@ -14,6 +14,12 @@ change event and pushes the *latest* snapshot, so any number of changes while
 a stream waits for a slot merge into one push (at most one pending push per
 stream). Streams wait for slots in FIFO order (``asyncio.Semaphore``).
 
+Small responses (under ``small`` bytes: an endpoint change, a route or
+secret update) take no slot: they cost the server and the network little,
+and making 2,000 of them queue behind each other would turn an EDS-only
+push into 20 round trips in series. The throttle is for the large ones,
+where the memory is.
+
 A stream that stops answering holds its slot for at most ``slot_timeout``;
 then the slot goes to the next stream (the slow stream keeps being served,
 unthrottled). A stream that leaves a response unanswered for
@@ -34,27 +40,36 @@ DEFAULT_SLOT_TIMEOUT = 10.0
 # Generous: a proxy on an overloaded host (or 2,000 simulated ones on two
 # cores) can take a minute to ACK a large response and must not be cut off.
 DEFAULT_RESPONSE_TIMEOUT = 300.0
+# Responses smaller than this are sent without waiting for a slot.
+DEFAULT_SMALL_RESPONSE = 64 * 1024
 
 
 class PushThrottle:
-    """At most ``limit`` streams with unanswered responses."""
+    """At most ``limit`` streams with unanswered responses of ``small`` bytes
+    or more."""
 
-    def __init__(self, limit: int = DEFAULT_CONCURRENCY) -> None:
+    def __init__(
+        self, limit: int = DEFAULT_CONCURRENCY, small: int = DEFAULT_SMALL_RESPONSE
+    ) -> None:
         if limit < 1:
             raise ValueError("the push throttle needs at least one slot")
         self.limit = limit
+        self.small = small
         self._slots = asyncio.Semaphore(limit)
         self.waiting = 0  # streams queued for a slot (for /metrics and benchmarks)
         self.peak_waiting = 0
         self.in_flight = 0  # slots held
 
     async def acquire(self) -> None:
-        self.waiting += 1
-        self.peak_waiting = max(self.peak_waiting, self.waiting)
-        try:
+        if self._slots.locked():  # no slot free: this stream queues
+            self.waiting += 1
+            self.peak_waiting = max(self.peak_waiting, self.waiting)
+            try:
+                await self._slots.acquire()
+            finally:
+                self.waiting -= 1
+        else:
             await self._slots.acquire()
-        finally:
-            self.waiting -= 1
         self.in_flight += 1
 
     def release(self) -> None:
@@ -80,13 +95,20 @@ class Outstanding:
         self.slot_timeout = slot_timeout
         self.holding = False
         self._held_since = 0.0
+        # The stream kept its slot past slot_timeout: it is served unthrottled
+        # until it has answered everything.
+        self.slow = False
         self._since: dict[Hashable, float] = {}
 
-    async def before_send(self) -> None:
-        if self.throttle is not None and not self.holding and self._since.keys() == set():
-            await self.throttle.acquire()
-            self.holding = True
-            self._held_since = time.monotonic()
+    async def before_send(self, size: int) -> None:
+        """Wait for a slot, unless the stream holds one, lost its slot for
+        being slow, or the response is small."""
+        throttle = self.throttle
+        if throttle is None or self.holding or self.slow or size < throttle.small:
+            return
+        await throttle.acquire()
+        self.holding = True
+        self._held_since = time.monotonic()
 
     def sent(self, key: Hashable) -> None:
         self._since.setdefault(key, time.monotonic())
@@ -94,6 +116,7 @@ class Outstanding:
     def answered(self, key: Hashable) -> None:
         self._since.pop(key, None)
         if not self._since:
+            self.slow = False
             self.release()
 
     def release(self) -> None:
@@ -114,6 +137,7 @@ class Outstanding:
         """Past :meth:`deadline`: release the slot; True if the stream must close."""
         now = time.monotonic()
         if self.holding and now >= self._held_since + self.slot_timeout:
+            self.slow = True
             self.release()
         if self._since and now >= min(self._since.values()) + self.timeout:
             self.release()
@@ -125,6 +149,7 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_RESPONSE_TIMEOUT",
     "DEFAULT_SLOT_TIMEOUT",
+    "DEFAULT_SMALL_RESPONSE",
     "Outstanding",
     "PushThrottle",
 ]

@@ -100,6 +100,9 @@ class StreamHooks(Protocol):
 
     def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None: ...
 
+    def on_ack(self, node_id: str, type_url: str, version: str) -> None:
+        """The stream accepted ``version`` of ``type_url`` (benchmarks wait on it)."""
+
 
 class CacheHooks:
     """Hooks for a cache that is filled by someone else: admit any node that
@@ -118,6 +121,9 @@ class CacheHooks:
         pass
 
     def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
+        pass
+
+    def on_ack(self, node_id: str, type_url: str, version: str) -> None:
         pass
 
 
@@ -212,6 +218,7 @@ class _Stream(StreamCore[_TypeState]):
                 status.error = None
                 status.nacked = None
                 st.accepted, st.accepted_kept = st.sent, st.sent_kept
+                self.server.hooks.on_ack(self.node_id, type_url, st.sent_version)
         requested = received.names
         wildcard = "*" in requested or (
             type_url in WILDCARD_TYPES and not requested and (not st.subscribed or st.wildcard)
@@ -312,19 +319,20 @@ class _Stream(StreamCore[_TypeState]):
         if kept:
             available = resources.chunks.keys()
             selected = available if st.wildcard else st.names & available
-            message = b"".join(
-                [
-                    resources.header(version),
-                    *[resources.chunks[n] for n in sorted(selected)],
-                    *[kept[n] for n in sorted(kept)],
-                    encode_nonce(nonce),
-                ]
-            )
+            parts = [
+                resources.header(version),
+                *[resources.chunks[n] for n in sorted(selected)],
+                *[kept[n] for n in sorted(kept)],
+            ]
         elif partial is not None:
-            message = resources.message(partial, encode_nonce(nonce))
+            parts = resources.body_parts(partial)
         else:
-            message = resources.message(None if st.wildcard else st.names, encode_nonce(nonce))
-        await self.outstanding.before_send()
+            parts = resources.body_parts(None if st.wildcard else st.names)
+        # The slot first, the bytes after: a stream queued for a slot must
+        # not hold a megabyte of response while it waits.
+        await self.outstanding.before_send(sum(map(len, parts)))
+        message = b"".join([*parts, encode_nonce(nonce)])
+        del parts
         await self.server.write(self.context, message)
         self.outstanding.sent(type_url)
         st.nonce = nonce

@@ -81,12 +81,24 @@ class StatusRegistry:
 
     def __init__(self) -> None:
         self._streams: dict[int, StreamStatus] = {}
+        self._by_proxy: dict[str, dict[int, StreamStatus]] = {}
 
     def add(self, status: StreamStatus) -> None:
         self._streams[status.stream_id] = status
+        self._by_proxy.setdefault(status.proxy, {})[status.stream_id] = status
 
     def remove(self, stream_id: int) -> None:
-        self._streams.pop(stream_id, None)
+        status = self._streams.pop(stream_id, None)
+        if status is not None:
+            of_proxy = self._by_proxy[status.proxy]
+            del of_proxy[stream_id]
+            if not of_proxy:
+                del self._by_proxy[status.proxy]
+
+    def latest(self, proxy: str) -> StreamStatus | None:
+        """The proxy's newest open stream."""
+        of_proxy = self._by_proxy.get(proxy)
+        return of_proxy[max(of_proxy)] if of_proxy else None
 
     def streams(self) -> list[StreamStatus]:
         return sorted(self._streams.values(), key=lambda s: (s.proxy, s.stream_id))

@@ -28,7 +28,7 @@ def varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         byte = data[pos]
@@ -39,13 +39,13 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _field_end(data: bytes, pos: int, wire_type: int) -> int:
+def field_end(data: bytes, pos: int, wire_type: int) -> int:
     if wire_type == 0:
-        return _read_varint(data, pos)[1]
+        return read_varint(data, pos)[1]
     if wire_type == 1:
         return pos + 8
     if wire_type == _LENGTH_DELIMITED:
-        length, pos = _read_varint(data, pos)
+        length, pos = read_varint(data, pos)
         return pos + length
     if wire_type == 5:
         return pos + 4
@@ -63,8 +63,8 @@ def splice_repeated(shell: bytes, field_number: int, entries: Iterable[bytes]) -
     :func:`field_entry`) put where that field belongs."""
     pos = 0
     while pos < len(shell):
-        tag, value_at = _read_varint(shell, pos)
+        tag, value_at = read_varint(shell, pos)
         if tag >> 3 > field_number:
             break
-        pos = _field_end(shell, value_at, tag & 7)
+        pos = field_end(shell, value_at, tag & 7)
     return b"".join([shell[:pos], *entries, shell[pos:]])

@@ -52,6 +52,9 @@ class Pushes(Controller):
         self.pushed.append(type_url)
         self.sizes.append(size)
 
+    def on_ack(self, node_id: str, type_url: str, version: str) -> None:
+        pass
+
 
 NODES = ["alpha-1.default", "gamma-1.default"]
 

@@ -66,14 +66,14 @@ async def test_resources_are_encoded_once_for_all_streams(
 
         monkeypatch.setattr(cls, "SerializeToString", counting)
     bodies: list[bytes] = []  # the shared resources part of each CDS response
-    full_message = TypeResources.message
+    body_parts = TypeResources.body_parts
 
-    def recording_message(self: TypeResources, names: Any, nonce: bytes) -> bytes:
+    def recording_parts(self: TypeResources, names: Any) -> list[bytes]:
         if self.type_url == CLUSTER and names is None:
             bodies.append(self.joined)
-        return full_message(self, names, nonce)
+        return body_parts(self, names)
 
-    monkeypatch.setattr(TypeResources, "message", recording_message)
+    monkeypatch.setattr(TypeResources, "body_parts", recording_parts)
 
     snapshot = reference_snapshot()
     built = sorted(serialised)

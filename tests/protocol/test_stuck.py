@@ -25,7 +25,7 @@ async def test_stuck_stream_is_closed_and_others_converge(
     serve: Callable[[AdsServer], Awaitable[str]],
     delta: bool,
 ) -> None:
-    throttle = PushThrottle(limit=1)  # the stuck stream could block everyone
+    throttle = PushThrottle(limit=1, small=0)  # the stuck stream could block everyone
     ads = AdsServer(cache, throttle=throttle, response_timeout=0.5, write_timeout=0.5)
     target = await serve(ads)
     nodes = [f"sidecar-{i:02d}.default" for i in range(FOLLOWERS)]
@@ -77,7 +77,7 @@ async def test_stuck_stream_is_closed_and_others_converge(
 async def test_throttle_bounds_streams_in_flight(
     cache: SnapshotCache, serve: Callable[[AdsServer], Awaitable[str]]
 ) -> None:
-    throttle = PushThrottle(limit=3)
+    throttle = PushThrottle(limit=3, small=0)
     ads = AdsServer(cache, throttle=throttle)
     target = await serve(ads)
     nodes = [f"sidecar-{i:02d}.default" for i in range(30)]
@@ -112,7 +112,7 @@ async def test_throttle_bounds_streams_in_flight(
 async def test_slow_stream_gives_up_its_slot_without_being_closed(
     cache: SnapshotCache, serve: Callable[[AdsServer], Awaitable[str]]
 ) -> None:
-    throttle = PushThrottle(limit=1)
+    throttle = PushThrottle(limit=1, small=0)
     ads = AdsServer(cache, throttle=throttle, response_timeout=60, slot_timeout=0.3)
     target = await serve(ads)
     v1 = mesh_snapshot(SERVICES, {"5000": ["frontend", "backend"]}, {5000: "5000"})
@@ -138,4 +138,44 @@ async def test_slow_stream_gives_up_its_slot_without_being_closed(
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         for client in [slow, *followers]:
+            await client.close()
+
+
+async def test_small_responses_do_not_wait_for_a_slot(
+    cache: SnapshotCache, serve: Callable[[AdsServer], Awaitable[str]]
+) -> None:
+    """The only slot is held by a stream that never answers its large
+    response; streams whose responses are small converge regardless."""
+    big = mesh_snapshot(
+        {f"svc-{i:03d}": ["10.0.0.1"] for i in range(400)},
+        {"5000": [f"svc-{i:03d}" for i in range(400)]},
+        {5000: "5000"},
+    )
+    small = mesh_snapshot(SERVICES, {"5000": ["frontend", "backend"]}, {5000: "5000"})
+    throttle = PushThrottle(limit=1, small=8 * 1024)
+    assert len(big.get(CLUSTER).joined) > throttle.small > len(small.get(CLUSTER).joined)
+    ads = AdsServer(cache, throttle=throttle, response_timeout=60, slot_timeout=60)
+    target = await serve(ads)
+    nodes = [f"sidecar-{i:02d}.default" for i in range(10)]
+    cache.set("hog.default", big)
+    for node in nodes:
+        cache.set(node, small)
+    hog = AdsClient(target, "hog.default")
+    hog.open()
+    hog.request(CLUSTER)  # never answered
+    await eventually(lambda: throttle.in_flight == 1, what="the hog holds the only slot")
+    stop = asyncio.Event()
+    followers = [AdsClient(target, node) for node in nodes]
+    tasks = []
+    for client in followers:
+        client.open()
+        tasks.append(asyncio.create_task(client.follow(stop)))
+    try:
+        await eventually(lambda: all_synced_at(ads, nodes, small), what="small streams SYNCED")
+        assert throttle.in_flight == 1  # still the hog's
+        assert throttle.peak_waiting == 0  # nobody queued behind it
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in [hog, *followers]:
             await client.close()

@@ -1,0 +1,83 @@
+"""State-of-the-world requests are read with shared name sets, found by their
+bytes; whatever the bytes, the result is what a full parse gives."""
+
+from __future__ import annotations
+
+import random
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from google.rpc import status_pb2
+
+from sailplane.xds import CLUSTER, ENDPOINT
+from sailplane.xds.requests import parse_sotw_request
+
+NAMES = [f"outbound|8080|v{i % 2 + 1}|svc-{i:05d}.default.svc.cluster.local" for i in range(400)]
+
+
+def _request(names: list[str], **fields: object) -> discovery_pb2.DiscoveryRequest:
+    values: dict[str, object] = {"version_info": "v1", "response_nonce": "7", **fields}
+    return discovery_pb2.DiscoveryRequest(resource_names=names, type_url=ENDPOINT, **values)
+
+
+def _same(raw: bytes) -> frozenset[str]:
+    """Parse ``raw``; assert it reads exactly as a full parse; return the names."""
+    got = parse_sotw_request(raw)
+    full = discovery_pb2.DiscoveryRequest.FromString(raw)
+    assert got.names == frozenset(full.resource_names)
+    rest = discovery_pb2.DiscoveryRequest()
+    rest.CopyFrom(full)
+    del rest.resource_names[:]
+    mine = discovery_pb2.DiscoveryRequest()
+    mine.CopyFrom(got.message)
+    del mine.resource_names[:]
+    assert mine == rest
+    return got.names
+
+
+def test_acks_with_the_same_names_share_one_set_and_read_as_a_full_parse() -> None:
+    node = base_pb2.Node(id="a.default", cluster="a")
+    first = _same(_request(NAMES, node=node).SerializeToString())
+    again = _same(_request(NAMES, response_nonce="8").SerializeToString())
+    nack = _same(
+        _request(NAMES, error_detail=status_pb2.Status(code=3, message="bad")).SerializeToString()
+    )
+    assert first is again is nack
+
+
+def test_another_middle_with_the_same_length_and_ending_is_not_taken_for_a_known_one() -> None:
+    _same(_request(NAMES).SerializeToString())
+    swapped = [NAMES[1], NAMES[0], *NAMES[2:]]  # same length, same last bytes
+    assert _same(_request(swapped).SerializeToString()) == frozenset(swapped)
+    fewer = [*NAMES[:-1], "outbound|8080|v1|svc-99999.default.svc.cluster.local"]
+    assert _same(_request(fewer).SerializeToString()) == frozenset(fewer)
+
+
+def test_names_that_look_like_the_trailing_fields_do_not_confuse_it() -> None:
+    trailer = _request([]).SerializeToString()
+    tricky = [*NAMES[:200], trailer.decode("latin-1"), f"x{CLUSTER}", *NAMES[200:]]
+    for _ in range(2):
+        assert _same(_request(tricky).SerializeToString()) == frozenset(tricky)
+
+
+def test_fields_in_another_order_are_read_right() -> None:
+    head = discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, response_nonce="3")
+    body = discovery_pb2.DiscoveryRequest(resource_names=NAMES, version_info="v2")
+    raw = head.SerializeToString() + body.SerializeToString()  # type URL first
+    for _ in range(2):
+        assert _same(raw) == frozenset(NAMES)
+
+
+def test_random_requests_read_as_full_parses() -> None:
+    rng = random.Random(7)
+    subsets = [sorted(rng.sample(NAMES, k)) for k in (10, 50, 399, 400)]
+    for _ in range(200):
+        names = rng.choice(subsets)
+        if rng.random() < 0.2:
+            names = [*names, rng.choice(NAMES) + "-new"]
+        fields: dict[str, object] = {"response_nonce": str(rng.randrange(100))}
+        if rng.random() < 0.3:
+            fields["node"] = base_pb2.Node(id=f"n{rng.randrange(5)}.default")
+        if rng.random() < 0.2:
+            fields["error_detail"] = status_pb2.Status(message="nack")
+        _same(_request(names, **fields).SerializeToString())
