@@ -39,6 +39,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--proxies", type=int, help=f"simulated ADS streams (default {defaults.proxies})"
     )
     parser.add_argument(
+        "--per-connection",
+        type=int,
+        help=f"simulated proxies per HTTP/2 connection (default {defaults.per_connection})",
+    )
+    parser.add_argument(
         "--delta", action="store_true", default=None, help="simulated proxies use delta xDS"
     )
     parser.add_argument(

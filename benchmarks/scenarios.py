@@ -36,6 +36,7 @@ class Params:
     subsets: int = 2  # DestinationRule subsets (and a weighted VirtualService) per service
     proxies: int = 2000  # simulated proxies (one per workload at most)
     delta: bool = False  # simulated proxies speak delta xDS
+    per_connection: int = 10  # simulated proxies sharing one HTTP/2 connection
     changes: int = 10  # saves of each kind of change, for p50/p99
     repeat: int = 3  # translation runs, median reported
 
@@ -52,7 +53,13 @@ def translate(params: Params) -> Sections:
 
 def fanout(params: Params) -> Sections:
     return asyncio.run(
-        run_fanout(params.spec, params.proxies, delta=params.delta, changes=params.changes)
+        run_fanout(
+            params.spec,
+            params.proxies,
+            delta=params.delta,
+            changes=params.changes,
+            per_connection=params.per_connection,
+        )
     )
 
 
