@@ -42,6 +42,7 @@ import hashlib
 import itertools
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -391,8 +392,17 @@ class AdsServer:
         )
 
     async def write(self, context: grpc.aio.ServicerContext[Any, Any], message: bytes) -> None:
-        # A client that stops reading must not hold its stream (and memory) forever.
-        await asyncio.wait_for(context.write(message), self.write_timeout)
+        """Write one response. A client that stops reading must not hold its
+        stream (and memory) forever: past ``write_timeout`` the stream's task
+        is cancelled and the stream given up (see :meth:`_handle`). A timer,
+        not ``wait_for``: no task per response."""
+        task = asyncio.current_task()
+        assert task is not None
+        timer = asyncio.get_running_loop().call_later(self.write_timeout, _write_stuck, task)
+        try:
+            await context.write(message)
+        finally:
+            timer.cancel()
 
     async def stream_aggregated_resources(
         self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
@@ -428,11 +438,19 @@ class AdsServer:
         stream = make_stream(self, context, node_id, status)
         try:
             await self._serve(stream, first)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task not in _STUCK:
+                raise
+            task.uncancel()
+            # gRPC cannot end a call whose write is pending; the stream is
+            # given up (its slot, its status) and keepalive ends the connection.
+            log.warning("%s: stream %d stopped reading; giving it up", node_id, stream_id)
         except TimeoutError:
-            log.warning("%s: stream %d stopped reading; closing it", node_id, stream_id)
+            log.warning("%s: stream %d left a response unanswered; closing it", node_id, stream_id)
             stream.outstanding.release()
             await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "client is not reading responses"
+                grpc.StatusCode.DEADLINE_EXCEEDED, "client is not answering responses"
             )
         finally:
             stream.outstanding.release()
@@ -440,52 +458,80 @@ class AdsServer:
             self.hooks.on_disconnect(node_id, stream_id)
 
     async def _serve(self, stream: Any, first: Any) -> None:
-        reader: asyncio.Future[Any] = asyncio.ensure_future(stream.context.read())
+        """Read requests in a task of their own; handle them, and snapshot
+        changes, in this one."""
+        node_id = stream.node_id
+        self.cache.watch(node_id, stream.wake.ring)
+        reader = asyncio.create_task(_read_requests(stream))
         try:
-            await self._loop(stream, first, reader)
+            await self._loop(stream, first)
         finally:
-            # _loop replaces the reader after each request; cancel the live one.
-            reader = stream.reader or reader
+            self.cache.unwatch(node_id, stream.wake.ring)
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
 
-    async def _loop(self, stream: Any, first: Any, reader: asyncio.Future[Any]) -> None:
+    async def _loop(self, stream: Any, first: Any) -> None:
         """One stream's life: requests and snapshot changes, in arrival order.
         ``stream`` is a :class:`_Stream` or a :class:`~sailplane.xds.delta.DeltaStream`."""
-        stream.reader = reader
         node_id = stream.node_id
-        changed = self.cache.changed(node_id)
-        snapshot = self.cache.get(node_id)
+        snapshot = None
         pending: list[Any] = [first]
         while True:
-            if snapshot is not None:
+            pending.extend(stream.inbox)
+            stream.inbox.clear()
+            end = pending[-1] if pending and _is_end(pending[-1]) else None
+            if end is not None:
+                pending.pop()
+            new = self.cache.get(node_id)
+            if new is not None and new is not snapshot:
+                moved, snapshot = snapshot is not None, new
                 for request in pending:
                     await stream.on_request(request, snapshot)
                 pending.clear()
-            waiter = asyncio.ensure_future(changed.wait())
-            deadline = stream.outstanding.deadline()
-            timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            try:
-                done, _ = await asyncio.wait(
-                    {reader, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                waiter.cancel()
-            if not done and stream.outstanding.expire():
-                raise TimeoutError("a response went unanswered")
-            if reader in done:
-                request = reader.result()
-                if request is grpc.aio.EOF:
-                    return
-                pending.append(request)
-                reader = stream.reader = asyncio.ensure_future(stream.context.read())
-            if changed.is_set():
-                changed = self.cache.changed(node_id)
-                new = self.cache.get(node_id)
-                if new is not None and new is not snapshot:
-                    snapshot = new
-                    for request in pending:
-                        await stream.on_request(request, snapshot)
-                    pending.clear()
+                if moved:
                     await stream.push(snapshot)
+            elif snapshot is not None:
+                for request in pending:
+                    await stream.on_request(request, snapshot)
+                pending.clear()
+            if end is not None:
+                if isinstance(end, BaseException):
+                    raise end
+                return
+            deadline = stream.outstanding.deadline()
+            if deadline is not None and time.monotonic() >= deadline:
+                if stream.outstanding.expire():
+                    raise TimeoutError("a response went unanswered")
+                continue
+            await stream.wake.wait(deadline)  # loop.time() is time.monotonic()
+
+
+# Stream tasks cancelled because a write blocked past write_timeout.
+_STUCK: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def _write_stuck(task: asyncio.Task[Any]) -> None:
+    _STUCK.add(task)
+    task.cancel()
+
+
+def _is_end(item: Any) -> bool:
+    return item is grpc.aio.EOF or isinstance(item, BaseException)
+
+
+async def _read_requests(stream: Any) -> None:
+    """Put each request in the stream's inbox and ring it; EOF or the read's
+    error last."""
+    try:
+        while True:
+            request = await stream.context.read()
+            stream.inbox.append(request)
+            stream.wake.ring()
+            if request is grpc.aio.EOF:
+                return
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the stream's task re-raises it
+        stream.inbox.append(exc)
+        stream.wake.ring()

@@ -4,6 +4,7 @@ question (have listeners and routes been accepted yet?)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -20,6 +21,39 @@ if TYPE_CHECKING:
 
 # Removals of clusters and endpoints wait until these are ACKed at their new versions.
 REFERRING_TYPES = (LISTENER, ROUTE)
+
+
+class Wake:
+    """A stream's doorbell: a request arrived, its snapshot changed, or a
+    deadline passed. Rings are remembered until the stream next waits, so
+    none is lost while it is busy writing."""
+
+    __slots__ = ("_future", "_rung")
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+        self._rung = False
+
+    def ring(self) -> None:
+        self._rung = True
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self, deadline: float | None = None) -> None:
+        """Until rung (at once, if it was since the last wait), or ``deadline``
+        (``loop.time()``) passes."""
+        if not self._rung:
+            loop = asyncio.get_running_loop()
+            self._future = loop.create_future()
+            timer = None if deadline is None else loop.call_at(deadline, self.ring)
+            try:
+                await self._future
+            finally:
+                self._future = None
+                if timer is not None:
+                    timer.cancel()
+        self._rung = False
 
 
 class _TypeState(Protocol):
@@ -46,7 +80,9 @@ class StreamCore(Generic[S]):
         self.node_id = node_id
         self.status = status
         self.types: dict[str, S] = {}
-        self.reader: Any = None
+        # Requests read by the stream's reader task, for its own task to handle.
+        self.inbox: list[Any] = []
+        self.wake = Wake()
         self._nonces = itertools.count(1)
         self._new_state = new_state
         self.outstanding = Outstanding(

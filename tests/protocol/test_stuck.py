@@ -9,12 +9,19 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
+from envoy.config.cluster.v3 import cluster_pb2
 
 from sailplane.xds import CLUSTER, AdsServer, SnapshotCache
 from sailplane.xds.client import AdsClient
 from sailplane.xds.delta_client import DeltaAdsClient
 from sailplane.xds.push import PushThrottle
-from tests.protocol.conftest import SERVICES, all_synced_at, eventually, mesh_snapshot
+from tests.protocol.conftest import (
+    SERVICES,
+    all_synced_at,
+    build_snapshot,
+    eventually,
+    mesh_snapshot,
+)
 
 FOLLOWERS = 20
 
@@ -178,4 +185,44 @@ async def test_small_responses_do_not_wait_for_a_slot(
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         for client in [hog, *followers]:
+            await client.close()
+
+
+async def test_a_write_the_client_never_reads_is_given_up_and_frees_the_slot(
+    cache: SnapshotCache, serve: Callable[[AdsServer], Awaitable[str]]
+) -> None:
+    """A response far larger than HTTP/2 flow control lets through, to a
+    client that never reads: the write blocks; after write_timeout the server
+    gives the stream up (its status, its slot), and the others converge."""
+    huge = build_snapshot(
+        clusters=[
+            cluster_pb2.Cluster(name=f"big-{i}", alt_stat_name="x" * 1_000_000) for i in range(16)
+        ]
+    )
+    small = mesh_snapshot(SERVICES, {"5000": ["frontend", "backend"]}, {5000: "5000"})
+    throttle = PushThrottle(limit=1, small=0)
+    ads = AdsServer(cache, throttle=throttle, write_timeout=0.5, response_timeout=60)
+    target = await serve(ads)
+    cache.set("deaf.default", huge)
+    nodes = [f"sidecar-{i:02d}.default" for i in range(5)]
+    for node in nodes:
+        cache.set(node, small)
+    deaf = AdsClient(target, "deaf.default")
+    deaf.open()
+    deaf.request(CLUSTER)  # and never reads
+    await eventually(lambda: throttle.in_flight == 1, what="the deaf stream holds the slot")
+    stop = asyncio.Event()
+    followers = [AdsClient(target, node) for node in nodes]
+    tasks = []
+    for client in followers:
+        client.open()
+        tasks.append(asyncio.create_task(client.follow(stop)))
+    try:
+        await eventually(lambda: all_synced_at(ads, nodes, small), what="the others SYNCED")
+        assert "deaf.default" not in {s["proxy"] for s in ads.status.to_json()}
+        assert throttle.peak_waiting >= 1  # they did wait for the deaf stream's slot
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in [deaf, *followers]:
             await client.close()
