@@ -117,7 +117,8 @@ def headline(doc: Mapping[str, Any]) -> list[str]:
             lines.append(
                 f"  {change} change, file save to all SYNCED: p50 "
                 f"{_format(c['save_to_synced_p50_ms'])} ms, p99 "
-                f"{_format(c['save_to_synced_p99_ms'])} ms over {c['changes']}; "
+                f"{_format(c['save_to_synced_p99_ms'])} ms over {c['changes']} "
+                f"(applied after {_format(c.get('save_to_applied_p50_ms', 0))} ms); "
                 f"pushed {', '.join(c['types_pushed'])}, "
                 f"{_format(c['bytes_per_proxy_per_change'] / 1024)} KiB per proxy"
             )

@@ -58,6 +58,9 @@ class _ProxyEntry:
     routes: TypeResources | None  # a gateway's own route tables; sidecars share theirs
     # (shared clusters, merged with own_clusters): rebuilt only when they move
     merged: tuple[TypeResources, TypeResources] | None = None
+    # (routes_key, scope_key) as of Controller._keys_epoch
+    keys: tuple[tuple[object, ...], str] | None = None
+    keys_epoch: int = -1
 
 
 class Controller:
@@ -91,6 +94,9 @@ class Controller:
         self._streams: dict[str, int] = {}
         self.nacks: list[tuple[str, str, str, str]] = []
         self.last_impact: Impact = FULL
+        # Moves when a change may move proxies' route or scope keys (routes
+        # or anything full); an endpoint change leaves every key as it was.
+        self._keys_epoch = 0
         self.last_apply = ""  # Impact.kind of the last apply(): "full", "endpoints", ...
 
     @property
@@ -109,6 +115,8 @@ class Controller:
             build_generation(mesh) if previous is None else next_generation(previous, mesh, impact)
         )
         self.last_impact, self.last_apply = impact, impact.kind
+        if impact.full or impact.routes:
+            self._keys_epoch += 1
         self._previous_tables = {} if impact.full else self._tables
         self._tables = {}
         changed = 0
@@ -155,10 +163,17 @@ class Controller:
     def _snapshot(self, entry: _ProxyEntry) -> Snapshot:
         generation = self._generation
         assert generation is not None
-        shared = self._scoped_clusters(entry.proxy)
+        if entry.keys is None or entry.keys_epoch != self._keys_epoch:
+            mesh = generation.mesh
+            entry.keys = (routes_key(mesh, entry.proxy), scope_key(mesh, entry.proxy))
+            entry.keys_epoch = self._keys_epoch
+        route_key, scope = entry.keys
+        shared = self._scoped_clusters(entry.proxy, scope)
         if entry.merged is None or entry.merged[0] is not shared:
             entry.merged = (shared, merge_types(shared, entry.own_clusters))
-        routes = entry.routes if entry.routes is not None else self._route_table(entry.proxy)
+        routes = (
+            entry.routes if entry.routes is not None else self._route_table(entry.proxy, route_key)
+        )
         return Snapshot(
             {
                 CLUSTER: entry.merged[1],
@@ -169,12 +184,11 @@ class Controller:
             }
         )
 
-    def _route_table(self, proxy: Proxy) -> TypeResources:
+    def _route_table(self, proxy: Proxy, key: tuple[object, ...]) -> TypeResources:
         """The sidecar's route table, shared by every proxy with its routes_key;
         during apply() built from the previous configuration's table."""
         generation = self._generation
         assert generation is not None
-        key = routes_key(generation.mesh, proxy)
         table = self._tables.get(key)
         if table is None:
             previous = self._previous_tables.get(key)
@@ -183,12 +197,11 @@ class Controller:
             self._tables[key] = table
         return table.resources
 
-    def _scoped_clusters(self, proxy: Proxy) -> TypeResources:
+    def _scoped_clusters(self, proxy: Proxy, scope: str) -> TypeResources:
         """The mesh-wide clusters this proxy's Sidecar lets it see: a subset of
         the shared encoded chunks, never re-encoded, cached per Sidecar."""
         generation = self._generation
         assert generation is not None
-        scope = scope_key(generation.mesh, proxy)
         if not scope:
             return generation.clusters
         found = self._scopes.get(scope)

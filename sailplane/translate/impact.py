@@ -10,7 +10,7 @@ comparison costs a pointer check per object; otherwise it is an equality
 check, never wrong, only slower.
 
 The rules are conservative: an Impact may name more than really changed,
-never less. ``tests/unit/test_incremental.py`` checks that incremental
+never less. ``tests/unit/test_incremental_translation.py`` checks that incremental
 translation with these impacts equals a full translation, change by change.
 """
 

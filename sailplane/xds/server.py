@@ -225,7 +225,12 @@ class _Stream(StreamCore[_TypeState]):
             type_url in WILDCARD_TYPES and not requested and (not st.subscribed or st.wildcard)
         )
         names = intern_names(requested - {"*"}) if "*" in requested else requested
-        changed = not st.subscribed or wildcard != st.wildcard or names != st.names
+        # (sets compare element by element even when they are the same object)
+        changed = (
+            not st.subscribed
+            or wildcard != st.wildcard
+            or (names is not st.names and names != st.names)
+        )
         st.subscribed, st.wildcard, st.names = True, wildcard, names
         target = self._target_version(type_url, snapshot)
         # A NACKed version is not sent again; the next change will be.
@@ -301,7 +306,7 @@ class _Stream(StreamCore[_TypeState]):
             or st.resend
             or st.sent is None
             or st.sent_kept
-            or st.sent_names != st.names
+            or (st.sent_names is not st.names and st.sent_names != st.names)
         ):
             return None
         changed = changed_names(st.sent, resources)
