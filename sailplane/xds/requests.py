@@ -86,6 +86,7 @@ def parse_sotw_request(raw: bytes) -> SotwRequest:
 
 _TYPE_URL_FIELD = 4
 _TRAILERS = [varint(_TYPE_URL_FIELD << 3 | 2) + varint(len(t)) + t.encode() for t in SHORT_NAMES]
+_TRAILER_WINDOW = 4096
 # resource name key: (length, last bytes) -> (the encoded names, their shared set)
 _BY_ENCODING: dict[tuple[int, bytes], tuple[bytes, frozenset[str]]] = {}
 
@@ -102,8 +103,11 @@ def _bounds(raw: bytes) -> tuple[int, int] | None:
         return None
     if pos >= size or raw[pos] != 0x1A:  # resource_names
         return None
+    # The trailing fields are short (a NACK's message may make them longer:
+    # such a request takes the slow path); search only the end of the request.
+    window = max(pos, size - _TRAILER_WINDOW)
     for trailer in _TRAILERS:
-        end = raw.rfind(trailer, pos)
+        end = raw.rfind(trailer, window)
         if end > pos:
             return pos, end
     return None

@@ -81,3 +81,9 @@ def test_random_requests_read_as_full_parses() -> None:
         if rng.random() < 0.2:
             fields["error_detail"] = status_pb2.Status(message="nack")
         _same(_request(names, **fields).SerializeToString())
+
+
+def test_a_nack_with_a_long_message_reads_right() -> None:
+    _same(_request(NAMES).SerializeToString())
+    long_error = status_pb2.Status(code=3, message="bad cluster: " + "x" * 10_000)
+    assert _same(_request(NAMES, error_detail=long_error).SerializeToString()) == frozenset(NAMES)
