@@ -5,7 +5,8 @@ has a single slot."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 import pytest
@@ -24,6 +25,24 @@ from tests.protocol.conftest import (
 )
 
 FOLLOWERS = 20
+
+
+@contextlib.asynccontextmanager
+async def following(clients: Sequence[AdsClient], lone: AdsClient) -> AsyncIterator[None]:
+    """``clients`` open their streams and ACK everything until the block
+    ends; then they and ``lone`` (the misbehaving stream) are closed."""
+    stop = asyncio.Event()
+    tasks = []
+    for client in clients:
+        client.open()
+        tasks.append(asyncio.create_task(client.follow(stop)))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for client in [lone, *clients]:
+            await client.close()
 
 
 @pytest.mark.parametrize("delta", [False, True], ids=["sotw", "delta"])
@@ -48,13 +67,8 @@ async def test_stuck_stream_is_closed_and_others_converge(
     stuck.request(CLUSTER)
     await eventually(lambda: throttle.in_flight == 1, what="the stuck stream holds the slot")
 
-    stop = asyncio.Event()
     followers = [client_type(target, node) for node in nodes]
-    tasks = []
-    for client in followers:
-        client.open()
-        tasks.append(asyncio.create_task(client.follow(stop)))
-    try:
+    async with following(followers, stuck):
         await eventually(
             lambda: all_synced_at(ads, nodes, v1), timeout=10, what="followers SYNCED at v1"
         )
@@ -74,11 +88,6 @@ async def test_stuck_stream_is_closed_and_others_converge(
             lambda: all_synced_at(ads, nodes, v2), timeout=10, what="followers SYNCED at v2"
         )
         assert throttle.peak_waiting >= 1  # the throttle did queue pushes
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for client in [stuck, *followers]:
-            await client.close()
 
 
 async def test_throttle_bounds_streams_in_flight(
@@ -130,22 +139,12 @@ async def test_slow_stream_gives_up_its_slot_without_being_closed(
     slow.open()
     slow.request(CLUSTER)  # answered much later
     await eventually(lambda: throttle.in_flight == 1)
-    stop = asyncio.Event()
     followers = [AdsClient(target, node) for node in nodes]
-    tasks = []
-    for client in followers:
-        client.open()
-        tasks.append(asyncio.create_task(client.follow(stop)))
-    try:
+    async with following(followers, slow):
         await eventually(lambda: all_synced_at(ads, nodes, v1), what="others SYNCED")
         assert "slow.default" in {s["proxy"] for s in ads.status.to_json()}  # still open
         slow.ack(await slow.recv())
         await eventually(lambda: ads.status.to_json()[0]["types"]["clusters"]["state"] == "SYNCED")
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for client in [slow, *followers]:
-            await client.close()
 
 
 async def test_small_responses_do_not_wait_for_a_slot(
@@ -171,21 +170,11 @@ async def test_small_responses_do_not_wait_for_a_slot(
     hog.open()
     hog.request(CLUSTER)  # never answered
     await eventually(lambda: throttle.in_flight == 1, what="the hog holds the only slot")
-    stop = asyncio.Event()
     followers = [AdsClient(target, node) for node in nodes]
-    tasks = []
-    for client in followers:
-        client.open()
-        tasks.append(asyncio.create_task(client.follow(stop)))
-    try:
+    async with following(followers, hog):
         await eventually(lambda: all_synced_at(ads, nodes, small), what="small streams SYNCED")
         assert throttle.in_flight == 1  # still the hog's
         assert throttle.peak_waiting == 0  # nobody queued behind it
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for client in [hog, *followers]:
-            await client.close()
 
 
 async def test_a_write_the_client_never_reads_is_given_up_and_frees_the_slot(
@@ -211,18 +200,8 @@ async def test_a_write_the_client_never_reads_is_given_up_and_frees_the_slot(
     deaf.open()
     deaf.request(CLUSTER)  # and never reads
     await eventually(lambda: throttle.in_flight == 1, what="the deaf stream holds the slot")
-    stop = asyncio.Event()
     followers = [AdsClient(target, node) for node in nodes]
-    tasks = []
-    for client in followers:
-        client.open()
-        tasks.append(asyncio.create_task(client.follow(stop)))
-    try:
+    async with following(followers, deaf):
         await eventually(lambda: all_synced_at(ads, nodes, small), what="the others SYNCED")
         assert "deaf.default" not in {s["proxy"] for s in ads.status.to_json()}
         assert throttle.peak_waiting >= 1  # they did wait for the deaf stream's slot
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for client in [deaf, *followers]:
-            await client.close()
