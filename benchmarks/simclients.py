@@ -73,7 +73,10 @@ def _envelope_type() -> type[Message]:
         )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("sailplane.bench.Envelope"))
+    envelope: type[Any] = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("sailplane.bench.Envelope")
+    )
+    return envelope
 
 
 Envelope = _envelope_type()

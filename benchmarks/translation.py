@@ -39,13 +39,18 @@ class Work:
     virtual_hosts: int = 0
 
 
+_VHOST_BUILDER = "build_outbound_virtual_host"
+
+
 @contextlib.contextmanager
 def count_work() -> Iterator[Work]:
     """Every resource sailplane serves is encoded by TypeResources.from_values
     and only there; every sidecar virtual host is built by one function."""
     work = Work()
     from_values = TypeResources.__dict__["from_values"]
-    build_vhost = routetables.build_outbound_virtual_host
+    # Patched where routetables looks it up (its module globals).
+    namespace = vars(routetables)
+    build_vhost = namespace[_VHOST_BUILDER]
 
     def counting(cls: type[TypeResources], type_url: str, values: Any) -> TypeResources:
         items = list(values)
@@ -60,12 +65,12 @@ def count_work() -> Iterator[Work]:
         return build_vhost(*args, **kwargs)
 
     TypeResources.from_values = classmethod(counting)  # type: ignore[assignment]
-    routetables.build_outbound_virtual_host = counting_vhost  # type: ignore[assignment]
+    namespace[_VHOST_BUILDER] = counting_vhost
     try:
         yield work
     finally:
         TypeResources.from_values = from_values  # type: ignore[method-assign]
-        routetables.build_outbound_virtual_host = build_vhost
+        namespace[_VHOST_BUILDER] = build_vhost
 
 
 def _timed(action: Callable[[], Any]) -> tuple[float, Any]:
@@ -111,8 +116,9 @@ def run_translation(spec: MeshSpec, repeat: int = 3) -> dict[str, dict[str, Any]
         meshes = [_load(generate_texts(changed_spec(spec, change))), mesh]
         times, works, kinds = [], [], set()
         for i in range(max(2, repeat)):  # back and forth
+            target = meshes[i % 2]
             with count_work() as work:
-                ms, _ = _timed(lambda m=meshes[i % 2]: controller.apply(m))
+                ms, _ = _timed(lambda: controller.apply(target))  # noqa: B023 (called at once)
             times.append(ms)
             works.append(work)
             kinds.add(controller.last_apply)

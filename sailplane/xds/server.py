@@ -535,8 +535,12 @@ async def _read_requests(stream: Any) -> None:
             stream.wake.ring()
             if request is grpc.aio.EOF:
                 return
-    except asyncio.CancelledError:
-        raise
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the stream is ending and cancelled its reader
+        stream.inbox.append(exc)  # the call was cancelled under the read
+        stream.wake.ring()
     except Exception as exc:  # the stream's task re-raises it
         stream.inbox.append(exc)
         stream.wake.ring()
