@@ -84,6 +84,11 @@ class _DeltaType:
     def wanted(self) -> bool:
         return self.subscribed and (self.wildcard or bool(self.names))
 
+    @property
+    def has_nothing(self) -> bool:
+        """The client holds none of the covered resources (a fresh subscription)."""
+        return self.base is None and not self.overlay
+
     def covers(self, name: str) -> bool:
         return self.wildcard or name in self.names
 
@@ -231,7 +236,7 @@ class DeltaStream(StreamCore[_DeltaType]):
 
     def _changes(self, st: _DeltaType, resources: TypeResources) -> tuple[list[str], list[str]]:
         """(names to send, names to remove) to bring the client to ``resources``."""
-        if st.base is None and not st.overlay:  # the client has nothing: send everything
+        if st.has_nothing:  # send everything
             return resources.delta_all(None if st.wildcard else st.names)[0], []
         chunks = resources.chunks
         if st.base is None:
@@ -272,7 +277,7 @@ class DeltaStream(StreamCore[_DeltaType]):
             system_version_info=version, type_url=type_url, removed_resources=remove
         ).SerializeToString()
         nonce = str(next(self._nonces))
-        everything = st.base is None and not st.overlay
+        everything = st.has_nothing
         if everything:
             body = resources.delta_all(None if st.wildcard else st.names)[1]
             size = sum(map(len, body))

@@ -70,14 +70,13 @@ def parse_sotw_request(raw: bytes) -> SotwRequest:
     request = discovery_pb2.DiscoveryRequest.FromString(raw)
     names = intern_names(frozenset(request.resource_names))
     bounds = _bounds(raw)
-    if (
-        bounds is not None
-        and len(names) >= _SHARED_BELOW
-        and not request.resource_locators
-        and discovery_pb2.DiscoveryRequest.FromString(raw[bounds[0] : bounds[1]])
-        == discovery_pb2.DiscoveryRequest(resource_names=request.resource_names)
+    if bounds is None or len(names) < _SHARED_BELOW or request.resource_locators:
+        return SotwRequest(request, names)
+    middle = raw[bounds[0] : bounds[1]]
+    # Remembered only if it is nothing but these names (see the module's docstring).
+    if discovery_pb2.DiscoveryRequest.FromString(middle) == discovery_pb2.DiscoveryRequest(
+        resource_names=request.resource_names
     ):
-        middle = raw[bounds[0] : bounds[1]]
         if len(_BY_ENCODING) > _LIMIT:
             _BY_ENCODING.clear()
         _BY_ENCODING[_key(raw, *bounds)] = (middle, names)

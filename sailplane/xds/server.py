@@ -337,6 +337,8 @@ class _Stream(StreamCore[_TypeState]):
         # The slot first, the bytes after: a stream queued for a slot must
         # not hold a megabyte of response while it waits.
         await self.outstanding.before_send(sum(map(len, parts)))
+        # One allocation, nonce included: each extra copy of a 1 MB body held
+        # by every stream at cold start is another gigabyte.
         message = b"".join([*parts, encode_nonce(nonce)])
         del parts
         await self.server.write(self.context, message)
@@ -489,17 +491,15 @@ class AdsServer:
             if end is not None:
                 pending.pop()
             new = self.cache.get(node_id)
-            if new is not None and new is not snapshot:
-                moved, snapshot = snapshot is not None, new
+            moved = new is not None and new is not snapshot and snapshot is not None
+            if new is not None:
+                snapshot = new
+            if snapshot is not None:  # requests wait for the node's first snapshot
                 for request in pending:
                     await stream.on_request(request, snapshot)
                 pending.clear()
                 if moved:
                     await stream.push(snapshot)
-            elif snapshot is not None:
-                for request in pending:
-                    await stream.on_request(request, snapshot)
-                pending.clear()
             if end is not None:
                 if isinstance(end, BaseException):
                     raise end

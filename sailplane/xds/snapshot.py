@@ -260,12 +260,6 @@ class TypeResources:
             return [self.header(self.version), self.joined]
         return [self.header(self.version), *self._selected(names)]
 
-    def message(self, names: Iterable[str] | None, nonce: bytes) -> bytes:
-        """The whole response, nonce included, in one allocation: at cold
-        start every stream holds its response until gRPC has sent it, so each
-        extra copy of a 1 MB body is 1 GB across 1,000 proxies."""
-        return b"".join([*self.body_parts(names), nonce])
-
     def _covered_by(self, names: Iterable[str]) -> bool:
         """Whether ``names`` takes in every resource (every sidecar asks EDS
         for every cluster): then the shared joined bytes serve. Remembered for
@@ -280,7 +274,7 @@ class TypeResources:
 
     def body(self, names: Iterable[str] | None = None) -> bytes:
         """The response without its nonce: all resources, or only ``names``."""
-        return self.message(names, b"")
+        return b"".join(self.body_parts(names))
 
     def _selected(self, names: Iterable[str]) -> list[bytes]:
         wanted = names if isinstance(names, set | frozenset) else set(names)

@@ -39,7 +39,7 @@ def read_varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def field_end(data: bytes, pos: int, wire_type: int) -> int:
+def _field_end(data: bytes, pos: int, wire_type: int) -> int:
     if wire_type == 0:
         return read_varint(data, pos)[1]
     if wire_type == 1:
@@ -66,5 +66,5 @@ def splice_repeated(shell: bytes, field_number: int, entries: Iterable[bytes]) -
         tag, value_at = read_varint(shell, pos)
         if tag >> 3 > field_number:
             break
-        pos = field_end(shell, value_at, tag & 7)
+        pos = _field_end(shell, value_at, tag & 7)
     return b"".join([shell[:pos], *entries, shell[pos:]])
