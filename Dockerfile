@@ -1,9 +1,12 @@
 # syntax=docker/dockerfile:1
 # The sailplane control plane: `docker build -t sailplane .`
 #
-# Serves xDS on 15010 (plaintext) and 15012 (mTLS), /ready and /metrics on
-# 15014. Mount your mesh YAML at /etc/sailplane/mesh (the weather example is
-# there by default) and a volume at /var/lib/sailplane/ca to keep the CA.
+# Serves xDS with mTLS on 15012. As `sailplane serve` does by default, the
+# plaintext xDS port (15010) and the monitor (/ready, /metrics on 15014)
+# listen on the container's loopback only: add --monitor-address
+# 0.0.0.0:15014 to scrape or publish the monitor (docker-compose.yml does).
+# Mount your mesh YAML at /etc/sailplane/mesh (the weather example is there
+# by default) and a volume at /var/lib/sailplane/ca to keep the CA.
 
 FROM python:3.12-slim-bookworm AS build
 WORKDIR /src
@@ -18,8 +21,11 @@ RUN python -m venv /opt/sailplane \
 
 FROM python:3.12-slim-bookworm
 # One uid for every container of the compose file that touches the proxies'
-# certificates: sailplane-init writes keys 0600 as this user, and the
-# sidecars (`user: "10001:10001"`) read them.
+# certificates: the certs-* services write keys 0600 as this user, and the
+# proxies (`user: "10001:10001"`) read them. Each certs-* service mounts its
+# proxy's volume at /var/lib/sailplane/certs, which must exist here owned by
+# 10001: a fresh named volume takes the owner of the directory the image has
+# at its mount point (otherwise root's, and this user could not write it).
 RUN groupadd --system --gid 10001 sailplane \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/sailplane --no-create-home sailplane \
  && mkdir -p /etc/sailplane/mesh /var/lib/sailplane/ca /var/lib/sailplane/certs \
@@ -30,7 +36,7 @@ ENV PATH=/opt/sailplane/bin:$PATH \
     PYTHONUNBUFFERED=1
 USER 10001:10001
 WORKDIR /var/lib/sailplane
-EXPOSE 15010 15012 15014
+EXPOSE 15012 15014
 # curl is not in the image: ask /ready with Python (non-2xx raises, exit 1).
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:15014/ready', timeout=2)"]

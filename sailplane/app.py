@@ -33,6 +33,7 @@ from sailplane.logs import event
 from sailplane.metrics import CONTENT_TYPE, InstrumentedHooks, Metrics
 from sailplane.model.source import Severity
 from sailplane.monitor import MonitorServer, Response
+from sailplane.ports import PortInUseError, check_ports_free, port_message
 from sailplane.secure import server_credentials
 from sailplane.telemetry import AccessLogReceiver, AccessLogWriter, IstioMetrics
 from sailplane.xds import PUSH_ORDER, AdsServer, SnapshotCache, StatusRegistry
@@ -60,6 +61,8 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    # Never share a port with another process (see ports.py).
+    ("grpc.so_reuseport", 0),
 ]
 
 
@@ -71,8 +74,10 @@ def embedded_example() -> Path:
 @dataclass
 class ServeOptions:
     config_dir: Path
-    xds_address: tuple[str, int] | None = ("0.0.0.0", 15010)
-    monitor_address: tuple[str, int] = ("0.0.0.0", 15014)
+    # Plaintext xDS serves configuration without secrets; loopback unless
+    # asked. The monitor's debug views are for the operator: loopback too.
+    xds_address: tuple[str, int] | None = ("127.0.0.1", 15010)
+    monitor_address: tuple[str, int] = ("127.0.0.1", 15014)
     debounce_quiet: float = 0.1
     debounce_max: float = 1.0
     watch: bool = True
@@ -242,26 +247,48 @@ class ControlPlane:
         server.add_generic_rpc_handlers([self.ads.handler(), self.access_logs.handler()])
         return server
 
+    def _addresses(self) -> list[tuple[str, tuple[str, int]]]:
+        opts = self.options
+        wanted = [
+            ("plaintext xDS", opts.xds_address),
+            ("mTLS xDS", opts.secure_xds_address),
+            ("monitor", opts.monitor_address),
+        ]
+        return [(what, address) for what, address in wanted if address is not None]
+
     async def start(self) -> None:
+        """Raises :class:`PortInUseError` before binding or starting anything
+        if a port is taken."""
+        check_ports_free(self._addresses())
         self.heap.configure()
         self.reload()
         opts = self.options
         if opts.xds_address is not None:
             self.grpc_server = self._grpc_server()
-            host, port = opts.xds_address
-            self.xds_port = self.grpc_server.add_insecure_port(f"{host}:{port}")
-            await self.grpc_server.start()
-            log.info("xDS (ADS, plaintext) on %s:%d", host, self.xds_port)
+            self.xds_port = _add_port(self.grpc_server, "plaintext xDS", opts.xds_address)
         if opts.secure_xds_address is not None:
             self.secure_server = self._grpc_server()
-            host, port = opts.secure_xds_address
             credentials = server_credentials(self.identities, self.authority.trust_domain)
-            self.secure_xds_port = self.secure_server.add_secure_port(f"{host}:{port}", credentials)
-            await self.secure_server.start()
-            log.info("xDS (ADS, mTLS) on %s:%d", host, self.secure_xds_port)
+            self.secure_xds_port = _add_port(
+                self.secure_server, "mTLS xDS", opts.secure_xds_address, credentials
+            )
+        try:
+            _, self.monitor_port = await self.monitor.start(*opts.monitor_address)
+        except OSError as exc:  # taken between the check and now
+            raise PortInUseError(
+                port_message("monitor", *opts.monitor_address, exc.strerror)
+            ) from exc
+        for server in (self.grpc_server, self.secure_server):
+            if server is not None:
+                await server.start()
+        if opts.xds_address is not None:
+            log.info(
+                "xDS (ADS, plaintext, no secrets) on %s:%d", opts.xds_address[0], self.xds_port
+            )
+        if opts.secure_xds_address is not None:
+            log.info("xDS (ADS, mTLS) on %s:%d", opts.secure_xds_address[0], self.secure_xds_port)
         self._rotation_task = asyncio.create_task(self._rotate_forever())
         self._heap_task = asyncio.create_task(self.heap.run())
-        _, self.monitor_port = await self.monitor.start(*opts.monitor_address)
         log.info(
             "monitor on http://%s:%d (/ready, /metrics, /stats/prometheus, /debug/syncz, "
             "/debug/configz)",
@@ -356,7 +383,11 @@ class ControlPlane:
             return Response.json({"error": str(exc)}, 400)
         return Response.json(
             dry_run(
-                texts, self.in_force, self.cache, self.hooks.metadata, self.controller.identities
+                texts,
+                self.in_force,
+                self.cache,
+                self.controller.connected(),
+                self.controller.identities,
             )
         )
 
@@ -376,6 +407,24 @@ class ControlPlane:
                 "diagnostics": [d.to_json() for d in (last.diagnostics if last else ())],
             }
         )
+
+
+def _add_port(
+    server: grpc.aio.Server,
+    what: str,
+    address: tuple[str, int],
+    credentials: grpc.ServerCredentials | None = None,
+) -> int:
+    host, port = address
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        if credentials is None:
+            bound: int = server.add_insecure_port(target)
+        else:
+            bound = server.add_secure_port(target, credentials)
+        return bound
+    except RuntimeError as exc:  # taken between the check and now
+        raise PortInUseError(port_message(what, host, port, None)) from exc
 
 
 async def serve_forever(options: ServeOptions) -> None:

@@ -65,14 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--xds-address",
         type=_optional_address,
-        default=("0.0.0.0", 15010),
-        help="plaintext ADS address, HOST:PORT ('' turns it off; default 0.0.0.0:15010)",
+        default=("127.0.0.1", 15010),
+        help="plaintext ADS address, HOST:PORT: configuration only, never secrets ('' turns "
+        "it off; default 127.0.0.1:15010)",
     )
     serve.add_argument(
         "--monitor-address",
         type=_address,
-        default=("0.0.0.0", 15014),
-        help="debug and metrics HTTP address (default 0.0.0.0:15014)",
+        default=("127.0.0.1", 15014),
+        help="debug and metrics HTTP address, unauthenticated (default 127.0.0.1:15014)",
     )
     serve.add_argument(
         "--debounce",
@@ -87,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--secure-xds-address",
         type=_optional_address,
         default=("0.0.0.0", 15012),
-        help="mTLS ADS address, HOST:PORT ('' turns it off; default 0.0.0.0:15012)",
+        help="mTLS ADS address, HOST:PORT: configuration and each proxy's own secrets "
+        "('' turns it off; default 0.0.0.0:15012)",
     )
     serve.add_argument(
         "--cert-ttl",
@@ -116,7 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("workload", nargs="?", help="WorkloadEntry name (or --all)")
     boot.add_argument("--namespace", default="default")
     boot.add_argument("--config-dir", type=Path, help="mesh YAML (default: embedded example)")
-    boot.add_argument("--xds-address", type=_address, required=True, help="HOST:PORT of sailplane")
+    boot.add_argument(
+        "--xds-address",
+        type=_address,
+        required=True,
+        help="HOST:PORT of sailplane's mTLS xDS port (15012; with --plaintext, 15010)",
+    )
     boot.add_argument("--admin-address", type=_address, default=("127.0.0.1", 15000))
     boot.add_argument(
         "--outbound-address",
@@ -138,8 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument(
         "--secure",
         action="store_true",
-        help="use the mTLS xDS port: writes the workload's bootstrap certificate, minted by "
-        "the CA, next to the bootstrap",
+        default=True,
+        help="the default: use the mTLS xDS port; writes the workload's bootstrap "
+        "certificate, minted by the CA, next to the bootstrap",
+    )
+    boot.add_argument(
+        "--plaintext",
+        dest="secure",
+        action="store_false",
+        help="use the plaintext xDS port instead: no credentials, and so no secrets (the "
+        "proxy cannot serve or call mTLS); for a laptop mesh without mTLS only",
     )
     boot.add_argument(
         "--delta",
@@ -206,6 +221,7 @@ def _config_dir(value: Path | None) -> Path:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from sailplane.app import ServeOptions, serve_forever
+    from sailplane.ports import PortInUseError
 
     config_dir = _config_dir(args.config_dir)
     if not config_dir.exists():
@@ -226,8 +242,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except CAError as exc:
         print(f"sailplane: {exc}", file=sys.stderr)
         return 2
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(options))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_forever(options))
+    except PortInUseError as exc:
+        print(f"sailplane: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

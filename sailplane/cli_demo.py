@@ -28,20 +28,20 @@ def add_bootstrap_flags(boot: argparse.ArgumentParser) -> None:
     boot.add_argument(
         "--cert-dir",
         type=Path,
-        help="with --secure: the directory in which the proxy finds the certificate files, if "
+        help="the directory in which the proxy finds the certificate files, if "
         "not where they are written (a volume mounted elsewhere in a container)",
     )
     boot.add_argument(
         "--no-credentials",
         action="store_true",
-        help="with --secure: name the certificate files without minting them (something "
+        help="name the certificate files without minting them (something "
         "else mints them, as the compose file's sailplane-init service does)",
     )
 
 
 def _check_bootstrap_flags(args: argparse.Namespace) -> str | None:
     if (args.cert_dir or args.no_credentials) and not args.secure:
-        return "--cert-dir and --no-credentials go with --secure"
+        return "--cert-dir and --no-credentials do not go with --plaintext"
     if args.all and args.workload:
         return "give a WORKLOAD or --all, not both"
     if not args.all and not args.workload:

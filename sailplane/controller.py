@@ -3,16 +3,24 @@ proxies, and keeps every connected proxy's snapshot up to date.
 
 Work is done once and shared: mesh-wide clusters and endpoints per service
 (generation.py), route tables per routes_key from encoded virtual hosts
-(routetables.py); only a proxy's own listeners and inbound clusters are
-built per proxy, and only when something they depend on changed. A new
-configuration is compared with the one in force (translate/impact.py) and
-only what the change touches is re-translated, as Istio scopes its pushes.
+(routetables.py); only a proxy's own listeners, inbound clusters and
+inbound route configs (which carry its authorization) are built per proxy,
+and only when something they depend on changed. A new configuration is
+compared with the one in force (translate/impact.py) and only what the
+change touches is re-translated, as Istio scopes its pushes.
+
+Each stream's snapshot depends only on the registry and on what that stream
+claimed (node metadata) and proved (its client certificate); see
+``Controller._key_for``. Secrets go only to the identity a certificate
+proved on the mTLS port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -56,8 +64,12 @@ class _ProxyEntry:
     own_clusters: TypeResources
     listeners: TypeResources
     routes: TypeResources | None  # a gateway's own route tables; sidecars share theirs
+    # A sidecar's inbound route configs (they carry its AuthorizationPolicies).
+    own_routes: TypeResources
     # (shared clusters, merged with own_clusters): rebuilt only when they move
     merged: tuple[TypeResources, TypeResources] | None = None
+    # (shared route table, merged with own_routes): likewise
+    merged_routes: tuple[TypeResources, TypeResources] | None = None
     # (routes_key, scope_key) as of Controller._keys_epoch
     keys: tuple[tuple[object, ...], str] | None = None
     keys_epoch: int = -1
@@ -72,8 +84,12 @@ class Controller:
         identities: IdentityStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         trust_domain: str = "cluster.local",
+        issue: bool = True,
     ) -> None:
+        """``issue=False``: never ask the CA for a certificate (dry runs); a
+        proxy whose identity has none yet gets no secrets."""
         self.trust_domain = trust_domain
+        self.issue = issue
         self.cache = cache
         self.clock = clock
         # Every sidecar gets SDS secrets; without a CA given, an in-memory one.
@@ -90,8 +106,10 @@ class Controller:
         # During apply(): the tables of the configuration before, to build from.
         self._previous_tables: dict[tuple[object, ...], RouteTable] = {}
         self._scopes: dict[str, tuple[TypeResources, TypeResources]] = {}
+        # Keyed by stream key (see _key_for): one entry per node id and claims.
         self._proxies: dict[str, _ProxyEntry] = {}
         self._streams: dict[str, int] = {}
+        self._claims: dict[str, str] = {}  # stream key -> digest of its claims
         self.nacks: list[tuple[str, str, str, str]] = []
         self.last_impact: Impact = FULL
         # Moves when a change may move proxies' route or scope keys (routes
@@ -121,7 +139,8 @@ class Controller:
         self._tables = {}
         changed = 0
         try:
-            for node_id, entry in list(self._proxies.items()):
+            for key, entry in list(self._proxies.items()):
+                node_id = entry.proxy.id
                 if _rebuilds(impact, node_id, entry.proxy):
                     try:
                         refreshed = proxy_from_node(node_id, entry.proxy.metadata, mesh)
@@ -130,19 +149,28 @@ class Controller:
                             "proxy %s: its WorkloadEntry is gone; keeping its last config", node_id
                         )
                         continue
-                    entry = self._proxies[node_id] = self._entry(refreshed)
-                changed += self.cache.set(node_id, self._snapshot(entry))
+                    refreshed = dataclasses.replace(
+                        refreshed, proven_identity=entry.proxy.proven_identity
+                    )
+                    entry = self._proxies[key] = self._entry(refreshed)
+                changed += self.cache.set(key, self._snapshot(entry))
         finally:
             self._previous_tables = {}
         self.ready.set()
         return changed
 
-    def admit(self, proxy: Proxy) -> Snapshot:
-        """Keep ``proxy``'s snapshot in the cache from now on (a stream connected)."""
-        entry = self._proxies[proxy.id] = self._entry(proxy)
+    def admit(self, proxy: Proxy, key: str | None = None) -> Snapshot:
+        """Keep ``proxy``'s snapshot in the cache under ``key`` (default: its
+        node id) from now on (a stream connected)."""
+        key = key or proxy.id
+        entry = self._proxies[key] = self._entry(proxy)
         snapshot = self._snapshot(entry)
-        self.cache.set(proxy.id, snapshot)
+        self.cache.set(key, snapshot)
         return snapshot
+
+    def connected(self) -> dict[str, Proxy]:
+        """Stream key -> the proxy as its streams claimed and proved it."""
+        return {key: entry.proxy for key, entry in self._proxies.items()}
 
     def snapshot_for(self, proxy: Proxy) -> Snapshot:
         """The snapshot ``proxy`` would get (connected or not)."""
@@ -157,7 +185,11 @@ class Controller:
         if proxy.role is Role.GATEWAY:
             routes = _types(ROUTE, build_routes(mesh, proxy))
         return _ProxyEntry(
-            proxy, _types(CLUSTER, own.own_clusters), _types(LISTENER, own.listeners), routes
+            proxy,
+            _types(CLUSTER, own.own_clusters),
+            _types(LISTENER, own.listeners),
+            routes,
+            _types(ROUTE, own.own_routes),
         )
 
     def _snapshot(self, entry: _ProxyEntry) -> Snapshot:
@@ -174,14 +206,17 @@ class Controller:
         routes = (
             entry.routes if entry.routes is not None else self._route_table(entry.proxy, route_key)
         )
+        if entry.merged_routes is None or entry.merged_routes[0] is not routes:
+            entry.merged_routes = (routes, merge_types(routes, entry.own_routes))
         return Snapshot(
             {
                 CLUSTER: entry.merged[1],
                 ENDPOINT: generation.endpoints,
                 LISTENER: entry.listeners,
-                ROUTE: routes,
+                ROUTE: entry.merged_routes[1],
                 SECRET: self.secrets_for(entry.proxy),
-            }
+            },
+            withheld=_NO_SECRETS if entry.proxy.proven_identity is None else None,
         )
 
     def _route_table(self, proxy: Proxy, key: tuple[object, ...]) -> TypeResources:
@@ -212,9 +247,21 @@ class Controller:
         return found[1]
 
     def secrets_for(self, proxy: Proxy) -> TypeResources:
-        """``default`` + ``ROOTCA`` for the proxy's own identity only; encoded
-        once per issued certificate and shared by that identity's proxies."""
-        identity = self.identities.get_workload(proxy.namespace, proxy.workload.service_account)
+        """``default`` + ``ROOTCA`` for the identity the proxy's client
+        certificate proved, and only while that is still its workload's
+        service account; none otherwise. Encoded once per issued
+        certificate and shared by that identity's proxies."""
+        proven = proxy.proven_identity
+        generation = self._generation
+        if (
+            proven is None
+            or generation is None
+            or proven != generation.mesh.spiffe_id(proxy.namespace, proxy.workload.service_account)
+        ):
+            return _EMPTY_SECRETS
+        identity = self.identities.get(proven) if self.issue else self.identities.peek(proven)
+        if identity is None:
+            return _EMPTY_SECRETS
         found = self._secrets.get(identity.spiffe_id)
         if found is None or found[0] != identity.serial:
             secrets = build_secrets(
@@ -230,13 +277,9 @@ class Controller:
         if not rotated or self._generation is None:
             return 0
         changed = 0
-        for node_id, entry in list(self._proxies.items()):
-            proxy = entry.proxy
-            spiffe = self._generation.mesh.spiffe_id(
-                proxy.namespace, proxy.workload.service_account
-            )
-            if spiffe in rotated:
-                changed += self.cache.set(node_id, self._snapshot(entry))
+        for key, entry in list(self._proxies.items()):
+            if entry.proxy.proven_identity in rotated:
+                changed += self.cache.set(key, self._snapshot(entry))
         log.info("rotated %d certificates; %d proxies updated", len(rotated), changed)
         return changed
 
@@ -248,6 +291,7 @@ class Controller:
         assert mesh is not None
         metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
         proxy = proxy_from_node(node.id, metadata, mesh)
+        proven = None
         if peer.certificate_pem is not None:
             # The mTLS xDS port: the certificate must be this workload's own
             # identity, or one proxy could fetch another's secrets.
@@ -263,8 +307,11 @@ class Controller:
                     f"node {proxy.id!r} belongs to {expected}, but the client certificate "
                     f"is {claimed}"
                 )
-        self.admit(proxy)
-        self._streams[proxy.id] = self._streams.get(proxy.id, 0) + 1
+            proven = claimed
+        proxy = dataclasses.replace(proxy, proven_identity=proven)
+        key = self._key_for(proxy)
+        self.admit(proxy, key)
+        self._streams[key] = self._streams.get(key, 0) + 1
         event(
             log,
             logging.INFO,
@@ -273,8 +320,20 @@ class Controller:
             proxy=proxy.id,
             peer=str(peer),
             role=proxy.role.value,
+            key=key,
         )
-        return proxy.id
+        return key
+
+    def _key_for(self, proxy: Proxy) -> str:
+        """The cache key of a new stream: streams of one node id share a
+        snapshot only if they claim the same metadata and proved the same
+        identity (a reconnect); a stream that claims something else gets a
+        snapshot of its own and can never change what the others receive."""
+        claims = _claims_digest(proxy)
+        node_id = proxy.id
+        key = node_id if self._claims.get(node_id, claims) == claims else f"{node_id}~{claims}"
+        self._claims[key] = claims
+        return key
 
     def on_disconnect(self, node_id: str, stream_id: int) -> None:
         event(
@@ -289,6 +348,7 @@ class Controller:
         if remaining <= 0:
             self._streams.pop(node_id, None)
             self._proxies.pop(node_id, None)
+            self._claims.pop(node_id, None)
             self.cache.clear(node_id)
         else:
             self._streams[node_id] = remaining
@@ -336,9 +396,22 @@ class Controller:
         return dump
 
 
+_EMPTY_SECRETS = TypeResources.build(SECRET, [])
+_NO_SECRETS = {
+    SECRET: "secrets are served only on the mTLS xDS port (15012), to the identity "
+    "its client certificate proves; this stream is plaintext"
+}
+
+
+def _claims_digest(proxy: Proxy) -> str:
+    """What a stream claimed (node metadata) and proved (its certificate)."""
+    claims = json.dumps([proxy.metadata, proxy.proven_identity], sort_keys=True, default=str)
+    return hashlib.sha256(claims.encode()).hexdigest()[:12]
+
+
 def _rebuilds(impact: Impact, node_id: str, proxy: Proxy) -> bool:
-    """Whether a change reaches the proxy's own resources (its listeners and
-    inbound clusters; a gateway's routes too)."""
+    """Whether a change reaches the proxy's own resources (its listeners,
+    inbound clusters and inbound route configs; a gateway's routes too)."""
     if impact.full or node_id in impact.proxies:
         return True
     return impact.gateways and proxy.role is Role.GATEWAY

@@ -8,6 +8,7 @@ the configuration in force.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from sailplane.config.loader import load_texts, object_changes
 from sailplane.controller import Controller
 from sailplane.errors import UnknownProxyError
 from sailplane.model.source import Severity
-from sailplane.translate import proxy_from_node
+from sailplane.translate import Proxy, proxy_from_node
 from sailplane.xds import PUSH_ORDER, Snapshot, SnapshotCache, StatusRegistry
 from sailplane.xds.types import SHORT_NAMES
 
@@ -89,30 +90,33 @@ def dry_run(
     texts: list[tuple[str, str]],
     in_force: InForce | None,
     cache: SnapshotCache,
-    connected: Mapping[str, Mapping[str, Any]],
+    connected: Mapping[str, Proxy],
     identities: IdentityStore | None = None,
 ) -> dict[str, Any]:
-    """What applying ``texts`` would do, against the configuration in force.
+    """What applying ``texts`` would do, against the configuration in force,
+    for the connected proxies (stream key -> proxy).
 
-    ``identities`` must be the running controller's, so that secrets compare
-    equal (a workload new to the mesh does get its certificate issued)."""
+    ``identities`` is the running controller's, read and never written: a
+    dry run issues no certificate (a proxy whose identity has none would
+    get no secrets), so nothing it is sent can make the CA mint."""
     result = load_texts(texts, previous=in_force)
     diagnostics = [d.to_json() for d in result.diagnostics if d.severity is not Severity.INFO]
     if result.mesh is None:
         return {"verdict": "rejected", "diagnostics": diagnostics, "objects": [], "proxies": []}
     unchanged = in_force is not None and in_force.mesh.digest == result.mesh.digest
-    controller = Controller(SnapshotCache(), identities)
+    controller = Controller(SnapshotCache(), identities, issue=False)
     controller.apply(result.mesh)
     proxies = []
-    for node_id, metadata in sorted(connected.items()):
-        entry: dict[str, Any] = {"proxy": node_id}
+    for key, claimed in sorted(connected.items()):
+        entry: dict[str, Any] = {"proxy": key}
         try:
-            proxy = proxy_from_node(node_id, metadata, result.mesh)
+            proxy = proxy_from_node(claimed.id, claimed.metadata, result.mesh)
         except UnknownProxyError as exc:
             entry["error"] = f"{exc}; it would keep its last configuration"
             proxies.append(entry)
             continue
-        entry["changes"] = diff_snapshots(cache.get(node_id), controller.snapshot_for(proxy))
+        proxy = dataclasses.replace(proxy, proven_identity=claimed.proven_identity)
+        entry["changes"] = diff_snapshots(cache.get(key), controller.snapshot_for(proxy))
         proxies.append(entry)
     return {
         "verdict": "unchanged" if unchanged else "applied",

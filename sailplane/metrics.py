@@ -26,10 +26,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from envoy.config.core.v3 import base_pb2
-from google.protobuf import json_format
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -226,7 +224,7 @@ def envoy_version(node: base_pb2.Node) -> str:
 
 class InstrumentedHooks:
     """Wraps the Controller's :class:`StreamHooks`: metrics for every stream
-    event, and the connected nodes' metadata (for dry runs)."""
+    event."""
 
     def __init__(
         self, inner: StreamHooks, metrics: Metrics, on_activity: Callable[[], None] = lambda: None
@@ -234,7 +232,6 @@ class InstrumentedHooks:
         self.inner = inner
         self.metrics = metrics
         self.on_activity = on_activity
-        self.metadata: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, list[str]] = {}
 
     async def on_connect(self, node: base_pb2.Node, peer: Peer) -> str:
@@ -242,9 +239,6 @@ class InstrumentedHooks:
         self.on_activity()
         version = envoy_version(node)
         self._versions.setdefault(node_id, []).append(version)
-        self.metadata[node_id] = (
-            json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
-        )
         self.metrics.connected_stream(node_id, version)
         return node_id
 
@@ -255,7 +249,6 @@ class InstrumentedHooks:
         last = not versions
         if last:
             self._versions.pop(node_id, None)
-            self.metadata.pop(node_id, None)
         self.metrics.disconnected_stream(node_id, version, last)
 
     def on_nack(self, node_id: str, type_url: str, version: str, message: str) -> None:

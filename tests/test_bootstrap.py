@@ -13,13 +13,14 @@ from tests.support.procs import ENVOY, PYTHON
 MESH = Path(__file__).resolve().parents[1] / "sailplane" / "examples" / "weather" / "mesh"
 
 VARIANTS = {
-    "plaintext-ip": ["--xds-address", "127.0.0.1:15010"],
-    "plaintext-dns": ["--xds-address", "sailplane:15010"],
-    "secure": ["--xds-address", "sailplane:15012", "--secure"],
-    "gateway-role": ["--xds-address", "127.0.0.1:15010", "--role", "gateway"],
+    "secure-ip": ["--xds-address", "127.0.0.1:15012"],
+    "secure-dns": ["--xds-address", "sailplane:15012"],
+    "secure-flag": ["--xds-address", "sailplane:15012", "--secure"],
+    "plaintext": ["--xds-address", "127.0.0.1:15010", "--plaintext"],
+    "gateway-role": ["--xds-address", "127.0.0.1:15012", "--role", "gateway"],
     "custom-addresses": [
         "--xds-address",
-        "127.0.0.1:15010",
+        "127.0.0.1:15012",
         "--admin-address",
         "127.0.0.5:15000",
         "--outbound-address",
@@ -84,3 +85,31 @@ def test_unknown_workload_is_refused_with_the_known_ones(tmp_path: Path) -> None
     assert result.returncode == 1
     assert "no WorkloadEntry default/no-such-workload" in result.stderr
     assert "weather-frontend.default" in result.stderr
+
+
+def _xds_cluster(bootstrap: Path) -> dict[str, object]:
+    document = yaml.safe_load(bootstrap.read_text())
+    (cluster,) = [c for c in document["static_resources"]["clusters"] if c["name"] == "xds-grpc"]
+    return cluster  # type: ignore[no-any-return]
+
+
+def test_bootstrap_is_mtls_by_default_and_plaintext_only_when_asked(tmp_path: Path) -> None:
+    def bootstrap(out_dir: Path, *extra: str) -> Path:
+        out_dir.mkdir()
+        out = out_dir / "bootstrap.yaml"
+        subprocess.run(
+            [PYTHON, "-m", "sailplane", "bootstrap", "weather-frontend", "--config-dir",
+             str(MESH), "--ca-dir", str(tmp_path / "ca"), "-o", str(out), *extra],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        return out
+
+    secure = bootstrap(tmp_path / "secure", "--xds-address", "127.0.0.1:15012")
+    assert "transport_socket" in _xds_cluster(secure)
+    key = secure.parent / "weather-frontend.default.key.pem"
+    assert key.stat().st_mode & 0o077 == 0, "the private key is readable by others"
+    assert b"PRIVATE KEY" in key.read_bytes()
+
+    plain = bootstrap(tmp_path / "plain", "--xds-address", "127.0.0.1:15010", "--plaintext")
+    assert "transport_socket" not in _xds_cluster(plain)
+    assert sorted(p.name for p in plain.parent.iterdir()) == ["bootstrap.yaml"]

@@ -235,7 +235,8 @@ def check_static(command: str) -> None:
     if argv[0] == "curl":
         port = re.search(r"localhost:(\d+)", command)
         assert port, command
-        published = {p.split(":")[0] for s in services.values() for p in s.get("ports", [])}
+        # "HOST_PORT:CONTAINER_PORT" or "IP:HOST_PORT:CONTAINER_PORT"
+        published = {p.split(":")[-2] for s in services.values() for p in s.get("ports", [])}
         assert port.group(1) in published, f"nothing publishes port {port.group(1)}"
         return
     raise AssertionError(f"no static check for {command!r}")

@@ -210,11 +210,14 @@ class Demo:
                 ],
                 env={"HTTP_PROXY": outbound, "NO_PROXY": ""},
             )
+        # Drain flags as Istio's agent sets its own: a replaced listener (an
+        # mTLS mode switch) closes its old connections within a second.
         for place, bootstrap in zip(where, bootstraps, strict=True):
             self.supervisor.start(
                 f"envoy-{place.workload.name}",
                 [envoy, "-c", str(bootstrap), "--concurrency", "1", "--disable-hot-restart",
-                 "--log-level", "warning", "--drain-time-s", "1"],
+                 "--log-level", "warning", "--drain-time-s", "1",
+                 "--drain-strategy", "immediate"],
             )  # fmt: skip
 
     def wait_until(self, what: str, ready: Callable[[], bool]) -> None:

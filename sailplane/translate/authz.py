@@ -10,6 +10,14 @@ writes them without ``spiffe://``); namespaces against its ``/ns/NS/`` part.
 For plain TCP ports (network RBAC) HTTP-only fields cannot be evaluated: as
 Istio does, an ALLOW rule that needs them never matches, and a DENY rule
 ignores them (denying more, never less).
+
+HTTP policies travel in the route configuration, not the listener: the HTTP
+connection manager always has the same three RBAC filters, without rules,
+and each route configuration turns them on per route (``RBACPerRoute``,
+keyed by filter name). A policy change is then an RDS-only push, which
+Envoy applies to the next request of every connection, where a listener
+change would leave existing connections on the old filter chain until
+they drain (600 s by default).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
+from google.protobuf import any_pb2
 
 from sailplane.model.authz import AuthorizationPolicy, Condition, Operation, Rule, Source_
 from sailplane.model.mesh import MeshConfig
@@ -35,6 +44,16 @@ from sailplane.model.registry import Workload, selector_matches
 from sailplane.translate.common import pack
 
 _ACTIONS = {"DENY": rbac_pb2.RBAC.DENY, "ALLOW": rbac_pb2.RBAC.ALLOW, "AUDIT": rbac_pb2.RBAC.LOG}
+# One HTTP RBAC filter per action, in Istio's order. Envoy finds a route's
+# typed_per_filter_config by the HttpFilter's name, so each name is distinct
+# and never the extension's own name (Envoy falls back to that one for every
+# RBAC filter that has no entry of its own).
+RBAC_FILTERS = {
+    "DENY": "envoy.filters.http.rbac.deny",
+    "ALLOW": "envoy.filters.http.rbac.allow",
+    "AUDIT": "envoy.filters.http.rbac.audit",
+}
+STRICT_MTLS_RULE = "peer-authentication-strict"
 _HEADER_KEY = re.compile(r"^request\.headers\[(.+)\]$")
 
 
@@ -295,14 +314,50 @@ def _grouped(policies: list[AuthorizationPolicy]) -> dict[str, list[Authorizatio
     return groups
 
 
-def http_rbac_filters(policies: list[AuthorizationPolicy]) -> list[hcm_pb2.HttpFilter]:
-    """RBAC HTTP filters in Istio's order: DENY, ALLOW, then AUDIT (LOG)."""
-    out = []
+def http_rbac_filters() -> list[hcm_pb2.HttpFilter]:
+    """The RBAC filters of every HTTP connection manager that enforces policy:
+    DENY, ALLOW, AUDIT. Without rules they enforce nothing; routes turn them
+    on (:func:`http_rbac_per_route`). The same bytes whatever the policies,
+    so a policy change never changes a listener."""
+    return [
+        hcm_pb2.HttpFilter(
+            name=name,
+            # Per-action counters: http.<prefix>.rbac.deny.denied, ...
+            typed_config=pack(http_rbac_pb2.RBAC(rules_stat_prefix=f"{action.lower()}.")),
+        )
+        for action, name in RBAC_FILTERS.items()
+    ]
+
+
+def http_rbac_per_route(
+    policies: list[AuthorizationPolicy], require_mtls: bool = False
+) -> dict[str, any_pb2.Any]:
+    """``typed_per_filter_config`` for a virtual host: one ``RBACPerRoute``
+    per action that has policies (the others stay off). ``require_mtls``
+    (PeerAuthentication STRICT) denies any request whose connection has no
+    verified peer certificate: a plaintext connection accepted before the
+    port became STRICT stays open on its old filter chain until it drains,
+    and this refuses its next request."""
+    out: dict[str, any_pb2.Any] = {}
     for action, members in _grouped(policies).items():
-        if not members:
-            continue
-        config = http_rbac_pb2.RBAC(rules=_rbac(members, action, http=True))
-        out.append(hcm_pb2.HttpFilter(name="envoy.filters.http.rbac", typed_config=pack(config)))
+        rules = _rbac(members, action, http=True)
+        if action == "DENY" and require_mtls:
+            rules.policies[STRICT_MTLS_RULE].CopyFrom(
+                rbac_pb2.Policy(
+                    permissions=[rbac_pb2.Permission(any=True)],
+                    # `authenticated: {}` matches any TLS peer (STRICT asks for its certificate).
+                    principals=[
+                        rbac_pb2.Principal(
+                            not_id=rbac_pb2.Principal(
+                                authenticated=rbac_pb2.Principal.Authenticated()
+                            )
+                        )
+                    ],
+                )
+            )
+        if rules.policies or members:
+            config = http_rbac_pb2.RBACPerRoute(rbac=http_rbac_pb2.RBAC(rules=rules))
+            out[RBAC_FILTERS[action]] = pack(config)
     return out
 
 

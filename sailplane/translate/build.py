@@ -4,7 +4,8 @@ its route tables, and the keys that say which proxies can share them.
 Work that does not depend on the proxy (outbound clusters and endpoints) is
 built per service (clusters.py, endpoints.py) and shared by every proxy;
 route tables are shared by proxies with equal :func:`routes_key`; only a
-proxy's listeners and inbound clusters are its own.
+proxy's listeners, inbound clusters and inbound route configurations (which
+carry its AuthorizationPolicies) are its own.
 """
 
 from __future__ import annotations
@@ -24,20 +25,28 @@ from sailplane.translate.listeners import (
     build_inbound_listener,
     build_outbound_listener,
     inbound_ports,
+    serves_http,
 )
 from sailplane.translate.proxy import Proxy, Role
-from sailplane.translate.routes import build_outbound_route_config, route_signature
+from sailplane.translate.routes import (
+    build_inbound_route_config,
+    build_outbound_route_config,
+    route_signature,
+)
 from sailplane.translate.telemetry import tracing_clusters
 
 
 @dataclass(frozen=True, slots=True)
 class ProxyResources:
-    """What only this proxy gets, each sorted by name: its listeners and its
-    own clusters (inbound, tracing collectors). Everything else it is sent
-    is shared (see sailplane/generation.py and sailplane/routetables.py)."""
+    """What only this proxy gets, each sorted by name: its listeners, its
+    own clusters (inbound, tracing collectors) and its own route
+    configurations (inbound HTTP ports; a gateway's are :func:`build_routes`).
+    Everything else it is sent is shared (see sailplane/generation.py and
+    sailplane/routetables.py)."""
 
     own_clusters: tuple[cluster_pb2.Cluster, ...]
     listeners: tuple[listener_pb2.Listener, ...]
+    own_routes: tuple[route_pb2.RouteConfiguration, ...] = ()
 
 
 def build_routes(mesh: MeshConfig, proxy: Proxy) -> tuple[route_pb2.RouteConfiguration, ...]:
@@ -97,17 +106,12 @@ def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
             listeners=tuple(build_gateway_listeners(mesh, proxy)),
         )
     ports = inbound_ports(proxy, mesh)
+    modes = {port: mesh.mtls_mode(proxy.workload, port) for port in ports}
     policies = policies_for(mesh, proxy.workload)
     listeners = [build_outbound_listener(proxy, telemetry)]
     listeners.extend(
         build_inbound_listener(
-            proxy,
-            port,
-            protocol,
-            mesh.mtls_mode(proxy.workload, port),
-            mesh.trust_domain,
-            policies,
-            telemetry,
+            proxy, port, protocol, modes[port], mesh.trust_domain, policies, telemetry
         )
         for port, protocol in ports.items()
     )
@@ -118,7 +122,13 @@ def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
         ),
         *tracing_clusters(telemetry),
     )
+    own_routes = [
+        build_inbound_route_config(port, policies, modes[port])
+        for port, protocol in ports.items()
+        if serves_http(protocol)
+    ]
     return ProxyResources(
         own_clusters=tuple(sorted(own_clusters, key=lambda c: c.name)),
         listeners=tuple(sorted(listeners, key=lambda x: x.name)),
+        own_routes=tuple(sorted(own_routes, key=lambda r: r.name)),
     )

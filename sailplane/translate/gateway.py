@@ -23,11 +23,11 @@ from sailplane.model.networking import Gateway, GatewayServer, VirtualService
 from sailplane.model.registry import selector_matches
 from sailplane.model.telemetry import telemetry_for
 from sailplane.translate import names
-from sailplane.translate.authz import http_rbac_filters, policies_for
+from sailplane.translate.authz import http_rbac_filters, http_rbac_per_route, policies_for
 from sailplane.translate.common import pack, socket_address
 from sailplane.translate.listeners import bind_address, http_connection_manager, network_filter
 from sailplane.translate.proxy import Proxy
-from sailplane.translate.routes import route_context, virtual_service_routes
+from sailplane.translate.routes import add_per_route_rbac, route_context, virtual_service_routes
 from sailplane.translate.telemetry import decorate_http, decorate_tcp
 
 
@@ -113,6 +113,9 @@ def _servers_by_port(
 def build_gateway_routes(
     mesh: MeshConfig, proxy: Proxy
 ) -> tuple[route_pb2.RouteConfiguration, ...]:
+    """The gateway's route configurations, each virtual host carrying the
+    gateway workload's AuthorizationPolicies as per-route RBAC (see authz.py:
+    a policy change is then an RDS-only push, enforced on open connections)."""
     configs: dict[str, route_pb2.RouteConfiguration] = {}
     for entries in _servers_by_port(mesh, proxy).values():
         for index, (gateway, server) in enumerate(entries):
@@ -135,6 +138,10 @@ def build_gateway_routes(
                 )
             else:
                 configs[name] = _server_route_config(mesh, gateway, [server], name)
+    rbac = http_rbac_per_route(policies_for(mesh, proxy.workload))
+    for config in configs.values():
+        for vhost in config.virtual_hosts:
+            add_per_route_rbac(vhost, rbac)
     return tuple(sorted(configs.values(), key=lambda c: c.name))
 
 
@@ -204,7 +211,7 @@ def build_gateway_listeners(mesh: MeshConfig, proxy: Proxy) -> list[listener_pb2
                 manager = http_connection_manager(
                     f"outbound_{address}_{port}",
                     _route_name(server, index),
-                    http_rbac_filters(policies_for(mesh, proxy.workload)),
+                    http_rbac_filters(),
                 )
                 decorate_http(manager, proxy, telemetry, outbound=True)
                 chain.filters.append(

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 from envoy.config.core.v3 import protocol_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
@@ -30,7 +29,6 @@ from sailplane.translate.egress import forward_proxy_filter
 from sailplane.translate.httproute import CORS_FILTER, FAULT_FILTER
 from sailplane.translate.mtls import inbound_filter_chains
 from sailplane.translate.proxy import Proxy
-from sailplane.translate.routes import routes_to_cluster
 from sailplane.translate.telemetry import decorate_http, decorate_tcp
 
 HCM = hcm_pb2.HttpConnectionManager
@@ -106,6 +104,12 @@ def inbound_ports(proxy: Proxy, mesh: MeshConfig) -> dict[int, Protocol]:
     return dict(sorted(ports.items()))
 
 
+def serves_http(protocol: Protocol) -> bool:
+    """Inbound ports of unknown protocol are served as HTTP, as Istio's
+    sniffing would mostly decide; they get an HCM and an inbound route."""
+    return protocol.is_http or protocol is Protocol.UNKNOWN
+
+
 def bind_address(address: str) -> str:
     """Listeners bind IP addresses; a workload named by DNS (a compose service)
     binds every address of its own network namespace instead."""
@@ -122,11 +126,17 @@ def build_inbound_listener(
     telemetry: WorkloadTelemetry | None = None,
 ) -> listener_pb2.Listener:
     """Bind the workload address on its port and forward to the app, with the
-    port's PeerAuthentication mode deciding plaintext / mTLS (see mtls.py)."""
+    port's PeerAuthentication mode deciding plaintext / mTLS (see mtls.py).
+
+    HTTP ports take their routes, and with them their AuthorizationPolicies,
+    over RDS (``inbound|PORT||``, see routes.build_inbound_route_config):
+    their listener does not change with policy. Plain TCP ports have no
+    routes: their network RBAC is in the listener, so a policy change there
+    reaches new connections only (existing ones drain)."""
     address = bind_address(proxy.workload.address)
     name = names.listener_name(address, workload_port)
     cluster = names.inbound_cluster_name(workload_port)
-    http = protocol.is_http or protocol is Protocol.UNKNOWN
+    http = serves_http(protocol)
 
     def filters(tls: bool) -> list[listener_components_pb2.Filter]:
         if not http:
@@ -139,18 +149,11 @@ def build_inbound_listener(
         manager = HCM(
             stat_prefix=f"inbound_{workload_port}",
             codec_type=HCM.AUTO,
-            route_config=route_pb2.RouteConfiguration(
-                name=cluster,
-                virtual_hosts=[
-                    route_components_pb2.VirtualHost(
-                        name=f"inbound|http|{workload_port}",
-                        domains=["*"],
-                        routes=routes_to_cluster(cluster),
-                    )
-                ],
-                validate_clusters={"value": False},
+            rds=hcm_pb2.Rds(
+                config_source=ads_config_source(),
+                route_config_name=names.inbound_route_name(workload_port),
             ),
-            http_filters=[*http_rbac_filters(list(policies)), _router()],
+            http_filters=[*http_rbac_filters(), _router()],
             # As Istio: the app learns the caller's SPIFFE identity; a header
             # a caller sent itself is never trusted.
             forward_client_cert_details=HCM.SANITIZE_SET,
@@ -165,6 +168,11 @@ def build_inbound_listener(
         address=socket_address(address, workload_port),
         traffic_direction=1,  # INBOUND
         filter_chains=chains,
+        # DEFAULT, deliberately: drain on modification and also on
+        # /healthcheck/fail, so a workload being shut down sheds its inbound
+        # connections (Envoy's advice: MODIFY_ONLY is for egress listeners).
+        # Policy never waits for a drain: it travels over RDS (see above).
+        drain_type=listener_pb2.Listener.DEFAULT,
     )
     if inspect:
         listener.listener_filters.append(

@@ -8,7 +8,11 @@ its workload certificate (SDS secret ``default``) and the mesh trust bundle
   is plaintext only; PERMISSIVE accepts both on one port (a TLS inspector
   picks the filter chain by transport protocol). Callers' identities reach
   the app in ``x-forwarded-client-cert`` (``URI=spiffe://...``), and a
-  header forged by a plaintext caller is dropped (SANITIZE_SET).
+  header forged by a plaintext caller is dropped (SANITIZE_SET). A new
+  filter chain reaches new connections only, so STRICT is also a rule in
+  the port's route configuration (an RBAC DENY of any peer without a
+  certificate, see authz.http_rbac_per_route): over RDS it refuses the next
+  request of a plaintext connection accepted while the port was PERMISSIVE.
 * Outbound, by DestinationRule ``tls.mode``: ISTIO_MUTUAL presents
   ``default`` and verifies the server's SPIFFE identity (the service
   accounts of the destination's instances); SIMPLE / MUTUAL use files;

@@ -13,6 +13,12 @@ def inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 
 
+def inbound_route_name(port: int) -> str:
+    """``inbound|5000||``: the inbound route configuration of a workload port,
+    named as its cluster (Istio's name for it)."""
+    return f"inbound|{port}||"
+
+
 def listener_name(address: str, port: int) -> str:
     """Istio names listeners by what they bind: ``127.0.0.1_15001``."""
     return f"{address}_{port}"

@@ -47,6 +47,9 @@ class Proxy:
     outbound_address: tuple[str, int] = DEFAULT_OUTBOUND_ADDRESS
     app_address: str = DEFAULT_APP_ADDRESS
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # The SPIFFE identity the client certificate proved on the mTLS xDS port
+    # (None on the plaintext port): the only identity whose secrets it gets.
+    proven_identity: str | None = None
 
     @property
     def id(self) -> str:

@@ -1,4 +1,5 @@
-"""Route configurations for the sidecar's outbound HTTP listener.
+"""Route configurations: the sidecar's outbound route table, and the route
+configuration of each inbound HTTP port (see :func:`build_inbound_route_config`).
 
 One virtual host per service port, named ``FQDN:PORT`` as in Istio, listing
 every name a client in the proxy's namespace may use (short name,
@@ -17,13 +18,16 @@ from dataclasses import dataclass
 
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
+from google.protobuf import any_pb2
 
+from sailplane.model.authz import AuthorizationPolicy
 from sailplane.model.hosts import host_aliases, host_matches
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import Destination, HTTPMatch, VirtualService
 from sailplane.model.registry import Protocol, Service, ServicePort, selector_matches
 from sailplane.model.sidecar import Sidecar
 from sailplane.translate import names
+from sailplane.translate.authz import http_rbac_per_route
 from sailplane.translate.common import duration
 from sailplane.translate.egress import catch_all_virtual_host
 from sailplane.translate.httproute import RouteContext, build_http_routes, build_retry_policy
@@ -45,6 +49,34 @@ def routes_to_cluster(cluster: str, outbound: bool = False) -> list[rc.Route]:
         assert retry is not None
         action.retry_policy.CopyFrom(retry)
     return [rc.Route(name="default", match=rc.RouteMatch(prefix="/"), route=action)]
+
+
+def build_inbound_route_config(
+    workload_port: int, policies: list[AuthorizationPolicy], mtls_mode: str = "PERMISSIVE"
+) -> route_pb2.RouteConfiguration:
+    """One inbound HTTP port's routes, over RDS: everything to the app, with
+    the port's AuthorizationPolicies (and STRICT mTLS) as per-route RBAC.
+    Over RDS because Envoy applies a route update to the next request of
+    every open connection, the draining ones included (they share the route
+    configuration by name), so a policy bites at once; see authz.py."""
+    vhost = rc.VirtualHost(
+        name=f"inbound|http|{workload_port}",
+        domains=["*"],
+        routes=routes_to_cluster(names.inbound_cluster_name(workload_port)),
+    )
+    add_per_route_rbac(vhost, http_rbac_per_route(policies, mtls_mode == "STRICT"))
+    return route_pb2.RouteConfiguration(
+        name=names.inbound_route_name(workload_port),
+        virtual_hosts=[vhost],
+        validate_clusters={"value": False},
+    )
+
+
+def add_per_route_rbac(vhost: rc.VirtualHost, rbac: Mapping[str, any_pb2.Any]) -> None:
+    """Per virtual host, not per RouteConfiguration: an Envoy older than that
+    field would ignore it, and silently enforce nothing."""
+    for filter_name, config in rbac.items():
+        vhost.typed_per_filter_config[filter_name].CopyFrom(config)
 
 
 def exported_to(export_to: tuple[str, ...], owner_namespace: str, namespace: str) -> bool:

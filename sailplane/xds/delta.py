@@ -259,6 +259,8 @@ class DeltaStream(StreamCore[_DeltaType]):
         return sorted(send), sorted(remove)
 
     async def send(self, type_url: str, snapshot: Snapshot, always: bool = False) -> None:
+        if self.withholding(type_url, snapshot):
+            return
         st = self.state(type_url)
         resources = snapshot.get(type_url)
         send, remove = self._changes(st, resources)

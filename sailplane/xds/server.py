@@ -316,6 +316,8 @@ class _Stream(StreamCore[_TypeState]):
         return {n for n in changed if n in names and n in resources.chunks}
 
     async def send(self, type_url: str, snapshot: Snapshot) -> None:
+        if self.withholding(type_url, snapshot):
+            return
         st = self.state(type_url)
         resources = snapshot.get(type_url)
         kept = self._kept(type_url, resources, snapshot)

@@ -365,12 +365,19 @@ class LayeredTypeResources(TypeResources):
 
 
 class Snapshot:
-    """Everything one proxy should have, by type URL. Immutable."""
+    """Everything one proxy should have, by type URL. Immutable.
 
-    __slots__ = ("resources",)
+    ``withheld``: types this proxy may not have at all, with the reason
+    (secrets on the plaintext port). A stream that subscribes to one gets no
+    response for it, and the reason in its status and the log."""
 
-    def __init__(self, resources: Mapping[str, TypeResources]) -> None:
+    __slots__ = ("resources", "withheld")
+
+    def __init__(
+        self, resources: Mapping[str, TypeResources], withheld: Mapping[str, str] | None = None
+    ) -> None:
         self.resources = resources
+        self.withheld: Mapping[str, str] = withheld or {}
 
     def version(self, type_url: str) -> str:
         found = self.resources.get(type_url)

@@ -2,7 +2,8 @@
 
 For every stream and type: the version sent, the version ACKed, and the
 state: SYNCED (acked what was sent), STALE (sent, no answer yet), NACKED
-(rejected; Envoy's message kept) or NOT_SENT.
+(rejected; Envoy's message kept), NOT_SENT, or REFUSED (the stream may
+not have the type: secrets asked for on the plaintext port).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class SyncState(enum.Enum):
     STALE = "STALE"
     NACKED = "NACKED"
     NOT_SENT = "NOT_SENT"
+    REFUSED = "REFUSED"  # the stream may not have this type (error says why)
 
 
 @dataclass(slots=True)
@@ -32,7 +34,7 @@ class TypeStatus:
     @property
     def state(self) -> SyncState:
         if self.sent is None:
-            return SyncState.NOT_SENT
+            return SyncState.NOT_SENT if self.error is None else SyncState.REFUSED
         if self.nacked == self.sent:
             return SyncState.NACKED
         if self.acked == self.sent:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -18,6 +19,8 @@ from sailplane.xds.types import LISTENER, ROUTE
 
 if TYPE_CHECKING:
     from sailplane.xds.server import AdsServer
+
+log = logging.getLogger("sailplane.xds")
 
 # Removals of clusters and endpoints wait until these are ACKed at their new versions.
 REFERRING_TYPES = (LISTENER, ROUTE)
@@ -94,6 +97,19 @@ class StreamCore(Generic[S]):
         if found is None:
             found = self.types[type_url] = self._new_state()
         return found
+
+    def withholding(self, type_url: str, snapshot: Snapshot) -> bool:
+        """Whether the snapshot withholds ``type_url`` from this stream. The
+        first time, the reason goes to the stream's status and the log; the
+        stream gets no response for the type (the client times out on it)."""
+        reason = snapshot.withheld.get(type_url)
+        if reason is None:
+            return False
+        status = self.status.of(type_url)
+        if status.error != reason:
+            status.error = reason
+            log.warning("%s: %s", self.node_id, reason)
+        return True
 
     def _referrers_synced(self, snapshot: Snapshot) -> bool:
         """Have listeners and routes been accepted at the snapshot's versions?"""

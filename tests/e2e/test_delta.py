@@ -38,7 +38,7 @@ def mesh(processes: ProcessGroup, tmp_path: Path) -> Mesh:
 def test_bootstrap_asks_for_delta(mesh: Mesh) -> None:
     spec = mesh.workload("weather-frontend", {"app": "weather-frontend"})
     mesh.write_registry([])
-    mesh.xds_port = 15010
+    mesh.secure_xds_port = 15012
     text = mesh.bootstrap(spec).read_text()
     assert "api_type: DELTA_GRPC" in text
 

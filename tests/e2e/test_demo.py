@@ -259,7 +259,8 @@ def test_app_behind_a_sidecar_bound_to_every_address_of_its_network_namespace(
     bootstrap = mesh.config_dir.parent / "bootstrap.yaml"
     subprocess.run(
         [PYTHON, "-m", "sailplane", "bootstrap", "weather-backend-single",
-         "--config-dir", str(mesh.config_dir), "--xds-address", f"127.0.0.1:{mesh.xds_port}",
+         "--config-dir", str(mesh.config_dir), "--ca-dir", str(mesh.ca_dir),
+         "--xds-address", f"127.0.0.1:{mesh.secure_xds_port}",
          "--admin-address", f"127.0.0.1:{admin}", "--outbound-address", f"127.0.0.1:{outbound}",
          "--app-address", "127.0.0.1", "-o", str(bootstrap)],
         check=True,

@@ -10,6 +10,7 @@ orphaned outputs are removed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,9 @@ def render_case(case: Path) -> dict[str, str]:
     }
     for node_id, metadata in proxies.items():
         proxy = proxy_from_node(node_id, metadata or {}, mesh)
-        snapshot = controller.snapshot_for(proxy)
+        # As on the mTLS xDS port, where the client certificate proves it.
+        identity = mesh.spiffe_id(proxy.namespace, proxy.workload.service_account)
+        snapshot = controller.snapshot_for(dataclasses.replace(proxy, proven_identity=identity))
         problems = snapshot.consistent()
         assert not problems, f"{node_id}: inconsistent snapshot: {problems}"
         document = {}

@@ -182,7 +182,11 @@ class Mesh:
         return json.loads(body)  # type: ignore[no-any-return]
 
     def bootstrap(self, spec: WorkloadSpec, *extra: str) -> Path:
+        """The proxy's bootstrap: the mTLS xDS port with a certificate from
+        the plane's CA, as `sailplane bootstrap` does by default; with
+        ``--plaintext`` in ``extra``, the plaintext port (no secrets)."""
         out = self.config_dir.parent / f"bootstrap-{spec.name}.yaml"
+        port = self.xds_port if "--plaintext" in extra else self.secure_xds_port
         import subprocess
 
         subprocess.run(
@@ -196,8 +200,10 @@ class Mesh:
                 spec.namespace,
                 "--config-dir",
                 str(self.config_dir),
+                "--ca-dir",
+                str(self.ca_dir),
                 "--xds-address",
-                f"127.0.0.1:{self.xds_port}",
+                f"127.0.0.1:{port}",
                 "--admin-address",
                 spec.admin,
                 "--outbound-address",
@@ -213,9 +219,17 @@ class Mesh:
         )
         return out
 
-    def start_envoy(self, spec: WorkloadSpec, *extra: str, detect_role: bool = False) -> Process:
+    def start_envoy(
+        self,
+        spec: WorkloadSpec,
+        *extra: str,
+        detect_role: bool = False,
+        drain_time_s: int | None = 1,
+    ) -> Process:
         """``detect_role``: leave the role out of the node metadata, so the
-        control plane decides it (a workload a Gateway selects is a gateway)."""
+        control plane decides it (a workload a Gateway selects is a gateway).
+        ``drain_time_s=None``: Envoy's own drain settings (600 s, gradual), as
+        a user's Envoy has; tests that change listeners default to 1 s."""
         bootstrap = self.bootstrap(spec, *extra)
         if detect_role:
             config = yaml.safe_load(bootstrap.read_text())
@@ -232,8 +246,7 @@ class Mesh:
                 "--disable-hot-restart",
                 "--log-level",
                 "warning",
-                "--drain-time-s",
-                "1",
+                *(() if drain_time_s is None else ("--drain-time-s", str(drain_time_s))),
             ],
         )
         self.envoys[spec.name] = envoy

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,3 +309,38 @@ async def test_diff_is_a_dry_run(
     assert versions(plane, "frontend.default") == in_force  # nothing applied
     (other / "vs.yaml").write_text("a: [\n")
     assert await running.cli("diff", "--config-dir", str(other)) == 2
+
+
+async def test_debug_views_never_ask_the_ca_for_a_certificate(
+    running: Running, tmp_path: Path
+) -> None:
+    """A dry run naming made-up service accounts, and config dumps of proxies
+    that are not connected, leave the CA's identities as they were (before
+    issue #14, each made the live CA mint a certificate and keep rotating it)."""
+    plane = running.plane
+    before = plane.identities.identities()
+    made_up = "".join(
+        textwrap.dedent(
+            f"""\
+            ---
+            apiVersion: networking.istio.io/v1
+            kind: WorkloadEntry
+            metadata: {{name: fake-{n}}}
+            spec: {{address: 10.9.9.{n}, labels: {{app: fake}}, serviceAccount: invented-{n}}}
+            """
+        )
+        for n in range(20)
+    )
+    files = {
+        name: (running.config_dir / name).read_text()
+        for name in ("registry.yaml", "gateway.yaml", "vs.yaml")
+    }
+    files["fake.yaml"] = made_up
+    body = json.dumps({"files": files}).encode()
+    request = urllib.request.Request(running.url("/debug/diff"), data=body, method="POST")
+    answer = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(request).read()))
+    assert answer["verdict"] == "applied"
+    for proxy in ("backend-v1.default", "frontend.default"):
+        status, _ = await running.get(f"/debug/config_dump?proxy={proxy}")
+        assert status == 200
+    assert plane.identities.identities() == before
