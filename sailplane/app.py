@@ -5,12 +5,19 @@ validated configuration. A directory that does not parse changes nothing;
 an object that does not validate is left out (or keeps its last good
 version, see config/assemble.py); every problem is logged once, counted on
 ``/metrics`` and listed at ``/debug/configz``.
+
+Reading and parsing the directory (and the monitor's dry runs) happen in a
+worker thread, so that ADS streams, pushes and the monitor keep answering
+while a large or hostile file is read; only applying the result to the
+controller runs on the event loop. Loads are bounded: a size limit per file
+(``--max-file-size``), a budget for alias expansion (config/yamldoc.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -24,14 +31,20 @@ import grpc
 from sailplane.ca import CertificateAuthority, IdentityStore
 from sailplane.config.assemble import InForce
 from sailplane.config.incremental import DocumentCache
-from sailplane.config.loader import LoadResult, load_dir, object_changes
+from sailplane.config.loader import (
+    DEFAULT_MAX_FILE_SIZE,
+    LoadResult,
+    load_dir,
+    max_file_size,
+    object_changes,
+)
 from sailplane.config.watch import DirectoryWatcher
 from sailplane.controller import Controller
 from sailplane.debug import dry_run, parse_files_body, proxy_view
 from sailplane.heap import HeapKeeper
 from sailplane.logs import event
 from sailplane.metrics import CONTENT_TYPE, InstrumentedHooks, Metrics
-from sailplane.model.source import Severity
+from sailplane.model.source import Diagnostic, Position, Severity
 from sailplane.monitor import MonitorServer, Response
 from sailplane.ports import PortInUseError, check_ports_free, port_message
 from sailplane.secure import server_credentials
@@ -88,6 +101,8 @@ class ServeOptions:
     cert_ttl: timedelta = timedelta(hours=24)
     # Where the `sailplane` access log provider writes JSON lines ("-": stdout).
     access_log_file: str = "-"
+    # Larger configuration files are not read (an error names them).
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
 
 
 class ControlPlane:
@@ -126,6 +141,9 @@ class ControlPlane:
         self.xds_port: int | None = None
         self.monitor_port: int | None = None
         self.last_result: LoadResult | None = None  # the last load, applied or not
+        self.last_load_applied = False  # whether what is in force is the last load
+        # One load at a time: the document cache is not thread-safe.
+        self._loading = asyncio.Lock()
         self.applied_result: LoadResult | None = None  # the load in force
         self.in_force: InForce | None = None
         # Parsed documents and objects of the last load: a reload re-parses only what changed.
@@ -143,24 +161,76 @@ class ControlPlane:
         """Load the config dir; apply it if it parses. Returns whether applied.
 
         ``change_seen_at`` (monotonic) is when the file change was first seen,
-        for the convergence-time histogram."""
+        for the convergence-time histogram. Blocks while it reads: the running
+        server uses :meth:`reload_off_loop`."""
         started = time.monotonic()
-        result = load_dir(self.options.config_dir, previous=self.in_force, cache=self.documents)
+        return self._apply(self._load(), started, change_seen_at)
+
+    async def reload_off_loop(self, change_seen_at: float | None = None) -> bool:
+        """:meth:`reload`, reading and parsing in a worker thread."""
+        async with self._loading:
+            started = time.monotonic()
+            result = await asyncio.to_thread(self._load)
+            return self._apply(result, started, change_seen_at)
+
+    def _load(self) -> LoadResult:
+        """Read the directory; never raises (a failure is a diagnostic)."""
+        try:
+            return load_dir(
+                self.options.config_dir,
+                previous=self.in_force,
+                cache=self.documents,
+                max_file_size=self.options.max_file_size,
+            )
+        except Exception as exc:  # a bug: reported like any problem, never a crash
+            log.exception("loading %s failed", self.options.config_dir)
+            self.documents = DocumentCache()  # it may be half-updated
+            return LoadResult(None, (self._failure("loading", exc),))
+
+    def _failure(self, what: str, exc: BaseException) -> Diagnostic:
+        return Diagnostic(
+            str(self.options.config_dir),
+            Position(1, 1),
+            f"{what} failed: {type(exc).__name__}: {str(exc)[:200]}",
+        )
+
+    def _apply(self, result: LoadResult, started: float, change_seen_at: float | None) -> bool:
+        try:
+            return self._apply_result(result, started, change_seen_at)
+        except Exception as exc:  # never let one bad reload stop the server
+            # (The controller may have put it in force for some proxies already.)
+            log.exception("applying the configuration failed part way")
+            self.last_load_applied = False
+            self.last_result = dataclasses.replace(
+                result, mesh=None, diagnostics=(*result.diagnostics, self._failure("applying", exc))
+            )
+            return False
+
+    def _apply_result(
+        self, result: LoadResult, started: float, change_seen_at: float | None
+    ) -> bool:
         self.last_result = result
+        self.last_load_applied = False
         news = self._report(result)
         if result.mesh is None:
             self.metrics.reloads.labels("rejected").inc()
+            serving = (
+                "still serving the last good one"
+                if self.controller.mesh is not None
+                else "there is no last good one: nothing is served until the directory loads"
+            )
             event(
                 config_log,
                 logging.ERROR if news else logging.DEBUG,  # said already, unless new
                 "config.rejected",
-                "configuration not applied; still serving the last good one",
+                f"configuration not applied; {serving}",
                 errors=len(result.errors),
                 dir=str(self.options.config_dir),
             )
             return False
         if self.controller.mesh is not None and self.controller.mesh.digest == result.mesh.digest:
             self.metrics.reloads.labels("unchanged").inc()
+            self.last_load_applied = True
             return False
         before = {n: self.cache.get(n) for n in self.cache.node_ids()}
         updated = self.controller.apply(result.mesh)
@@ -175,6 +245,7 @@ class ControlPlane:
         for kind, what, _ in changes:
             self.metrics.config_events.labels(kind, what).inc()
         self.applied_result, self.in_force = result, result.in_force()
+        self.last_load_applied = True
         self.applied += 1
         self.heap.touch()
         self.applied_at = time.time()
@@ -236,7 +307,7 @@ class ControlPlane:
         assert self._watcher is not None
         async for burst in self._watcher.changes():
             try:
-                self.reload(burst.first_seen)
+                await self.reload_off_loop(burst.first_seen)
             except Exception:  # never let one bad reload stop the watcher
                 log.exception("reload failed; still serving the last good configuration")
 
@@ -261,7 +332,7 @@ class ControlPlane:
         if a port is taken."""
         check_ports_free(self._addresses())
         self.heap.configure()
-        self.reload()
+        await self.reload_off_loop()
         opts = self.options
         if opts.xds_address is not None:
             self.grpc_server = self._grpc_server()
@@ -290,10 +361,10 @@ class ControlPlane:
         self._rotation_task = asyncio.create_task(self._rotate_forever())
         self._heap_task = asyncio.create_task(self.heap.run())
         log.info(
-            "monitor on http://%s:%d (/ready, /metrics, /stats/prometheus, /debug/syncz, "
-            "/debug/configz)",
+            "monitor on http://%s:%d (%s)",
             opts.monitor_address[0],
             self.monitor_port,
+            ", ".join(self.monitor.endpoints()),
         )
         if opts.watch:
             self._watcher = DirectoryWatcher(
@@ -376,20 +447,24 @@ class ControlPlane:
             )
         return Response.json(view)
 
-    def _diff(self, query: dict[str, list[str]], body: bytes) -> Response:
+    async def _diff(self, query: dict[str, list[str]], body: bytes) -> Response:
+        """The dry run reads and translates in a worker thread, with the
+        limits of a reload (the file size limit, the alias budget)."""
+        in_force, connected = self.in_force, dict(self.controller.connected())
+
+        def run() -> dict[str, object]:
+            texts = parse_files_body(body)  # JSON of up to MAX_BODY: not on the loop either
+            with max_file_size(self.options.max_file_size):
+                return dry_run(texts, in_force, self.cache, connected, self.controller.identities)
+
         try:
-            texts = parse_files_body(body)
+            answer = await asyncio.to_thread(run)
         except ValueError as exc:
             return Response.json({"error": str(exc)}, 400)
-        return Response.json(
-            dry_run(
-                texts,
-                self.in_force,
-                self.cache,
-                self.controller.connected(),
-                self.controller.identities,
-            )
-        )
+        except Exception as exc:
+            log.exception("dry run failed")
+            return Response.json({"error": f"dry run failed: {type(exc).__name__}: {exc}"}, 500)
+        return Response.json(answer)
 
     def _configz(self, query: dict[str, list[str]]) -> Response:
         applied, last = self.applied_result, self.last_result
@@ -399,7 +474,7 @@ class ControlPlane:
                 "config_dir": str(self.options.config_dir),
                 "version": self.version,
                 "applied_at": self.applied_at,
-                "last_load_applied": bool(last and last.mesh is not None),
+                "last_load_applied": bool(last and self.last_load_applied),
                 "in_force": [r.to_json() for r in records if r.state in ("active", "retained")],
                 "not_in_force": [
                     r.to_json() for r in records if r.state not in ("active", "retained")

@@ -34,7 +34,12 @@ LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 def _logging_flags(parser: argparse.ArgumentParser, default: object) -> None:
     """--log-level and --log-format, before or after the command."""
-    parser.add_argument("--log-level", default=default or "info", choices=LOG_LEVELS)
+    parser.add_argument(
+        "--log-level",
+        default=default or "info",
+        choices=LOG_LEVELS,
+        help="least severe log lines shown (default info)",
+    )
     parser.add_argument(
         "--log-format",
         default=default or "text",
@@ -47,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sailplane",
         description="A service-mesh control plane: Istio YAML in, Envoy xDS out.",
+        epilog="Exit status, for CI and pre-commit hooks: 0 success, 1 errors, 2 usage "
+        "(bad flags, a missing directory). `sailplane validate`: 0 valid, 1 errors, "
+        "2 usage; `sailplane diff`: 0 no change, 1 changes, 2 errors (see their --help).",
     )
     parser.add_argument("--version", action="version", version=f"sailplane {__version__}")
     _logging_flags(parser, None)
@@ -111,12 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest a burst of changes can delay a reload (default 1.0)",
     )
+    _max_file_size_flag(serve)
 
     boot = sub.add_parser(
         "bootstrap", parents=[common], help="write the Envoy bootstrap for a workload"
     )
     boot.add_argument("workload", nargs="?", help="WorkloadEntry name (or --all)")
-    boot.add_argument("--namespace", default="default")
+    boot.add_argument(
+        "--namespace", default="default", help="the WorkloadEntry's namespace (default: default)"
+    )
     boot.add_argument("--config-dir", type=Path, help="mesh YAML (default: embedded example)")
     boot.add_argument(
         "--xds-address",
@@ -124,7 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="HOST:PORT of sailplane's mTLS xDS port (15012; with --plaintext, 15010)",
     )
-    boot.add_argument("--admin-address", type=_address, default=("127.0.0.1", 15000))
+    boot.add_argument(
+        "--admin-address",
+        type=_address,
+        default=("127.0.0.1", 15000),
+        help="where Envoy's admin interface listens (default 127.0.0.1:15000)",
+    )
     boot.add_argument(
         "--outbound-address",
         type=_address,
@@ -170,12 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="sync state of every connected proxy, or one proxy's resources",
     )
-    status.add_argument("--monitor-address", type=_address, default=("127.0.0.1", 15014))
+    status.add_argument(
+        "--monitor-address",
+        type=_address,
+        default=("127.0.0.1", 15014),
+        help="the running server's monitor port, HOST:PORT (default 127.0.0.1:15014)",
+    )
     status.add_argument(
         "--proxy",
         metavar="ID",
-        help="show this proxy's clusters, endpoints, listeners, routes and secrets "
-        "(NAME.NAMESPACE), like istioctl proxy-config",
+        help="show this proxy's clusters, endpoints, listeners, routes and secrets, like "
+        "istioctl proxy-config: NAME.NAMESPACE, or NAME for one in namespace default",
     )
     status.add_argument("--json", action="store_true", help="print the monitor's JSON")
 
@@ -183,32 +204,79 @@ def build_parser() -> argparse.ArgumentParser:
         "validate",
         parents=[common],
         help="check a config directory offline (exit 0 valid, 1 errors, 2 usage)",
-        description="Run every check `sailplane serve` runs, without serving. Exit status: "
-        "0 valid (warnings allowed unless --strict), 1 errors, 2 usage.",
+        description="Run every check `sailplane serve` runs, without serving, and show "
+        "every problem of every object. Exit status: 0 valid (warnings allowed unless "
+        "--strict), 1 errors (or no mesh object at all: an empty or wrong --config-dir), "
+        "2 usage (bad flags, missing directory).",
     )
     validate.add_argument(
         "--config-dir", type=Path, help="directory of mesh YAML (default: the embedded example)"
     )
-    validate.add_argument("--format", choices=["text", "json"], default="text")
+    validate.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="text (one line per problem, default) or json (problems and every object's state)",
+    )
     validate.add_argument("--strict", action="store_true", help="warnings fail too")
     validate.add_argument(
         "-v", "--verbose", action="store_true", help="also show info lines (skipped kinds)"
     )
+    _max_file_size_flag(validate)
 
     diff = sub.add_parser(
         "diff",
         parents=[common],
         help="what applying a directory would change on the running server (dry run)",
         description="Send DIR to the running server's monitor port as a dry run and show "
-        "which objects, proxies and resources would change. Exit status: 0 no change, "
-        "1 changes, 2 error (kubectl diff's convention).",
+        "which objects, proxies and resources would change; nothing is applied. Exit "
+        "status (kubectl diff's convention): 0 no change, 1 changes, 2 errors: DIR has "
+        "errors (the objects with errors would not be applied; see `sailplane validate`) "
+        "or does not parse, or the server cannot be reached; also bad flags.",
     )
-    diff.add_argument("--config-dir", type=Path, required=True)
-    diff.add_argument("--monitor-address", type=_address, default=("127.0.0.1", 15014))
+    diff.add_argument(
+        "--config-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="directory of mesh YAML to compare with the configuration in force (required)",
+    )
+    diff.add_argument(
+        "--monitor-address",
+        type=_address,
+        default=("127.0.0.1", 15014),
+        help="the running server's monitor port, HOST:PORT (default 127.0.0.1:15014)",
+    )
     diff.add_argument("--json", action="store_true", help="print the monitor's JSON")
     cli_ca.register(sub, common)
     cli_demo.register(sub, common)
     return parser
+
+
+def _size(value: str) -> int:
+    """``8388608``, ``512K``, ``8M``, ``1G`` (powers of 1024) -> bytes."""
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    try:
+        size = int(float(text[:-1] if factor > 1 else text) * factor)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a size: {value!r} (e.g. 8M, 512K)") from exc
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"not a size: {value!r} (e.g. 8M, 512K)")
+    return size
+
+
+def _max_file_size_flag(parser: argparse.ArgumentParser) -> None:
+    from sailplane.config.loader import DEFAULT_MAX_FILE_SIZE
+
+    parser.add_argument(
+        "--max-file-size",
+        type=_size,
+        default=DEFAULT_MAX_FILE_SIZE,
+        metavar="SIZE",
+        help="larger config files are an error and are not read, e.g. 8M, 512K "
+        f"(default {DEFAULT_MAX_FILE_SIZE >> 20}M)",
+    )
 
 
 def _config_dir(value: Path | None) -> Path:
@@ -236,6 +304,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         secure_xds_address=args.secure_xds_address,
         cert_ttl=args.cert_ttl,
         access_log_file=args.access_log_file,
+        max_file_size=args.max_file_size,
     )
     try:
         options.authority = cli_ca.authority_from_args(args)
@@ -325,7 +394,10 @@ def _unreachable(address: tuple[str, int], exc: Exception) -> int:
 
 
 def format_status(streams: list[dict[str, Any]]) -> str:
-    """A table like ``istioctl proxy-status``."""
+    """A table like ``istioctl proxy-status``; sync states as the monitor
+    spells them (SYNCED, STALE, NACKED, NOT_SENT, REFUSED)."""
+    if not streams:
+        return "no proxy is connected\n"
     columns = [
         ("clusters", "CDS"),
         ("listeners", "LDS"),
@@ -340,9 +412,9 @@ def format_status(streams: list[dict[str, Any]]) -> str:
         for key, _ in columns:
             info = stream["types"].get(key)
             if info is None:
-                cells.append("NOT SENT")
+                cells.append("NOT_SENT")
                 continue
-            cells.append(info["state"].replace("_", " "))
+            cells.append(info["state"])
             if info.get("sent"):
                 versions.append(info["sent"][:6])
         rows.append([stream["proxy"], *cells, "/".join(versions)])
@@ -370,6 +442,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     path = f"/debug/proxyz?proxy={quote(args.proxy)}" if args.proxy else "/debug/syncz"
     try:
         answer = fetch_json(args.monitor_address, path)
+        if args.proxy and "error" in answer and "." not in args.proxy:
+            # NAME alone is NAME.default, as `sailplane bootstrap NAME` means.
+            retry = fetch_json(args.monitor_address, f"{path}{quote('.default')}")
+            answer = answer if "error" in retry else retry
     except (urllib.error.URLError, OSError) as exc:
         _unreachable(args.monitor_address, exc)
         return 1
@@ -393,7 +469,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if not config_dir.exists():
         print(f"sailplane: config dir {config_dir} does not exist", file=sys.stderr)
         return EXIT_USAGE
-    report = validate_dir(config_dir, strict=args.strict, verbose=args.verbose)
+    from sailplane.config.loader import max_file_size
+
+    with max_file_size(args.max_file_size):
+        report = validate_dir(config_dir, strict=args.strict, verbose=args.verbose)
     sys.stdout.write(report.json() + "\n" if args.format == "json" else report.text())
     print(f"{config_dir}: {report.summary()}", file=sys.stderr)
     return report.exit_code
@@ -401,7 +480,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from sailplane.config.loader import config_files, display_name
-    from sailplane.tables import diff_has_changes, format_diff
+    from sailplane.tables import diff_error_count, diff_has_changes, format_diff
 
     root: Path = args.config_dir
     if not root.exists():
@@ -420,7 +499,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(f"sailplane: {answer['error']}", file=sys.stderr)
         return 2
     sys.stdout.write(json.dumps(answer, indent=2) + "\n" if args.json else format_diff(answer))
-    if answer.get("verdict") == "rejected":
+    if answer.get("verdict") == "rejected" or diff_error_count(answer):
         return 2
     return 1 if diff_has_changes(answer) else 0
 

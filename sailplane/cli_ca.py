@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sailplane.ca import (
+    CA_CERT_FILE,
     KEY_FACTORIES,
     CAError,
     CertificateAuthority,
@@ -40,14 +41,28 @@ def add_ca_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"CA state directory, created on first use (default {default_ca_dir()})",
     )
-    group.add_argument("--ca-cert", type=Path, help="your own root or intermediate CA certificate")
-    group.add_argument("--ca-key", type=Path, help="its private key")
+    group.add_argument(
+        "--ca-cert", type=Path, help="your own root or intermediate CA certificate (PEM)"
+    )
+    group.add_argument("--ca-key", type=Path, help="its private key (PEM)")
     group.add_argument("--ca-chain", type=Path, help="intermediates up to the root, if any")
-    group.add_argument("--trust-domain", default="cluster.local")
-    group.add_argument("--key-type", choices=sorted(KEY_FACTORIES), default="ecdsa-p256")
+    group.add_argument(
+        "--trust-domain",
+        default="cluster.local",
+        help="the trust domain of SPIFFE identities, spiffe://DOMAIN/ns/NS/sa/SA "
+        "(default cluster.local)",
+    )
+    group.add_argument(
+        "--key-type",
+        choices=sorted(KEY_FACTORIES),
+        default="ecdsa-p256",
+        help="key algorithm of the certificates it mints (default ecdsa-p256, the fastest to mint)",
+    )
 
 
-def authority_from_args(args: argparse.Namespace) -> CertificateAuthority:
+def authority_from_args(args: argparse.Namespace, create: bool = True) -> CertificateAuthority:
+    """The CA the flags name; with ``create``, a new one in --ca-dir if none
+    is there yet (first use). Raises CAError."""
     factory = KEY_FACTORIES[args.key_type]
     if args.ca_cert or args.ca_key:
         if not (args.ca_cert and args.ca_key):
@@ -59,21 +74,43 @@ def authority_from_args(args: argparse.Namespace) -> CertificateAuthority:
             trust_domain=args.trust_domain,
             key_factory=factory,
         )
-    return load_or_create_authority(
-        args.ca_dir or default_ca_dir(), trust_domain=args.trust_domain, key_factory=factory
-    )
+    state_dir = args.ca_dir or default_ca_dir()
+    if not create and not (state_dir / CA_CERT_FILE).exists():
+        raise CAError(
+            f"no CA here (no {CA_CERT_FILE}); `sailplane ca init --ca-dir {state_dir}` creates one",
+            source=state_dir,
+        )
+    return load_or_create_authority(state_dir, trust_domain=args.trust_domain, key_factory=factory)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
     ca = sub.add_parser("ca", parents=[common], help="the built-in certificate authority")
     ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="CA_COMMAND")
-    init = ca_sub.add_parser("init", help="create the CA (a self-signed root) if missing")
-    show = ca_sub.add_parser("show", help="root fingerprint, subject and expiry")
-    issue = ca_sub.add_parser("issue", help="a certificate and key for a client without Envoy")
+    init = ca_sub.add_parser(
+        "init", parents=[common], help="create the CA (a self-signed root) if missing"
+    )
+    show = ca_sub.add_parser(
+        "show",
+        parents=[common],
+        help="root fingerprint, subject and expiry (exit 1 if there is no CA)",
+    )
+    issue = ca_sub.add_parser(
+        "issue",
+        parents=[common],
+        help="a certificate and key for a client without Envoy (creates the CA on first use)",
+    )
     issue.add_argument("workload", help="a name for the files (and the default service account)")
-    issue.add_argument("--namespace", default="default")
+    issue.add_argument(
+        "--namespace", default="default", help="identity's namespace (default: default)"
+    )
     issue.add_argument("--service-account", help="identity's service account (default: workload)")
-    issue.add_argument("--ttl", type=_duration, default=timedelta(hours=24))
+    issue.add_argument(
+        "--ttl",
+        type=_duration,
+        default=timedelta(hours=24),
+        metavar="DURATION",
+        help="certificate lifetime, e.g. 24h, 90m (default 24h)",
+    )
     issue.add_argument(
         "--out-dir",
         type=Path,
@@ -86,7 +123,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def cmd_ca(args: argparse.Namespace) -> int:
     try:
-        authority = authority_from_args(args)
+        # Showing a CA must not make one: a wrong --ca-dir would look fine.
+        authority = authority_from_args(args, create=args.ca_command != "show")
     except CAError as exc:
         print(f"sailplane: {exc}", file=sys.stderr)
         return 1

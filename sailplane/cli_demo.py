@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from sailplane import cli_ca
-from sailplane.ca import CAError
+from sailplane.ca import CAError, CertificateAuthority
 from sailplane.model.registry import Workload
 from sailplane.secure import BootstrapCredentials
 
@@ -161,21 +161,36 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="one plain line per second instead of the live view (the default without a terminal)",
     )
     cli_ca.add_ca_flags(demo)
+    for action in demo._actions:
+        if action.dest == "ca_dir":
+            action.help = (
+                "CA state directory, created on first use (default: a new CA in the "
+                "demo's temporary directory, gone when it stops)"
+            )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from sailplane.demo.run import DemoOptions, run_demo
 
-    try:
-        authority = cli_ca.authority_from_args(args)
-    except CAError as exc:
-        print(f"sailplane: {exc}", file=sys.stderr)
-        return 2
+    # The demo's CA lives and dies with its temporary directory, unless the
+    # user names one: a demo must not create (or reuse) the default CA.
+    authority = None
+    if args.ca_dir is not None or args.ca_cert or args.ca_key:
+        try:
+            authority = cli_ca.authority_from_args(args)
+        except CAError as exc:
+            print(f"sailplane: {exc}", file=sys.stderr)
+            return 2
+
+    def new_authority(directory: Path) -> CertificateAuthority:
+        return cli_ca.authority_from_args(argparse.Namespace(**{**vars(args), "ca_dir": directory}))
+
     options = DemoOptions(
         config_dir=args.config_dir,
         duration=args.duration,
         rate=args.rate,
         plain=args.plain or not sys.stdout.isatty(),
         authority=authority,
+        new_authority=new_authority,
     )
     return run_demo(options)

@@ -119,7 +119,8 @@ def dry_run(
         entry["changes"] = diff_snapshots(cache.get(key), controller.snapshot_for(proxy))
         proxies.append(entry)
     return {
-        "verdict": "unchanged" if unchanged else "applied",
+        # A dry run applies nothing: it says what applying would do.
+        "verdict": "unchanged" if unchanged else "would apply",
         "diagnostics": diagnostics,
         "objects": [
             {"kind": kind, "event": event, "name": name}

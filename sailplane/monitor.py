@@ -24,6 +24,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()  # more response headers (``Allow`` on a 405)
 
     @classmethod
     def json(cls, value: Any, status: int = 200) -> Response:
@@ -64,6 +65,10 @@ class MonitorServer:
     def post_route(self, path: str, handler: PostHandler) -> None:
         self.post_routes[path] = handler
 
+    def endpoints(self) -> list[str]:
+        """Every endpoint, for the startup log: GET paths, then ``POST PATH``."""
+        return [*self.routes, *(f"POST {path}" for path in self.post_routes)]
+
     async def start(self, host: str, port: int) -> tuple[str, int]:
         self._server = await asyncio.start_server(self._handle, host, port)
         bound = self._server.sockets[0].getsockname()
@@ -97,8 +102,13 @@ class MonitorServer:
             response = Response.text("internal error\n", 500)
         reason = _REASONS.get(response.status, "OK")
         writer.write(
-            f"HTTP/1.1 {response.status} {reason}\r\nContent-Type: {response.content_type}\r\n"
-            f"Content-Length: {len(response.body)}\r\nConnection: close\r\n\r\n".encode()
+            (
+                f"HTTP/1.1 {response.status} {reason}\r\n"
+                f"Content-Type: {response.content_type}\r\n"
+                f"Content-Length: {len(response.body)}\r\n"
+                + "".join(f"{name}: {value}\r\n" for name, value in response.headers)
+                + "Connection: close\r\n\r\n"
+            ).encode()
             + response.body
         )
         try:
@@ -111,8 +121,22 @@ class MonitorServer:
         result: Response | Awaitable[Response]
         if method == "POST" and url.path in self.post_routes:
             result = self.post_routes[url.path](parse_qs(url.query), body)
+        elif url.path in self.post_routes and url.path not in self.routes:
+            return Response(
+                405,
+                f"{url.path} takes POST only (a dry run: POST a JSON body "
+                '{"files": {"NAME": "TEXT"}}; `sailplane diff` does)\n'.encode(),
+                "text/plain; charset=utf-8",
+                (("Allow", "POST"),),
+            )
         elif method not in ("GET", "HEAD"):
-            return Response.text("only GET, and POST to a dry-run endpoint\n", 405)
+            allow = "GET, HEAD, POST" if url.path in self.post_routes else "GET, HEAD"
+            return Response(
+                405,
+                f"{url.path} takes {allow} only\n".encode(),
+                "text/plain; charset=utf-8",
+                (("Allow", allow),),
+            )
         elif url.path not in self.routes:
             paths = "\n".join(sorted({*self.routes, *self.post_routes}))
             return Response.text(f"not found; try one of:\n{paths}\n", 404)

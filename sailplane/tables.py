@@ -55,6 +55,12 @@ def format_diff(result: dict[str, Any]) -> str:
     if result.get("verdict") == "rejected":
         lines.append("would be rejected: the directory does not parse; nothing would change")
         return "\n".join(lines) + "\n"
+    errors = diff_error_count(result)
+    if errors:
+        lines.append(
+            f"{errors} error{'s' * (errors != 1)}: the objects with errors would not be "
+            "applied (an earlier good version stays in force)"
+        )
     if result.get("verdict") == "unchanged":
         lines.append("no change: this is the configuration in force")
         return "\n".join(lines) + "\n"
@@ -83,9 +89,15 @@ def format_diff(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def diff_error_count(result: dict[str, Any]) -> int:
+    """Errors in the directory a dry run read (objects with errors would be
+    left out, or keep their last good version)."""
+    return sum(1 for d in result.get("diagnostics") or [] if d.get("severity") == "error")
+
+
 def diff_has_changes(result: dict[str, Any]) -> bool:
     """Whether applying would change anything (objects or any proxy)."""
-    if result.get("verdict") != "applied":
+    if result.get("verdict") != "would apply":
         return False
     proxies = result.get("proxies") or []
     return bool(result.get("objects")) or any(p.get("changes") or p.get("error") for p in proxies)

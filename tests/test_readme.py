@@ -1,6 +1,7 @@
 """Every command in README.md, run.
 
-Commands are the README's first two lines and every command in a
+Commands are the README's two set-up commands (right after its title) and
+every command in a
 ```` ```console ```` block (lines starting with ``$ ``) or a ```` ```sh ````
 block, with ``\\`` continuations. An HTML comment just before a block says
 how to run it, for commands that cannot just run to completion here:
@@ -13,6 +14,8 @@ how to run it, for commands that cannot just run to completion here:
 * ``<!-- test: static -->``: Docker does not run here; ``docker compose``
   commands are checked against the compose file statically (the checks of
   tests/test_compose.py), ``curl localhost:PORT`` against its published ports.
+* ``<!-- test: benchmark -->``: the harness runs for minutes at the sizes the
+  README quotes; its commands are checked against the harness's own flags.
 
 Commands run in a scratch directory laid out like a clone (``examples/``
 there is the repository's), with the test environment's ``bin`` first on
@@ -21,6 +24,7 @@ PATH, and HOME and XDG_STATE_HOME in the scratch directory (the CA goes there).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -109,7 +113,27 @@ def blocks() -> list[Block]:
 
 
 def first_lines() -> list[str]:
-    return [line.strip() for line in README.read_text().splitlines()[:2]]
+    """The two set-up commands, which must come right after the title."""
+    return setup_commands(README.read_text())
+
+
+def setup_commands(text: str) -> list[str]:
+    """The README's shape: the title, then exactly two set-up commands (an
+    indented block), then a blank line; the two commands, stripped."""
+    lines = text.splitlines()
+    assert lines[0].startswith("# "), "README.md: the first line is the title"
+    rest = lines[1:]
+    while rest and not rest[0].strip():
+        rest = rest[1:]
+    block = []
+    for line in rest:
+        if not line.startswith("    "):
+            break
+        block.append(line.strip())
+    assert len(block) == 2, f"README.md: the title, then exactly two set-up commands: {block}"
+    after = rest[len(block) :]
+    assert not after or not after[0].strip(), "README.md: a blank line after the two commands"
+    return block
 
 
 # -- running -------------------------------------------------------------------
@@ -242,7 +266,34 @@ def check_static(command: str) -> None:
     raise AssertionError(f"no static check for {command!r}")
 
 
+def check_benchmark(command: str) -> None:
+    """A harness command the README quotes figures for: its flags are real
+    (running it at that size takes minutes; CI runs ``--quick``)."""
+    from benchmarks.cli import parse_args
+
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "benchmarks"], command
+    parse_args(argv[3:])  # exits (SystemExit) on an unknown flag
+
+
 # -- the tests -----------------------------------------------------------------
+
+
+def test_the_title_comes_first_then_exactly_two_set_up_commands() -> None:
+    assert first_lines() == [
+        "python3 -m venv .venv && .venv/bin/pip install -q . && "
+        ".venv/bin/sailplane demo --duration 30",
+        "python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/pytest",
+    ]
+    good = "# t\n\n    one\n    two\n\ntext\n"
+    assert setup_commands(good) == ["one", "two"]
+    for bad in (
+        "    one\n    two\n\n# t\n",
+        "# t\n\n    one\n\ntext\n",
+        "# t\n    a\n    b\n    c\n",
+    ):
+        with pytest.raises(AssertionError):
+            setup_commands(bad)
 
 
 def test_the_readme_has_commands_and_marks_that_parse() -> None:
@@ -250,7 +301,8 @@ def test_the_readme_has_commands_and_marks_that_parse() -> None:
     assert len(found) >= 6
     for block in found:
         assert block.commands, f"README.md:{block.line}: a block without commands"
-        unknown = set(block.marks) - {"static", "background", "ready", "background-shows"}
+        known = {"static", "background", "ready", "background-shows", "benchmark"}
+        unknown = set(block.marks) - known
         assert not unknown, f"README.md:{block.line}: unknown test marks {unknown}"
         if "background" in block.marks:
             assert block.marks.get("ready"), f"README.md:{block.line}: background needs ready="
@@ -293,6 +345,10 @@ def test_every_command_in_the_readme_runs(shell: Shell) -> None:
             for command in block.commands:
                 check_static(command)
             continue
+        if "benchmark" in block.marks:
+            for command in block.commands:
+                check_benchmark(command)
+            continue
         if "background" in block.marks:
             shell.start(block.commands[0], block.marks["ready"])
             continue
@@ -311,29 +367,77 @@ def test_every_command_in_the_readme_runs(shell: Shell) -> None:
     shell.stop_background()
 
 
-def test_the_command_reference_lists_every_command_and_only_real_flags() -> None:
-    text = README.read_text()
+def command_reference(text: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The command reference: each command's synopsis, and the flags shared
+    by several commands, keyed by the commands they are for (``*``: all).
+    A line ``sailplane NAME ...`` starts a synopsis; a line ``NAME, NAME: ...``
+    or ``every command...:`` starts shared flags; indented lines continue."""
     reference = text.split("## Command reference", 1)[1].split("```", 2)[1]
     entries: dict[str, str] = {}
-    current = ""
+    shared: dict[str, str] = {}
+    target: tuple[dict[str, str], str] | None = None
     for line in reference.splitlines():
         if line.startswith("sailplane "):
-            current = line.split()[1]
-            entries[current] = entries.get(current, "") + line
-        elif line.startswith(" ") and current:
-            entries[current] += line
-    parser = build_parser()
-    subcommands = next(
-        a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"
-    ).choices  # type: ignore[attr-defined]
+            target = entries, line.split()[1]
+            entries[target[1]] = entries.get(target[1], "") + line
+        elif line.startswith(" ") and target is not None:
+            target[0][target[1]] += line
+        elif ":" in line:
+            names = line.split(":", 1)[0]
+            key = "*" if names.startswith("every command") else names
+            target = shared, key
+            shared[key] = ""
+    return entries, shared
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _options(parser: argparse.ArgumentParser) -> list[tuple[str, ...]]:
+    """Each option's spellings, --help aside; a subcommand's (``ca show``)
+    count as its command's."""
+    found = [
+        tuple(a.option_strings)
+        for a in parser._actions
+        if a.option_strings and not isinstance(a, argparse._HelpAction)
+    ]
+    if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+        for sub in _subcommands(parser).values():
+            found += _options(sub)
+    return found
+
+
+def test_the_command_reference_lists_every_command_and_every_real_flag() -> None:
+    entries, shared = command_reference(README.read_text())
+    subcommands = _subcommands(build_parser())
     assert set(entries) == set(subcommands), "every command, and nothing else"
     for name, synopsis in entries.items():
-        options = {flag for action in subcommands[name]._actions for flag in action.option_strings}
-        if name == "ca":  # flags of its subcommands
-            for sub in subcommands[name]._subparsers._group_actions[0].choices.values():
-                options |= {f for a in sub._actions for f in a.option_strings}
-        for flag in re.findall(r"(?<![\w-])--?[a-z][a-z-]*", synopsis):
-            assert flag in options, f"sailplane {name} has no {flag}"
+        for names, flags in shared.items():
+            if names == "*" or name in [n.strip() for n in names.split(",")]:
+                synopsis += flags
+        written = set(re.findall(r"(?<![\w-])--?[a-z][a-z-]*", synopsis))
+        options = _options(subcommands[name])
+        real = {flag for spellings in options for flag in spellings}
+        for flag in written:
+            assert flag in real, f"sailplane {name} has no {flag}"
+        for spellings in options:
+            assert written & set(spellings), (
+                f"the command reference does not list {' / '.join(spellings)} of sailplane {name}"
+            )
+
+
+def test_the_reference_check_catches_missing_and_made_up_flags() -> None:
+    text = README.read_text()
+    for wrong in (
+        text.replace(" [--access-log-file PATH]", ""),
+        text.replace("[--delta]", "[--delta] [--made-up]"),
+    ):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(Path, "read_text", lambda self, *a, w=wrong, **k: w)
+            with pytest.raises(AssertionError):
+                test_the_command_reference_lists_every_command_and_every_real_flag()
 
 
 def test_a_background_command_is_stopped_within_its_section(shell: Shell) -> None:

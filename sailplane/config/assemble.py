@@ -8,7 +8,13 @@ An object with errors is not used. If the configuration in force (``previous``)
 has a valid version of the same object, that version stays in force until the
 new one is fixed, as a Kubernetes API server keeps an object whose update its
 admission webhook rejected: a typo in a weight must not turn a 90/10 canary
-into round robin. Deleting the object (or its file) does remove it.
+into round robin. The same holds for a typo that hides what the document is
+(kind, apiVersion): interpret.py still names the object when it can. When it
+cannot (no metadata.name, a kind like no other), no object is deleted while
+such a document is in the directory: every object in force that the load
+does not find keeps its last good version ("held"), since the broken
+document may be where it lives now. Deleting the object (or its file) from a
+directory whose every document says what it is does remove it.
 """
 
 from __future__ import annotations
@@ -102,6 +108,7 @@ def assemble_mesh(
                 # denies what it selects rather than vanishing (allow-all).
                 found.istio["AuthorizationPolicy"].append(found.fail_closed[key])
         objects[key] = record, item
+    held = _hold_missing(interpreted, objects, previous, found)
     by_key = lambda o: (o.namespace, o.name)  # noqa: E731
     mesh = MeshConfig(
         services=tuple(sorted(found.services.values(), key=lambda s: s.hostname)),
@@ -135,6 +142,13 @@ def assemble_mesh(
             in_force.append(
                 ObjectRef(record.kind, record.namespace, record.name, record.file, record.line)
             )
+    for key, record in held.items():
+        if states.get(key, RETAINED) != RETAINED:  # the kept version no longer checks out
+            continue
+        final.append(record)
+        in_force.append(
+            ObjectRef(record.kind, record.namespace, record.name, record.file, record.line)
+        )
     diagnostics.extend(_retained_note(r) for r in final if r.state == RETAINED)
     diagnostics.extend(check_mesh(mesh))
     diagnostics.extend(check_telemetry(mesh))
@@ -187,14 +201,65 @@ def _with_state(record: ObjectRecord, state: str, previous: InForce | None) -> O
 
 def _retained_note(record: ObjectRecord) -> Diagnostic:
     file, _, line = record.rejected_at.rpartition(":")
+    message = (
+        f"this version is rejected; the last good version ({record.file}:{record.line}) "
+        "stays in force until it is fixed"
+    )
+    if record.held:
+        message = (
+            f"not found in the directory, which has a document that does not say what it "
+            f"is (here); the last good version ({record.file}:{record.line}) stays in force "
+            "until every document does"
+        )
     return Diagnostic(
         file,
         Position(int(line), 1),
-        f"this version is rejected; the last good version ({record.file}:{record.line}) "
-        "stays in force until it is fixed",
+        message,
         obj=f"{record.kind} {record.namespace}/{record.name}",
         severity=Severity.WARNING,
     )
+
+
+def _hold_missing(
+    interpreted: Sequence[Interpreted],
+    objects: Mapping[Key, tuple[ObjectRecord, Interpreted]],
+    previous: InForce | None,
+    found: _Collected,
+) -> dict[Key, ObjectRecord]:
+    """Keep in force what the load did not find while a document of it
+    cannot be told apart (see the module's docstring); their records."""
+    if previous is None:
+        return {}
+    holds = [
+        d
+        for item in interpreted
+        if item.record is None
+        for d in item.outside
+        if d.severity is Severity.ERROR
+    ]
+    if not holds:
+        return {}
+    held: dict[Key, ObjectRecord] = {}
+    for key, old in previous.records.items():
+        if key in objects or old.state not in (ACTIVE, RETAINED):
+            continue
+        if not _retain(key, previous, found):
+            continue
+        same_file = [d for d in holds if d.file == old.file]
+        where = min(same_file, key=lambda d: abs(d.position.line - old.line), default=holds[0])
+        held[key] = dataclasses.replace(
+            old,
+            state=RETAINED,
+            rejected_at=f"{where.file}:{where.position.line}",
+            held=True,
+        )
+    # A broken AuthorizationPolicy with no good version denies what it
+    # selects (fail closed): that stays too, or the break would allow all.
+    for policy in previous.mesh.authorization_policies:
+        key = ("AuthorizationPolicy", policy.namespace, policy.name)
+        if policy.fail_closed and key not in objects:
+            found.istio["AuthorizationPolicy"].append(policy)
+    return held
 
 
 def _retain(key: Key, previous: InForce, found: _Collected) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from sailplane.config.reader import ObjectReader
+from sailplane.config.reader import ObjectReader, did_you_mean
 from sailplane.model.authz import ACTIONS, AuthorizationPolicy, Condition, Operation, Rule, Source_
 from sailplane.model.source import FieldPath, Severity
 
@@ -134,7 +134,7 @@ def _condition(r: ObjectReader, path: FieldPath) -> Condition | None:
     ):
         r.report(
             (*path, "key"),
-            f"unsupported condition key {key!r}; supported: "
+            f"unsupported condition key {key!r}{did_you_mean(key, _CONDITION_KEYS)}; supported: "
             f"request.headers[NAME], {', '.join(_CONDITION_KEYS)}",
             code="IST0106",
         )

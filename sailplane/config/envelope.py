@@ -1,16 +1,22 @@
 """The Kubernetes envelope of every document: apiVersion, kind, metadata.
 
-Checked before any kind-specific parsing: a document that is not a mesh
-object is skipped with one info line; a mesh object with a bad envelope is
-dropped with an error at the offending field; Istio annotations on the wrong
-kind are flagged as ``istioctl analyze`` does (IST0107, IST0108).
+Checked before any kind-specific parsing: a document of another API group
+(apps/v1 Deployment, ...) is skipped with one info line; a mesh object with a
+bad envelope is dropped with an error at the offending field. A kind or
+apiVersion that is nearly one sailplane reads, or that is unknown in a group
+it reads (Istio's groups, core v1), is an error with "did you mean", never a
+skip: :func:`identify` then names the object it was meant to be, so that its
+last good version stays in force (assemble.py). Istio annotations on the
+wrong kind are flagged as ``istioctl analyze`` does (IST0107, IST0108).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 
 from sailplane.config.reader import ObjectReader, dns_subdomain_problem
+from sailplane.config.records import Key
 from sailplane.config.yamldoc import Document
 from sailplane.model.source import Diagnostic, Severity
 
@@ -22,6 +28,82 @@ ISTIO_GROUPS = {
     "authentication.istio.io": ("v1alpha1",),
 }
 GROUP_TYPOS = {"net.istio.io": "networking.istio.io", "auth.istio.io": "authentication.istio.io"}
+
+# The kinds sailplane reads, by API group ("" is core v1).
+MESH_KINDS: dict[str, tuple[str, ...]] = {
+    "networking.istio.io": (
+        "VirtualService",
+        "DestinationRule",
+        "Gateway",
+        "ServiceEntry",
+        "WorkloadEntry",
+        "Sidecar",
+    ),
+    "security.istio.io": ("PeerAuthentication", "AuthorizationPolicy"),
+    "telemetry.istio.io": ("Telemetry",),
+    "authentication.istio.io": ("Policy",),
+    "": ("Service", "ConfigMap"),
+}
+# Real kinds of those groups that sailplane does not translate: Istio's are
+# accepted and reported as not supported (interpret.py), core ones skipped.
+OTHER_KINDS: dict[str, tuple[str, ...]] = {
+    "networking.istio.io": ("WorkloadGroup", "EnvoyFilter", "ProxyConfig"),
+    "security.istio.io": ("RequestAuthentication",),
+    "telemetry.istio.io": (),
+    "authentication.istio.io": ("MeshPolicy",),
+    "": (
+        "Binding",
+        "ComponentStatus",
+        "Endpoints",
+        "Event",
+        "LimitRange",
+        "List",
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+        "Pod",
+        "PodTemplate",
+        "ReplicationController",
+        "ResourceQuota",
+        "Secret",
+        "ServiceAccount",
+    ),
+}
+_ALL_MESH_KINDS = tuple(k for kinds in MESH_KINDS.values() for k in kinds)
+_GROUP_OF = {kind: group for group, kinds in MESH_KINDS.items() for kind in kinds}
+# How alike a word must be to a known one to be taken for its typo (difflib's
+# ratio: "VirtualServce" 0.96, "Gatway" 0.92; real kinds of other groups
+# stay below: ServiceAccount/ServiceEntry 0.69, GatewayClass/Gateway 0.74).
+_TYPO_CUTOFF = 0.8
+
+
+def _close(word: str, known: Iterable[str]) -> str | None:
+    found = difflib.get_close_matches(word, list(known), n=1, cutoff=_TYPO_CUTOFF)
+    return found[0] if found else None
+
+
+def _api_version(kind: str) -> str:
+    group = _GROUP_OF[kind]
+    return f"{group}/{ISTIO_GROUPS[group][0]}" if group else "v1"
+
+
+def identify(doc: Document) -> Key | None:
+    """The object a document with a broken envelope was meant to be
+    ``(kind, namespace, name)``: its kind, or the mesh kind it is a typo of,
+    and its metadata; None when that cannot be told."""
+    data = doc.data
+    if not isinstance(data, Mapping):
+        return None
+    kind, metadata = data.get("kind"), data.get("metadata")
+    if not isinstance(kind, str) or not isinstance(metadata, Mapping):
+        return None
+    kind = kind if kind in _GROUP_OF else (_close(kind, _ALL_MESH_KINDS) or "")
+    name, namespace = metadata.get("name"), metadata.get("namespace", "default")
+    if not kind or not isinstance(name, str) or not name or not isinstance(namespace, str):
+        return None
+    return kind, namespace, name
+
 
 # Istio's annotations (istio.io/latest/docs/reference/config/annotations) and
 # the kinds they belong on. Pod annotations configure injection, which
@@ -109,25 +191,16 @@ def _check_api_version(
             Severity.WARNING,
         )
         group = correct
-    if group == "" and kind == "ConfigMap" and version == "v1":
+    problem = _envelope_problem(group, version, kind)
+    if problem is not None:
+        path, message = problem
+        reader.report(path, message, code="IST0106")
+        diagnostics.extend(reader.diagnostics)
+        return False
+    if group in MESH_KINDS and kind in MESH_KINDS[group] + OTHER_KINDS[group] and group:
+        return True  # an Istio kind: read, or reported as not supported yet
+    if group == "" and kind in MESH_KINDS[""]:
         # Only the `istio` ConfigMap (mesh settings) matters; assemble decides.
-        return True
-    if group == "" and kind == "Service":
-        if version != "v1":
-            reader.report(("apiVersion",), "Service must be apiVersion v1")
-            diagnostics.extend(reader.diagnostics)
-            return False
-        return True
-    if group in ISTIO_GROUPS:
-        if version not in ISTIO_GROUPS[group]:
-            reader.report(
-                ("apiVersion",),
-                f"unknown version {version!r} of {group}; expected one "
-                f"of {', '.join(ISTIO_GROUPS[group])}",
-                code="IST0106",
-            )
-            diagnostics.extend(reader.diagnostics)
-            return False
         return True
     diagnostics.append(
         Diagnostic(
@@ -139,6 +212,44 @@ def _check_api_version(
         )
     )
     return False
+
+
+def _envelope_problem(group: str, version: str, kind: str) -> tuple[tuple[str], str] | None:
+    """What is wrong with apiVersion or kind, if it is a mistake rather than
+    a kind of another API group: ``(field, message)``."""
+    if not group and (close := _close(version, ISTIO_GROUPS)) is not None:
+        return ("apiVersion",), (
+            f"apiVersion {version!r} has no version (did you mean "
+            f"'{close}/{ISTIO_GROUPS[close][0]}'?)"
+        )
+    if group not in MESH_KINDS:
+        if (close := _close(group, ISTIO_GROUPS)) is not None:
+            return ("apiVersion",), (
+                f"unknown API group {group!r} (did you mean '{close}/{ISTIO_GROUPS[close][0]}'?)"
+            )
+        if kind not in _GROUP_OF and (close := _close(kind, _ALL_MESH_KINDS)) is not None:
+            return ("kind",), (
+                f"unknown kind {kind!r} (did you mean {close!r}, apiVersion {_api_version(close)}?)"
+            )
+        return None  # another group's kind: skipped
+    known = ISTIO_GROUPS.get(group, ("v1",))
+    where = group or "the core API group"
+    if version not in known:
+        close = _close(version, known) or known[0]
+        return ("apiVersion",), (
+            f"unknown version {version!r} of {where} (did you mean "
+            f"'{f'{group}/' if group else ''}{close}'?); it has {', '.join(known)}"
+        )
+    kinds = MESH_KINDS[group] + OTHER_KINDS[group]
+    if kind in kinds:
+        return None
+    if kind in _GROUP_OF:
+        return ("apiVersion",), (
+            f"{kind} is not in {where} (did you mean apiVersion {_api_version(kind)}?)"
+        )
+    close = _close(kind, kinds) or _close(kind, _ALL_MESH_KINDS)
+    hint = f" (did you mean {close!r}?)" if close else f"; it has {', '.join(MESH_KINDS[group])}"
+    return ("kind",), f"unknown kind {kind!r} in {where}{hint}"
 
 
 def _check_metadata(reader: ObjectReader) -> None:

@@ -31,7 +31,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 from sailplane.config.interpret import Interpreted, interpret_document, shift_interpreted
-from sailplane.config.yamldoc import Document, parse_documents, shift_document, split_documents
+from sailplane.config.yamldoc import (
+    AliasBudget,
+    AliasBudgetError,
+    Document,
+    parse_documents,
+    shift_document,
+    split_documents,
+)
 from sailplane.errors import YamlSyntaxError
 from sailplane.model.source import Diagnostic
 
@@ -78,7 +85,7 @@ class DocumentCache:
         self._moved: dict[int, tuple[Document, Document]] = {}
         self.stats = CacheStats()
 
-    def parse(self, text: str, file: str) -> Sequence[Document]:
+    def parse(self, text: str, file: str, aliases: AliasBudget | None = None) -> Sequence[Document]:
         """:func:`parse_documents` of the text, reusing what did not change.
 
         Raises :class:`YamlSyntaxError` exactly as ``parse_documents`` does."""
@@ -89,7 +96,7 @@ class DocumentCache:
                 raise YamlSyntaxError(cached.error)
             return cached.documents
         try:
-            parsed = self._parse_changed(text, file, cached.pieces if cached else {})
+            parsed = self._parse_changed(text, file, cached.pieces if cached else {}, aliases)
         except YamlSyntaxError as exc:
             # Keep the pieces of the last good text: the fix is likely to bring them back.
             self._files[file] = _File(text, (), exc.diagnostic, cached.pieces if cached else {})
@@ -97,10 +104,12 @@ class DocumentCache:
         self._files[file] = parsed
         return parsed.documents
 
-    def _parse_changed(self, text: str, file: str, previous: _Pieces) -> _File:
+    def _parse_changed(
+        self, text: str, file: str, previous: _Pieces, aliases: AliasBudget | None
+    ) -> _File:
         split = split_documents(text)
         if split is None:
-            return self._parse_whole(text, file)
+            return self._parse_whole(text, file, aliases)
         pieces: _Pieces = {}
         documents: list[Document] = []
         stats = self.stats
@@ -119,18 +128,20 @@ class DocumentCache:
                 stats.pieces_shifted += 1
             else:
                 try:
-                    found = tuple(parse_documents(piece, file, line))
+                    found = tuple(parse_documents(piece, file, line, aliases))
+                except AliasBudgetError:
+                    raise  # parsing the whole again would spend the budget twice
                 except YamlSyntaxError:
-                    return self._parse_whole(text, file)
+                    return self._parse_whole(text, file, aliases)
                 stats.pieces_parsed += 1
             pieces.setdefault(piece, {})[line] = found
             documents.extend(found)
         return _File(text, tuple(documents), pieces=pieces)
 
-    def _parse_whole(self, text: str, file: str) -> _File:
+    def _parse_whole(self, text: str, file: str, aliases: AliasBudget | None) -> _File:
         """A cold parse (raises as a cold load does); not cut into pieces."""
         self.stats.files_parsed_whole += 1
-        return _File(text, tuple(parse_documents(text, file)))
+        return _File(text, tuple(parse_documents(text, file, aliases=aliases)))
 
     def forget_files_except(self, files: Collection[str]) -> None:
         """Drop what is cached for files that are gone."""

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypedDict
 
 from sailplane.config.authorization import parse_authorization_policy
 from sailplane.config.destinationrule import parse_destination_rule
-from sailplane.config.envelope import reader_for
+from sailplane.config.envelope import identify, reader_for
 from sailplane.config.gateway import parse_gateway
 from sailplane.config.reader import ObjectReader
 from sailplane.config.records import ObjectRecord, document_digest
@@ -25,7 +25,7 @@ from sailplane.config.security import parse_legacy_policy, parse_peer_authentica
 from sailplane.config.sidecar import MESH_CONFIGMAP, parse_mesh_settings, parse_sidecar
 from sailplane.config.telemetry import parse_telemetry
 from sailplane.config.virtualservice import parse_virtual_service
-from sailplane.config.yamldoc import Document
+from sailplane.config.yamldoc import Document, excerpt
 from sailplane.model.authz import AuthorizationPolicy
 from sailplane.model.mesh import ObjectRef
 from sailplane.model.networking import DestinationRule, Gateway, VirtualService
@@ -67,9 +67,12 @@ class Interpreted:
     """What one document defines, and what its reader said about it.
 
     ``record`` is None when the document is not a mesh object at all (not a
-    mapping, another API group, a bad envelope): ``outside`` then holds all
-    it reports. Otherwise a load reports ``outside``, then ``diagnostics``
-    (or, for a duplicate, ``envelope`` only: a duplicate is not parsed).
+    mapping, another API group) or its envelope is so broken that it does not
+    say which object it is: ``outside`` then holds all it reports. A broken
+    envelope that still names an object (envelope.identify) is a failed
+    version of that object instead, with no role. Otherwise a load reports
+    ``outside``, then ``diagnostics`` (or, for a duplicate, ``envelope``
+    only: a duplicate is not parsed).
     """
 
     document: Document
@@ -110,12 +113,72 @@ class _Kind(TypedDict, total=False):
     fail_closed: AuthorizationPolicy | None
 
 
+# The longest message a diagnostic keeps: readers quote the values they
+# reject, and a value built from aliases can be megabytes long.
+MESSAGE_CHARS = 300
+
+
 def interpret_document(doc: Document, domain_suffix: str) -> Interpreted:
-    """Read one document into model objects, collecting diagnostics."""
+    """Read one document into model objects, collecting diagnostics.
+
+    Never raises: a document that makes a reader fail unexpectedly is an
+    error at the document, like any other invalid object."""
+    try:
+        item = _interpret(doc, domain_suffix)
+    except Exception as exc:  # a reader's bug must not stop the load
+        problem = excerpt(f"{type(exc).__name__}: {exc}", 200)
+        error = Diagnostic(
+            doc.source.file, doc.source.position, f"cannot read this document: {problem}"
+        )
+        return _broken(doc, (error,))
+    if any(len(d.message) > MESSAGE_CHARS for d in (*item.outside, *item.diagnostics)):
+        item = dataclasses.replace(
+            item,
+            outside=_shortened(item.outside),
+            envelope=_shortened(item.envelope),
+            diagnostics=_shortened(item.diagnostics),
+        )
+    return item
+
+
+def _shortened(found: tuple[Diagnostic, ...]) -> tuple[Diagnostic, ...]:
+    return tuple(
+        dataclasses.replace(d, message=excerpt(d.message, MESSAGE_CHARS))
+        if len(d.message) > MESSAGE_CHARS
+        else d
+        for d in found
+    )
+
+
+def _broken(doc: Document, errors: tuple[Diagnostic, ...]) -> Interpreted:
+    """A document with errors before any object could be read from it: a
+    failed version of the object it names, if it names one (see
+    envelope.identify), so that the object's last good version stays in
+    force; otherwise nothing but its diagnostics (assemble.py then keeps
+    what the directory loses while such a document is in it)."""
+    key = identify(doc)
+    if key is None:
+        return Interpreted(doc, errors)
+    kind, namespace, name = key
+    record = ObjectRecord(
+        kind,
+        namespace,
+        name,
+        doc.source.file,
+        doc.source.position.line,
+        document_digest(doc.data),
+    )
+    return Interpreted(doc, (), record, errors, errors, failed=True)
+
+
+def _interpret(doc: Document, domain_suffix: str) -> Interpreted:
     outside: list[Diagnostic] = []
     reader = reader_for(doc, outside)
     if reader is None:
-        return Interpreted(doc, tuple(outside))
+        errors = tuple(outside)
+        if any(d.severity is Severity.ERROR for d in errors):
+            return _broken(doc, errors)
+        return Interpreted(doc, errors)
     record = ObjectRecord(
         reader.kind,
         reader.namespace,

@@ -8,10 +8,12 @@ Parsers never raise for bad input: they collect.
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sailplane.config.yamldoc import excerpt
 from sailplane.model.hosts import is_ip_address
 from sailplane.model.source import (
     Diagnostic,
@@ -92,11 +94,13 @@ class ObjectReader:
                 self.report(path, "required field is missing", code="IST0106")
             return None
         if isinstance(value, bool) and bool not in types:
-            self.report(path, f"must be {what}, not {value!r}", code="IST0106")
+            self.report(path, f"must be {what}, not {excerpt(repr(value))}", code="IST0106")
             return None
         if not isinstance(value, types):
             self.report(
-                path, f"must be {what}, not {type(value).__name__} {value!r}", code="IST0106"
+                path,
+                f"must be {what}, not {type(value).__name__} {excerpt(repr(value))}",
+                code="IST0106",
             )
             return None
         return value
@@ -174,7 +178,8 @@ class ObjectReader:
         if value not in allowed:
             self.report(
                 path,
-                f"unknown value {value!r}; expected one of {', '.join(allowed)}",
+                f"unknown value {value!r}{did_you_mean(value, allowed)}; "
+                f"expected one of {', '.join(allowed)}",
                 code="IST0106",
             )
             return default
@@ -192,7 +197,7 @@ class ObjectReader:
             if key not in known:
                 self.report(
                     (*path, str(key)),
-                    f"unknown field {key!r}",
+                    f"unknown field {key!r}{did_you_mean(str(key), known)}",
                     severity=severity,
                     code="IST0106",
                 )
@@ -223,6 +228,14 @@ class ObjectReader:
     def boolean(self, path: FieldPath) -> bool | None:
         value = self._get(path, (bool,), "true or false", False)
         return None if value is None else bool(value)
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """``" (did you mean 'weight'?)"`` when ``word`` looks like a typo of one
+    of ``known`` (difflib's closest match, case-insensitive), else ``""``."""
+    by_folded = {name.lower(): name for name in known}
+    close = difflib.get_close_matches(word.lower(), list(by_folded), n=1, cutoff=0.6)
+    return f" (did you mean {by_folded[close[0]]!r}?)" if close else ""
 
 
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")

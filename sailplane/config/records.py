@@ -33,6 +33,9 @@ class ObjectRecord:
     digest: str  # content hash of that version
     state: str = ACTIVE
     rejected_at: str = ""  # "file:line" of a rejected newer version
+    # Retained because the object is missing from a directory that has a
+    # document that does not say what it is (rejected_at names that document).
+    held: bool = False
     # Every load looks records up by key thousands of times: build it once.
     key: Key = field(init=False, repr=False, compare=False)
 
@@ -49,7 +52,7 @@ class ObjectRecord:
             "digest": self.digest[:12],
         }
         if self.rejected_at:
-            out["rejected_version"] = self.rejected_at
+            out["held_by" if self.held else "rejected_version"] = self.rejected_at
         return out
 
 

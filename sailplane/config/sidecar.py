@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from sailplane.config.reader import ObjectReader
+from sailplane.config.reader import ObjectReader, did_you_mean
 from sailplane.model.sidecar import OUTBOUND_MODES, MeshSettings, Provider, Sidecar
 from sailplane.model.source import Severity
 
@@ -88,7 +88,10 @@ def parse_mesh_settings(r: ObjectReader) -> MeshSettings | None:
 
     mode = str((raw.get("outboundTrafficPolicy") or {}).get("mode", "ALLOW_ANY"))
     if mode not in OUTBOUND_MODES:
-        bad(f"outboundTrafficPolicy.mode {mode!r} is not one of {', '.join(OUTBOUND_MODES)}")
+        bad(
+            f"outboundTrafficPolicy.mode {mode!r}{did_you_mean(mode, OUTBOUND_MODES)} is not "
+            f"one of {', '.join(OUTBOUND_MODES)}"
+        )
         mode = "ALLOW_ANY"
     encoding = str(raw.get("accessLogEncoding", "TEXT")).upper()
     if encoding not in ("TEXT", "JSON"):
@@ -120,7 +123,12 @@ def parse_mesh_settings(r: ObjectReader) -> MeshSettings | None:
     }
     for key in raw:
         if key not in known:
-            r.report(where, f"mesh config field {key!r} is not used by sailplane", Severity.WARNING)
+            r.report(
+                where,
+                f"mesh config field {key!r}{did_you_mean(str(key), known)} "
+                "is not used by sailplane",
+                Severity.WARNING,
+            )
     return MeshSettings(
         root_namespace=str(raw.get("rootNamespace") or r.namespace),
         outbound_mode=mode,

@@ -3,7 +3,7 @@ config/telemetry) and check its provider names against the mesh settings."""
 
 from __future__ import annotations
 
-from sailplane.config.reader import ObjectReader
+from sailplane.config.reader import ObjectReader, did_you_mean
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.source import Diagnostic, Severity
 from sailplane.model.telemetry import (
@@ -163,8 +163,12 @@ def check_telemetry(mesh: MeshConfig) -> list[Diagnostic]:
                     kind = "envoyFileAccessLog"
                 if kind in kinds:
                     continue
+                names_known = [p.name for p in settings.extension_providers] + list(
+                    BUILTIN_PROVIDERS
+                )
                 message = (
-                    f"{section} provider {name!r} is not in the mesh's extensionProviders "
+                    f"{section} provider {name!r}{did_you_mean(name, names_known)} is not in "
+                    "the mesh's extensionProviders "
                     f"(built-in: {', '.join(BUILTIN_PROVIDERS)})"
                     if not kind
                     else f"{section} provider {name!r} is a {kind} provider; "

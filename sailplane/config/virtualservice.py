@@ -358,7 +358,12 @@ def _tcp_route(r: ObjectReader, path: FieldPath, domain: str) -> TCPRoute:
     return TCPRoute(tuple(matches), tuple(_route_destinations(r, (*path, "route"), domain)), path)
 
 
-def parse_virtual_service(r: ObjectReader, domain: str) -> VirtualService | None:
+def parse_virtual_service(
+    r: ObjectReader, domain: str, partial: bool = False
+) -> VirtualService | None:
+    """The VirtualService, or None when it has errors. ``partial`` returns
+    what could be read even then, so that ``sailplane validate`` can check
+    the references of a rejected object too and show every problem at once."""
     r.check_fields(("spec",), ("hosts", "gateways", "http", "tcp", "tls", "exportTo"))
     written = r.sequence(("spec", "hosts"), required=True)
     hosts = [
@@ -376,7 +381,7 @@ def parse_virtual_service(r: ObjectReader, domain: str) -> VirtualService | None
         _tcp_route(r, ("spec", "tcp", i), domain) for i, _ in enumerate(r.sequence(("spec", "tcp")))
     ]
     gateways: list[Any] = r.sequence(("spec", "gateways"))
-    if r.failed:
+    if r.failed and not partial:
         return None
     return VirtualService(
         name=r.name,

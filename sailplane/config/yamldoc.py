@@ -43,26 +43,129 @@ def _position(node: yaml.Node, first_line: int = 0) -> Position:
     return Position(node.start_mark.line + 1 + first_line, node.start_mark.column + 1)
 
 
+# How many nodes aliases may add to one load when they are expanded. A
+# composed file shares the node an alias names, so it stays small; building
+# values from it copies that node at every use: nine nested levels of ten
+# aliases ("billion laughs", under 1 KB) would be 10^9 nodes. Realistic
+# anchors (shared labels, a repeated route) add a few thousand. The budget
+# is shared by every file of a load, so that many small bombs are one big one.
+ALIAS_NODE_BUDGET = 200_000
+# How much of a value a diagnostic quotes.
+EXCERPT_CHARS = 80
+
+
+class AliasBudgetError(YamlSyntaxError):
+    """Aliases expanded past the budget of the load (where depends on what
+    the load parsed before: not re-parsed to match a cold load)."""
+
+
+class AliasBudget:
+    """What is left of :data:`ALIAS_NODE_BUDGET` in one load."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, nodes: int = ALIAS_NODE_BUDGET) -> None:
+        self.remaining = nodes
+
+
+class _Walk:
+    """Counts the nodes of one text built a second time (through an alias)."""
+
+    __slots__ = ("budget", "file", "first_line", "seen")
+
+    def __init__(self, file: str, first_line: int, budget: AliasBudget) -> None:
+        # ids of the nodes of this text, which stay alive while it is walked.
+        self.seen: set[int] = set()
+        self.budget = budget
+        self.file = file
+        self.first_line = first_line
+
+    def visit(self, node: yaml.Node) -> None:
+        if id(node) not in self.seen:
+            self.seen.add(id(node))
+            return
+        self.budget.remaining -= 1
+        if self.budget.remaining < 0:
+            raise AliasBudgetError(
+                Diagnostic(
+                    self.file,
+                    _position(node, self.first_line),
+                    f"YAML error: aliases expand to more than {ALIAS_NODE_BUDGET:,} "
+                    "nodes (an alias bomb?); the file is not used",
+                )
+            )
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)``, cut to about ``limit`` characters."""
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Scalars are resolved by the safe constructor's own functions, called
+# directly: ``construct_object`` would remember every node it ever built
+# (a leak across loads) and is not safe to share between threads.
+_SCALARS = yaml.SafeLoader.yaml_constructors
+
+
+def _scalar(node: yaml.Node) -> Any:
+    construct = _SCALARS.get(node.tag) or _SCALARS[None]
+    return construct(_constructor, node)
+
+
+def _key(node: yaml.Node, file: str, first_line: int) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        what = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
+        raise YamlSyntaxError(
+            Diagnostic(
+                file,
+                _position(node, first_line),
+                f"YAML error: a mapping key must be a string, not {what}",
+            )
+        )
+    return _scalar(node)
+
+
 def _build(
-    node: yaml.Node, path: FieldPath, positions: dict[FieldPath, Position], first_line: int
+    node: yaml.Node,
+    path: FieldPath,
+    positions: dict[FieldPath, Position],
+    first_line: int,
+    walk: _Walk,
 ) -> Any:
+    walk.visit(node)
     positions[path] = _position(node, first_line)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
+        seen: dict[Any, yaml.Node] = {}
         for key_node, value_node in node.value:
-            key = _constructor.construct_object(key_node, deep=True)
+            key = _key(key_node, walk.file, first_line)
             if isinstance(key, str) and key == "<<":
                 continue  # merge keys are not part of Kubernetes YAML
-            out[key] = _build(value_node, (*path, str(key)), positions, first_line)
+            if key in seen:  # kubectl refuses these too: which one was meant?
+                first = _position(seen[key], first_line)
+                raise YamlSyntaxError(
+                    Diagnostic(
+                        walk.file,
+                        _position(key_node, first_line),
+                        f"YAML error: duplicate key {excerpt(str(key))!r}, already set at "
+                        f"{first.line}:{first.column} (which one is meant?)",
+                    )
+                )
+            seen[key] = key_node
+            out[key] = _build(value_node, (*path, str(key)), positions, first_line, walk)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(item, (*path, i), positions, first_line) for i, item in enumerate(node.value)
+            _build(item, (*path, i), positions, first_line, walk)
+            for i, item in enumerate(node.value)
         ]
-    return _constructor.construct_object(node, deep=True)
+    return _scalar(node)
 
 
-def parse_documents(text: str, file: str, first_line: int = 0) -> list[Document]:
+def parse_documents(
+    text: str, file: str, first_line: int = 0, aliases: AliasBudget | None = None
+) -> list[Document]:
     """Parse every document in ``text``; empty documents are skipped.
 
     ``first_line`` (0-based) is where ``text`` starts in ``file`` when it is a
@@ -70,6 +173,7 @@ def parse_documents(text: str, file: str, first_line: int = 0) -> list[Document]
     Raises :class:`YamlSyntaxError` with the line and column of the break
     (for a piece, a message that quotes PyYAML's own mark still counts from
     the piece: callers re-parse the whole file to report an error).
+    ``aliases`` is what alias expansion may still add (one budget a load).
     """
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
@@ -84,24 +188,53 @@ def parse_documents(text: str, file: str, first_line: int = 0) -> list[Document]
             )
         if any(text in problem for text in _INDENTATION_HINTS):
             problem += " (check the indentation of this line)"
+        elif mark is not None and text[mark.index : mark.index + 1] == "\t":
+            problem += " (a tab: YAML indents with spaces only)"
         raise YamlSyntaxError(
             Diagnostic(file=file, position=position, message=f"YAML syntax error: {problem}")
         ) from exc
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(
-            Diagnostic(file=file, position=Position(1, 1), message=f"YAML error: {exc}")
+            Diagnostic(
+                file=file,
+                position=Position(1 + first_line, 1),
+                message=f"YAML error: {excerpt(str(exc), 200)}",
+            )
         ) from exc
     documents = []
+    walk = _Walk(file, first_line, aliases if aliases is not None else AliasBudget())
     for node in nodes:
         if node is None:
             continue
         positions: dict[FieldPath, Position] = {}
         try:
-            data = _build(node, (), positions, first_line)
-        except yaml.YAMLError as exc:
+            data = _build(node, (), positions, first_line, walk)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = (
+                Position(mark.line + 1 + first_line, mark.column + 1)
+                if mark
+                else _position(node, first_line)
+            )
+            problem = exc.problem or exc.context or "invalid value"
+            raise YamlSyntaxError(
+                Diagnostic(file=file, position=where, message=f"YAML error: {problem}")
+            ) from exc
+        except RecursionError as exc:
             raise YamlSyntaxError(
                 Diagnostic(
-                    file=file, position=_position(node, first_line), message=f"YAML error: {exc}"
+                    file=file,
+                    position=_position(node, first_line),
+                    message="YAML error: the document is nested too deeply",
+                )
+            ) from exc
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
+            # A scalar the safe constructor cannot build (a bad timestamp, ...).
+            raise YamlSyntaxError(
+                Diagnostic(
+                    file=file,
+                    position=_position(node, first_line),
+                    message=f"YAML error: {excerpt(str(exc), 200)}",
                 )
             ) from exc
         if data is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from sailplane.app import ControlPlane, ServeOptions, embedded_example
-from sailplane.ca import CertificateAuthority
+from sailplane.ca import CAError, CertificateAuthority, load_or_create_authority
 from sailplane.config.loader import config_files, load_dir
 from sailplane.demo.bootstraps import ProxyAddresses, mint_credentials, write_bootstraps
 from sailplane.demo.layout import (
@@ -68,6 +68,15 @@ STARTUP_TIMEOUT = 60.0
 TICK = 0.25
 
 
+def objects_in_force(plane: ControlPlane) -> frozenset[tuple[object, str]]:
+    """Every object in force, by key and content digest: what the traffic
+    follows (the mesh's version also changes with a rejected edit)."""
+    in_force = plane.in_force
+    if in_force is None:
+        return frozenset()
+    return frozenset((key, record.digest) for key, record in in_force.records.items())
+
+
 class DemoError(Exception):
     """The demo cannot start; the message says why."""
 
@@ -79,6 +88,9 @@ class DemoOptions:
     rate: float = 50.0
     plain: bool = True
     authority: CertificateAuthority | None = None
+    # Without ``authority``: makes the CA in a directory, the demo's temporary
+    # one (a demo must not leave a CA behind, nor reuse the user's).
+    new_authority: Callable[[Path], CertificateAuthority] | None = None
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
@@ -88,7 +100,7 @@ def run_demo(options: DemoOptions) -> int:
     try:
         with signals_interrupt():
             return Demo(options, work).run()
-    except (DemoError, PlaneError) as exc:
+    except (DemoError, PlaneError, CAError) as exc:
         print(f"sailplane demo: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -155,6 +167,16 @@ class Demo:
 
     # -- processes ---------------------------------------------------------
 
+    def authority(self) -> CertificateAuthority:
+        """--ca-dir's (or --ca-cert's) CA if given, else a new one in the
+        demo's temporary directory, removed with it."""
+        if self.options.authority is not None:
+            return self.options.authority
+        directory = self.work / "ca"
+        if self.options.new_authority is not None:
+            return self.options.new_authority(directory)
+        return load_or_create_authority(directory)
+
     def start_plane(self, config_dir: Path) -> ControlPlane:
         host = "127.0.0.1"
         serve = ServeOptions(
@@ -162,7 +184,7 @@ class Demo:
             xds_address=(host, preferred_port(host, 15010)),
             secure_xds_address=(host, preferred_port(host, 15012)),
             monitor_address=(host, preferred_port(host, 15014)),
-            authority=self.options.authority,
+            authority=self.authority(),
         )
         logging.getLogger("sailplane.config").addHandler(self.changes)
         self.plane_thread = PlaneThread(serve)
@@ -394,6 +416,7 @@ class Demo:
         started = time.monotonic()
         end = None if self.options.duration is None else started + self.options.duration
         version = plane.version
+        in_force = objects_in_force(plane)
         next_line = started + 1.0
         live = None
         if not self.options.plain:
@@ -413,12 +436,19 @@ class Demo:
                     return 1
                 if plane.version != version:
                     version = plane.version
-                    self.tally.reset()
+                    # The split counts start over only when what is in force
+                    # changed: a rejected edit (its last good version stays)
+                    # changes the files' digest, not the traffic.
+                    now_in_force = objects_in_force(plane)
+                    if now_in_force != in_force:
+                        in_force = now_in_force
+                        self.tally.reset()
                     if live is None:
                         self.say(f"config {version} applied: {self.changes.last}")
                 frame = self.frame(plane, where, time.monotonic() - started)
                 if live is not None:
-                    live.update(rich_view(frame), refresh=True)
+                    size = (live.console.size.width, live.console.size.height)
+                    live.update(rich_view(frame, size), refresh=True)
                 elif time.monotonic() >= next_line:
                     next_line += 1.0
                     self.say(plain_line(frame))

@@ -3,11 +3,12 @@ view (rich) or as one plain line (no terminal, or ``--plain``)."""
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sailplane.demo.traffic import REFUSED
 
@@ -127,53 +128,143 @@ def summary(frame: Frame) -> list[str]:
     return lines
 
 
-def rich_view(frame: Frame) -> RenderableType:
+# The smallest terminal the live view is made for; the config line and the
+# problems must stay on screen there (tables give way first).
+VIEW_SIZE = (80, 24)
+MAX_PROBLEMS = 5
+
+
+def rich_view(frame: Frame, size: tuple[int, int] = VIEW_SIZE) -> RenderableType:
+    """The live view, at most ``size`` (columns, rows). The header, the config
+    line and the problems always show, one line each (cut with an ellipsis);
+    the tables get what is left: boxed with titles, then compact, then the
+    mTLS table without its counters, then without it, then neither."""
+    from rich.console import Console, Group
+
+    width, height = size
+    measure = Console(width=width, height=height, color_system=None, file=io.StringIO())
+    shown = MAX_PROBLEMS
+    header, config, problems = _essentials(frame, shown)
+    fixed = _height(measure, [header, config, *problems], width)
+    while shown > 1 and fixed > height:
+        shown -= 1
+        header, config, problems = _essentials(frame, shown)
+        fixed = _height(measure, [header, config, *problems], width)
+    variants: list[list[RenderableType]] = [
+        [_traffic_table(frame, compact=False), _tls_table(frame, compact=False, counts=True)],
+        [_traffic_table(frame, compact=True), _tls_table(frame, compact=True, counts=True)],
+        [_traffic_table(frame, compact=True), _tls_table(frame, compact=True, counts=False)],
+        [_traffic_table(frame, compact=True)],
+        [],
+    ]
+    for tables in variants:
+        if fixed + _height(measure, tables, width) <= height:
+            break
+    return Group(header, *tables, config, *problems)
+
+
+def _height(console: Any, parts: Sequence[RenderableType], width: int) -> int:
     from rich.console import Group
+
+    if not parts:
+        return 0
+    options = console.options.update(width=width)
+    return len(console.render_lines(Group(*parts), options, pad=False))
+
+
+def _line(*parts: str | tuple[str, str]) -> Any:
+    from rich.text import Text
+
+    text = Text.assemble(*parts)
+    text.no_wrap = True
+    text.overflow = "ellipsis"
+    return text
+
+
+def _essentials(frame: Frame, most: int) -> tuple[Any, Any, list[Any]]:
+    """The header, the config line and up to ``most`` problems, a line each."""
+    from rich.console import Group
+
+    header = Group(
+        _line(
+            ("sailplane demo", "bold"),
+            f"  up {frame.elapsed:.0f}s   ingress {frame.ingress_url}   "
+            f"metrics {frame.metrics_url}",
+        ),
+        _line(
+            ("watching ", "dim"),
+            frame.config_dir,
+            ("  (edit the YAML: the view follows; Ctrl-C stops everything)", "dim"),
+        ),
+    )
+    config = Group(
+        _line(
+            ("config ", "bold"),
+            f"{frame.version} applied {_ago(frame.applied_ago)}: {frame.last_change}",
+        ),
+        _line(("ingress split configured: ", "dim"), configured_text(frame.configured)),
+    )
+    problems: list[Any] = []
+    if frame.problems:
+        problems.append(_line(("problems (the last good configuration stays in force):", "red")))
+        shown = frame.problems[:most]
+        problems += [_line(f"  {problem}") for problem in shown]
+        if len(frame.problems) > len(shown):
+            problems.append(_line(f"  ... and {len(frame.problems) - len(shown)} more"))
+    return header, config, problems
+
+
+def _traffic_table(frame: Frame, compact: bool) -> RenderableType:
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    header = Text.assemble(
-        ("sailplane demo", "bold"),
-        f"  up {frame.elapsed:.0f}s   ingress {frame.ingress_url}   metrics {frame.metrics_url}\n",
-        ("watching ", "dim"),
-        frame.config_dir,
-        ("  (edit the YAML: the view follows; Ctrl-C stops everything)", "dim"),
+    title = None if compact else "traffic (split since the last config change)"
+    traffic = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        padding=(0, 1),
+        show_edge=not compact,
     )
-    traffic = Table(title="traffic (split since the last config change)", title_justify="left")
-    traffic.add_column("from -> to")
-    traffic.add_column("req/s", justify="right")
+    traffic.add_column("traffic" if compact else "from -> to", no_wrap=True)
+    traffic.add_column("req/s", justify="right", no_wrap=True)
     traffic.add_column("answers by version")
     traffic.add_column("failed")
     for s in frame.streams:
         failures = _failures(s)
         traffic.add_row(
-            s.label,
+            s.name if compact else s.label,
             f"{s.rate:.1f}",
             _split(s),
             Text(failures or "0", style="bold red" if failures else ""),
         )
-    tls = Table(title="mTLS per service", title_justify="left")
-    tls.add_column("service")
-    tls.add_column("inbound (PeerAuthentication)")
-    tls.add_column("callers with a sidecar")
-    tls.add_column("connections: mTLS / plaintext / refused", justify="right")
+    return traffic
+
+
+def _tls_table(frame: Frame, compact: bool, counts: bool) -> RenderableType:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    tls = Table(
+        title=None if compact else "mTLS per service",
+        title_justify="left",
+        box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD,
+        padding=(0, 1),
+        show_edge=not compact,
+    )
+    tls.add_column("service", no_wrap=True)
+    tls.add_column("mTLS mode" if compact else "inbound (PeerAuthentication)")
+    tls.add_column("callers" if compact else "callers with a sidecar")
+    if counts:
+        tls.add_column("mTLS/plain/refused", justify="right")
     for t in frame.services:
         seen = "-" if t.mtls is None else f"{t.mtls} / {t.plaintext} / {t.refused}"
         style = {"STRICT": "bold green", "DISABLE": "yellow"}.get(t.mode, "")
-        tls.add_row(t.service, Text(t.mode, style=style), t.clients, seen)
-    config = Text.assemble(
-        ("config ", "bold"),
-        f"{frame.version} applied {_ago(frame.applied_ago)}: {frame.last_change}\n",
-        ("ingress split configured: ", "dim"),
-        configured_text(frame.configured),
-    )
-    parts: list[RenderableType] = [header, traffic, tls, config]
-    if frame.problems:
-        problems = Text("problems (the last good configuration stays in force):\n", style="red")
-        for problem in frame.problems[:5]:
-            problems.append(f"  {problem}\n")
-        parts.append(problems)
-    return Group(*parts)
+        cells: list[Any] = [t.service, Text(t.mode, style=style), t.clients]
+        tls.add_row(*cells, *([seen] if counts else []))
+    return tls
 
 
 @dataclass(frozen=True)

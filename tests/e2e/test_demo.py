@@ -98,10 +98,29 @@ def demo(tmp_path: Path, *args: str) -> Iterator[DemoRun]:
         for pid in printed_pids(run.stdout):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+        # Killed before it printed them: its children still name files under
+        # tmp_path (bootstraps, the app script's arguments) on their command line.
+        for pid in pids_mentioning(str(tmp_path)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if popen.stdout is not None:
             popen.stdout.close()
         stderr.close()
         print("stderr:", (tmp_path / "stderr.txt").read_text()[-3000:])
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace"
+            ):
+                found.append(int(entry.name))
+    return found
 
 
 def summaries(output: str) -> dict[str, dict[str, str]]:
@@ -176,7 +195,9 @@ def test_demo_runs_the_mesh_with_the_configured_split_and_leaves_nothing(tmp_pat
     assert set(shares(result["weather-frontend"]["split"])) == {"single", "multiple"}
     assert result["weather-frontend"]["failed"] == "0"
     assert result["legacy-client"]["failed"] == "0"  # PERMISSIVE: plaintext is fine
-    assert (tmp_path / "state" / "sailplane" / "ca").is_dir(), "the CA went to XDG_STATE_HOME"
+    # Without --ca-dir the CA lives in the demo's temporary directory (gone
+    # with it, see assert_nothing_left), never in XDG_STATE_HOME.
+    assert not (tmp_path / "state" / "sailplane").exists(), "the demo made the default CA"
     assert_nothing_left(run, tmp_path)
 
 

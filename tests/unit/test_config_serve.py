@@ -339,7 +339,7 @@ async def test_debug_views_never_ask_the_ca_for_a_certificate(
     body = json.dumps({"files": files}).encode()
     request = urllib.request.Request(running.url("/debug/diff"), data=body, method="POST")
     answer = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(request).read()))
-    assert answer["verdict"] == "applied"
+    assert answer["verdict"] == "would apply"
     for proxy in ("backend-v1.default", "frontend.default"):
         status, _ = await running.get(f"/debug/config_dump?proxy={proxy}")
         assert status == 200
