@@ -57,6 +57,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only", action="append", choices=list(SCENARIOS), help="run only this scenario"
     )
+    parser.add_argument(
+        "--abuse",
+        action="store_true",
+        help="run only the abuse scenario: a responsive proxy's push latency with "
+        f"--abusers never-ACKing streams connected (default {defaults.abusers})",
+    )
+    parser.add_argument(
+        "--abusers", type=int, help=f"never-ACKing streams (default {defaults.abusers})"
+    )
     parser.add_argument("--quick", action="store_true", help=f"small sizes: {QUICK}")
     parser.add_argument(
         "--json",
@@ -97,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         compare(_read(Path(args.compare[1])), _read(Path(args.compare[0])))
         return 0
     params = params_from(args)
-    doc = document(dataclasses.asdict(params), run(params, args.only))
+    only = [*(args.only or []), *(["abuse"] if args.abuse else [])]
+    doc = document(dataclasses.asdict(params), run(params, only or None))
     print_table(doc)
     write_json(doc, args.json)
     print(f"wrote {args.json}")

@@ -163,6 +163,12 @@ class ClientProcess:
     async def start(
         cls, target: str, node_ids: list[str], channels: int, delta: bool = False
     ) -> ClientProcess:
+        setup = {"target": target, "node_ids": node_ids, "channels": channels, "delta": delta}
+        return await cls.spawn("benchmarks.simclients", setup)
+
+    @classmethod
+    async def spawn(cls, module: str, setup: Mapping[str, Any]) -> ClientProcess:
+        """``python -m module``, given ``setup`` as a JSON line; once it says ``ready``."""
         root = str(Path(__file__).resolve().parent.parent)
         # Appended, so a PYTHONPATH given to the benchmark (another checkout) wins.
         paths = [p for p in (os.environ.get("PYTHONPATH", ""), root) if p]
@@ -170,14 +176,13 @@ class ClientProcess:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "benchmarks.simclients",
+            module,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
         )
         client = cls(proc)
         try:
-            setup = {"target": target, "node_ids": node_ids, "channels": channels, "delta": delta}
             await client.send(json.dumps(setup))
             if (line := await client.readline()) != "ready":
                 raise RuntimeError(f"client process did not start: {line!r}")
@@ -325,6 +330,11 @@ async def run_fanout(
         )
         start = time.perf_counter()
         plane = ControlPlane(options)
+        # Every simulated proxy connects from loopback: more than the
+        # default allows one host (limits.py).
+        plane.ads.limits = dataclasses.replace(
+            plane.ads.limits, per_host=max(plane.ads.limits.per_host, proxies + 100)
+        )
         await plane.start()
         start_ms = (time.perf_counter() - start) * 1000
         counter = PushCounter(plane.ads.hooks, plane.cache, plane.status)
@@ -370,6 +380,8 @@ async def run_fanout(
             "cold_bytes": sum(cold_bytes.values()),
             "cold_bytes_by_type": dict(sorted(cold_bytes.items())),
             "throttle_peak_waiting": plane.ads.throttle.peak_waiting,
+            # slots given up by a stream that had not answered in time
+            "throttle_slot_timeouts": sum(plane.ads.throttle.timed_out.values()),
             "heap_settles": plane.heap.settles,
             "heap_last_settle_ms": plane.heap.last_settle_ms,
             "client_errors": final["errors"],
@@ -379,6 +391,7 @@ async def run_fanout(
         "rss": {
             "before_clients_mb": rss_before["current_mb"],
             "after_cold_start_mb": rss_cold["current_mb"],
+            "peak_at_cold_start_mb": rss_cold["peak_mb"],
             "end_mb": rss["current_mb"],
             "peak_mb": rss["peak_mb"],
             "per_proxy_kb": (rss_cold["current_mb"] - rss_before["current_mb"]) * 1024 / proxies,

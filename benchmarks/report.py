@@ -122,6 +122,25 @@ def headline(doc: Mapping[str, Any]) -> list[str]:
                 f"pushed {', '.join(c['types_pushed'])}, "
                 f"{_format(c['bytes_per_proxy_per_change'] / 1024)} KiB per proxy"
             )
+    if "abuse" in scenarios:
+        lines.append(
+            f"a responsive proxy's route push with {scenarios['abuse']['abusers']:,} "
+            "never-ACKing streams (config change -> proxy received):"
+        )
+        for phase in ("quiet", "attack", "after"):
+            a = scenarios.get(f"abuse_{phase}")
+            if a is not None:
+                envoy = (
+                    f"; a real Envoy ACKed it: p50 {_format(a['envoy_change_to_acked_p50_ms'])}"
+                    f" ms, max {_format(a['envoy_change_to_acked_max_ms'])} ms"
+                    if "envoy_change_to_acked_p50_ms" in a
+                    else ""
+                )
+                lines.append(
+                    f"  {phase}: p50 {_format(a['change_to_received_p50_ms'])} ms, max "
+                    f"{_format(a['change_to_received_max_ms'])} ms over {a['changes']} "
+                    f"({_format(a['response_bytes'] / 1024)} KiB each){envoy}"
+                )
     if "rss" in scenarios:
         r = scenarios["rss"]
         lines.append(

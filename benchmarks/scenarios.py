@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.abuse import ABUSERS, run_abuse
 from benchmarks.fanout import run_fanout
 from benchmarks.meshgen import MeshSpec
 from benchmarks.report import rss_metrics
@@ -39,6 +40,7 @@ class Params:
     per_connection: int = 10  # simulated proxies sharing one HTTP/2 connection
     changes: int = 10  # saves of each kind of change, for p50/p99
     repeat: int = 3  # translation runs, median reported
+    abusers: int = ABUSERS  # never-ACKing streams of the abuse scenario
 
     @property
     def spec(self) -> MeshSpec:
@@ -63,19 +65,33 @@ def fanout(params: Params) -> Sections:
     )
 
 
+def abuse(params: Params) -> Sections:
+    return asyncio.run(
+        run_abuse(
+            params.spec,
+            params.abusers,
+            changes=params.changes,
+            per_connection=params.per_connection,
+        )
+    )
+
+
 SCENARIOS: dict[str, Callable[[Params], Sections]] = {
     "translate": translate,
     "fanout": fanout,
+    "abuse": abuse,
 }
+# What runs unless scenarios are named (abuse: ``--abuse`` or ``--only abuse``).
+DEFAULT = ("translate", "fanout")
 
 
 def run(params: Params, names: list[str] | None = None) -> Sections:
-    """Every scenario (or those named), each in a fresh process."""
+    """The default scenarios (or those named), each in a fresh process."""
     root = str(Path(__file__).resolve().parent.parent)
     paths = [p for p in (os.environ.get("PYTHONPATH", ""), root) if p]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     sections: Sections = {}
-    for name in names or list(SCENARIOS):
+    for name in names or DEFAULT:
         done = subprocess.run(
             [
                 sys.executable,

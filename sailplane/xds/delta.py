@@ -29,12 +29,17 @@ covered by the subscription, at the versions of TypeResources X" (X is shared
 by all proxies with that configuration) plus a small per-stream overlay of
 exceptions. A push then costs, per stream, the set of names that differ
 between two shared TypeResources, computed once for all streams.
+
+What a client sends accumulates here (each request adds names), so each
+type's subscription and overlay, and the responses left unanswered, are
+bounded (limits.py): past a bound the stream ends with RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from sailplane.xds.requests import intern_names
+from sailplane.xds.limits import LimitExceeded
+from sailplane.xds.requests import check_names, intern_names
 from sailplane.xds.snapshot import Snapshot, TypeResources, changed_names, encode_nonce
 from sailplane.xds.status import StreamStatus
 from sailplane.xds.stream import StreamCore
@@ -110,7 +116,9 @@ class _DeltaType:
         self.base = None
 
 
-_UNIONS: dict[tuple[int, int], tuple[frozenset[str], frozenset[str], frozenset[str]]] = {}
+_Ref = weakref.ref[frozenset[str]]
+# Weakly held: a union is remembered while streams hold its sets, no longer.
+_UNIONS: dict[tuple[int, int], tuple[_Ref, _Ref, _Ref]] = {}
 
 
 def _union(have: frozenset[str], added: frozenset[str]) -> frozenset[str]:
@@ -121,12 +129,14 @@ def _union(have: frozenset[str], added: frozenset[str]) -> frozenset[str]:
         return added
     key = (id(have), id(added))
     found = _UNIONS.get(key)
-    if found is not None and found[0] is have and found[1] is added:
-        return found[2]
+    if found is not None and found[0]() is have and found[1]() is added:
+        result = found[2]()
+        if result is not None:
+            return result
     result = intern_names(have | added)
     if len(_UNIONS) > 256:
         _UNIONS.clear()
-    _UNIONS[key] = (have, added, result)
+    _UNIONS[key] = (weakref.ref(have), weakref.ref(added), weakref.ref(result))
     return result
 
 
@@ -144,6 +154,14 @@ class DeltaStream(StreamCore[_DeltaType]):
         super().__init__(server, context, node_id, status, _DeltaType)
 
     # -- requests ----------------------------------------------------------
+
+    def parse(self, raw: bytes) -> discovery_pb2.DeltaDiscoveryRequest:
+        request = discovery_pb2.DeltaDiscoveryRequest.FromString(raw)
+        limit = self.server.limits.names
+        check_names(len(request.resource_names_subscribe), limit)
+        check_names(len(request.resource_names_unsubscribe), limit)
+        check_names(len(request.initial_resource_versions), limit, "initial resource versions")
+        return request
 
     async def on_request(
         self, request: discovery_pb2.DeltaDiscoveryRequest, snapshot: Snapshot
@@ -186,6 +204,10 @@ class DeltaStream(StreamCore[_DeltaType]):
             st.names = st.names - dropped
             for name in dropped:
                 st.overlay.pop(name, None)  # the client forgets it (unless wildcard keeps it)
+        limit = self.server.limits.names
+        if len(st.names) > limit or len(st.overlay) > limit:
+            size = max(len(st.names), len(st.overlay))
+            raise LimitExceeded(f"a subscription of {size:,} names; at most {limit:,}")
         if st.wanted or first:
             await self.send(type_url, snapshot, always=first)
         await self._finish_removals(snapshot)
@@ -285,6 +307,9 @@ class DeltaStream(StreamCore[_DeltaType]):
             size = sum(map(len, body))
         else:
             size = sum(len(resources.chunks[n]) for n in send)
+        unanswered = self.outstanding.unanswered
+        if unanswered >= self.server.limits.unanswered:
+            raise LimitExceeded(f"{unanswered} responses unanswered")
         await self.outstanding.before_send(size)
         if not everything:
             body = [resources.delta_chunk(n) for n in send]

@@ -21,19 +21,144 @@ is a left-to-right merge. The middle bytes are only ever taken as names when
 they are byte for byte a middle that a full parse showed to be nothing but
 complete ``resource_names`` fields; the fields before and after it are then
 parsed from their own bytes.
+
+What the sharing may hold (:class:`NameSets`): the sets themselves only
+weakly (a set lives as long as a stream subscribes to it or a request
+carries it; a closed stream's names go with it), and their encodings within
+a byte budget, per entry and in all, so no client can make it keep much.
+Only admitted streams parse through here (see ``first_node``): a refused
+stream's first request is never parsed beyond its node.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+
+from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
+from sailplane.xds.limits import LimitExceeded
 from sailplane.xds.types import SHORT_NAMES
 from sailplane.xds.wire import read_varint, varint
 
 _SHARED_BELOW = 8  # smaller subscriptions are cheap to build and not worth sharing
-_BY_VALUE: dict[frozenset[str], frozenset[str]] = {}
-_LIMIT = 256  # distinct subscriptions remembered (forgetting only costs sharing)
+
+
+class _Shared(weakref.ref[frozenset[str]]):
+    """A remembered set (weakly) and what finds it."""
+
+    __slots__ = ("encoding", "encoding_key", "value_key")
+
+    def __new__(
+        cls,
+        names: frozenset[str],
+        callback: Callable[[_Shared], None],
+        value_key: tuple[int, int],
+    ) -> _Shared:
+        return super().__new__(cls, names, callback)
+
+    def __init__(
+        self,
+        names: frozenset[str],
+        callback: Callable[[_Shared], None],
+        value_key: tuple[int, int],
+    ) -> None:
+        # (weakref.ref.__init__ only checks what __new__ did)
+        self.value_key = value_key
+        self.encoding: bytes | None = None
+        self.encoding_key: tuple[int, bytes] | None = None
+
+
+class NameSets:
+    """One object per distinct set of names, found by value or by the bytes
+    that encode it. Least recently used entries are forgotten first
+    (forgetting only costs sharing)."""
+
+    def __init__(
+        self,
+        entries: int = 1024,
+        entry_names: int = 100_000,
+        entry_bytes: int = 8 * 1024 * 1024,
+        total_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.max_entries = entries
+        self.max_entry_names = entry_names  # larger sets are not shared
+        self.max_entry_bytes = entry_bytes  # larger encodings are not remembered
+        self.max_total_bytes = total_bytes  # encodings held, in all
+        self._by_value: dict[tuple[int, int], _Shared] = {}
+        self._by_encoding: dict[tuple[int, bytes], _Shared] = {}
+        self.encoded_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._by_value)
+
+    def intern(self, names: frozenset[str]) -> frozenset[str]:
+        """The remembered set equal to ``names``, or ``names`` (remembered
+        now if it is worth sharing)."""
+        if len(names) < _SHARED_BELOW or len(names) > self.max_entry_names:
+            return names
+        key = (hash(names), len(names))
+        entry = self._by_value.get(key)
+        if entry is not None:
+            found = entry()
+            if found is not None and (found is names or found == names):
+                self._by_value[key] = self._by_value.pop(key)  # recently used
+                return found
+            self._forget(entry)  # gone, or another set with that hash
+        self._by_value[key] = _Shared(names, self._forget, key)
+        while len(self._by_value) > self.max_entries:
+            self._forget(next(iter(self._by_value.values())))
+        return names
+
+    def remember_encoding(
+        self, names: frozenset[str], key: tuple[int, bytes], middle: bytes
+    ) -> None:
+        """``middle`` encodes exactly ``names`` (an interned set)."""
+        entry = self._by_value.get((hash(names), len(names)))
+        if entry is None or entry() is not names or len(middle) > self.max_entry_bytes:
+            return
+        self._drop_encoding(entry)
+        old = self._by_encoding.pop(key, None)
+        if old is not None:
+            self._drop_encoding(old)
+        entry.encoding, entry.encoding_key = middle, key
+        self._by_encoding[key] = entry
+        self.encoded_bytes += len(middle)
+        while self.encoded_bytes > self.max_total_bytes:
+            self._drop_encoding(next(iter(self._by_encoding.values())))
+
+    def by_encoding(self, key: tuple[int, bytes]) -> tuple[bytes, frozenset[str]] | None:
+        entry = self._by_encoding.get(key)
+        if entry is None or entry.encoding is None:
+            return None
+        names = entry()
+        if names is None:
+            return None
+        self._by_encoding[key] = self._by_encoding.pop(key)  # recently used
+        return entry.encoding, names
+
+    def clear(self) -> None:
+        for entry in list(self._by_value.values()):
+            self._forget(entry)
+
+    def _forget(self, entry: _Shared) -> None:
+        """Also the weak reference's callback: the set is gone."""
+        self._drop_encoding(entry)
+        if self._by_value.get(entry.value_key) is entry:
+            del self._by_value[entry.value_key]
+
+    def _drop_encoding(self, entry: _Shared) -> None:
+        if entry.encoding is None:
+            return
+        if entry.encoding_key is not None and self._by_encoding.get(entry.encoding_key) is entry:
+            del self._by_encoding[entry.encoding_key]
+        self.encoded_bytes -= len(entry.encoding)
+        entry.encoding = entry.encoding_key = None
+
+
+SHARED = NameSets()
 
 
 class SotwRequest:
@@ -52,22 +177,45 @@ class SotwRequest:
 
 def intern_names(names: frozenset[str]) -> frozenset[str]:
     """One object per distinct set of names (streams compare them by identity)."""
-    if len(names) < _SHARED_BELOW:
-        return names
-    found = _BY_VALUE.get(names)
-    if found is None:
-        if len(_BY_VALUE) > _LIMIT:
-            _BY_VALUE.clear()
-        _BY_VALUE[names] = found = names
-    return found
+    return SHARED.intern(names)
 
 
-def parse_sotw_request(raw: bytes) -> SotwRequest:
-    """The gRPC request deserialiser of StreamAggregatedResources."""
+def check_names(count: int, limit: int, what: str = "resource names") -> None:
+    if count > limit:
+        raise LimitExceeded(f"{count:,} {what} in one request; at most {limit:,}")
+
+
+def first_node(raw: bytes, node_field: int, parse: Callable[[bytes], object]) -> base_pb2.Node:
+    """The node of a stream's first request, before the stream is admitted:
+    read from its own bytes where Envoy puts it (first, or after the
+    version), without parsing the rest; otherwise from a parse of the whole
+    request (C, nothing kept). Nothing shared is touched either way."""
+    pos = 0
+    tag = node_field << 3 | 2
+    try:
+        if raw[:1] == b"\x0a" and node_field != 1:  # version_info first
+            length, pos = read_varint(raw, 1)
+            pos += length
+        if raw[pos : pos + 1] == bytes([tag]):
+            length, start = read_varint(raw, pos + 1)
+            if start + length <= len(raw):
+                return base_pb2.Node.FromString(raw[start : start + length])
+    except (IndexError, DecodeError):
+        pass
+    node = base_pb2.Node()
+    node.CopyFrom(parse(raw).node)  # type: ignore[attr-defined]  # not a view into the request
+    return node
+
+
+def parse_sotw_request(raw: bytes, max_names: int = 100_000) -> SotwRequest:
+    """A request of StreamAggregatedResources (after the stream is admitted).
+    Raises :class:`LimitExceeded` for more than ``max_names`` names."""
     found = _fast(raw)
     if found is not None:
+        check_names(len(found.names), max_names)
         return found
     request = discovery_pb2.DiscoveryRequest.FromString(raw)
+    check_names(len(request.resource_names), max_names)  # before building a set of them
     names = intern_names(frozenset(request.resource_names))
     bounds = _bounds(raw)
     if bounds is None or len(names) < _SHARED_BELOW or request.resource_locators:
@@ -77,17 +225,13 @@ def parse_sotw_request(raw: bytes) -> SotwRequest:
     if discovery_pb2.DiscoveryRequest.FromString(middle) == discovery_pb2.DiscoveryRequest(
         resource_names=request.resource_names
     ):
-        if len(_BY_ENCODING) > _LIMIT:
-            _BY_ENCODING.clear()
-        _BY_ENCODING[_key(raw, *bounds)] = (middle, names)
+        SHARED.remember_encoding(names, _key(raw, *bounds), middle)
     return SotwRequest(request, names)
 
 
 _TYPE_URL_FIELD = 4
 _TRAILERS = [varint(_TYPE_URL_FIELD << 3 | 2) + varint(len(t)) + t.encode() for t in SHORT_NAMES]
 _TRAILER_WINDOW = 4096
-# resource name key: (length, last bytes) -> (the encoded names, their shared set)
-_BY_ENCODING: dict[tuple[int, bytes], tuple[bytes, frozenset[str]]] = {}
 
 
 def _bounds(raw: bytes) -> tuple[int, int] | None:
@@ -113,6 +257,8 @@ def _bounds(raw: bytes) -> tuple[int, int] | None:
 
 
 def _key(raw: bytes, start: int, end: int) -> tuple[int, bytes]:
+    """The encoding's length and last bytes: enough to tell most apart
+    before comparing the whole."""
     return end - start, raw[max(start, end - 32) : end]
 
 
@@ -123,7 +269,7 @@ def _fast(raw: bytes) -> SotwRequest | None:
     if bounds is None:
         return None
     start, end = bounds
-    known = _BY_ENCODING.get(_key(raw, start, end))
+    known = SHARED.by_encoding(_key(raw, start, end))
     if known is None or not raw.startswith(known[0], start):
         return None
     try:

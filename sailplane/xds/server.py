@@ -29,19 +29,23 @@ Responses are assembled from pre-encoded bytes (see snapshot.py), so the
 gRPC response serialiser is the identity function.
 
 The same server answers ``DeltaAggregatedResources`` (see delta.py); both
-kinds of stream share the loop below, the status registry and the push
-throttle (see push.py): a stream that leaves a response unanswered for
+kinds of stream share their life (stream.py), the status registry and the
+push throttle (see push.py): a stream that leaves a response unanswered for
 ``response_timeout`` is closed.
+
+Admission comes before expensive work (see limits.py): a stream is counted
+against its peer host before anything is read, and against its node id once
+the node is read from the first request's own bytes; only a stream the
+hooks admitted has its requests parsed, its names shared, its state kept.
+Requests reach the handler as bytes (the deserialiser is the identity too).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import logging
-import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,10 +53,10 @@ from typing import Any, Protocol
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from envoy.service.discovery.v3 import discovery_pb2
 
-from sailplane.errors import UnknownProxyError
 from sailplane.xds.cache import SnapshotCache
+from sailplane.xds.limits import StreamCounts, StreamLimits
+from sailplane.xds.memory import HeapTrimmer
 from sailplane.xds.push import (
     DEFAULT_RESPONSE_TIMEOUT,
     DEFAULT_SLOT_TIMEOUT,
@@ -187,6 +191,9 @@ class _Stream(StreamCore[_TypeState]):
         super().__init__(server, context, node_id, status, _TypeState)
 
     # -- requests ----------------------------------------------------------
+
+    def parse(self, raw: bytes) -> SotwRequest:
+        return parse_sotw_request(raw, self.server.limits.names)
 
     async def on_request(self, received: SotwRequest, snapshot: Snapshot) -> None:
         request = received.message
@@ -368,11 +375,15 @@ class AdsServer:
         throttle: PushThrottle | None = None,
         response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
         slot_timeout: float = DEFAULT_SLOT_TIMEOUT,
+        unproven_slot_timeout: float | None = None,
+        limits: StreamLimits | None = None,
     ) -> None:
         """``throttle``: at most so many streams with responses in flight
         (default :class:`PushThrottle`'s); ``response_timeout``: a stream that
         leaves a response unanswered this long is closed; ``slot_timeout``: it
-        gives up its throttle slot after this long (see push.py)."""
+        gives up its throttle slot after this long, ``unproven_slot_timeout``
+        (default the shorter of it and 3 s) if it never answered one in time
+        (see push.py); ``limits``: what one client may cost (see limits.py)."""
         self.cache = cache
         self.hooks: StreamHooks = hooks or CacheHooks(cache)
         self.status = status or StatusRegistry()
@@ -380,21 +391,34 @@ class AdsServer:
         self.throttle = throttle if throttle is not None else PushThrottle()
         self.response_timeout = response_timeout
         self.slot_timeout = slot_timeout
-        self._stream_ids = itertools.count(1)
+        self.unproven_slot_timeout = unproven_slot_timeout
+        self.counts = StreamCounts(limits or StreamLimits())
+        self.trimmer = HeapTrimmer()
+        self.stream_ids = itertools.count(1)
+
+    @property
+    def limits(self) -> StreamLimits:
+        return self.counts.limits
+
+    @limits.setter
+    def limits(self, limits: StreamLimits) -> None:
+        """From now on (streams already counted stay counted)."""
+        self.counts.limits = limits
 
     def handler(self) -> grpc.GenericRpcHandler:
         identity: Callable[[bytes], bytes] = lambda body: body  # noqa: E731
         return grpc.method_handlers_generic_handler(
             ADS_SERVICE,
             {
+                # Requests are parsed by the stream once it is admitted.
                 "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.stream_aggregated_resources,
-                    request_deserializer=parse_sotw_request,
+                    request_deserializer=identity,
                     response_serializer=identity,
                 ),
                 "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
                     self.delta_aggregated_resources,
-                    request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                    request_deserializer=identity,
                     response_serializer=identity,
                 ),
             },
@@ -403,7 +427,7 @@ class AdsServer:
     async def write(self, context: grpc.aio.ServicerContext[Any, Any], message: bytes) -> None:
         """Write one response. A client that stops reading must not hold its
         stream (and memory) forever: past ``write_timeout`` the stream's task
-        is cancelled and the stream given up (see :meth:`_handle`). A timer,
+        is cancelled and the stream given up (see lifecycle.py). A timer,
         not ``wait_for``: no task per response."""
         task = asyncio.current_task()
         assert task is not None
@@ -428,121 +452,15 @@ class AdsServer:
     async def _handle(
         self, context: grpc.aio.ServicerContext[Any, Any], make_stream: Callable[..., Any]
     ) -> None:
-        first = await context.read()
-        if first is grpc.aio.EOF:
-            return
-        if not first.node.id:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"
-            )
-        try:
-            node_id = await self.hooks.on_connect(first.node, peer_of(context))
-        except (UnknownProxyError, PermissionError) as exc:
-            log.warning("refused xDS stream from %s: %s", context.peer(), exc)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
-        stream_id = next(self._stream_ids)
-        delta = make_stream is not _Stream
-        status = StreamStatus(node_id, stream_id, context.peer(), delta=delta)
-        self.status.add(status)
-        stream = make_stream(self, context, node_id, status)
-        try:
-            await self._serve(stream, first)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is None or task not in _STUCK:
-                raise
-            task.uncancel()
-            # gRPC cannot end a call whose write is pending; the stream is
-            # given up (its slot, its status) and keepalive ends the connection.
-            log.warning("%s: stream %d stopped reading; giving it up", node_id, stream_id)
-        except TimeoutError:
-            log.warning("%s: stream %d left a response unanswered; closing it", node_id, stream_id)
-            stream.outstanding.release()
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "client is not answering responses"
-            )
-        finally:
-            stream.outstanding.release()
-            self.status.remove(stream_id)
-            self.hooks.on_disconnect(node_id, stream_id)
+        from sailplane.xds.lifecycle import handle
 
-    async def _serve(self, stream: Any, first: Any) -> None:
-        """Read requests in a task of their own; handle them, and snapshot
-        changes, in this one."""
-        node_id = stream.node_id
-        self.cache.watch(node_id, stream.wake.ring)
-        reader = asyncio.create_task(_read_requests(stream))
-        try:
-            await self._loop(stream, first)
-        finally:
-            self.cache.unwatch(node_id, stream.wake.ring)
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
-
-    async def _loop(self, stream: Any, first: Any) -> None:
-        """One stream's life: requests and snapshot changes, in arrival order.
-        ``stream`` is a :class:`_Stream` or a :class:`~sailplane.xds.delta.DeltaStream`."""
-        node_id = stream.node_id
-        snapshot = None
-        pending: list[Any] = [first]
-        while True:
-            pending.extend(stream.inbox)
-            stream.inbox.clear()
-            end = pending[-1] if pending and _is_end(pending[-1]) else None
-            if end is not None:
-                pending.pop()
-            new = self.cache.get(node_id)
-            moved = new is not None and new is not snapshot and snapshot is not None
-            if new is not None:
-                snapshot = new
-            if snapshot is not None:  # requests wait for the node's first snapshot
-                for request in pending:
-                    await stream.on_request(request, snapshot)
-                pending.clear()
-                if moved:
-                    await stream.push(snapshot)
-            if end is not None:
-                if isinstance(end, BaseException):
-                    raise end
-                return
-            deadline = stream.outstanding.deadline()
-            if deadline is not None and time.monotonic() >= deadline:
-                if stream.outstanding.expire():
-                    raise TimeoutError("a response went unanswered")
-                continue
-            await stream.wake.wait(deadline)  # loop.time() is time.monotonic()
+        await handle(self, context, make_stream, delta=make_stream is not _Stream)
 
 
 # Stream tasks cancelled because a write blocked past write_timeout.
-_STUCK: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+STUCK: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
 
 def _write_stuck(task: asyncio.Task[Any]) -> None:
-    _STUCK.add(task)
+    STUCK.add(task)
     task.cancel()
-
-
-def _is_end(item: Any) -> bool:
-    return item is grpc.aio.EOF or isinstance(item, BaseException)
-
-
-async def _read_requests(stream: Any) -> None:
-    """Put each request in the stream's inbox and ring it; EOF or the read's
-    error last."""
-    try:
-        while True:
-            request = await stream.context.read()
-            stream.inbox.append(request)
-            stream.wake.ring()
-            if request is grpc.aio.EOF:
-                return
-    except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # the stream is ending and cancelled its reader
-        stream.inbox.append(exc)  # the call was cancelled under the read
-        stream.wake.ring()
-    except Exception as exc:  # the stream's task re-raises it
-        stream.inbox.append(exc)
-        stream.wake.ring()

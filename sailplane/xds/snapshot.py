@@ -22,7 +22,9 @@ and tests only).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import TypeVar
@@ -263,13 +265,15 @@ class TypeResources:
     def _covered_by(self, names: Iterable[str]) -> bool:
         """Whether ``names`` takes in every resource (every sidecar asks EDS
         for every cluster): then the shared joined bytes serve. Remembered for
-        the last names object, which streams share (see requests.intern_names)."""
+        the last names object, which streams share (see requests.intern_names),
+        weakly: what a stream subscribed goes when the stream does."""
         last = self.__dict__.get("_covering")
-        if last is not None and last[0] is names:
+        if last is not None and last[0]() is names:
             return bool(last[1])
         wanted = names if isinstance(names, set | frozenset) else set(names)
         covered = len(wanted) >= len(self.chunks) and self.chunks.keys() <= wanted
-        self.__dict__["_covering"] = (names, covered)
+        with contextlib.suppress(TypeError):  # not weakly referable: not remembered
+            self.__dict__["_covering"] = (weakref.ref(names), covered)
         return covered
 
     def body(self, names: Iterable[str] | None = None) -> bytes:

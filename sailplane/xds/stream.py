@@ -1,12 +1,16 @@
 """What the state-of-the-world and the delta stream have in common: identity,
-per-type state, nonces, the push throttle slot, and the make-before-break
-question (have listeners and routes been accepted yet?)."""
+per-type state, nonces, the push throttle slot, the make-before-break
+question (have listeners and routes been accepted yet?), and the stream's
+life: a reader task that parses requests into a bounded inbox, and the
+stream's own task that handles them and snapshot changes in arrival order."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -83,13 +87,23 @@ class StreamCore(Generic[S]):
         self.node_id = node_id
         self.status = status
         self.types: dict[str, S] = {}
-        # Requests read by the stream's reader task, for its own task to handle.
-        self.inbox: list[Any] = []
+        # Requests read by the stream's reader task, for its own task to
+        # handle, with their sizes; the reader reads no further while they
+        # add up to more than limits.inbox_bytes (HTTP/2 holds the client).
+        self.inbox: deque[tuple[Any, int]] = deque()
+        self.inbox_bytes = 0
+        self.room = Wake()  # rung when the stream takes requests from its inbox
         self.wake = Wake()
+        # A snapshot change not pushed yet: the stream let a slot time out
+        # and has not answered since (see push.py).
+        self.deferred = False
         self._nonces = itertools.count(1)
         self._new_state = new_state
         self.outstanding = Outstanding(
-            server.throttle, server.response_timeout, server.slot_timeout
+            server.throttle,
+            server.response_timeout,
+            server.slot_timeout,
+            server.unproven_slot_timeout,
         )
 
     def state(self, type_url: str) -> S:
@@ -120,3 +134,91 @@ class StreamCore(Generic[S]):
             if self.status.of(type_url).acked != snapshot.version(type_url):
                 return False
         return True
+
+    # -- the stream's life -------------------------------------------------
+
+    def parse(self, raw: bytes) -> Any:
+        """One request from its bytes (after the stream was admitted); raises
+        LimitExceeded for one over the server's limits."""
+        raise NotImplementedError
+
+    async def on_request(self, request: Any, snapshot: Snapshot) -> None:
+        raise NotImplementedError
+
+    async def push(self, snapshot: Snapshot) -> None:
+        raise NotImplementedError
+
+    def end(self) -> None:
+        """The stream is over: give its slot back and drop what the client
+        sent (a traceback may hold this object a while longer)."""
+        self.outstanding.release()
+        self.inbox.clear()
+        self.inbox_bytes = 0
+        self.types.clear()
+
+    def put(self, item: Any, size: int = 0) -> None:
+        self.inbox.append((item, size))
+        self.inbox_bytes += size
+        self.wake.ring()
+
+    async def read_requests(self) -> None:
+        """The reader task: parse each request into the inbox and ring;
+        EOF or the read's error last."""
+        limit = self.server.limits.inbox_bytes
+        try:
+            while True:
+                while self.inbox_bytes > limit:
+                    await self.room.wait()
+                raw = await self.context.read()
+                if raw is grpc.aio.EOF:
+                    self.put(raw)
+                    return
+                self.server.trimmer.received(len(raw))
+                self.put(self.parse(raw), len(raw))
+                del raw  # not kept while the next read waits (2,000 idle streams)
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the stream is ending and cancelled its reader
+            self.put(exc)  # the call was cancelled under the read
+        except Exception as exc:  # the stream's task re-raises it
+            self.put(exc)
+
+    async def run(self) -> None:
+        """Requests and snapshot changes, in arrival order, until the client
+        ends the stream (or a request, a read, or a timeout ends it)."""
+        cache, node_id, inbox = self.server.cache, self.node_id, self.inbox
+        snapshot = None
+        while True:
+            new = cache.get(node_id)
+            moved = new is not None and new is not snapshot and snapshot is not None
+            if new is not None:
+                snapshot = new
+            if snapshot is not None:  # requests wait for the node's first snapshot
+                for _ in range(len(inbox)):
+                    if is_end(inbox[0][0]):
+                        break
+                    request, size = inbox.popleft()
+                    self.inbox_bytes -= size
+                    self.room.ring()
+                    await self.on_request(request, snapshot)
+                    del request
+                if moved or self.deferred:
+                    self.deferred = self.outstanding.slow and self.outstanding.unanswered > 0
+                    if not self.deferred:
+                        await self.push(snapshot)
+            if inbox and is_end(inbox[-1][0]):
+                end = inbox[-1][0]
+                if isinstance(end, BaseException):
+                    raise end
+                return
+            deadline = self.outstanding.deadline()
+            if deadline is not None and time.monotonic() >= deadline:
+                if self.outstanding.expire():
+                    raise TimeoutError("a response went unanswered")
+                continue
+            await self.wake.wait(deadline)  # loop.time() is time.monotonic()
+
+
+def is_end(item: Any) -> bool:
+    return item is grpc.aio.EOF or isinstance(item, BaseException)

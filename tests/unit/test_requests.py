@@ -1,16 +1,21 @@
 """State-of-the-world requests are read with shared name sets, found by their
-bytes; whatever the bytes, the result is what a full parse gives."""
+bytes; whatever the bytes, the result is what a full parse gives. What the
+sharing holds is bounded, and goes with the requests and streams that hold it."""
 
 from __future__ import annotations
 
+import gc
 import random
 
+import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
-from sailplane.xds import CLUSTER, ENDPOINT
-from sailplane.xds.requests import parse_sotw_request
+from sailplane.xds import CLUSTER, ENDPOINT, requests
+from sailplane.xds.limits import LimitExceeded
+from sailplane.xds.requests import first_node, parse_sotw_request
 
 NAMES = [f"outbound|8080|v{i % 2 + 1}|svc-{i:05d}.default.svc.cluster.local" for i in range(400)]
 
@@ -87,3 +92,69 @@ def test_a_nack_with_a_long_message_reads_right() -> None:
     _same(_request(NAMES).SerializeToString())
     long_error = status_pb2.Status(code=3, message="bad cluster: " + "x" * 10_000)
     assert _same(_request(NAMES, error_detail=long_error).SerializeToString()) == frozenset(NAMES)
+
+
+# -- what the sharing may hold -------------------------------------------------
+
+
+def test_a_set_and_its_encoding_go_with_the_last_request_that_holds_them() -> None:
+    names = [f"gone-{i:05d}.default.svc.cluster.local" for i in range(300)]
+    raw = _request(names).SerializeToString()
+    entries, encoded = len(requests.SHARED), requests.SHARED.encoded_bytes
+    first = parse_sotw_request(raw)
+    again = parse_sotw_request(raw)  # read in place: the encoding was remembered
+    assert again.names is first.names
+    assert len(requests.SHARED) == entries + 1
+    assert requests.SHARED.encoded_bytes > encoded
+    del first, again  # no stream subscribes to these names any more
+    gc.collect()
+    assert len(requests.SHARED) == entries
+    assert requests.SHARED.encoded_bytes == encoded
+
+
+def test_encodings_are_kept_within_their_byte_budget() -> None:
+    shared = requests.NameSets(entries=100, entry_bytes=3000, total_bytes=10_000)
+    held = []
+    for i in range(10):
+        names = frozenset(f"set{i}-{j}" for j in range(100))
+        held.append(shared.intern(names))
+        shared.remember_encoding(held[-1], (i, b"key"), b"x" * 2000)
+        assert shared.encoded_bytes <= 10_000
+    assert shared.by_encoding((9, b"key")) is not None  # the most recent stay
+    assert shared.by_encoding((0, b"key")) is None  # the oldest went
+    shared.remember_encoding(held[0], (0, b"big"), b"x" * 3001)  # over the entry budget
+    assert shared.by_encoding((0, b"big")) is None
+
+
+def test_distinct_sets_are_bounded_in_count_and_size() -> None:
+    shared = requests.NameSets(entries=4, entry_names=50)
+    held = [shared.intern(frozenset(f"s{i}-{j}" for j in range(10))) for i in range(6)]
+    assert len(shared) == 4
+    big = frozenset(str(j) for j in range(51))
+    assert shared.intern(big) is big and len(shared) == 4  # too large to share
+    assert shared.intern(frozenset(held[5])) is held[5]  # the recent ones are shared
+
+
+def test_too_many_names_are_refused_before_any_set_is_built() -> None:
+    names = [f"many-{i}" for i in range(101)]
+    entries = len(requests.SHARED)
+    with pytest.raises(LimitExceeded, match="101 resource names in one request; at most 100"):
+        parse_sotw_request(_request(names).SerializeToString(), max_names=100)
+    assert len(requests.SHARED) == entries
+
+
+def test_the_node_is_read_without_the_names() -> None:
+    node = base_pb2.Node(id="a.default", cluster="a")
+    parse = discovery_pb2.DiscoveryRequest.FromString
+    envoy_order = _request(NAMES, node=node).SerializeToString()
+    assert first_node(envoy_order, 2, parse) == node
+    other_order = (
+        discovery_pb2.DiscoveryRequest(resource_names=NAMES).SerializeToString()
+        + discovery_pb2.DiscoveryRequest(node=node).SerializeToString()
+    )
+    assert first_node(other_order, 2, parse) == node
+    assert first_node(_request(NAMES).SerializeToString(), 2, parse).id == ""
+    delta = discovery_pb2.DeltaDiscoveryRequest(node=node, type_url=ENDPOINT).SerializeToString()
+    assert first_node(delta, 1, discovery_pb2.DeltaDiscoveryRequest.FromString) == node
+    with pytest.raises(DecodeError):
+        first_node(b"\x12\xff\xff\xff", 2, parse)
