@@ -98,9 +98,9 @@ def demo(tmp_path: Path, *args: str) -> Iterator[DemoRun]:
         for pid in printed_pids(run.stdout):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-        # Killed before it printed them: its children still name files under
-        # tmp_path (bootstraps, the app script's arguments) on their command line.
-        for pid in pids_mentioning(str(tmp_path)):
+        # Killed before it printed them: its children still carry tmp_path
+        # (bootstrap paths on the command line, TMPDIR in the environment).
+        for pid in pids_mentioning(f"{tmp_path}/"):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         if popen.stdout is not None:
@@ -110,15 +110,15 @@ def demo(tmp_path: Path, *args: str) -> Iterator[DemoRun]:
 
 
 def pids_mentioning(text: str) -> list[int]:
-    """Processes whose command line contains ``text``."""
+    """Processes whose command line or environment contains ``text`` (the
+    demo's children inherit its TMPDIR)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         with contextlib.suppress(OSError):
-            if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
-                errors="replace"
-            ):
+            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+            if text.encode() in seen:
                 found.append(int(entry.name))
     return found
 
