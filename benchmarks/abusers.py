@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from typing import Any
 
@@ -36,6 +35,8 @@ from benchmarks.simclients import (
     ClientStats,
     Envelope,
     SimulatedProxy,
+    read_command,
+    say,
     sotw_dependents,
 )
 from sailplane.xds.types import LISTENER, ROUTE
@@ -74,16 +75,6 @@ class Abuser(SimulatedProxy):
             await self.call.write(self.request(ROUTE))
 
 
-async def _readline() -> str:
-    line: str = await asyncio.to_thread(sys.stdin.readline)
-    return line.strip()
-
-
-def _say(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
 def _stats(abusers: list[Abuser], tasks: list[asyncio.Task[None]]) -> dict[str, Any]:
     failed = [t for t in tasks if t.done() and not t.cancelled() and t.exception() is not None]
     return {
@@ -117,28 +108,28 @@ async def run(setup: dict[str, Any]) -> None:
     proxy: TimedProxy | None = None
     abusers: list[Abuser] = []
     tasks: list[asyncio.Task[None]] = []
-    _say("ready")
+    say("ready")
     try:
-        while (command := await _readline()) not in ("stop", ""):
+        while (command := await read_command()) not in ("stop", ""):
             if command == "proxy":
                 proxy = TimedProxy(channels[0], setup["proxy"], ClientStats())
                 tasks.append(asyncio.create_task(proxy.run()))
-                _say("ok")
+                say("ok")
             elif command == "attack":
                 abusers = [
                     Abuser(spread[i % len(spread)], node, stats)
                     for i, node in enumerate(setup["abusers"])
                 ]
                 tasks.extend(asyncio.create_task(a.run()) for a in abusers)
-                _say("ok")
+                say("ok")
             elif command.startswith("received ") and proxy is not None:
                 _, type_url, version = command.split(" ", 2)
-                _say(json.dumps(await _received(proxy, type_url, version)))
+                say(json.dumps(await _received(proxy, type_url, version)))
             elif command == "stats":
-                _say(json.dumps(_stats(abusers, tasks[1:])))
+                say(json.dumps(_stats(abusers, tasks[1:])))
             else:
                 raise SystemExit(f"unknown command {command!r}")
-        _say(json.dumps(_stats(abusers, tasks[1:])))
+        say(json.dumps(_stats(abusers, tasks[1:])))
     finally:
         for client in [*abusers, *([proxy] if proxy else [])]:
             client.call.cancel()
@@ -148,7 +139,7 @@ async def run(setup: dict[str, Any]) -> None:
 
 
 async def _main() -> None:
-    await run(json.loads(await _readline()))
+    await run(json.loads(await read_command()))
 
 
 if __name__ == "__main__":

@@ -275,12 +275,14 @@ class SimulatedDeltaProxy(SimulatedProxy):
 # -- the process ------------------------------------------------------------------
 
 
-async def _readline() -> str:
+async def read_command() -> str:
+    """The next line from the harness (stdin), stripped."""
     line: str = await asyncio.to_thread(sys.stdin.readline)
     return line.strip()
 
 
-def _say(line: str) -> None:
+def say(line: str) -> None:
+    """One line to the harness (stdout), at once."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
@@ -294,17 +296,17 @@ async def run(
     ]
     await asyncio.gather(*(channel.channel_ready() for channel in channels))
     kind = SimulatedDeltaProxy if delta else SimulatedProxy
-    _say("ready")
-    if await _readline() != "go":
+    say("ready")
+    if await read_command() != "go":
         raise SystemExit("expected 'go'")
     cpu0 = time.process_time()
     proxies = [
         kind(channels[i % channel_count], node_id, stats) for i, node_id in enumerate(node_ids)
     ]
     tasks = [asyncio.create_task(p.run()) for p in proxies]
-    while (command := await _readline()) == "stats":
+    while (command := await read_command()) == "stats":
         _tally(stats, tasks, cpu0)
-        _say(json.dumps(asdict(stats)))
+        say(json.dumps(asdict(stats)))
     if command != "stop":
         raise SystemExit(f"expected 'stats' or 'stop', got {command!r}")
     _tally(stats, tasks, cpu0)
@@ -325,11 +327,11 @@ def _tally(stats: ClientStats, tasks: list[asyncio.Task[None]], cpu0: float) -> 
 
 
 async def _main() -> None:
-    setup = json.loads(await _readline())
+    setup = json.loads(await read_command())
     stats = await run(
         setup["target"], setup["node_ids"], setup["channels"], setup.get("delta", False)
     )
-    _say(json.dumps(asdict(stats)))
+    say(json.dumps(asdict(stats)))
 
 
 if __name__ == "__main__":

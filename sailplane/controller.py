@@ -50,7 +50,7 @@ from sailplane.xds import (
     TypeResources,
     merge_types,
 )
-from sailplane.xds.server import Peer
+from sailplane.xds.lifecycle import Peer
 from sailplane.xds.types import SHORT_NAMES
 
 log = logging.getLogger("sailplane.controller")

@@ -42,7 +42,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from sailplane.xds import StreamHooks
-from sailplane.xds.server import Peer
+from sailplane.xds.lifecycle import Peer
 from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

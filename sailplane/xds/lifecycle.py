@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
@@ -32,7 +34,6 @@ from google.protobuf.message import DecodeError
 from sailplane.errors import UnknownProxyError
 from sailplane.xds.limits import LimitExceeded, peer_host
 from sailplane.xds.requests import first_node
-from sailplane.xds.server import STUCK, peer_of
 from sailplane.xds.status import StreamStatus
 
 if TYPE_CHECKING:
@@ -42,6 +43,34 @@ if TYPE_CHECKING:
 log = logging.getLogger("sailplane.xds")
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The other end of a stream: its address, and on an mTLS port the
+    certificate it presented (PEM), which the hooks check against the node."""
+
+    address: str
+    certificate_pem: bytes | None = None
+
+    def __str__(self) -> str:
+        return self.address
+
+
+def peer_of(context: Context) -> Peer:
+    auth = context.auth_context() or {}
+    certs = auth.get("x509_pem_cert") or []
+    return Peer(context.peer(), certs[0] if certs else None)
+
+
+# Stream tasks cancelled because a write blocked past the server's write_timeout.
+STUCK: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def write_stuck(task: asyncio.Task[Any]) -> None:
+    """The write timer's callback (see ``AdsServer.write``)."""
+    STUCK.add(task)
+    task.cancel()
 
 
 async def handle(server: AdsServer, context: Context, make_stream: Any, delta: bool) -> None:
@@ -55,14 +84,19 @@ async def handle(server: AdsServer, context: Context, make_stream: Any, delta: b
         first.append(await context.read())
         if first[0] is not grpc.aio.EOF:
             server.trimmer.received(len(first[0]))
-            await _admit(server, context, make_stream, delta, first)
+            await _admit(server, context, make_stream, delta, first, host)
     finally:
         first.clear()
         server.counts.close_host(host)
 
 
 async def _admit(
-    server: AdsServer, context: Context, make_stream: Any, delta: bool, first: list[bytes]
+    server: AdsServer,
+    context: Context,
+    make_stream: Any,
+    delta: bool,
+    first: list[bytes],
+    host: str,
 ) -> None:
     message = discovery_pb2.DeltaDiscoveryRequest if delta else discovery_pb2.DiscoveryRequest
     try:
@@ -85,7 +119,6 @@ async def _admit(
             grpc.StatusCode.INVALID_ARGUMENT, f"the node is larger than {limits.node_bytes} bytes"
         )
     claimed = str(node.id)
-    host = peer_host(context.peer())
     refused = server.counts.open_node(claimed, host)
     if refused is not None:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
@@ -163,4 +196,4 @@ async def _serve(server: AdsServer, stream: StreamCore[Any]) -> None:
             await reader
 
 
-__all__ = ["handle"]
+__all__ = ["STUCK", "Peer", "handle", "peer_of", "write_stuck"]

@@ -46,7 +46,6 @@ import asyncio
 import hashlib
 import itertools
 import logging
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -55,6 +54,7 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 
 from sailplane.xds.cache import SnapshotCache
+from sailplane.xds.lifecycle import Peer, handle, write_stuck
 from sailplane.xds.limits import StreamCounts, StreamLimits
 from sailplane.xds.memory import HeapTrimmer
 from sailplane.xds.push import (
@@ -130,24 +130,6 @@ class CacheHooks:
 
     def on_ack(self, node_id: str, type_url: str, version: str) -> None:
         pass
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """The other end of a stream: its address, and on an mTLS port the
-    certificate it presented (PEM), which the hooks check against the node."""
-
-    address: str
-    certificate_pem: bytes | None = None
-
-    def __str__(self) -> str:
-        return self.address
-
-
-def peer_of(context: grpc.aio.ServicerContext[Any, Any]) -> Peer:
-    auth = context.auth_context() or {}
-    certs = auth.get("x509_pem_cert") or []
-    return Peer(context.peer(), certs[0] if certs else None)
 
 
 @dataclass(slots=True)
@@ -431,7 +413,7 @@ class AdsServer:
         not ``wait_for``: no task per response."""
         task = asyncio.current_task()
         assert task is not None
-        timer = asyncio.get_running_loop().call_later(self.write_timeout, _write_stuck, task)
+        timer = asyncio.get_running_loop().call_later(self.write_timeout, write_stuck, task)
         try:
             await context.write(message)
         finally:
@@ -452,15 +434,4 @@ class AdsServer:
     async def _handle(
         self, context: grpc.aio.ServicerContext[Any, Any], make_stream: Callable[..., Any]
     ) -> None:
-        from sailplane.xds.lifecycle import handle
-
         await handle(self, context, make_stream, delta=make_stream is not _Stream)
-
-
-# Stream tasks cancelled because a write blocked past write_timeout.
-STUCK: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
-
-
-def _write_stuck(task: asyncio.Task[Any]) -> None:
-    STUCK.add(task)
-    task.cancel()

@@ -11,7 +11,7 @@ from envoy.config.core.v3 import base_pb2
 from sailplane.errors import UnknownProxyError
 from sailplane.xds import CLUSTER, AdsServer, CacheHooks, SnapshotCache
 from sailplane.xds.client import AdsClient
-from sailplane.xds.server import Peer
+from sailplane.xds.lifecycle import Peer
 from tests.protocol.conftest import EDS_NAMES, eventually, names, reference_snapshot, streams_of
 
 KNOWN = "frontend-v1.default"
