@@ -2,7 +2,7 @@
 (issue #14: streams that take large responses and never ACK held the push
 throttle's slots, and every real proxy's push waited behind them).
 
-A real :class:`~sailplane.app.ControlPlane` with its default limits serves a
+A real :class:`~sailplane.server.plane.ControlPlane` with its default limits serves a
 generated mesh to a real Envoy (on the plaintext port) and to a child process
 (:mod:`benchmarks.abusers`) that runs one simulated proxy behaving as Envoy
 does and ``abusers`` streams (500 by default) that subscribe as Envoy does,
@@ -42,7 +42,7 @@ from typing import Any
 from benchmarks.fanout import STREAMS_PER_CONNECTION, ClientProcess, PushCounter, percentile
 from benchmarks.meshgen import MeshSpec, generate_texts, proxy_ids, write_texts
 from benchmarks.report import rss_metrics
-from sailplane.app import ControlPlane, ServeOptions
+from sailplane.server.plane import ControlPlane, ServeOptions
 from sailplane.xds import ROUTE
 from sailplane.xds.limits import StreamLimits
 

@@ -1,7 +1,7 @@
 """The control plane as users run it, under load: M simulated proxies, real
 files, real watching, real gRPC.
 
-A real :class:`~sailplane.app.ControlPlane` (the object ``sailplane serve``
+A real :class:`~sailplane.server.plane.ControlPlane` (the object ``sailplane serve``
 runs) serves a generated mesh from a temporary directory; the simulated
 proxies (:mod:`benchmarks.simclients`) run in a child process so their CPU is
 not counted as the control plane's. Measured:
@@ -38,7 +38,7 @@ from typing import Any
 
 from benchmarks.meshgen import MeshSpec, generate_texts, proxy_ids, write_texts
 from benchmarks.report import rss_metrics
-from sailplane.app import ControlPlane, ServeOptions
+from sailplane.server.plane import ControlPlane, ServeOptions
 from sailplane.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache, StatusRegistry
 from sailplane.xds.server import StreamHooks
 from sailplane.xds.status import StreamStatus
@@ -237,7 +237,7 @@ def _minus(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int
 
 async def _wait_applied(plane: ControlPlane, applied: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while plane.applied == applied:
+    while plane.reloader.applied == applied:
         if time.monotonic() > deadline:
             raise TimeoutError("the control plane did not apply the saved change")
         await asyncio.sleep(0.002)
@@ -260,20 +260,20 @@ async def _change_rounds(
     responses_total: dict[str, int] = {}
     bytes_total: dict[str, int] = {}
     # A quiet moment first, as between a team's edits: the control plane
-    # settles its heap after a burst (sailplane/heap.py), not in the rounds.
+    # settles its heap after a burst (sailplane/server/heap.py), not in the rounds.
     await asyncio.sleep(2.5)
     print(f"fanout: {rounds} {change} changes", file=sys.stderr, flush=True)
     for i in range(rounds):
         responses0, bytes0 = counter.totals()
-        applied, cpu = plane.applied, time.process_time()
+        applied, cpu = plane.reloader.applied, time.process_time()
         start, wall = time.perf_counter(), time.time()
         if not write_texts(root, texts[i % 2]):
             raise RuntimeError("the change wrote no file")
         await _wait_applied(plane, applied, timeout)
         # When the reload finished (polling would see it only after the push
         # it starts has had the event loop).
-        assert plane.applied_at is not None
-        applied_times.append((plane.applied_at - wall) * 1000)
+        assert plane.reloader.applied_at is not None
+        applied_times.append((plane.reloader.applied_at - wall) * 1000)
         await counter.wait_synced(node_ids, timeout)
         times.append((time.perf_counter() - start) * 1000)
         cpus.append(time.process_time() - cpu)
@@ -287,7 +287,7 @@ async def _change_rounds(
             for k, v in _minus(now, then).items():
                 total[k] = total.get(k, 0) + v
     if rounds % 2:  # leave the mesh as it was, for the next kind of change (untimed)
-        applied = plane.applied
+        applied = plane.reloader.applied
         write_texts(root, texts[1])
         await _wait_applied(plane, applied, timeout)
         await counter.wait_synced(node_ids, timeout)

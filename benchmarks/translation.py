@@ -23,10 +23,10 @@ from typing import Any
 
 from benchmarks.fanout import CHANGES, changed_spec
 from benchmarks.meshgen import MeshSpec, generate_texts, proxy_ids
-from sailplane import routetables
 from sailplane.config.loader import load_texts
-from sailplane.controller import Controller
 from sailplane.model.mesh import MeshConfig
+from sailplane.server import routetables
+from sailplane.server.controller import Controller
 from sailplane.translate import proxy_from_node
 from sailplane.xds import SnapshotCache, TypeResources
 from sailplane.xds.types import SHORT_NAMES

@@ -19,15 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sailplane.bootstrap import bootstrap_yaml, build_bootstrap
 from sailplane.ca import CertificateAuthority
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Workload
-from sailplane.secure import (
-    BootstrapCredentials,
-    control_plane_identity,
-    write_bootstrap_credentials,
-)
+from sailplane.server.credentials import control_plane_identity, write_bootstrap_credentials
+from sailplane.translate.bootstrap import BootstrapCredentials, bootstrap_yaml, build_bootstrap
 from sailplane.translate.proxy import DEFAULT_APP_ADDRESS, DEFAULT_OUTBOUND_ADDRESS
 
 # The first line `sailplane bootstrap` writes (see bootstrap_yaml): how
@@ -53,7 +49,7 @@ def named_credentials(
     workload: Workload, cert_dir: Path, trust_domain: str
 ) -> BootstrapCredentials:
     """The credential files a bootstrap names, without minting them: the
-    names :func:`sailplane.secure.write_bootstrap_credentials` writes."""
+    names :func:`sailplane.server.credentials.write_bootstrap_credentials` writes."""
     stem = f"{workload.name}.{workload.namespace}"
     return BootstrapCredentials(
         cert_chain=cert_dir / f"{stem}.cert-chain.pem",

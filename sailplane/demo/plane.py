@@ -13,7 +13,7 @@ import logging
 import threading
 from contextlib import suppress
 
-from sailplane.app import ControlPlane, ServeOptions
+from sailplane.server.plane import ControlPlane, ServeOptions
 
 
 class PlaneError(Exception):

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from sailplane.app import ControlPlane, ServeOptions, embedded_example
 from sailplane.ca import CAError, CertificateAuthority, load_or_create_authority
 from sailplane.config.loader import config_files, load_dir
 from sailplane.demo.bootstraps import ProxyAddresses, mint_credentials, write_bootstraps
@@ -59,6 +58,7 @@ from sailplane.demo.view import (
 )
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.source import Severity
+from sailplane.server.plane import ControlPlane, ServeOptions, embedded_example
 
 FRONTEND_APP = "weather-frontend"
 LEGACY_TARGET = "weather-backend"  # the service the legacy client calls directly
@@ -71,7 +71,7 @@ TICK = 0.25
 def objects_in_force(plane: ControlPlane) -> frozenset[tuple[object, str]]:
     """Every object in force, by key and content digest: what the traffic
     follows (the mesh's version also changes with a rejected edit)."""
-    in_force = plane.in_force
+    in_force = plane.reloader.in_force
     if in_force is None:
         return frozenset()
     return frozenset((key, record.digest) for key, record in in_force.records.items())
@@ -329,7 +329,8 @@ class Demo:
         mesh = plane.controller.mesh
         split = configured_split(mesh, self.gateway) if mesh else []
         order = tuple(name for name, _ in split)
-        last = plane.last_result
+        last = plane.reloader.last_result
+        applied_at = plane.reloader.applied_at
         shown = (Severity.ERROR, Severity.WARNING)  # errors first
         diagnostics = [d for d in (last.diagnostics if last else ()) if d.severity in shown]
         problems = [d.format() for d in sorted(diagnostics, key=lambda d: shown.index(d.severity))]
@@ -341,7 +342,7 @@ class Demo:
             ingress_url=self.ingress_url,
             metrics_url=self.metrics_url,
             version=plane.version,
-            applied_ago=None if plane.applied_at is None else time.time() - plane.applied_at,
+            applied_ago=None if applied_at is None else time.time() - applied_at,
             last_change=self.changes.last,
             configured=split,
             streams=[

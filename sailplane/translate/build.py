@@ -41,8 +41,8 @@ class ProxyResources:
     """What only this proxy gets, each sorted by name: its listeners, its
     own clusters (inbound, tracing collectors) and its own route
     configurations (inbound HTTP ports; a gateway's are :func:`build_routes`).
-    Everything else it is sent is shared (see sailplane/generation.py and
-    sailplane/routetables.py)."""
+    Everything else it is sent is shared (see sailplane/server/generation.py and
+    sailplane/server/routetables.py)."""
 
     own_clusters: tuple[cluster_pb2.Cluster, ...]
     listeners: tuple[listener_pb2.Listener, ...]

@@ -311,9 +311,9 @@ def test_app_behind_a_sidecar_bound_to_every_address_of_its_network_namespace(
 
 
 def test_the_demo_copy_changes_only_workload_addresses(tmp_path: Path) -> None:
-    from sailplane.app import embedded_example
     from sailplane.config.loader import load_dir
     from sailplane.demo.layout import copy_with_addresses, loopback_addresses, placements
+    from sailplane.server.plane import embedded_example
 
     source = embedded_example()
     mesh = load_dir(source).mesh

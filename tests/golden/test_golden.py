@@ -20,8 +20,8 @@ import yaml
 from google.protobuf import json_format
 
 from sailplane.config.loader import load_dir
-from sailplane.controller import Controller
 from sailplane.model.source import Severity
+from sailplane.server.controller import Controller
 from sailplane.translate import proxy_from_node
 from sailplane.xds import SnapshotCache
 from sailplane.xds.types import PUSH_ORDER, SECRET, SHORT_NAMES

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from sailplane.app import SERVER_OPTIONS
+from sailplane.server.plane import SERVER_OPTIONS
 from sailplane.xds import ENDPOINT
 from sailplane.xds.limits import StreamLimits
 from sailplane.xds.wire import varint

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from sailplane.config.loader import load_texts
-from sailplane.controller import Controller
 from sailplane.model.mesh import MeshConfig
+from sailplane.server.controller import Controller
 from sailplane.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, AdsServer, SnapshotCache
 from sailplane.xds.client import AdsClient
 from sailplane.xds.delta_client import DeltaAdsClient

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from sailplane.app import ControlPlane, ServeOptions
 from sailplane.cli import build_parser, main
 from sailplane.config import interpret
 from sailplane.config.assemble import ACTIVE, IGNORED, REJECTED, RETAINED
 from sailplane.config.incremental import DocumentCache
 from sailplane.config.loader import LoadResult, load_dir, load_texts, object_changes
 from sailplane.model.source import Severity
+from sailplane.server.plane import ControlPlane, ServeOptions
 from tests.support.procs import http_get
 
 REGISTRY = """\
@@ -441,7 +441,7 @@ async def test_a_reload_that_fails_to_apply_is_reported_truthfully(
     )
     await plane.start()
     try:
-        assert plane.last_load_applied
+        assert plane.reloader.last_load_applied
         (tmp_path / "rule.yaml").write_text(RULE)
 
         def broken(mesh: object) -> int:
@@ -449,9 +449,9 @@ async def test_a_reload_that_fails_to_apply_is_reported_truthfully(
 
         monkeypatch.setattr(plane.controller, "apply", broken)
         assert not await plane.reload_off_loop()
-        assert not plane.last_load_applied
-        assert plane.last_result is not None
-        assert plane.last_result.diagnostics[-1].message == (
+        assert not plane.reloader.last_load_applied
+        assert plane.reloader.last_result is not None
+        assert plane.reloader.last_result.diagnostics[-1].message == (
             "applying failed: RuntimeError: translation bug"
         )
     finally:

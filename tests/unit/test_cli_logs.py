@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from sailplane.cli import build_parser
+from sailplane.cli.diff import format_diff
+from sailplane.cli.status import format_proxy
 from sailplane.logs import configure, event
-from sailplane.tables import format_diff, format_proxy
 
 
 @pytest.fixture

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from sailplane import cli
-from sailplane.cli import build_parser, format_status, main
-from sailplane.debug import dry_run
-from sailplane.monitor import MonitorServer, Response
-from sailplane.tables import diff_has_changes, format_diff
+from sailplane.cli import build_parser, main
+from sailplane.cli import status as cli_status
+from sailplane.cli.diff import diff_has_changes, format_diff
+from sailplane.cli.status import format_status
+from sailplane.server.ops.monitor import MonitorServer, Response
+from sailplane.server.ops.views import dry_run
 from sailplane.xds import SnapshotCache
 from tests.unit.test_config_serve import REGISTRY, Running, running, split
 
@@ -177,7 +178,7 @@ async def test_status_finds_a_proxy_by_name_in_namespace_default(
 def test_an_empty_status_says_no_proxy_is_connected(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(cli, "fetch_json", lambda address, path, body=None: [])
+    monkeypatch.setattr(cli_status, "fetch_json", lambda address, path, body=None: [])
     assert main(["status"]) == 0
     assert capsys.readouterr().out == "no proxy is connected\n"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sailplane.app import embedded_example
 from sailplane.cli import main
+from sailplane.server.plane import embedded_example
 
 BROKEN = Path(__file__).parents[1] / "data" / "broken"
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*/mesh"))

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sailplane.app import ControlPlane, ServeOptions
 from sailplane.cli import main
+from sailplane.server.plane import ControlPlane, ServeOptions
 from sailplane.xds.client import AdsClient
 from tests.support.procs import http_get
 
@@ -187,9 +187,9 @@ async def test_a_change_pushes_and_moves_the_metrics(running: Running) -> None:
     assert before['pilot_xds_pushes_total{type="cds"}'] >= 2
     assert before['sailplane_config_reloads_total{result="applied"}'] == 1
     assert before['sailplane_config_events_total{event="add",kind="VirtualService"}'] == 1
-    applied, rds = plane.applied, plane.metrics.pushes.value("rds")
+    applied, rds = plane.reloader.applied, plane.metrics.pushes.value("rds")
     running.write("vs.yaml", split(0, 100))
-    await eventually(lambda: plane.applied == applied + 1)
+    await eventually(lambda: plane.reloader.applied == applied + 1)
     await eventually(lambda: plane.metrics.pushes.value("rds") > rds and synced(plane))
     after = await running.metrics()
     assert after['sailplane_config_events_total{event="update",kind="VirtualService"}'] == 1
@@ -216,16 +216,16 @@ async def test_only_proxies_whose_resources_changed_are_pushed(running: Running)
     sidecar, gateway_node = running.clients["frontend.default"], running.clients["ingress.default"]
     sidecar_versions = versions(plane, "frontend.default")
     sidecar_responses, gateway_responses = sidecar.responses, gateway_node.responses
-    applied = plane.applied
+    applied = plane.reloader.applied
     running.write("gateway.yaml", gateway(8080))
-    await eventually(lambda: plane.applied == applied + 1 and synced(plane))
+    await eventually(lambda: plane.reloader.applied == applied + 1 and synced(plane))
     await eventually(lambda: gateway_node.responses > gateway_responses)
     assert versions(plane, "frontend.default") == sidecar_versions
     assert sidecar.responses == sidecar_responses
     # A comment changes the files, not the resources: applied, nothing pushed.
     pushes = (await running.metrics())['pilot_xds_pushes_total{type="lds"}']
     running.write("gateway.yaml", "# the public entry\n" + gateway(8080))
-    await eventually(lambda: plane.applied == applied + 2)
+    await eventually(lambda: plane.reloader.applied == applied + 2)
     await asyncio.sleep(0.1)
     assert (await running.metrics())['pilot_xds_pushes_total{type="lds"}'] == pushes
     assert (sidecar.responses, gateway_node.responses) > (sidecar_responses, gateway_responses)
@@ -239,7 +239,9 @@ async def test_a_broken_file_changes_nothing_and_is_reported(
     good = {n: versions(plane, n) for n in running.clients}
     before = await running.metrics()
     running.write("vs.yaml", split(0, 100).replace("  http:", "   http:"))
-    await eventually(lambda: plane.last_result is not None and plane.last_result.parse_failed)
+    await eventually(
+        lambda: plane.reloader.last_result is not None and plane.reloader.last_result.parse_failed
+    )
     assert {n: versions(plane, n) for n in running.clients} == good
     after = await running.metrics()
     assert after["sailplane_config_errors_total"] == before["sailplane_config_errors_total"] + 1
@@ -258,17 +260,17 @@ async def test_a_broken_file_changes_nothing_and_is_reported(
         "sailplane_config_errors_total"
     ]
     # The fix applies.
-    applied = plane.applied
+    applied = plane.reloader.applied
     running.write("vs.yaml", split(0, 100))
-    await eventually(lambda: plane.applied == applied + 1)
+    await eventually(lambda: plane.reloader.applied == applied + 1)
     assert (await running.configz())["last_load_applied"] is True
 
 
 async def test_an_invalid_object_keeps_its_last_good_version(running: Running) -> None:
     plane = running.plane
-    applied = plane.applied
+    applied = plane.reloader.applied
     running.write("vs.yaml", split(90, 10, subset2="v3"))
-    await eventually(lambda: plane.applied == applied + 1)
+    await eventually(lambda: plane.reloader.applied == applied + 1)
     mesh = plane.controller.mesh
     assert mesh is not None
     assert [d.weight for d in mesh.virtual_services[0].http[0].route] == [100, 0]

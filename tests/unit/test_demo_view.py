@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from sailplane.app import ControlPlane, ServeOptions
 from sailplane.ca import CA_CERT_FILE
 from sailplane.cli import main
 from sailplane.demo.run import DemoOptions, objects_in_force
 from sailplane.demo.view import Frame, ServiceTLS, StreamView, rich_view
+from sailplane.server.plane import ControlPlane, ServeOptions
 from tests.unit.test_config_serve import REGISTRY, split
 
 ROOT = Path(__file__).resolve().parents[2]

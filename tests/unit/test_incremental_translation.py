@@ -27,9 +27,9 @@ from sailplane.ca import CertificateAuthority, IdentityStore
 from sailplane.config.assemble import InForce
 from sailplane.config.incremental import DocumentCache
 from sailplane.config.loader import LoadResult, load_dir
-from sailplane.controller import Controller
 from sailplane.errors import UnknownProxyError
 from sailplane.model.mesh import MeshConfig
+from sailplane.server.controller import Controller
 from sailplane.translate import proxy_from_node
 from sailplane.xds import PUSH_ORDER, SECRET, Snapshot, SnapshotCache
 

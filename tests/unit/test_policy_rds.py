@@ -17,8 +17,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from sailplane.config.loader import load_texts
-from sailplane.controller import Controller
 from sailplane.model.mesh import MeshConfig
+from sailplane.server.controller import Controller
 from sailplane.translate import proxy_from_node
 from sailplane.translate.authz import RBAC_FILTERS, STRICT_MTLS_RULE
 from sailplane.xds import CLUSTER, LISTENER, ROUTE, Snapshot, SnapshotCache

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 
-from sailplane.app import ControlPlane, ServeOptions
+from sailplane.server.plane import ControlPlane, ServeOptions
 from sailplane.xds.client import AdsClient
 from sailplane.xds.types import CLUSTER
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from sailplane.bootstrap import XDS_CLUSTER
 from sailplane.config.loader import load_texts
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.source import Severity
 from sailplane.model.telemetry import NOWHERE, Directions, WorkloadTelemetry, telemetry_for
 from sailplane.translate import build_proxy_resources, proxy_from_node
+from sailplane.translate.bootstrap import XDS_CLUSTER
 from sailplane.translate.telemetry import ALS_CLUSTER, LOG_INBOUND, LOG_OUTBOUND, PEER_HEADER
 
 REGISTRY = """

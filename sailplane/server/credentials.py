@@ -10,7 +10,6 @@ another workload's secrets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import grpc
 
 from sailplane.ca import CertificateAuthority, IdentityStore, spiffe_id, write_identity
 from sailplane.model.registry import Workload
+from sailplane.translate.bootstrap import BootstrapCredentials
 
 CONTROL_PLANE_NAMESPACE = "istio-system"
 CONTROL_PLANE_ACCOUNT = "sailplane"
@@ -48,16 +48,6 @@ def server_credentials(store: IdentityStore, trust_domain: str) -> grpc.ServerCr
         return config()
 
     return grpc.dynamic_ssl_server_credentials(config(), fetch, require_client_authentication=True)
-
-
-@dataclass(frozen=True, slots=True)
-class BootstrapCredentials:
-    """Files a bootstrap points Envoy at to reach the mTLS xDS port."""
-
-    cert_chain: Path
-    private_key: Path
-    root_cert: Path
-    server_identity: str
 
 
 def write_bootstrap_credentials(

@@ -121,7 +121,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         add_ca_flags(parser)
 
 
-def cmd_ca(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
         # Showing a CA must not make one: a wrong --ca-dir would look fine.
         authority = authority_from_args(args, create=args.ca_command != "show")

@@ -1,46 +1,64 @@
-"""Plain-text tables for the ``sailplane`` command: one proxy's resources
-(``status --proxy``, like ``istioctl proxy-config``) and dry-run diffs
-(``diff``). Pure functions from the monitor's JSON to text."""
+"""``sailplane diff``: what applying a directory would change on the running
+server (a dry run on its monitor port)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+import json
+import sys
+import urllib.error
+from pathlib import Path
 from typing import Any
 
-TYPE_ORDER = ("clusters", "endpoints", "listeners", "routes", "secrets")
+from sailplane.cli.common import fetch_json, monitor_address_flag, unreachable
+from sailplane.cli.tables import TYPE_ORDER
 
 
-def table(rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
-    if not rows:
-        return []
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    diff = sub.add_parser(
+        "diff",
+        parents=[common],
+        help="what applying a directory would change on the running server (dry run)",
+        description="Send DIR to the running server's monitor port as a dry run and show "
+        "which objects, proxies and resources would change; nothing is applied. Exit "
+        "status (kubectl diff's convention): 0 no change, 1 changes, 2 errors: DIR has "
+        "errors (the objects with errors would not be applied; see `sailplane validate`) "
+        "or does not parse, or the server cannot be reached; also bad flags.",
+    )
+    diff.add_argument(
+        "--config-dir",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="directory of mesh YAML to compare with the configuration in force (required)",
+    )
+    monitor_address_flag(diff)
+    diff.add_argument("--json", action="store_true", help="print the monitor's JSON")
 
 
-def format_proxy(view: dict[str, Any]) -> str:
-    streams = view.get("streams") or []
-    state = f"connected, {len(streams)} stream{'s' * (len(streams) != 1)}"
-    lines = [f"PROXY {view['proxy']} ({state if view.get('connected') else 'not connected'})"]
-    for kind in TYPE_ORDER:
-        info = view["types"].get(kind)
-        if info is None:
-            continue
-        type_state = info.get("state", "NOT_SENT")
-        header = f"{kind.upper()}  version {info.get('version') or '-'}  {type_state}"
-        if info.get("acked") and info.get("acked") != info.get("sent"):
-            header += f" (proxy has {info['acked']})"
-        lines += ["", header]
-        if info.get("error"):
-            lines.append(f"  NACK: {info['error']}")
-        resources = info.get("resources") or []
-        rows = [["NAME", "VERSION", "STATE"]] + [
-            [r["name"], r["version"], type_state] for r in resources
-        ]
-        lines += table(rows, "  ") if resources else ["  (none)"]
-    return "\n".join(lines) + "\n"
+def run(args: argparse.Namespace) -> int:
+    from sailplane.config.loader import config_files, display_name
+
+    root: Path = args.config_dir
+    if not root.exists():
+        print(f"sailplane: config dir {root} does not exist", file=sys.stderr)
+        return 2
+    try:
+        files = {display_name(p, root): p.read_text(encoding="utf-8") for p in config_files(root)}
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"sailplane: cannot read {root}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        answer = fetch_json(args.monitor_address, "/debug/diff", {"files": files})
+    except (urllib.error.URLError, OSError) as exc:
+        return unreachable(args.monitor_address, exc)
+    if "error" in answer:
+        print(f"sailplane: {answer['error']}", file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(answer, indent=2) + "\n" if args.json else format_diff(answer))
+    if answer.get("verdict") == "rejected" or diff_error_count(answer):
+        return 2
+    return 1 if diff_has_changes(answer) else 0
 
 
 def format_diff(result: dict[str, Any]) -> str:

@@ -31,10 +31,10 @@ from google.protobuf import json_format
 
 from sailplane.ca import CertificateAuthority, IdentityStore, identity_of_certificate
 from sailplane.errors import UnknownProxyError
-from sailplane.generation import Generation, build_generation, next_generation
 from sailplane.logs import event
 from sailplane.model.mesh import MeshConfig
-from sailplane.routetables import RouteTable, build_sidecar_route_table
+from sailplane.server.generation import Generation, build_generation, next_generation
+from sailplane.server.routetables import RouteTable, build_sidecar_route_table
 from sailplane.translate import Proxy, Role, build_proxy_resources, build_routes, proxy_from_node
 from sailplane.translate.build import cluster_in_scope, routes_key, scope_key
 from sailplane.translate.impact import FULL, Impact, impact_of

@@ -7,6 +7,8 @@ listener, route and cluster then arrives over ADS.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -23,13 +25,22 @@ from google.protobuf import json_format, struct_pb2
 
 from sailplane.model.hosts import is_ip_address
 from sailplane.model.registry import Endpoint, Protocol, ServicePort, Workload
-from sailplane.secure import BootstrapCredentials
 from sailplane.translate.common import ads_config_source, duration, pack, socket_address
 from sailplane.translate.endpoints import build_load_assignment
 from sailplane.translate.proxy import META_APP_ADDRESS, META_OUTBOUND, META_ROLE, Role
 
 XDS_CLUSTER = "xds-grpc"
 MAX_DOWNSTREAM_CONNECTIONS = 2147483647
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapCredentials:
+    """Files a bootstrap points Envoy at to reach the mTLS xDS port."""
+
+    cert_chain: Path
+    private_key: Path
+    root_cert: Path
+    server_identity: str
 
 
 def _xds_tls_socket(credentials: BootstrapCredentials) -> base_pb2.TransportSocket:
@@ -97,7 +108,7 @@ def build_bootstrap(
     credentials: BootstrapCredentials | None = None,
     delta: bool = False,
 ) -> bootstrap_pb2.Bootstrap:
-    """``credentials`` (see :func:`sailplane.secure.write_bootstrap_credentials`)
+    """``credentials`` (see :func:`sailplane.server.credentials.write_bootstrap_credentials`)
     make the proxy use the mTLS xDS port; without them it uses plaintext.
     ``delta``: incremental xDS (``DELTA_GRPC``) instead of state of the world."""
     metadata = struct_pb2.Struct()

@@ -1,4 +1,5 @@
-"""Debug views the monitor serves: one proxy's resources (``sailplane status
+"""The views the monitor serves (``install_views``): readiness, ``/metrics``,
+sync state, one proxy's resources (``sailplane status
 --proxy``, like ``istioctl proxy-config``) and the dry run behind
 ``sailplane diff``: what a directory would change for each connected proxy.
 
@@ -8,21 +9,30 @@ the configuration in force.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sailplane.ca import IdentityStore
 from sailplane.config.assemble import InForce
-from sailplane.config.loader import load_texts, object_changes
-from sailplane.controller import Controller
+from sailplane.config.loader import load_texts, max_file_size, object_changes
 from sailplane.errors import UnknownProxyError
 from sailplane.model.source import Severity
+from sailplane.server.controller import Controller
+from sailplane.server.ops.metrics import CONTENT_TYPE
+from sailplane.server.ops.monitor import Response
 from sailplane.translate import Proxy, proxy_from_node
 from sailplane.xds import PUSH_ORDER, Snapshot, SnapshotCache, StatusRegistry
 from sailplane.xds.types import SHORT_NAMES
+
+if TYPE_CHECKING:
+    from sailplane.server.plane import ControlPlane
+
+log = logging.getLogger("sailplane")
 
 
 def resource_version(chunk: bytes) -> str:
@@ -128,3 +138,103 @@ def dry_run(
         ],
         "proxies": proxies,
     }
+
+
+def install_views(plane: ControlPlane) -> None:
+    """Serve ``plane``'s views on its monitor."""
+    views = _Views(plane)
+    monitor = plane.monitor
+    monitor.route("/ready", views.ready)
+    monitor.route("/metrics", views.metrics)
+    monitor.route("/stats/prometheus", views.istio_metrics)
+    monitor.route("/debug/syncz", views.syncz)
+    monitor.route("/debug/config_dump", views.config_dump)
+    monitor.route("/debug/configz", views.configz)
+    monitor.route("/debug/proxyz", views.proxyz)
+    monitor.post_route("/debug/diff", views.diff)
+
+
+Query = dict[str, list[str]]
+
+
+class _Views:
+    """The monitor's answers, read from a running plane."""
+
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    def ready(self, query: Query) -> Response:
+        if self.plane.controller.mesh is None:
+            return Response.text("no configuration loaded yet\n", 503)
+        return Response.text("ready\n")
+
+    def metrics(self, query: Query) -> Response:
+        return Response(200, self.plane.metrics.render(), CONTENT_TYPE)
+
+    def istio_metrics(self, query: Query) -> Response:
+        return Response(200, self.plane.istio_metrics.render(), CONTENT_TYPE)
+
+    def syncz(self, query: Query) -> Response:
+        return Response.json(self.plane.status.to_json())
+
+    def config_dump(self, query: Query) -> Response:
+        proxy = (query.get("proxy") or [""])[0]
+        if not proxy:
+            return Response.json(
+                {"error": "give ?proxy=NAME.NAMESPACE", "connected": self.plane.cache.node_ids()},
+                400,
+            )
+        dump = self.plane.controller.config_dump(proxy)
+        if dump is None:
+            return Response.json({"error": f"unknown proxy {proxy!r}"}, 404)
+        return Response.json(dump)
+
+    def proxyz(self, query: Query) -> Response:
+        plane = self.plane
+        proxy = (query.get("proxy") or [""])[0]
+        view = proxy_view(proxy, plane.cache.get(proxy), plane.status) if proxy else None
+        if view is None:
+            return Response.json(
+                {"error": f"no connected proxy {proxy!r}", "connected": plane.cache.node_ids()},
+                404 if proxy else 400,
+            )
+        return Response.json(view)
+
+    async def diff(self, query: Query, body: bytes) -> Response:
+        """The dry run reads and translates in a worker thread, with the
+        limits of a reload (the file size limit, the alias budget)."""
+        plane = self.plane
+        in_force, connected = plane.reloader.in_force, dict(plane.controller.connected())
+        identities = plane.controller.identities
+
+        def run() -> dict[str, object]:
+            texts = parse_files_body(body)  # JSON of up to MAX_BODY: not on the loop either
+            with max_file_size(plane.options.max_file_size):
+                return dry_run(texts, in_force, plane.cache, connected, identities)
+
+        try:
+            answer = await asyncio.to_thread(run)
+        except ValueError as exc:
+            return Response.json({"error": str(exc)}, 400)
+        except Exception as exc:
+            log.exception("dry run failed")
+            return Response.json({"error": f"dry run failed: {type(exc).__name__}: {exc}"}, 500)
+        return Response.json(answer)
+
+    def configz(self, query: Query) -> Response:
+        reloader = self.plane.reloader
+        applied, last = reloader.applied_result, reloader.last_result
+        records = applied.objects if applied else ()
+        return Response.json(
+            {
+                "config_dir": str(reloader.config_dir),
+                "version": reloader.version,
+                "applied_at": reloader.applied_at,
+                "last_load_applied": bool(last and reloader.last_load_applied),
+                "in_force": [r.to_json() for r in records if r.state in ("active", "retained")],
+                "not_in_force": [
+                    r.to_json() for r in records if r.state not in ("active", "retained")
+                ],
+                "diagnostics": [d.to_json() for d in (last.diagnostics if last else ())],
+            }
+        )

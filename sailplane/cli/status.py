@@ -1,0 +1,115 @@
+"""``sailplane status``: sync state of every connected proxy (like ``istioctl
+proxy-status``), or one proxy's resources (like ``istioctl proxy-config``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+from typing import Any
+
+from sailplane.cli.common import fetch_json, monitor_address_flag, unreachable
+from sailplane.cli.tables import TYPE_ORDER, table
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="sync state of every connected proxy, or one proxy's resources",
+    )
+    monitor_address_flag(status)
+    status.add_argument(
+        "--proxy",
+        metavar="ID",
+        help="show this proxy's clusters, endpoints, listeners, routes and secrets, like "
+        "istioctl proxy-config: NAME.NAMESPACE, or NAME for one in namespace default",
+    )
+    status.add_argument("--json", action="store_true", help="print the monitor's JSON")
+
+
+def format_status(streams: list[dict[str, Any]]) -> str:
+    """A table like ``istioctl proxy-status``; sync states as the monitor
+    spells them (SYNCED, STALE, NACKED, NOT_SENT, REFUSED)."""
+    if not streams:
+        return "no proxy is connected\n"
+    columns = [
+        ("clusters", "CDS"),
+        ("listeners", "LDS"),
+        ("endpoints", "EDS"),
+        ("routes", "RDS"),
+        ("secrets", "SDS"),
+    ]
+    rows = [["NAME", *(label for _, label in columns), "VERSION"]]
+    for stream in streams:
+        cells = []
+        versions = []
+        for key, _ in columns:
+            info = stream["types"].get(key)
+            if info is None:
+                cells.append("NOT_SENT")
+                continue
+            cells.append(info["state"])
+            if info.get("sent"):
+                versions.append(info["sent"][:6])
+        rows.append([stream["proxy"], *cells, "/".join(versions)])
+    lines = table(rows)
+    errors = [
+        f"  {stream['proxy']} {key}: {info['error']}"
+        for stream in streams
+        for key, info in stream["types"].items()
+        if info.get("error")
+    ]
+    if errors:
+        lines += ["", "NACKs:", *errors]
+    return "\n".join(lines) + "\n"
+
+
+def format_proxy(view: dict[str, Any]) -> str:
+    streams = view.get("streams") or []
+    state = f"connected, {len(streams)} stream{'s' * (len(streams) != 1)}"
+    lines = [f"PROXY {view['proxy']} ({state if view.get('connected') else 'not connected'})"]
+    for kind in TYPE_ORDER:
+        info = view["types"].get(kind)
+        if info is None:
+            continue
+        type_state = info.get("state", "NOT_SENT")
+        header = f"{kind.upper()}  version {info.get('version') or '-'}  {type_state}"
+        if info.get("acked") and info.get("acked") != info.get("sent"):
+            header += f" (proxy has {info['acked']})"
+        lines += ["", header]
+        if info.get("error"):
+            lines.append(f"  NACK: {info['error']}")
+        resources = info.get("resources") or []
+        rows = [["NAME", "VERSION", "STATE"]] + [
+            [r["name"], r["version"], type_state] for r in resources
+        ]
+        lines += table(rows, "  ") if resources else ["  (none)"]
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    path = f"/debug/proxyz?proxy={quote(args.proxy)}" if args.proxy else "/debug/syncz"
+    try:
+        answer = fetch_json(args.monitor_address, path)
+        if args.proxy and "error" in answer and "." not in args.proxy:
+            # NAME alone is NAME.default, as `sailplane bootstrap NAME` means.
+            retry = fetch_json(args.monitor_address, f"{path}{quote('.default')}")
+            answer = answer if "error" in retry else retry
+    except (urllib.error.URLError, OSError) as exc:
+        unreachable(args.monitor_address, exc)
+        return 1
+    if args.proxy and "error" in answer:
+        known = ", ".join(answer.get("connected") or []) or "none"
+        print(f"sailplane: {answer['error']} (connected: {known})", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    elif args.proxy:
+        sys.stdout.write(format_proxy(answer))
+    else:
+        sys.stdout.write(format_status(answer))
+    return 0

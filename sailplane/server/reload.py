@@ -1,0 +1,219 @@
+"""Putting configurations in force.
+
+One rule: what is served is always a complete, validated configuration. A
+directory that does not parse changes nothing; an object that does not
+validate is left out (or keeps its last good version, see
+config/assemble.py); every problem is logged once, counted on ``/metrics``
+and listed at ``/debug/configz``.
+
+Reading and parsing the directory happen in a worker thread
+(:meth:`Reloader.reload_off_loop`), so that ADS streams, pushes and the
+monitor keep answering while a large or hostile file is read; only applying
+the result to the controller runs on the event loop. Loads are bounded: a
+size limit per file (``--max-file-size``), a budget for alias expansion
+(config/yamldoc.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from sailplane.config.assemble import InForce
+from sailplane.config.incremental import DocumentCache
+from sailplane.config.loader import LoadResult, load_dir, object_changes
+from sailplane.logs import event
+from sailplane.model.source import Diagnostic, Position, Severity
+from sailplane.server.controller import Controller
+from sailplane.server.ops.metrics import Metrics
+from sailplane.xds import PUSH_ORDER, SnapshotCache
+
+log = logging.getLogger("sailplane")
+config_log = logging.getLogger("sailplane.config")
+
+_LEVELS = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING}
+
+
+class Reloader:
+    """Loads the configuration directory and applies what loads to the
+    controller; remembers what is in force and what the last load said."""
+
+    def __init__(
+        self,
+        config_dir: Path,
+        max_file_size: int,
+        controller: Controller,
+        cache: SnapshotCache,
+        metrics: Metrics,
+        touch: Callable[[], None],
+    ) -> None:
+        """``touch`` is called after each applied configuration (the heap
+        keeper settles the allocator after a burst of work)."""
+        self.config_dir = config_dir
+        self.max_file_size = max_file_size
+        self.controller = controller
+        self.cache = cache
+        self.metrics = metrics
+        self._touch = touch
+        self.last_result: LoadResult | None = None  # the last load, applied or not
+        self.last_load_applied = False  # whether what is in force is the last load
+        # One load at a time: the document cache is not thread-safe.
+        self._loading = asyncio.Lock()
+        self.applied_result: LoadResult | None = None  # the load in force
+        self.in_force: InForce | None = None
+        # Parsed documents and objects of the last load: a reload re-parses only what changed.
+        self.documents = DocumentCache()
+        self.applied_at: float | None = None
+        self._reported: set[str] = set()
+        self.applied = 0  # configurations put in force so far
+
+    def reload(self, change_seen_at: float | None = None) -> bool:
+        """Load the config dir; apply it if it parses. Returns whether applied.
+
+        ``change_seen_at`` (monotonic) is when the file change was first seen,
+        for the convergence-time histogram. Blocks while it reads: the running
+        server uses :meth:`reload_off_loop`."""
+        started = time.monotonic()
+        return self._apply(self._load(), started, change_seen_at)
+
+    async def reload_off_loop(self, change_seen_at: float | None = None) -> bool:
+        """:meth:`reload`, reading and parsing in a worker thread."""
+        async with self._loading:
+            started = time.monotonic()
+            result = await asyncio.to_thread(self._load)
+            return self._apply(result, started, change_seen_at)
+
+    def _load(self) -> LoadResult:
+        """Read the directory; never raises (a failure is a diagnostic)."""
+        try:
+            return load_dir(
+                self.config_dir,
+                previous=self.in_force,
+                cache=self.documents,
+                max_file_size=self.max_file_size,
+            )
+        except Exception as exc:  # a bug: reported like any problem, never a crash
+            log.exception("loading %s failed", self.config_dir)
+            self.documents = DocumentCache()  # it may be half-updated
+            return LoadResult(None, (self._failure("loading", exc),))
+
+    def _failure(self, what: str, exc: BaseException) -> Diagnostic:
+        return Diagnostic(
+            str(self.config_dir),
+            Position(1, 1),
+            f"{what} failed: {type(exc).__name__}: {str(exc)[:200]}",
+        )
+
+    def _apply(self, result: LoadResult, started: float, change_seen_at: float | None) -> bool:
+        try:
+            return self._apply_result(result, started, change_seen_at)
+        except Exception as exc:  # never let one bad reload stop the server
+            # (The controller may have put it in force for some proxies already.)
+            log.exception("applying the configuration failed part way")
+            self.last_load_applied = False
+            self.last_result = dataclasses.replace(
+                result, mesh=None, diagnostics=(*result.diagnostics, self._failure("applying", exc))
+            )
+            return False
+
+    def _apply_result(
+        self, result: LoadResult, started: float, change_seen_at: float | None
+    ) -> bool:
+        self.last_result = result
+        self.last_load_applied = False
+        news = self._report(result)
+        if result.mesh is None:
+            self.metrics.reloads.labels("rejected").inc()
+            serving = (
+                "still serving the last good one"
+                if self.controller.mesh is not None
+                else "there is no last good one: nothing is served until the directory loads"
+            )
+            event(
+                config_log,
+                logging.ERROR if news else logging.DEBUG,  # said already, unless new
+                "config.rejected",
+                f"configuration not applied; {serving}",
+                errors=len(result.errors),
+                dir=str(self.config_dir),
+            )
+            return False
+        if self.controller.mesh is not None and self.controller.mesh.digest == result.mesh.digest:
+            self.metrics.reloads.labels("unchanged").inc()
+            self.last_load_applied = True
+            return False
+        before = {n: self.cache.get(n) for n in self.cache.node_ids()}
+        updated = self.controller.apply(result.mesh)
+        changed = [
+            node_id
+            for node_id, old in before.items()
+            if (new := self.cache.get(node_id)) is not None
+            and (old is None or any(old.version(t) != new.version(t) for t in PUSH_ORDER))
+        ]
+        self.metrics.snapshots_changed(changed, change_seen_at)
+        changes = object_changes(self.in_force, result)
+        for kind, what, _ in changes:
+            self.metrics.config_events.labels(kind, what).inc()
+        self.applied_result, self.in_force = result, result.in_force()
+        self.last_load_applied = True
+        self.applied += 1
+        self._touch()
+        self.applied_at = time.time()
+        self.metrics.reloads.labels("applied").inc()
+        self.metrics.last_applied.set(self.applied_at)
+        states = Counter(o.state for o in result.objects)
+        events = Counter(what for _, what, _ in changes)
+        event(
+            config_log,
+            logging.INFO,
+            "config.applied",
+            "config applied",
+            version=self.version,
+            objects=states["active"] + states["retained"],
+            retained=states["retained"],
+            rejected=states["rejected"],
+            services=len(result.mesh.services),
+            workloads=len(result.mesh.workloads),
+            added=events["add"],
+            updated=events["update"],
+            deleted=events["delete"],
+            proxies_updated=updated,
+            ms=round((time.monotonic() - started) * 1000, 1),
+            detail={"changes": [f"{what} {kind} {name}" for kind, what, name in changes]},
+        )
+        return True
+
+    @property
+    def version(self) -> str:
+        mesh = self.controller.mesh
+        return mesh.digest[:12] if mesh else ""
+
+    def _report(self, result: LoadResult) -> int:
+        """Log each problem once, when it appears; count the new errors.
+        Returns how many problems are new."""
+        current = {d.format(): d for d in result.diagnostics}
+        new_errors = news = 0
+        for line, diagnostic in current.items():
+            if line in self._reported:
+                continue
+            news += 1
+            new_errors += diagnostic.severity is Severity.ERROR
+            event(
+                config_log,
+                _LEVELS.get(diagnostic.severity, logging.INFO),
+                f"config.{diagnostic.severity.value}",
+                line,
+                detail=diagnostic.to_json(),
+            )
+        if new_errors:
+            self.metrics.config_errors.inc(new_errors)
+        # A load that does not parse says nothing about the other problems.
+        self._reported = set(current) | (self._reported if result.mesh is None else set())
+        if result.mesh is not None:
+            self.metrics.count_objects(Counter((o.kind, o.state) for o in result.objects))
+        return news
