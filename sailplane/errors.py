@@ -1,30 +1,49 @@
-"""The exception tree of sailplane.
+"""The exception tree of sailplane: every error it raises on purpose.
 
 ::
 
     SailplaneError
-    ├── ConfigError          a configuration file or object is unusable
-    │   └── YamlSyntaxError  a file does not parse as YAML
-    ├── UnknownProxyError    an xDS client names a node that is not in the mesh
-    └── BootstrapError       a bootstrap cannot be written for a workload
+    ├── ConfigError            a configuration file or object is unusable
+    │   └── YamlSyntaxError    a file does not parse as YAML
+    │       └── AliasBudgetError  aliases expanded past the load's budget
+    ├── ProxyRefused           an xDS stream is refused (gRPC PERMISSION_DENIED)
+    │   ├── UnknownProxy       its node id names no WorkloadEntry, or bad metadata
+    │   └── IdentityMismatch   its certificate proves another identity
+    ├── LimitExceeded          a client asked for more than the server's bounds
+    │                          (gRPC RESOURCE_EXHAUSTED)
+    ├── PortInUseError         a port sailplane must bind is taken
+    ├── CAError                CA material is unusable or a certificate cannot be issued
+    │   └── SpiffeIdError      a SPIFFE ID or a certificate's identity is malformed
+    │                          (also a ValueError, so parsers can be used like int())
+    └── DemoError              ``sailplane demo`` cannot run here (the message says why)
 
-Errors about configuration carry a :class:`~sailplane.model.source.Diagnostic`
-so that the message always points at a file, line and field.
+Errors about configuration carry a diagnostic (file, line, object, field) so
+that the message always points at the YAML; CA errors about files start with
+the file name. No error carries key material in its message.
+
+This module imports nothing of sailplane: every package may raise these.
 """
 
 from __future__ import annotations
 
-from sailplane.model.source import Diagnostic
+from pathlib import Path
+from typing import Protocol
 
 
 class SailplaneError(Exception):
     """Root of every error sailplane raises on purpose."""
 
 
+class _Located(Protocol):
+    """What a configuration error carries (a model.source.Diagnostic)."""
+
+    def format(self) -> str: ...
+
+
 class ConfigError(SailplaneError):
     """A configuration problem, located in a file."""
 
-    def __init__(self, diagnostic: Diagnostic) -> None:
+    def __init__(self, diagnostic: _Located) -> None:
         super().__init__(diagnostic.format())
         self.diagnostic = diagnostic
 
@@ -33,9 +52,52 @@ class YamlSyntaxError(ConfigError):
     """A file that is not valid YAML; nothing from it can be used."""
 
 
-class UnknownProxyError(SailplaneError):
-    """An xDS client's node id does not name a WorkloadEntry of the mesh."""
+class AliasBudgetError(YamlSyntaxError):
+    """Aliases expanded past the budget of the load (where depends on what
+    the load parsed before: not re-parsed to match a cold load)."""
 
 
-class BootstrapError(SailplaneError):
-    """A bootstrap cannot be written (unknown workload, bad address)."""
+class ProxyRefused(SailplaneError):
+    """An xDS client may not have the stream it asked for; the stream ends
+    with PERMISSION_DENIED and this message."""
+
+
+class UnknownProxy(ProxyRefused):
+    """An xDS client's node id does not name a WorkloadEntry of the mesh,
+    or its node metadata is unusable."""
+
+
+class IdentityMismatch(ProxyRefused):
+    """The client certificate proves an identity that may not claim the node
+    (another service account, or no SPIFFE identity at all)."""
+
+
+class LimitExceeded(SailplaneError):
+    """A client asked for more than the server's limits allow; the stream
+    ends with RESOURCE_EXHAUSTED and this message."""
+
+
+class PortInUseError(SailplaneError):
+    """A port sailplane must bind is taken by another process."""
+
+
+class CAError(SailplaneError):
+    """CA material is unusable (unreadable, mismatched, not a CA) or issuing failed.
+
+    ``source`` names the offending file (or, for material given in memory, a
+    label such as ``"CA certificate"``) and prefixes the message.
+    """
+
+    def __init__(self, message: str, *, source: Path | str | None = None) -> None:
+        self.source = str(source) if source is not None else None
+        self.reason = message
+        super().__init__(f"{source}: {message}" if source is not None else message)
+
+
+class SpiffeIdError(CAError, ValueError):
+    """A malformed SPIFFE ID, or a certificate that carries no usable one."""
+
+
+class DemoError(SailplaneError):
+    """``sailplane demo`` cannot run on this machine, or its control plane
+    did not start; the message says why."""

@@ -50,7 +50,6 @@ from sailplane.ca.authority import (
 )
 from sailplane.ca.certs import sha256_fingerprint
 from sailplane.ca.clock import Clock, ManualClock, utc_now
-from sailplane.ca.errors import CAError, SpiffeIdError
 from sailplane.ca.identity import ROTATION_FRACTION, IssuedIdentity, write_identity
 from sailplane.ca.keys import KEY_FACTORIES, KeyFactory, PrivateKey, ecdsa_p256, rsa_2048
 from sailplane.ca.spiffe import (
@@ -68,6 +67,7 @@ from sailplane.ca.state import (
     load_or_create_authority,
 )
 from sailplane.ca.store import IdentityStore
+from sailplane.errors import CAError, SpiffeIdError
 
 __all__ = [
     "CA_CERT_FILE",

@@ -20,7 +20,6 @@ from sailplane.ca.certs import (
     sha256_fingerprint,
 )
 from sailplane.ca.clock import Clock, aware_now, utc_now
-from sailplane.ca.errors import CAError
 from sailplane.ca.identity import IssuedIdentity
 from sailplane.ca.keys import KeyFactory, PrivateKey, ecdsa_p256, private_key_pem
 from sailplane.ca.pemfiles import certificates_pem
@@ -30,6 +29,7 @@ from sailplane.ca.spiffe import (
     parse_spiffe_id,
     spiffe_id,
 )
+from sailplane.errors import CAError
 
 DEFAULT_WORKLOAD_TTL = timedelta(hours=24)
 DEFAULT_ROOT_TTL = timedelta(days=3650)

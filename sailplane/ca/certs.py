@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sailplane.ca.errors import CAError
 from sailplane.ca.keys import PrivateKey, public_key_matches, signature_hash
+from sailplane.errors import CAError
 
 _WorkloadPublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 

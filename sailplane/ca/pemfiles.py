@@ -18,8 +18,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sailplane.ca.errors import CAError
 from sailplane.ca.keys import PrivateKey
+from sailplane.errors import CAError
 
 SECRET_MODE = 0o600
 PUBLIC_MODE = 0o644

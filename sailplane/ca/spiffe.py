@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from cryptography import x509
 
-from sailplane.ca.errors import SpiffeIdError
+from sailplane.errors import SpiffeIdError
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 

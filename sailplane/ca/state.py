@@ -26,7 +26,6 @@ from sailplane.ca.authority import (
 )
 from sailplane.ca.certs import check_ca_material
 from sailplane.ca.clock import Clock, aware_now, utc_now
-from sailplane.ca.errors import CAError
 from sailplane.ca.keys import KeyFactory, ecdsa_p256, private_key_pem
 from sailplane.ca.pemfiles import (
     PUBLIC_MODE,
@@ -37,6 +36,7 @@ from sailplane.ca.pemfiles import (
     write_secret_file,
 )
 from sailplane.ca.spiffe import DEFAULT_TRUST_DOMAIN
+from sailplane.errors import CAError
 
 CA_CERT_FILE = "ca-cert.pem"
 CA_KEY_FILE = "ca-key.pem"

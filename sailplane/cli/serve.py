@@ -76,8 +76,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace) -> int:
+    from sailplane.errors import PortInUseError
     from sailplane.server.plane import ServeOptions, serve_forever
-    from sailplane.server.ports import PortInUseError
 
     config_dir = resolve_config_dir(args.config_dir)
     if not config_dir.exists():

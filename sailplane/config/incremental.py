@@ -29,17 +29,17 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from sailplane.config.interpret import Interpreted, interpret_document, shift_interpreted
 from sailplane.config.yamldoc import (
     AliasBudget,
-    AliasBudgetError,
     Document,
     parse_documents,
     shift_document,
     split_documents,
 )
-from sailplane.errors import YamlSyntaxError
+from sailplane.errors import AliasBudgetError, YamlSyntaxError
 from sailplane.model.source import Diagnostic
 
 # piece text -> first line -> its documents
@@ -99,7 +99,8 @@ class DocumentCache:
             parsed = self._parse_changed(text, file, cached.pieces if cached else {}, aliases)
         except YamlSyntaxError as exc:
             # Keep the pieces of the last good text: the fix is likely to bring them back.
-            self._files[file] = _File(text, (), exc.diagnostic, cached.pieces if cached else {})
+            failed = cast(Diagnostic, exc.diagnostic)  # config errors carry Diagnostics
+            self._files[file] = _File(text, (), failed, cached.pieces if cached else {})
             raise
         self._files[file] = parsed
         return parsed.documents

@@ -21,6 +21,7 @@ import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from sailplane.config.assemble import (
     ACTIVE,
@@ -198,7 +199,7 @@ def load_texts(
         try:
             documents.extend(parse(text, name, aliases=aliases))
         except YamlSyntaxError as exc:
-            syntax_errors.append(exc.diagnostic)
+            syntax_errors.append(cast(Diagnostic, exc.diagnostic))  # config errors carry them
         except Exception as exc:  # a bug of ours or PyYAML's: still a diagnostic, not a crash
             problem = excerpt(f"{type(exc).__name__}: {exc}", 200)
             syntax_errors.append(Diagnostic(name, Position(1, 1), f"cannot parse: {problem}"))

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sailplane.errors import YamlSyntaxError
+from sailplane.errors import AliasBudgetError, YamlSyntaxError
 from sailplane.model.source import Diagnostic, FieldPath, Position, Source
 
 _Loader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -52,11 +52,6 @@ def _position(node: yaml.Node, first_line: int = 0) -> Position:
 ALIAS_NODE_BUDGET = 200_000
 # How much of a value a diagnostic quotes.
 EXCERPT_CHARS = 80
-
-
-class AliasBudgetError(YamlSyntaxError):
-    """Aliases expanded past the budget of the load (where depends on what
-    the load parsed before: not re-parsed to match a cold load)."""
 
 
 class AliasBudget:

@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from sailplane.config.loader import config_files
+from sailplane.errors import DemoError
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Workload
 from sailplane.translate.gateway import bind_port, selecting_gateways
@@ -36,10 +37,6 @@ from sailplane.translate.proxy import Proxy
 WORKLOAD_OCTET = 77  # 127.77.N.K: workloads; 127.78.N.K: their apps
 ADMIN_PORT = 15000
 OUTBOUND_PORT = 15001
-
-
-class LayoutError(Exception):
-    """The mesh cannot run as a demo on this machine (the message says why)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +95,7 @@ def app_address_for(address: str) -> str:
     except ValueError:
         ip = None
     if ip is None or not ip.is_loopback or ip.packed[1] == 255:
-        raise LayoutError(
+        raise DemoError(
             f"address {address!r} is not a loopback address 127.A.N.K with A < 255: the demo "
             "runs every workload on its own loopback address. Run it without --config-dir "
             "(or with an empty directory) for a copy of the example with such addresses"
@@ -143,7 +140,7 @@ def loopback_addresses(mesh: MeshConfig, network: int) -> dict[str, str]:
     """Workload id -> ``127.77.network.K``, K counting from 1 in id order."""
     ordered = sorted(w.id for w in mesh.workloads)
     if len(ordered) > 250:
-        raise LayoutError(f"{len(ordered)} workloads: the demo runs at most 250")
+        raise DemoError(f"{len(ordered)} workloads: the demo runs at most 250")
     return {wid: f"127.{WORKLOAD_OCTET}.{network}.{k}" for k, wid in enumerate(ordered, 1)}
 
 
@@ -161,7 +158,7 @@ def free_network(mesh: MeshConfig) -> dict[str, str]:
             needed += [(a, p) for p in workload_ports(mesh, workload) for a in (address, app)]
         if not busy(needed):
             return addresses
-    raise LayoutError("no free loopback network 127.77.N.0 (N = 1..250) for the demo")
+    raise DemoError("no free loopback network 127.77.N.0 (N = 1..250) for the demo")
 
 
 def _workload_address_spans(text: str) -> list[tuple[int, int, str, str]]:

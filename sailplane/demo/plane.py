@@ -13,11 +13,8 @@ import logging
 import threading
 from contextlib import suppress
 
+from sailplane.errors import DemoError
 from sailplane.server.plane import ControlPlane, ServeOptions
-
-
-class PlaneError(Exception):
-    """The control plane did not start."""
 
 
 class PlaneThread:
@@ -31,11 +28,11 @@ class PlaneThread:
         self._thread = threading.Thread(target=self._run, name="sailplane", daemon=True)
 
     def start(self) -> ControlPlane:
-        """Start, and return once the plane serves (raises PlaneError if it cannot)."""
+        """Start, and return once the plane serves (raises DemoError if it cannot)."""
         self._thread.start()
         self._started.wait()
         if self._error is not None or self.plane is None:
-            raise PlaneError(f"the control plane did not start: {self._error}")
+            raise DemoError(f"the control plane did not start: {self._error}")
         return self.plane
 
     def _run(self) -> None:

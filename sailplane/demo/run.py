@@ -26,14 +26,13 @@ from sailplane.ca import CAError, CertificateAuthority, load_or_create_authority
 from sailplane.config.loader import config_files, load_dir
 from sailplane.demo.bootstraps import ProxyAddresses, mint_credentials, write_bootstraps
 from sailplane.demo.layout import (
-    LayoutError,
     Placement,
     busy,
     copy_with_addresses,
     free_network,
     placements,
 )
-from sailplane.demo.plane import ChangeLog, PlaneError, PlaneThread
+from sailplane.demo.plane import ChangeLog, PlaneThread
 from sailplane.demo.processes import (
     Supervisor,
     answers,
@@ -56,6 +55,7 @@ from sailplane.demo.view import (
     summary,
     where_to_look,
 )
+from sailplane.errors import DemoError
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.source import Severity
 from sailplane.server.plane import ControlPlane, ServeOptions, embedded_example
@@ -77,10 +77,6 @@ def objects_in_force(plane: ControlPlane) -> frozenset[tuple[object, str]]:
     return frozenset((key, record.digest) for key, record in in_force.records.items())
 
 
-class DemoError(Exception):
-    """The demo cannot start; the message says why."""
-
-
 @dataclass
 class DemoOptions:
     config_dir: Path | None = None
@@ -100,7 +96,7 @@ def run_demo(options: DemoOptions) -> int:
     try:
         with signals_interrupt():
             return Demo(options, work).run()
-    except (DemoError, PlaneError, CAError) as exc:
+    except (DemoError, CAError) as exc:
         print(f"sailplane demo: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -141,10 +137,7 @@ class Demo:
         result = load_dir(source)
         if result.mesh is None:
             raise DemoError(f"the embedded example does not load: {result.diagnostics}")
-        try:
-            addresses = free_network(result.mesh)
-        except LayoutError as exc:
-            raise DemoError(str(exc)) from None
+        addresses = free_network(result.mesh)
         copy_with_addresses(source, target, addresses)
         if given is not None:
             self.say(f"wrote the weather example, with loopback addresses, into {given}")
@@ -157,7 +150,7 @@ class Demo:
             raise DemoError(f"{config_dir} does not load:\n{lines}")
         try:
             where = placements(result.mesh)
-        except LayoutError as exc:
+        except DemoError as exc:
             raise DemoError(f"{config_dir}: {exc}") from None
         taken = busy(a for p in where for a in p.sockets())
         if taken:

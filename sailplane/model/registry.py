@@ -157,3 +157,12 @@ def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> 
     """Kubernetes equality selector. An empty selector matches nothing for a
     Service (Kubernetes: no selector = no managed endpoints)."""
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def subset_endpoints(
+    endpoints: tuple[Endpoint, ...], labels: Mapping[str, str] | None
+) -> tuple[Endpoint, ...]:
+    """A subset's instances: those whose labels include the subset's (all, for none)."""
+    if not labels:
+        return endpoints
+    return tuple(e for e in endpoints if selector_matches(labels, e.labels))

@@ -30,7 +30,7 @@ from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
 from sailplane.ca import CertificateAuthority, IdentityStore, identity_of_certificate
-from sailplane.errors import UnknownProxyError
+from sailplane.errors import IdentityMismatch, UnknownProxy
 from sailplane.logs import event
 from sailplane.model.mesh import MeshConfig
 from sailplane.server.generation import Generation, build_generation, next_generation
@@ -144,7 +144,7 @@ class Controller:
                 if _rebuilds(impact, node_id, entry.proxy):
                     try:
                         refreshed = proxy_from_node(node_id, entry.proxy.metadata, mesh)
-                    except UnknownProxyError:
+                    except UnknownProxy:
                         log.warning(
                             "proxy %s: its WorkloadEntry is gone; keeping its last config", node_id
                         )
@@ -298,12 +298,12 @@ class Controller:
             try:
                 claimed = identity_of_certificate(peer.certificate_pem)
             except ValueError as exc:
-                raise PermissionError(
+                raise IdentityMismatch(
                     f"node {proxy.id!r}: unusable client certificate: {exc}"
                 ) from exc
             expected = mesh.spiffe_id(proxy.namespace, proxy.workload.service_account)
             if claimed != expected:
-                raise PermissionError(
+                raise IdentityMismatch(
                     f"node {proxy.id!r} belongs to {expected}, but the client certificate "
                     f"is {claimed}"
                 )

@@ -25,13 +25,14 @@ from sailplane.config.loader import (
     DEFAULT_MAX_FILE_SIZE,
 )
 from sailplane.config.watch import DirectoryWatcher
+from sailplane.errors import PortInUseError
 from sailplane.server.controller import Controller
 from sailplane.server.credentials import server_credentials
 from sailplane.server.heap import HeapKeeper
 from sailplane.server.ops.metrics import InstrumentedHooks, Metrics
 from sailplane.server.ops.monitor import MonitorServer
 from sailplane.server.ops.views import install_views
-from sailplane.server.ports import PortInUseError, check_ports_free, port_message
+from sailplane.server.ports import check_ports_free, port_message
 from sailplane.server.reload import Reloader
 from sailplane.telemetry import AccessLogReceiver, AccessLogWriter, IstioMetrics
 from sailplane.xds import AdsServer, SnapshotCache, StatusRegistry

@@ -13,11 +13,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 
-from sailplane.errors import SailplaneError
-
-
-class PortInUseError(SailplaneError):
-    """A port the control plane needs is taken (or cannot be bound)."""
+from sailplane.errors import PortInUseError
 
 
 def check_ports_free(addresses: Iterable[tuple[str, tuple[str, int]]]) -> None:

@@ -10,8 +10,7 @@ from functools import cached_property
 
 from sailplane.model.hosts import host_aliases
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.registry import Location, Service, Workload
-from sailplane.translate.endpoints import subset_endpoints
+from sailplane.model.registry import Location, Service, Workload, subset_endpoints
 
 
 class MeshIndex:

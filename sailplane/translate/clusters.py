@@ -21,11 +21,12 @@ from sailplane.model.registry import (
     Resolution,
     Service,
     ServicePort,
+    subset_endpoints,
 )
 from sailplane.translate import names
 from sailplane.translate.common import ads_config_source, duration
 from sailplane.translate.egress import blackhole_cluster, passthrough_cluster
-from sailplane.translate.endpoints import build_load_assignment, subset_endpoints, uses_dns
+from sailplane.translate.endpoints import build_load_assignment, uses_dns
 from sailplane.translate.mtls import apply_client_tls, istio_sni
 from sailplane.translate.policy import (
     apply_traffic_policy,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
@@ -13,7 +13,7 @@ from sailplane.model.registry import (
     Resolution,
     Service,
     ServicePort,
-    selector_matches,
+    subset_endpoints,
 )
 from sailplane.translate import names
 from sailplane.translate.common import socket_address
@@ -28,15 +28,6 @@ def uses_dns(service: Service, endpoints: tuple[Endpoint, ...]) -> bool:
     if service.resolution in (Resolution.DNS, Resolution.DNS_ROUND_ROBIN):
         return True
     return any(not is_ip_address(e.address) for e in endpoints)
-
-
-def subset_endpoints(
-    endpoints: tuple[Endpoint, ...], labels: Mapping[str, str] | None
-) -> tuple[Endpoint, ...]:
-    """A subset's instances: those whose labels include the subset's (all, for none)."""
-    if not labels:
-        return endpoints
-    return tuple(e for e in endpoints if selector_matches(labels, e.labels))
 
 
 def build_load_assignment(

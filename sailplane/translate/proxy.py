@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sailplane.errors import UnknownProxyError
+from sailplane.errors import UnknownProxy
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Workload, selector_matches
 
@@ -63,12 +63,12 @@ class Proxy:
 def proxy_from_node(node_id: str, metadata: Mapping[str, Any], mesh: MeshConfig) -> Proxy:
     """Resolve an Envoy node (``name.namespace`` + metadata) against the mesh.
 
-    Raises :class:`UnknownProxyError` when no WorkloadEntry has that id, or the
+    Raises :class:`UnknownProxy` when no WorkloadEntry has that id, or the
     metadata is malformed, so the server can refuse the stream cleanly.
     """
     workload = mesh.workloads_by_id.get(node_id)
     if workload is None:
-        raise UnknownProxyError(
+        raise UnknownProxy(
             f"node {node_id!r} is not a WorkloadEntry of the mesh (expected NAME.NAMESPACE)"
         )
     try:
@@ -86,6 +86,6 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], mesh: MeshConfig)
             else DEFAULT_OUTBOUND_ADDRESS
         )
     except ValueError as exc:
-        raise UnknownProxyError(f"node {node_id!r}: bad metadata: {exc}") from exc
+        raise UnknownProxy(f"node {node_id!r}: bad metadata: {exc}") from exc
     app_address = str(metadata.get(META_APP_ADDRESS, DEFAULT_APP_ADDRESS))
     return Proxy(workload, role, outbound, app_address, dict(metadata))

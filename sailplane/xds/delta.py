@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
-from sailplane.xds.limits import LimitExceeded
+from sailplane.errors import LimitExceeded
 from sailplane.xds.requests import check_names, intern_names
 from sailplane.xds.snapshot import Snapshot, TypeResources, changed_names, encode_nonce
 from sailplane.xds.status import StreamStatus

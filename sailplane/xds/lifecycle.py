@@ -31,8 +31,8 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
-from sailplane.errors import UnknownProxyError
-from sailplane.xds.limits import LimitExceeded, peer_host
+from sailplane.errors import LimitExceeded, ProxyRefused
+from sailplane.xds.limits import peer_host
 from sailplane.xds.requests import first_node
 from sailplane.xds.status import StreamStatus
 
@@ -125,7 +125,7 @@ async def _admit(
     try:
         try:
             node_id = await server.hooks.on_connect(node, peer_of(context))
-        except (UnknownProxyError, PermissionError) as exc:
+        except ProxyRefused as exc:
             log.warning("refused xDS stream from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         del node

@@ -52,11 +52,6 @@ class StreamLimits:
     node_bytes: int = 1024 * 1024
 
 
-class LimitExceeded(Exception):
-    """A client asked for more than :class:`StreamLimits` allows; the stream
-    ends with RESOURCE_EXHAUSTED and this message."""
-
-
 def peer_host(peer: str) -> str:
     """``ipv4:10.0.0.1:5432`` -> ``10.0.0.1``; ``ipv6:[::1]:5432`` -> ``::1``;
     anything else (``unix:...``) as it is."""
@@ -128,4 +123,4 @@ def _node_key(node_id: str, host: str) -> str:
     return f"{node_id}\0{host}"
 
 
-__all__ = ["LimitExceeded", "StreamCounts", "StreamLimits", "peer_host"]
+__all__ = ["StreamCounts", "StreamLimits", "peer_host"]

@@ -39,7 +39,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
-from sailplane.xds.limits import LimitExceeded
+from sailplane.errors import LimitExceeded
 from sailplane.xds.types import SHORT_NAMES
 from sailplane.xds.wire import read_varint, varint
 

@@ -96,8 +96,8 @@ class StreamHooks(Protocol):
     """What the server needs from the rest of sailplane. Keep it small."""
 
     async def on_connect(self, node: base_pb2.Node, peer: Peer) -> str:
-        """Admit a node; return its cache key. Raise UnknownProxyError (or
-        PermissionError, for an identity that may not claim the node) to refuse."""
+        """Admit a node; return its cache key. Raise
+        :class:`~sailplane.errors.ProxyRefused` (UnknownProxy, IdentityMismatch) to refuse."""
 
     def on_disconnect(self, node_id: str, stream_id: int) -> None: ...
 

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from envoy.config.core.v3 import base_pb2
 
-from sailplane.errors import UnknownProxyError
+from sailplane.errors import UnknownProxy
 from sailplane.xds import CLUSTER, AdsServer, CacheHooks, SnapshotCache
 from sailplane.xds.client import AdsClient
 from sailplane.xds.lifecycle import Peer
@@ -27,7 +27,7 @@ class MeshHooks(CacheHooks):
 
     async def on_connect(self, node: base_pb2.Node, peer: Peer) -> str:
         if node.id not in self.known:
-            raise UnknownProxyError(f"no WorkloadEntry for node {node.id!r}")
+            raise UnknownProxy(f"no WorkloadEntry for node {node.id!r}")
         return str(node.id)
 
     def on_disconnect(self, node_id: str, stream_id: int) -> None:

@@ -27,7 +27,7 @@ from sailplane.ca import CertificateAuthority, IdentityStore
 from sailplane.config.assemble import InForce
 from sailplane.config.incremental import DocumentCache
 from sailplane.config.loader import LoadResult, load_dir
-from sailplane.errors import UnknownProxyError
+from sailplane.errors import UnknownProxy
 from sailplane.model.mesh import MeshConfig
 from sailplane.server.controller import Controller
 from sailplane.translate import proxy_from_node
@@ -159,7 +159,7 @@ def _check_series(root: Path, proxies: dict[str, dict[str, Any]], seed: int) -> 
         for node_id, metadata in proxies.items():
             try:
                 proxy = proxy_from_node(node_id, metadata, mesh)
-            except UnknownProxyError:
+            except UnknownProxy:
                 continue  # its WorkloadEntry is gone: it keeps its last config
             got = cache.get(node_id)
             assert got is not None

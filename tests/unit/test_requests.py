@@ -13,8 +13,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
+from sailplane.errors import LimitExceeded
 from sailplane.xds import CLUSTER, ENDPOINT, requests
-from sailplane.xds.limits import LimitExceeded
 from sailplane.xds.requests import first_node, parse_sotw_request
 
 NAMES = [f"outbound|8080|v{i % 2 + 1}|svc-{i:05d}.default.svc.cluster.local" for i in range(400)]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sailplane.ca import IdentityStore
 from sailplane.config.assemble import InForce
 from sailplane.config.loader import load_texts, max_file_size, object_changes
-from sailplane.errors import UnknownProxyError
+from sailplane.errors import UnknownProxy
 from sailplane.model.source import Severity
 from sailplane.server.controller import Controller
 from sailplane.server.ops.metrics import CONTENT_TYPE
@@ -121,7 +121,7 @@ def dry_run(
         entry: dict[str, Any] = {"proxy": key}
         try:
             proxy = proxy_from_node(claimed.id, claimed.metadata, result.mesh)
-        except UnknownProxyError as exc:
+        except UnknownProxy as exc:
             entry["error"] = f"{exc}; it would keep its last configuration"
             proxies.append(entry)
             continue
