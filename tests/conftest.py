@@ -13,7 +13,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-golden",
         action="store_true",
-        help="rewrite tests/golden/*/out from the current translation",
+        help="rewrite the golden files of every stage under tests/golden (and remove orphans)",
     )
 
 

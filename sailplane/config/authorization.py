@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader, did_you_mean
 from sailplane.model.authz import ACTIONS, AuthorizationPolicy, Condition, Operation, Rule, Source_
 from sailplane.model.source import FieldPath, Severity
@@ -43,10 +44,10 @@ _CONDITION_KEYS = (
     "destination.port",
     "destination.ip",
 )
+# JWT: reported here; the other fields are checked against fields.py, where an
+# unknown field of this kind is an error (`rule:` for `rules:` would turn a DENY
+# into nothing at all).
 _UNSUPPORTED = ("requestPrincipals", "notRequestPrincipals")
-# An unknown field in a security policy is an error, not a warning: `rule:` for
-# `rules:` would otherwise turn a DENY into nothing at all.
-_STRICT = Severity.ERROR
 
 
 def _strings(r: ObjectReader, path: FieldPath) -> tuple[str, ...]:
@@ -91,7 +92,6 @@ def _check_cidrs(r: ObjectReader, path: FieldPath, values: tuple[str, ...]) -> N
 
 
 def _source(r: ObjectReader, path: FieldPath) -> Source_:
-    r.check_fields(path, (*_SOURCE_FIELDS, *_UNSUPPORTED), _STRICT)
     for name in _UNSUPPORTED:
         if r.has((*path, name)):
             r.report((*path, name), f"{name} (JWT) is not supported yet", code="IST0106")
@@ -104,7 +104,6 @@ def _source(r: ObjectReader, path: FieldPath) -> Source_:
 
 
 def _operation(r: ObjectReader, path: FieldPath) -> Operation:
-    r.check_fields(path, tuple(_OPERATION_FIELDS), _STRICT)
     values: dict[str, tuple[str, ...] | tuple[int, ...]] = {}
     for key, attr in _OPERATION_FIELDS.items():
         found = _strings(r, (*path, key))
@@ -122,7 +121,6 @@ def _operation(r: ObjectReader, path: FieldPath) -> Operation:
 
 
 def _condition(r: ObjectReader, path: FieldPath) -> Condition | None:
-    r.check_fields(path, ("key", "values", "notValues"), _STRICT)
     key = r.string((*path, "key"), required=True)
     values = _strings(r, (*path, "values"))
     not_values = _strings(r, (*path, "notValues"))
@@ -150,9 +148,7 @@ def _condition(r: ObjectReader, path: FieldPath) -> Condition | None:
 
 
 def parse_authorization_policy(r: ObjectReader) -> AuthorizationPolicy:
-    r.check_fields(
-        ("spec",), ("selector", "action", "rules", "provider", "targetRef", "targetRefs"), _STRICT
-    )
+    check_declared_fields(r)
     if r.has(("spec", "targetRef")) or r.has(("spec", "targetRefs")):
         r.report(
             ("spec", "targetRefs"), "targetRefs are not supported; use selector", code="IST0106"
@@ -168,7 +164,6 @@ def parse_authorization_policy(r: ObjectReader) -> AuthorizationPolicy:
     rules = []
     for i, _ in enumerate(r.sequence(("spec", "rules"))):
         base = ("spec", "rules", i)
-        r.check_fields(base, ("from", "to", "when"), _STRICT)
         sources = [
             _source(r, (*base, "from", j, "source"))
             for j, _ in enumerate(r.sequence((*base, "from")))

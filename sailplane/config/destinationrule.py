@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader
 from sailplane.model.hosts import resolve_host
 from sailplane.model.networking import (
@@ -23,27 +24,12 @@ TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
 def _load_balancer(r: ObjectReader, path: FieldPath) -> LoadBalancer | None:
     if r.mapping(path) is None:
         return None
-    r.check_fields(
-        path, ("simple", "consistentHash", "localityLbSetting", "warmupDurationSecs", "warmup")
-    )
     simple = r.enum((*path, "simple"), LB_SIMPLE, "") if r.raw((*path, "simple")) else ""
     if simple == "LEAST_CONN":
         simple = "LEAST_REQUEST"  # Istio: LEAST_CONN is a deprecated alias
     chash = None
     base = (*path, "consistentHash")
     if r.mapping(base) is not None:
-        r.check_fields(
-            base,
-            (
-                "httpHeaderName",
-                "httpCookie",
-                "useSourceIp",
-                "httpQueryParameterName",
-                "ringHash",
-                "maglev",
-                "minimumRingSize",
-            ),
-        )
         cookie = r.mapping((*base, "httpCookie"))
         chash = ConsistentHash(
             header=r.string((*base, "httpHeaderName")) or "",
@@ -71,31 +57,7 @@ def _load_balancer(r: ObjectReader, path: FieldPath) -> LoadBalancer | None:
 def _connection_pool(r: ObjectReader, path: FieldPath) -> ConnectionPool | None:
     if r.mapping(path) is None:
         return None
-    r.check_fields(path, ("tcp", "http"))
     tcp, http = (*path, "tcp"), (*path, "http")
-    r.check_fields(
-        tcp,
-        (
-            "maxConnections",
-            "connectTimeout",
-            "tcpKeepalive",
-            "maxConnectionDuration",
-            "idleTimeout",
-        ),
-    )
-    r.check_fields(
-        http,
-        (
-            "http1MaxPendingRequests",
-            "http2MaxRequests",
-            "maxRequestsPerConnection",
-            "maxRetries",
-            "idleTimeout",
-            "h2UpgradePolicy",
-            "useClientProtocol",
-            "maxConcurrentStreams",
-        ),
-    )
     return ConnectionPool(
         max_connections=r.integer((*tcp, "maxConnections")),
         connect_timeout=r.duration((*tcp, "connectTimeout")),
@@ -110,20 +72,6 @@ def _connection_pool(r: ObjectReader, path: FieldPath) -> ConnectionPool | None:
 def _outlier_detection(r: ObjectReader, path: FieldPath) -> OutlierDetection | None:
     if r.mapping(path) is None:
         return None
-    r.check_fields(
-        path,
-        (
-            "consecutiveErrors",
-            "consecutive5xxErrors",
-            "consecutiveGatewayErrors",
-            "consecutiveLocalOriginFailures",
-            "splitExternalLocalOriginErrors",
-            "interval",
-            "baseEjectionTime",
-            "maxEjectionPercent",
-            "minHealthPercent",
-        ),
-    )
     five_xx = r.integer((*path, "consecutive5xxErrors"))
     if five_xx is None and r.integer((*path, "consecutiveErrors")) is not None:
         five_xx = r.integer((*path, "consecutiveErrors"))
@@ -148,20 +96,6 @@ def _outlier_detection(r: ObjectReader, path: FieldPath) -> OutlierDetection | N
 def _client_tls(r: ObjectReader, path: FieldPath) -> ClientTLS | None:
     if r.mapping(path) is None:
         return None
-    r.check_fields(
-        path,
-        (
-            "mode",
-            "clientCertificate",
-            "privateKey",
-            "caCertificates",
-            "credentialName",
-            "subjectAltNames",
-            "sni",
-            "insecureSkipVerify",
-            "caCrl",
-        ),
-    )
     mode = r.enum((*path, "mode"), TLS_MODES, "DISABLE")
     tls = ClientTLS(
         mode=mode,
@@ -181,16 +115,6 @@ def _traffic_policy(
 ) -> TrafficPolicy | None:
     if r.mapping(path) is None:
         return None
-    known = (
-        "loadBalancer",
-        "connectionPool",
-        "outlierDetection",
-        "tls",
-        "portLevelSettings",
-        "tunnel",
-        "proxyProtocol",
-    )
-    r.check_fields(path, known if allow_ports else (*known[:4], "port"))
     ports: dict[int, TrafficPolicy] = {}
     if allow_ports:
         for i, _ in enumerate(r.sequence((*path, "portLevelSettings"))):
@@ -213,13 +137,12 @@ def _traffic_policy(
 
 
 def parse_destination_rule(r: ObjectReader, domain: str) -> DestinationRule | None:
-    r.check_fields(("spec",), ("host", "trafficPolicy", "subsets", "exportTo", "workloadSelector"))
+    check_declared_fields(r)
     host = r.host(("spec", "host"), required=True)
     subsets = []
     names: set[str] = set()
     for i, _ in enumerate(r.sequence(("spec", "subsets"))):
         sub = ("spec", "subsets", i)
-        r.check_fields(sub, ("name", "labels", "trafficPolicy"))
         name = r.string((*sub, "name"), required=True)
         if name is None:
             continue

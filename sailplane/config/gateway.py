@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader, host_problem
 from sailplane.model.networking import Gateway, GatewayServer, ServerTLS
 
@@ -26,12 +27,10 @@ def _split_host(host: str, namespace: str) -> tuple[str, str]:
 
 
 def parse_gateway(r: ObjectReader) -> Gateway | None:
-    r.check_fields(("spec",), ("selector", "servers"))
+    check_declared_fields(r)
     servers = []
     for i, _ in enumerate(r.sequence(("spec", "servers"), required=True)):
         base = ("spec", "servers", i)
-        r.check_fields(base, ("port", "hosts", "tls", "name", "bind", "defaultEndpoint"))
-        r.check_fields((*base, "port"), ("number", "protocol", "name", "targetPort"))
         number = r.port((*base, "port", "number"), required=True)
         protocol = r.enum((*base, "port", "protocol"), PROTOCOLS, "HTTP")
         hosts = []

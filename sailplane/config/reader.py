@@ -185,23 +185,6 @@ class ObjectReader:
             return default
         return value
 
-    def check_fields(
-        self, path: FieldPath, known: tuple[str, ...], severity: Severity = Severity.WARNING
-    ) -> None:
-        """Report fields Istio does not define (typos lose settings silently):
-        a warning, or an error where losing a setting is unsafe (security)."""
-        value = self.raw(path)
-        if not isinstance(value, Mapping):
-            return
-        for key in value:
-            if key not in known:
-                self.report(
-                    (*path, str(key)),
-                    f"unknown field {key!r}{did_you_mean(str(key), known)}",
-                    severity=severity,
-                    code="IST0106",
-                )
-
     def duration(self, path: FieldPath, required: bool = False) -> float | None:
         value = self.string(path, required)
         if value is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader
 from sailplane.model.hosts import is_ip_address, resolve_host
 from sailplane.model.registry import (
@@ -18,11 +19,10 @@ from sailplane.model.source import Severity
 
 def parse_service(r: ObjectReader, domain_suffix: str) -> Service | None:
     """Kubernetes ``v1 Service``: ports + selector (the instances are WorkloadEntries)."""
-    r.check_fields(("spec",), _K8S_SERVICE_SPEC)
+    check_declared_fields(r)
     ports = []
     for i, _ in enumerate(r.sequence(("spec", "ports"), required=True)):
         base = ("spec", "ports", i)
-        r.check_fields(base, ("name", "port", "targetPort", "protocol", "appProtocol", "nodePort"))
         number = r.port((*base, "port"), required=True)
         name = r.string((*base, "name")) or ""
         target = r.raw((*base, "targetPort"))
@@ -56,7 +56,6 @@ def _parse_se_ports(r: ObjectReader) -> list[ServicePort]:
     ports = []
     for i, _ in enumerate(r.sequence(("spec", "ports"))):
         base = ("spec", "ports", i)
-        r.check_fields(base, ("number", "protocol", "name", "targetPort"))
         number = r.port((*base, "number"), required=True)
         name = r.string((*base, "name"), required=True) or ""
         protocol = Protocol.from_port(r.string((*base, "protocol")), name)
@@ -70,7 +69,7 @@ def parse_service_entry(r: ObjectReader, domain_suffix: str) -> list[Service]:
     """``ServiceEntry``: one Service per host (istio.io/latest/docs/reference/config/
     networking/service-entry). Endpoints are inline, or WorkloadEntries picked by
     ``workloadSelector``."""
-    r.check_fields(("spec",), _SERVICE_ENTRY_SPEC)
+    check_declared_fields(r)
     hosts = [
         host
         for i, _ in enumerate(r.sequence(("spec", "hosts"), required=True))
@@ -87,9 +86,6 @@ def parse_service_entry(r: ObjectReader, domain_suffix: str) -> list[Service]:
     endpoints = []
     for i, _ in enumerate(r.sequence(("spec", "endpoints"))):
         base = ("spec", "endpoints", i)
-        r.check_fields(
-            base, ("address", "ports", "labels", "network", "locality", "weight", "serviceAccount")
-        )
         address = r.string((*base, "address"), required=True)
         if address is None:
             continue
@@ -140,9 +136,7 @@ def parse_service_entry(r: ObjectReader, domain_suffix: str) -> list[Service]:
 
 def parse_workload_entry(r: ObjectReader) -> Workload | None:
     """``WorkloadEntry``: one instance (a VM, a container, a process) and its proxy."""
-    r.check_fields(
-        ("spec",), ("address", "ports", "labels", "network", "locality", "weight", "serviceAccount")
-    )
+    check_declared_fields(r)
     address = r.string(("spec", "address"), required=True)
     ports: dict[str, int] = {}
     for key in r.mapping(("spec", "ports")) or {}:
@@ -163,30 +157,3 @@ def parse_workload_entry(r: ObjectReader) -> Workload | None:
         service_account=r.string(("spec", "serviceAccount")) or "default",
         weight=r.integer(("spec", "weight")) or 1,
     )
-
-
-_K8S_SERVICE_SPEC = (
-    "ports",
-    "selector",
-    "type",
-    "clusterIP",
-    "clusterIPs",
-    "externalName",
-    "sessionAffinity",
-    "ipFamilies",
-    "ipFamilyPolicy",
-    "internalTrafficPolicy",
-    "externalTrafficPolicy",
-    "publishNotReadyAddresses",
-)
-_SERVICE_ENTRY_SPEC = (
-    "hosts",
-    "addresses",
-    "ports",
-    "location",
-    "resolution",
-    "endpoints",
-    "workloadSelector",
-    "exportTo",
-    "subjectAltNames",
-)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader
 from sailplane.model.security import MODES, PeerAuthentication
 from sailplane.model.source import Severity
@@ -9,8 +10,7 @@ from sailplane.model.source import Severity
 
 def parse_peer_authentication(r: ObjectReader) -> PeerAuthentication | None:
     """istio.io/latest/docs/reference/config/security/peer_authentication"""
-    r.check_fields(("spec",), ("selector", "mtls", "portLevelMtls"))
-    r.check_fields(("spec", "mtls"), ("mode",))
+    check_declared_fields(r)
     mode = r.enum(("spec", "mtls", "mode"), MODES, "UNSET")
     selector = r.labels(("spec", "selector", "matchLabels"))
     ports: dict[int, str] = {}
@@ -48,10 +48,7 @@ def parse_legacy_policy(r: ObjectReader) -> PeerAuthentication | None:
         "security.istio.io/v1 PeerAuthentication (spec.selector, spec.mtls.mode)",
         Severity.WARNING,
     )
-    r.check_fields(
-        ("spec",),
-        ("targets", "peers", "origins", "principalBinding", "peerIsOptional", "originIsOptional"),
-    )
+    check_declared_fields(r)
     targets = []
     for i, _ in enumerate(r.sequence(("spec", "targets"))):
         name = r.string(("spec", "targets", i, "name"), required=True)

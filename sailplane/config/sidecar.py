@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader, did_you_mean
 from sailplane.model.sidecar import OUTBOUND_MODES, MeshSettings, Provider, Sidecar
 from sailplane.model.source import Severity
@@ -26,10 +27,7 @@ _PROVIDER_KINDS = (
 
 
 def parse_sidecar(r: ObjectReader) -> Sidecar | None:
-    r.check_fields(
-        ("spec",),
-        ("workloadSelector", "ingress", "egress", "outboundTrafficPolicy", "inboundConnectionPool"),
-    )
+    check_declared_fields(r)
     if r.sequence(("spec", "ingress")):
         r.report(
             ("spec", "ingress"),
@@ -41,7 +39,6 @@ def parse_sidecar(r: ObjectReader) -> Sidecar | None:
     if egress:
         egress_hosts = []
         for i, _ in enumerate(egress):
-            r.check_fields(("spec", "egress", i), ("hosts", "port", "bind", "captureMode"))
             for j, host in enumerate(r.sequence(("spec", "egress", i, "hosts"), required=True)):
                 text = str(host)
                 namespace, slash, name = text.partition("/")

@@ -3,6 +3,7 @@ config/telemetry) and check its provider names against the mesh settings."""
 
 from __future__ import annotations
 
+from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader, did_you_mean
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.source import Diagnostic, Severity
@@ -23,7 +24,6 @@ def _providers(r: ObjectReader, path: tuple[str | int, ...]) -> tuple[str, ...] 
         return None
     names = []
     for i, _ in enumerate(r.sequence(path)):
-        r.check_fields((*path, i), ("name",))
         name = r.string((*path, i, "name"), required=True)
         if name:
             names.append(name)
@@ -31,14 +31,11 @@ def _providers(r: ObjectReader, path: tuple[str | int, ...]) -> tuple[str, ...] 
 
 
 def _mode(r: ObjectReader, path: tuple[str | int, ...]) -> str:
-    r.check_fields(path, ("mode",))
     return r.enum((*path, "mode"), MODES, "CLIENT_AND_SERVER")
 
 
 def parse_telemetry(r: ObjectReader) -> Telemetry | None:
-    r.check_fields(
-        ("spec",), ("selector", "targetRef", "targetRefs", "tracing", "accessLogging", "metrics")
-    )
+    check_declared_fields(r)
     for unsupported in ("targetRef", "targetRefs"):
         if r.has(("spec", unsupported)):
             r.report(
@@ -49,18 +46,6 @@ def parse_telemetry(r: ObjectReader) -> Telemetry | None:
     tracing = []
     for i, _ in enumerate(r.sequence(("spec", "tracing"))):
         path: tuple[str | int, ...] = ("spec", "tracing", i)
-        r.check_fields(
-            path,
-            (
-                "providers",
-                "randomSamplingPercentage",
-                "disableSpanReporting",
-                "match",
-                "customTags",
-                "useRequestIdForTraceSampling",
-                "enableIstioTags",
-            ),
-        )
         if r.has((*path, "customTags")):
             r.report((*path, "customTags"), "customTags are not supported; ignored", _UNSUPPORTED)
         sampling = r.raw((*path, "randomSamplingPercentage"))
@@ -88,7 +73,6 @@ def parse_telemetry(r: ObjectReader) -> Telemetry | None:
     logs = []
     for i, _ in enumerate(r.sequence(("spec", "accessLogging"))):
         path = ("spec", "accessLogging", i)
-        r.check_fields(path, ("providers", "disabled", "match", "filter"))
         if r.has((*path, "filter")):
             r.report(
                 (*path, "filter"),
@@ -105,13 +89,13 @@ def parse_telemetry(r: ObjectReader) -> Telemetry | None:
     metrics = []
     for i, _ in enumerate(r.sequence(("spec", "metrics"))):
         path = ("spec", "metrics", i)
-        r.check_fields(path, ("providers", "overrides", "reportingInterval"))
         overrides = []
         for j, _ in enumerate(r.sequence((*path, "overrides"))):
             opath = (*path, "overrides", j)
-            r.check_fields(opath, ("match", "disabled", "tagOverrides"))
-            r.check_fields((*opath, "match"), ("mode", "metric", "customMetric"))
-            if r.has((*opath, "tagOverrides")) or r.has((*opath, "match", "metric")):
+            if any(
+                r.has((*opath, *field))
+                for field in (("tagOverrides",), ("match", "metric"), ("match", "customMetric"))
+            ):
                 r.report(
                     opath,
                     "per-metric overrides and tagOverrides are not supported; "

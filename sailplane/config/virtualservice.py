@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader
 from sailplane.model.hosts import resolve_host
 from sailplane.model.networking import (
@@ -29,41 +30,6 @@ from sailplane.model.networking import (
 )
 from sailplane.model.source import FieldPath
 
-_MATCH_FIELDS = (
-    "name",
-    "uri",
-    "scheme",
-    "method",
-    "authority",
-    "headers",
-    "port",
-    "sourceLabels",
-    "gateways",
-    "queryParams",
-    "ignoreUriCase",
-    "withoutHeaders",
-    "sourceNamespace",
-    "statPrefix",
-)
-_ROUTE_FIELDS = (
-    "name",
-    "match",
-    "route",
-    "redirect",
-    "directResponse",
-    "delegate",
-    "rewrite",
-    "timeout",
-    "retries",
-    "fault",
-    "mirror",
-    "mirrors",
-    "mirrorPercentage",
-    "mirrorPercent",
-    "mirror_percent",
-    "corsPolicy",
-    "headers",
-)
 _REDIRECT_CODES = (301, 302, 303, 307, 308)
 
 
@@ -105,7 +71,6 @@ def _header_matches(r: ObjectReader, path: FieldPath, invert: bool) -> list[Head
 
 
 def _http_match(r: ObjectReader, path: FieldPath, vs_ns: str) -> HTTPMatch | None:
-    r.check_fields(path, _MATCH_FIELDS)
     query = []
     for name in r.mapping((*path, "queryParams")) or {}:
         sub = (*path, "queryParams", name)
@@ -130,7 +95,6 @@ def _http_match(r: ObjectReader, path: FieldPath, vs_ns: str) -> HTTPMatch | Non
 
 
 def _destination(r: ObjectReader, path: FieldPath, domain: str) -> Destination | None:
-    r.check_fields(path, ("host", "subset", "port"))
     host = r.host((*path, "host"), required=True)
     if host is None:
         return None
@@ -143,7 +107,6 @@ def _destination(r: ObjectReader, path: FieldPath, domain: str) -> Destination |
 
 
 def _header_ops(r: ObjectReader, path: FieldPath) -> HeaderOperations:
-    r.check_fields(path, ("set", "add", "remove"))
     return HeaderOperations(
         set=r.labels((*path, "set")),
         add=r.labels((*path, "add")),
@@ -152,7 +115,6 @@ def _header_ops(r: ObjectReader, path: FieldPath) -> HeaderOperations:
 
 
 def _headers(r: ObjectReader, path: FieldPath) -> Headers:
-    r.check_fields(path, ("request", "response"))
     return Headers(_header_ops(r, (*path, "request")), _header_ops(r, (*path, "response")))
 
 
@@ -161,7 +123,6 @@ def _route_destinations(r: ObjectReader, path: FieldPath, domain: str) -> list[R
     items = r.sequence(path)
     for i, _ in enumerate(items):
         sub = (*path, i)
-        r.check_fields(sub, ("destination", "weight", "headers"))
         destination = _destination(r, (*sub, "destination"), domain)
         if not r.has((*sub, "destination")):
             r.report((*sub, "destination"), "required field is missing", code="IST0106")
@@ -183,11 +144,9 @@ def _route_destinations(r: ObjectReader, path: FieldPath, domain: str) -> list[R
 def _fault(r: ObjectReader, path: FieldPath) -> Fault | None:
     if r.mapping(path) is None:
         return None
-    r.check_fields(path, ("delay", "abort"))
     delay = abort = None
     if r.mapping((*path, "delay")) is not None:
         base = (*path, "delay")
-        r.check_fields(base, ("fixedDelay", "percentage", "percent", "exponentialDelay"))
         fixed = r.duration((*base, "fixedDelay"), required=True)
         pct = r.percentage((*base, "percentage"))
         if pct is None and r.integer((*base, "percent")) is not None:
@@ -196,7 +155,6 @@ def _fault(r: ObjectReader, path: FieldPath) -> Fault | None:
             delay = FaultDelay(fixed, 100.0 if pct is None else pct)
     if r.mapping((*path, "abort")) is not None:
         base = (*path, "abort")
-        r.check_fields(base, ("httpStatus", "grpcStatus", "http2Error", "percentage"))
         status = r.integer((*base, "httpStatus"), required=True)
         if status is not None and not 200 <= status <= 599:
             r.report((*base, "httpStatus"), f"{status} is not an HTTP status", code="IST0106")
@@ -210,19 +168,6 @@ def _fault(r: ObjectReader, path: FieldPath) -> Fault | None:
 def _cors(r: ObjectReader, path: FieldPath) -> CorsPolicy | None:
     if r.mapping(path) is None:
         return None
-    r.check_fields(
-        path,
-        (
-            "allowOrigins",
-            "allowOrigin",
-            "allowMethods",
-            "allowHeaders",
-            "exposeHeaders",
-            "maxAge",
-            "allowCredentials",
-            "unmatchedPreflights",
-        ),
-    )
     origins = []
     for i, _ in enumerate(r.sequence((*path, "allowOrigins"))):
         match = string_match(r, (*path, "allowOrigins", i))
@@ -244,7 +189,6 @@ def _cors(r: ObjectReader, path: FieldPath) -> CorsPolicy | None:
 
 
 def _http_route(r: ObjectReader, path: FieldPath, domain: str) -> HTTPRoute:
-    r.check_fields(path, _ROUTE_FIELDS)
     if r.has((*path, "delegate")):
         r.report((*path, "delegate"), "delegate is not supported yet; this route is ignored")
     matches = []
@@ -255,7 +199,6 @@ def _http_route(r: ObjectReader, path: FieldPath, domain: str) -> HTTPRoute:
     redirect = None
     if r.mapping((*path, "redirect")) is not None:
         base = (*path, "redirect")
-        r.check_fields(base, ("uri", "authority", "port", "derivePort", "scheme", "redirectCode"))
         code = r.integer((*base, "redirectCode")) or 301
         if code not in _REDIRECT_CODES:
             r.report(
@@ -279,7 +222,6 @@ def _http_route(r: ObjectReader, path: FieldPath, domain: str) -> HTTPRoute:
     rewrite = None
     if r.mapping((*path, "rewrite")) is not None:
         base = (*path, "rewrite")
-        r.check_fields(base, ("uri", "authority", "uriRegexRewrite"))
         regex = None
         if r.mapping((*base, "uriRegexRewrite")) is not None:
             pattern = r.regex((*base, "uriRegexRewrite", "match"), required=True)
@@ -290,17 +232,6 @@ def _http_route(r: ObjectReader, path: FieldPath, domain: str) -> HTTPRoute:
     retries = None
     if r.mapping((*path, "retries")) is not None:
         base = (*path, "retries")
-        r.check_fields(
-            base,
-            (
-                "attempts",
-                "perTryTimeout",
-                "retryOn",
-                "retryRemoteLocalities",
-                "retryIgnorePreviousHosts",
-                "backoff",
-            ),
-        )
         attempts = r.integer((*base, "attempts"))
         retries = Retries(
             attempts if attempts is not None else 2,
@@ -339,13 +270,9 @@ def _http_route(r: ObjectReader, path: FieldPath, domain: str) -> HTTPRoute:
 
 
 def _tcp_route(r: ObjectReader, path: FieldPath, domain: str) -> TCPRoute:
-    r.check_fields(path, ("match", "route"))
     matches = []
     for i, _ in enumerate(r.sequence((*path, "match"))):
         base = (*path, "match", i)
-        r.check_fields(
-            base, ("port", "sourceLabels", "gateways", "destinationSubnets", "sourceNamespace")
-        )
         matches.append(
             L4Match(
                 port=r.port((*base, "port")),
@@ -364,7 +291,7 @@ def parse_virtual_service(
     """The VirtualService, or None when it has errors. ``partial`` returns
     what could be read even then, so that ``sailplane validate`` can check
     the references of a rejected object too and show every problem at once."""
-    r.check_fields(("spec",), ("hosts", "gateways", "http", "tcp", "tls", "exportTo"))
+    check_declared_fields(r)
     written = r.sequence(("spec", "hosts"), required=True)
     hosts = [
         host for i, _ in enumerate(written) if (host := r.host(("spec", "hosts", i))) is not None

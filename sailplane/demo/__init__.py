@@ -6,6 +6,7 @@
   copy of the example rewritten to use them;
 * :mod:`sailplane.demo.processes`, :mod:`sailplane.demo.traffic`,
   :mod:`sailplane.demo.view`: the child processes, the clients, the view;
+* :mod:`sailplane.demo.screen`: what is shown, when, from the plane's state;
 * :mod:`sailplane.demo.run`: the whole, ``run_demo(DemoOptions(...))``.
 
 Nothing is imported here: ``sailplane bootstrap --all`` needs only

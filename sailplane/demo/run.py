@@ -43,38 +43,17 @@ from sailplane.demo.processes import (
     signals_ignored,
     signals_interrupt,
 )
-from sailplane.demo.state import configured_split, instances, tls_state
+from sailplane.demo.screen import LEGACY_TARGET, Screen
+from sailplane.demo.state import instances
 from sailplane.demo.traffic import Client, Tally, frontend_outcome
-from sailplane.demo.view import (
-    Frame,
-    ServiceTLS,
-    StreamView,
-    WorkloadRow,
-    plain_line,
-    rich_view,
-    summary,
-    where_to_look,
-)
 from sailplane.errors import DemoError
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.source import Severity
 from sailplane.server.plane import ControlPlane, ServeOptions, embedded_example
 
 FRONTEND_APP = "weather-frontend"
-LEGACY_TARGET = "weather-backend"  # the service the legacy client calls directly
 MESH_RATE = 5.0  # requests per second to the frontend
 LEGACY_RATE = 2.0
 STARTUP_TIMEOUT = 60.0
-TICK = 0.25
-
-
-def objects_in_force(plane: ControlPlane) -> frozenset[tuple[object, str]]:
-    """Every object in force, by key and content digest: what the traffic
-    follows (the mesh's version also changes with a rejected edit)."""
-    in_force = plane.reloader.in_force
-    if in_force is None:
-        return frozenset()
-    return frozenset((key, record.digest) for key, record in in_force.records.items())
 
 
 @dataclass
@@ -116,9 +95,7 @@ class Demo:
         self.gateway: Placement | None = None
         self.ingress_url = "-"
         self.metrics_url = "-"
-        self._tls: list[ServiceTLS] = []
-        self._tls_mesh: MeshConfig | None = None
-        self._tls_at = 0.0
+        self.screen = Screen(self)
 
     def say(self, text: str = "") -> None:
         print(text, file=self.options.out, flush=True)
@@ -276,82 +253,6 @@ class Demo:
             )
             add(client, "legacy-client (no sidecar) -> weather-backend")
 
-    # -- what is shown -----------------------------------------------------
-
-    def print_where_to_look(
-        self, plane: ControlPlane, where: list[Placement], config_dir: Path
-    ) -> None:
-        pids = {c.name: c.pid for c in self.supervisor.children}
-        rows = [
-            WorkloadRow(
-                p.workload.id,
-                p.address,
-                "-" if p.is_gateway else f"{p.app_address}:{p.ports[0]}",
-                f"{p.admin[0]}:{p.admin[1]}",
-                [
-                    pids[n]
-                    for n in (f"envoy-{p.workload.name}", f"app-{p.workload.name}")
-                    if n in pids
-                ],
-            )
-            for p in where
-        ]
-        lines = where_to_look(
-            config_dir=config_dir,
-            ingress_url=self.ingress_url,
-            metrics_url=self.metrics_url,
-            xds_ports=(plane.xds_port or 0, plane.secure_xds_port or 0),
-            monitor_port=plane.monitor_port or 0,
-            rows=rows,
-            legacy_target=LEGACY_TARGET if "legacy" in self.labels else None,
-            duration=self.options.duration,
-        )
-        for line in lines:
-            self.say(line)
-
-    def tls_rows(self, mesh: MeshConfig | None, where: list[Placement]) -> list[ServiceTLS]:
-        """The mTLS rows, refreshed once a second or when the mesh changes
-        (they ask every sidecar's admin for its stats)."""
-        now = time.monotonic()
-        if mesh is not self._tls_mesh or now - self._tls_at >= 1.0:
-            self._tls = tls_state(mesh, where) if mesh else []
-            self._tls_mesh, self._tls_at = mesh, now
-        return self._tls
-
-    def frame(self, plane: ControlPlane, where: list[Placement], elapsed: float) -> Frame:
-        mesh = plane.controller.mesh
-        split = configured_split(mesh, self.gateway) if mesh else []
-        order = tuple(name for name, _ in split)
-        last = plane.reloader.last_result
-        applied_at = plane.reloader.applied_at
-        shown = (Severity.ERROR, Severity.WARNING)  # errors first
-        diagnostics = [d for d in (last.diagnostics if last else ()) if d.severity in shown]
-        problems = [d.format() for d in sorted(diagnostics, key=lambda d: shown.index(d.severity))]
-        if last is not None and last.mesh is None:
-            problems.insert(0, "the directory does not load: nothing of it is applied")
-        return Frame(
-            elapsed=elapsed,
-            config_dir=str(plane.options.config_dir),
-            ingress_url=self.ingress_url,
-            metrics_url=self.metrics_url,
-            version=plane.version,
-            applied_ago=None if applied_at is None else time.time() - applied_at,
-            last_change=self.changes.last,
-            configured=split,
-            streams=[
-                StreamView(
-                    c.stream,
-                    self.labels[c.stream],
-                    self.tally.rate(c.stream),
-                    self.tally.since_reset(c.stream),
-                    order,
-                )
-                for c in self.clients
-            ],
-            services=self.tls_rows(mesh, where),
-            problems=problems,
-        )
-
     # -- main ----------------------------------------------------------------
 
     def run(self) -> int:
@@ -401,54 +302,6 @@ class Demo:
                 front = f"http://{place.address}:{place.ports[0]}/"
                 self.wait_until("the frontend", answers(front, timeout=5.0))
         self.start_clients(mesh, where)
-        self.print_where_to_look(plane, where, config_dir)
+        self.screen.print_where_to_look(plane, where, config_dir)
         self.tally.reset()
-        return self.show(plane, where)
-
-    def show(self, plane: ControlPlane, where: list[Placement]) -> int:
-        """Draw frames until the duration is over (or Ctrl-C); then the summary."""
-        started = time.monotonic()
-        end = None if self.options.duration is None else started + self.options.duration
-        version = plane.version
-        in_force = objects_in_force(plane)
-        next_line = started + 1.0
-        live = None
-        if not self.options.plain:
-            from rich.console import Console
-            from rich.live import Live
-
-            console = Console(file=self.options.out)
-            live = Live(console=console, auto_refresh=False, redirect_stderr=True)
-            live.start()
-        frame = self.frame(plane, where, 0.0)
-        try:
-            while end is None or time.monotonic() < end:
-                time.sleep(TICK)
-                dead = self.supervisor.dead()
-                if dead:
-                    self.say(f"{dead[0].name} exited unexpectedly:\n{dead[0].log_tail()}")
-                    return 1
-                if plane.version != version:
-                    version = plane.version
-                    # The split counts start over only when what is in force
-                    # changed: a rejected edit (its last good version stays)
-                    # changes the files' digest, not the traffic.
-                    now_in_force = objects_in_force(plane)
-                    if now_in_force != in_force:
-                        in_force = now_in_force
-                        self.tally.reset()
-                    if live is None:
-                        self.say(f"config {version} applied: {self.changes.last}")
-                frame = self.frame(plane, where, time.monotonic() - started)
-                if live is not None:
-                    size = (live.console.size.width, live.console.size.height)
-                    live.update(rich_view(frame, size), refresh=True)
-                elif time.monotonic() >= next_line:
-                    next_line += 1.0
-                    self.say(plain_line(frame))
-        finally:
-            if live is not None:
-                live.stop()
-            for line in summary(frame):
-                self.say(line)
-        return 0
+        return self.screen.show(plane, where)

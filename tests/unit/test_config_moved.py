@@ -55,7 +55,7 @@ apiVersion: apps/v1
 kind: Deployment
 metadata: {name: app}
 """
-GOLDEN = Path(__file__).parents[1] / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden" / "config"
 MESHES = {
     **{p.parent.name: p for p in sorted(GOLDEN.glob("*/in"))},
     "weather": Path(__file__).parents[2] / "sailplane" / "examples" / "weather" / "mesh",

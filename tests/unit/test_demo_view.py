@@ -13,7 +13,8 @@ from rich.console import Console
 
 from sailplane.ca import CA_CERT_FILE
 from sailplane.cli import main
-from sailplane.demo.run import DemoOptions, objects_in_force
+from sailplane.demo.run import DemoOptions
+from sailplane.demo.screen import objects_in_force
 from sailplane.demo.view import Frame, ServiceTLS, StreamView, rich_view
 from sailplane.server.plane import ControlPlane, ServeOptions
 from tests.unit.test_config_serve import REGISTRY, split

@@ -34,7 +34,7 @@ from sailplane.translate import proxy_from_node
 from sailplane.xds import PUSH_ORDER, SECRET, Snapshot, SnapshotCache
 
 GOLDEN = Path(__file__).parent.parent / "golden"
-CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "in").is_dir())
+CASES = sorted(p.name for p in (GOLDEN / "config").iterdir() if (p / "in").is_dir())
 EDITS = 12
 
 
@@ -180,8 +180,11 @@ def _check_series(root: Path, proxies: dict[str, dict[str, Any]], seed: int) -> 
 @pytest.mark.parametrize("case", CASES)
 def test_every_edit_of_a_golden_mesh_translates_as_from_scratch(case: str, tmp_path: Path) -> None:
     root = tmp_path / "mesh"
-    shutil.copytree(GOLDEN / case / "in", root)
-    settings_file = GOLDEN / case / "case.yaml"
+    shutil.copytree(GOLDEN / "config" / case / "in", root)
+    # The proxies of a case: its translate (or controller) stage lists them.
+    settings_file = GOLDEN / "translate" / case / "case.yaml"
+    if not settings_file.exists():
+        settings_file = GOLDEN / "controller" / case / "case.yaml"
     settings = yaml.safe_load(settings_file.read_text()) if settings_file.exists() else {}
     proxies = {k: v or {} for k, v in (settings or {}).get("proxies", {}).items()}
     if not proxies:  # every workload, as the golden test does
