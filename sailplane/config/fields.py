@@ -147,10 +147,15 @@ _HTTP_ROUTE: Fields = {
     **_at(
         "retries",
         {
-            **_all(IMPLEMENTED, "attempts", "perTryTimeout", "retryOn"),
-            **_all(UNSUPPORTED, "retryRemoteLocalities", "backoff"),
-            # Istio's default, and what sailplane always does.
-            "retryIgnorePreviousHosts": unsupported_unless(True),
+            **_all(
+                IMPLEMENTED,
+                "attempts",
+                "perTryTimeout",
+                "retryOn",
+                "retryIgnorePreviousHosts",
+                "retryRemoteLocalities",
+                "backoff",
+            ),
         },
     ),
     **_at(

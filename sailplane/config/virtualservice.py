@@ -233,10 +233,14 @@ def _http_route(r: ObjectReader, path: FieldPath, domain: str) -> HTTPRoute:
     if r.mapping((*path, "retries")) is not None:
         base = (*path, "retries")
         attempts = r.integer((*base, "attempts"))
+        ignore_previous = r.boolean((*base, "retryIgnorePreviousHosts"))
         retries = Retries(
             attempts if attempts is not None else 2,
             r.duration((*base, "perTryTimeout")),
             r.string((*base, "retryOn")) or "",
+            ignore_previous_hosts=ignore_previous is not False,
+            remote_localities=r.boolean((*base, "retryRemoteLocalities")) is True,
+            backoff=r.duration((*base, "backoff")),
         )
     mirror = None
     if r.mapping((*path, "mirror")) is not None:

@@ -102,6 +102,13 @@ class Retries:
     attempts: int
     per_try_timeout: float | None = None
     retry_on: str = ""
+    # Retry on another host than those tried before (Istio's default: yes).
+    ignore_previous_hosts: bool = True
+    # Retry in other localities (priorities) than those tried before.
+    remote_localities: bool = False
+    # Base interval of Envoy's exponential back-off between retries, in seconds
+    # (unset: Envoy's 25 ms).
+    backoff: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,9 @@ from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_p
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.retry.priority.previous_priorities.v3 import (
+    previous_priorities_config_pb2,
+)
 from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import wrappers_pb2
@@ -148,14 +151,23 @@ def build_retry_policy(retries: Retries | None) -> rc.RetryPolicy | None:
         num_retries=wrappers_pb2.UInt32Value(
             value=retries.attempts if retries else DEFAULT_RETRIES
         ),
-        retry_host_predicate=[
+        host_selection_retry_max_attempts=5,
+    )
+    if retries is None or retries.ignore_previous_hosts:
+        policy.retry_host_predicate.append(
             rc.RetryPolicy.RetryHostPredicate(
                 name="envoy.retry_host_predicates.previous_hosts",
                 typed_config=_previous_hosts(),
             )
-        ],
-        host_selection_retry_max_attempts=5,
-    )
+        )
+    if retries is not None and retries.remote_localities:
+        # As Istio: skip the priorities tried before, recomputed every 2 attempts.
+        policy.retry_priority.name = "envoy.retry_priorities.previous_priorities"
+        policy.retry_priority.typed_config.CopyFrom(
+            pack(previous_priorities_config_pb2.PreviousPrioritiesConfig(update_frequency=2))
+        )
+    if retries is not None and retries.backoff is not None:
+        policy.retry_back_off.base_interval.CopyFrom(duration(retries.backoff))
     retry_on = (retries.retry_on if retries else "") or DEFAULT_RETRY_ON
     # Istio lets retryOn list status codes ("503,connect-failure").
     conditions, codes = [], []

@@ -174,9 +174,6 @@ def test_known_fields_not_implemented_are_warned_about_and_the_objects_apply(
 ) -> None:
     result = load(tmp_path, MESH)
     assert reported(result) == [
-        "mesh.yaml:11:30: warning: VirtualService default/backend: "
-        "spec.http[0].retries.retryRemoteLocalities: "
-        "retryRemoteLocalities is not supported yet; ignored",
         "mesh.yaml:14:20: warning: VirtualService default/backend: spec.http[0].mirrorPercent: "
         "mirrorPercent is not supported yet; ignored",
         "mesh.yaml:25:9: warning: DestinationRule default/backend: "
@@ -186,6 +183,8 @@ def test_known_fields_not_implemented_are_warned_about_and_the_objects_apply(
     assert result.mesh is not None
     (vs,) = result.mesh.virtual_services
     assert vs.http[0].retries is not None and vs.http[0].retries.attempts == 3
+    # Implemented: read into the model, no warning.
+    assert vs.http[0].retries.remote_localities and vs.http[0].retries.ignore_previous_hosts
     assert vs.http[0].mirror is not None and vs.http[0].mirror_percentage is None
     (rule,) = result.mesh.destination_rules
     assert rule.traffic_policy is not None and rule.traffic_policy.load_balancer is not None
@@ -193,25 +192,29 @@ def test_known_fields_not_implemented_are_warned_about_and_the_objects_apply(
 
 
 def test_a_value_sailplane_behaves_as_anyway_draws_nothing(tmp_path: Path) -> None:
-    """retryIgnorePreviousHosts: true is Istio's default and what sailplane
-    does (above: no warning); false is not honoured."""
+    """useClientProtocol: false is Istio's default and what sailplane does
+    (no warning); true is not honoured."""
     result = load(
         tmp_path,
         """\
         apiVersion: networking.istio.io/v1
-        kind: VirtualService
+        kind: DestinationRule
         metadata: {name: backend}
         spec:
-          hosts: [backend]
-          http:
-          - route: [{destination: {host: backend}}]
-            retries: {attempts: 2, retryIgnorePreviousHosts: false}
+          host: backend
+          trafficPolicy:
+            connectionPool: {http: {useClientProtocol: false}}
+          subsets:
+          - name: v1
+            labels: {version: v1}
+            trafficPolicy:
+              connectionPool: {http: {useClientProtocol: true}}
         """,
     )
     assert reported(result) == [
-        "mesh.yaml:8:54: warning: VirtualService default/backend: "
-        "spec.http[0].retries.retryIgnorePreviousHosts: "
-        "retryIgnorePreviousHosts is not supported yet; ignored"
+        "mesh.yaml:12:50: warning: DestinationRule default/backend: "
+        "spec.subsets[0].trafficPolicy.connectionPool.http.useClientProtocol: "
+        "useClientProtocol is not supported yet; ignored"
     ]
 
 

@@ -79,6 +79,32 @@ RETRIES: list[tuple[str, Retries | None, dict[str, Any] | None]] = [
         Retries(attempts=1, retry_on="reset,,refused-stream"),
         _policy(1, "reset,refused-stream"),
     ),
+    (
+        "retry-previous-hosts-allowed",
+        Retries(attempts=2, retry_on="5xx", ignore_previous_hosts=False),
+        {k: v for k, v in _policy(2, "5xx").items() if k != "retry_host_predicate"},
+    ),
+    (
+        "retry-remote-localities",
+        Retries(attempts=2, retry_on="5xx", remote_localities=True),
+        _policy(
+            2,
+            "5xx",
+            retry_priority={
+                "name": "envoy.retry_priorities.previous_priorities",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.priority"
+                    ".previous_priorities.v3.PreviousPrioritiesConfig",
+                    "update_frequency": 2,
+                },
+            },
+        ),
+    ),
+    (
+        "backoff-base-interval",
+        Retries(attempts=2, retry_on="5xx", backoff=0.1),
+        _policy(2, "5xx", retry_back_off={"base_interval": "0.100s"}),
+    ),
 ]
 
 
