@@ -44,7 +44,7 @@ _CONDITION_KEYS = (
     "destination.port",
     "destination.ip",
 )
-# JWT: reported here; the other fields are checked against fields.py, where an
+# JWT: reported here; the other fields are checked against config/fields/, where an
 # unknown field of this kind is an error (`rule:` for `rules:` would turn a DENY
 # into nothing at all).
 _UNSUPPORTED = ("requestPrincipals", "notRequestPrincipals")

@@ -6,6 +6,8 @@ from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader
 from sailplane.model.hosts import resolve_host
 from sailplane.model.networking import (
+    CLIENT_TLS_MODES,
+    LB_SIMPLE,
     ClientTLS,
     ConnectionPool,
     ConsistentHash,
@@ -16,9 +18,6 @@ from sailplane.model.networking import (
     TrafficPolicy,
 )
 from sailplane.model.source import FieldPath, Severity
-
-LB_SIMPLE = ("UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST")
-TLS_MODES = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
 
 
 def _load_balancer(r: ObjectReader, path: FieldPath) -> LoadBalancer | None:
@@ -96,7 +95,7 @@ def _outlier_detection(r: ObjectReader, path: FieldPath) -> OutlierDetection | N
 def _client_tls(r: ObjectReader, path: FieldPath) -> ClientTLS | None:
     if r.mapping(path) is None:
         return None
-    mode = r.enum((*path, "mode"), TLS_MODES, "DISABLE")
+    mode = r.enum((*path, "mode"), CLIENT_TLS_MODES, "DISABLE")
     tls = ClientTLS(
         mode=mode,
         client_certificate=r.string((*path, "clientCertificate")) or "",

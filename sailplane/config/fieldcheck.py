@@ -1,4 +1,4 @@
-"""Check an object's fields against its kind's declaration (fields.py).
+"""Check an object's fields against its kind's declaration (config/fields/).
 
 Run by each parser before it reads anything: a field in no declaration is
 unknown (a typo loses a setting: a warning with "did you mean", an error in

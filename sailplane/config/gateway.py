@@ -4,17 +4,9 @@ from __future__ import annotations
 
 from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader, host_problem
-from sailplane.model.networking import Gateway, GatewayServer, ServerTLS
+from sailplane.model.networking import SERVER_TLS_MODES, Gateway, GatewayServer, ServerTLS
 
 PROTOCOLS = ("HTTP", "HTTPS", "HTTP2", "GRPC", "TCP", "TLS", "MONGO")
-SERVER_TLS_MODES = (
-    "PASSTHROUGH",
-    "SIMPLE",
-    "MUTUAL",
-    "AUTO_PASSTHROUGH",
-    "ISTIO_MUTUAL",
-    "OPTIONAL_MUTUAL",
-)
 
 
 def _split_host(host: str, namespace: str) -> tuple[str, str]:

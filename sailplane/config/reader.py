@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from sailplane.config.yamldoc import excerpt
 from sailplane.model.hosts import is_ip_address
@@ -24,6 +24,9 @@ from sailplane.model.source import (
 )
 
 _MISSING = object()
+
+
+E = TypeVar("E", bound=str)  # a Literal type of enum values
 
 
 class ObjectReader:
@@ -171,7 +174,9 @@ class ObjectReader:
             return None
         return value
 
-    def enum(self, path: FieldPath, allowed: tuple[str, ...], default: str) -> str:
+    def enum(self, path: FieldPath, allowed: tuple[E, ...], default: E) -> E:
+        """One of ``allowed`` (a Literal type's values), else ``default``
+        with a diagnostic."""
         value = self.string(path)
         if value is None:
             return default
@@ -183,7 +188,7 @@ class ObjectReader:
                 code="IST0106",
             )
             return default
-        return value
+        return value  # narrowed to E by the membership test
 
     def duration(self, path: FieldPath, required: bool = False) -> float | None:
         value = self.string(path, required)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader
-from sailplane.model.security import MODES, PeerAuthentication
+from sailplane.model.security import MODES, MtlsMode, PeerAuthentication
 from sailplane.model.source import Severity
 
 
@@ -13,7 +13,7 @@ def parse_peer_authentication(r: ObjectReader) -> PeerAuthentication | None:
     check_declared_fields(r)
     mode = r.enum(("spec", "mtls", "mode"), MODES, "UNSET")
     selector = r.labels(("spec", "selector", "matchLabels"))
-    ports: dict[int, str] = {}
+    ports: dict[int, MtlsMode] = {}
     for key in r.mapping(("spec", "portLevelMtls")) or {}:
         path = ("spec", "portLevelMtls", key)
         try:
@@ -54,7 +54,7 @@ def parse_legacy_policy(r: ObjectReader) -> PeerAuthentication | None:
         name = r.string(("spec", "targets", i, "name"), required=True)
         if name:
             targets.append(name)
-    mode = "DISABLE"
+    mode: MtlsMode = "DISABLE"
     for i, _ in enumerate(r.sequence(("spec", "peers"))):
         if r.has(("spec", "peers", i, "mtls")):
             mode = r.enum(("spec", "peers", i, "mtls", "mode"), ("STRICT", "PERMISSIVE"), "STRICT")

@@ -9,7 +9,13 @@ import yaml
 
 from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader, did_you_mean
-from sailplane.model.sidecar import OUTBOUND_MODES, MeshSettings, Provider, Sidecar
+from sailplane.model.sidecar import (
+    OUTBOUND_MODES,
+    MeshSettings,
+    OutboundMode,
+    Provider,
+    Sidecar,
+)
 from sailplane.model.source import Severity
 
 MESH_CONFIGMAP = "istio"
@@ -50,7 +56,7 @@ def parse_sidecar(r: ObjectReader) -> Sidecar | None:
                     )
                     continue
                 egress_hosts.append((namespace, name))
-    mode = ""
+    mode: OutboundMode | None = None
     if r.has(("spec", "outboundTrafficPolicy")):
         mode = r.enum(("spec", "outboundTrafficPolicy", "mode"), OUTBOUND_MODES, "ALLOW_ANY")
     if r.failed:
@@ -83,13 +89,15 @@ def parse_mesh_settings(r: ObjectReader) -> MeshSettings | None:
     def bad(message: str) -> None:
         r.report(where, message, code="IST0106")
 
-    mode = str((raw.get("outboundTrafficPolicy") or {}).get("mode", "ALLOW_ANY"))
-    if mode not in OUTBOUND_MODES:
+    given = str((raw.get("outboundTrafficPolicy") or {}).get("mode", "ALLOW_ANY"))
+    outbound: OutboundMode = "ALLOW_ANY"
+    if given in OUTBOUND_MODES:
+        outbound = given
+    else:
         bad(
-            f"outboundTrafficPolicy.mode {mode!r}{did_you_mean(mode, OUTBOUND_MODES)} is not "
+            f"outboundTrafficPolicy.mode {given!r}{did_you_mean(given, OUTBOUND_MODES)} is not "
             f"one of {', '.join(OUTBOUND_MODES)}"
         )
-        mode = "ALLOW_ANY"
     encoding = str(raw.get("accessLogEncoding", "TEXT")).upper()
     if encoding not in ("TEXT", "JSON"):
         bad(f"accessLogEncoding {encoding!r} is not TEXT or JSON")
@@ -128,7 +136,7 @@ def parse_mesh_settings(r: ObjectReader) -> MeshSettings | None:
             )
     return MeshSettings(
         root_namespace=str(raw.get("rootNamespace") or r.namespace),
-        outbound_mode=mode,
+        outbound_mode=outbound,
         access_log_file=str(raw.get("accessLogFile") or ""),
         access_log_encoding=encoding,
         access_log_format=str(raw.get("accessLogFormat") or ""),

@@ -12,6 +12,7 @@ from sailplane.model.telemetry import (
     MODES,
     AccessLoggingSpec,
     MetricsSpec,
+    Mode,
     Telemetry,
     TracingSpec,
 )
@@ -30,7 +31,7 @@ def _providers(r: ObjectReader, path: tuple[str | int, ...]) -> tuple[str, ...] 
     return tuple(names)
 
 
-def _mode(r: ObjectReader, path: tuple[str | int, ...]) -> str:
+def _mode(r: ObjectReader, path: tuple[str | int, ...]) -> Mode:
     return r.enum((*path, "mode"), MODES, "CLIENT_AND_SERVER")
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from sailplane.model.source import Source
 
-ACTIONS = ("ALLOW", "DENY", "AUDIT", "CUSTOM")
+Action = Literal["ALLOW", "DENY", "AUDIT", "CUSTOM"]
+ACTIONS: tuple[Action, ...] = get_args(Action)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,7 @@ class AuthorizationPolicy:
     name: str
     namespace: str
     source: Source
-    action: str = "ALLOW"
+    action: Action = "ALLOW"  # never CUSTOM: the parser makes it DENY
     selector: Mapping[str, str] = field(default_factory=dict)
     rules: tuple[Rule, ...] = ()
     # Set when the object was invalid: it then denies everything it selects,

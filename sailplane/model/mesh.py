@@ -11,7 +11,7 @@ from sailplane.model.hosts import host_matches
 from sailplane.model.networking import DestinationRule, Gateway, VirtualService
 from sailplane.model.registry import Endpoint, Service, Workload, selector_matches
 from sailplane.model.security import DEFAULT_ROOT_NAMESPACE, TLS_MODE_LABEL, PeerAuthentication
-from sailplane.model.sidecar import MeshSettings, Sidecar
+from sailplane.model.sidecar import MeshSettings, OutboundMode, Sidecar
 from sailplane.model.source import Diagnostic
 from sailplane.model.telemetry import Telemetry
 
@@ -260,7 +260,7 @@ class MeshConfig:
                 return sidecar
         return None
 
-    def outbound_mode(self, workload: Workload) -> str:
+    def outbound_mode(self, workload: Workload) -> OutboundMode:
         sidecar = self.sidecar_for(workload)
         if sidecar is not None and sidecar.outbound_mode:
             return sidecar.outbound_mode

@@ -7,8 +7,10 @@ Hosts are kept as written plus resolved FQDNs; durations are seconds
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from sailplane.model.source import FieldPath, Source
 
@@ -207,9 +209,15 @@ class ConsistentHash:
     minimum_ring_size: int | None = None
 
 
+LoadBalancerSimple = Literal[
+    "", "UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST"
+]
+LB_SIMPLE: tuple[LoadBalancerSimple, ...] = tuple(m for m in get_args(LoadBalancerSimple) if m)
+
+
 @dataclass(frozen=True, slots=True)
 class LoadBalancer:
-    simple: str = ""  # ROUND_ROBIN | LEAST_REQUEST | RANDOM | PASSTHROUGH | UNSPECIFIED
+    simple: LoadBalancerSimple = ""  # "": not set
     consistent_hash: ConsistentHash | None = None
 
 
@@ -234,9 +242,13 @@ class OutlierDetection:
     min_health_percent: int | None = None
 
 
+ClientTLSMode = Literal["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]
+CLIENT_TLS_MODES: tuple[ClientTLSMode, ...] = get_args(ClientTLSMode)
+
+
 @dataclass(frozen=True, slots=True)
 class ClientTLS:
-    mode: str  # DISABLE | SIMPLE | MUTUAL | ISTIO_MUTUAL
+    mode: ClientTLSMode
     client_certificate: str = ""
     private_key: str = ""
     ca_certificates: str = ""
@@ -255,19 +267,27 @@ class TrafficPolicy:
     port_level: Mapping[int, TrafficPolicy] = field(default_factory=dict)
 
     def overridden_by(self, other: TrafficPolicy | None) -> TrafficPolicy:
+        """``other``'s settings where it has them, else ours; no port levels."""
         if other is None:
             return self
         return TrafficPolicy(
-            load_balancer=other.load_balancer or self.load_balancer,
-            connection_pool=other.connection_pool or self.connection_pool,
-            outlier_detection=other.outlier_detection or self.outlier_detection,
-            tls=other.tls or self.tls,
+            **{
+                name: getattr(other, name)
+                if getattr(other, name) is not None
+                else getattr(self, name)
+                for name in _MERGED_SETTINGS
+            }
         )
 
     def for_port(self, port: int) -> TrafficPolicy:
-        return TrafficPolicy(
-            self.load_balancer, self.connection_pool, self.outlier_detection, self.tls
-        ).overridden_by(self.port_level.get(port))
+        return dataclasses.replace(self, port_level={}).overridden_by(self.port_level.get(port))
+
+
+# Every setting of a TrafficPolicy merges the same way, so a new one merges
+# without a word here.
+_MERGED_SETTINGS = tuple(
+    f.name for f in dataclasses.fields(TrafficPolicy) if f.name != "port_level"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,9 +327,15 @@ class DestinationRule:
 # -- Gateway ---------------------------------------------------------------
 
 
+ServerTLSMode = Literal[
+    "PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL", "OPTIONAL_MUTUAL"
+]
+SERVER_TLS_MODES: tuple[ServerTLSMode, ...] = get_args(ServerTLSMode)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerTLS:
-    mode: str  # SIMPLE | MUTUAL | PASSTHROUGH | ISTIO_MUTUAL
+    mode: ServerTLSMode
     credential_name: str = ""
     server_certificate: str = ""
     private_key: str = ""

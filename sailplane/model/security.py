@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from sailplane.model.source import Source
 
-MODES = ("UNSET", "DISABLE", "PERMISSIVE", "STRICT")
+MtlsMode = Literal["UNSET", "DISABLE", "PERMISSIVE", "STRICT"]
+MODES: tuple[MtlsMode, ...] = get_args(MtlsMode)
 DEFAULT_ROOT_NAMESPACE = "istio-system"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 
@@ -23,9 +25,9 @@ class PeerAuthentication:
     name: str
     namespace: str
     source: Source
-    mode: str = "UNSET"
+    mode: MtlsMode = "UNSET"
     selector: Mapping[str, str] = field(default_factory=dict)
-    port_level: Mapping[int, str] = field(default_factory=dict)
+    port_level: Mapping[int, MtlsMode] = field(default_factory=dict)
     # The legacy Policy kind targets services by name rather than by labels.
     target_services: tuple[str, ...] = ()
     legacy: bool = False

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from sailplane.model.hosts import host_matches
 from sailplane.model.source import Source
 
-OUTBOUND_MODES = ("ALLOW_ANY", "REGISTRY_ONLY")
+OutboundMode = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
+OUTBOUND_MODES: tuple[OutboundMode, ...] = get_args(OutboundMode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +28,7 @@ class Sidecar:
     selector: Mapping[str, str] = field(default_factory=dict)
     # (namespace pattern, host pattern); None = no egress section (see everything)
     egress_hosts: tuple[tuple[str, str], ...] | None = None
-    outbound_mode: str = ""  # "" = the mesh default
+    outbound_mode: OutboundMode | None = None  # None: the mesh default
 
     @property
     def key(self) -> str:
@@ -65,7 +67,7 @@ class MeshSettings:
     """The subset of Istio's MeshConfig sailplane honours."""
 
     root_namespace: str = "istio-system"
-    outbound_mode: str = "ALLOW_ANY"
+    outbound_mode: OutboundMode = "ALLOW_ANY"
     access_log_file: str = ""  # "" = off; "/dev/stdout" as Istio's demo profile
     access_log_encoding: str = "TEXT"
     access_log_format: str = ""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from sailplane.model.registry import Workload, selector_matches
 from sailplane.model.sidecar import MeshSettings, Provider
@@ -32,7 +32,8 @@ from sailplane.model.source import Source
 if TYPE_CHECKING:
     from sailplane.model.mesh import MeshConfig
 
-MODES = ("CLIENT_AND_SERVER", "CLIENT", "SERVER")
+Mode = Literal["CLIENT_AND_SERVER", "CLIENT", "SERVER"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 ENVOY_PROVIDER = "envoy"
 PROMETHEUS_PROVIDER = "prometheus"
 SAILPLANE_PROVIDER = "sailplane"
@@ -48,7 +49,7 @@ class TracingSpec:
     providers: tuple[str, ...] | None = None
     sampling: float | None = None  # randomSamplingPercentage
     disable_span_reporting: bool | None = None
-    mode: str = "CLIENT_AND_SERVER"
+    mode: Mode = "CLIENT_AND_SERVER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class AccessLoggingSpec:
 
     providers: tuple[str, ...] | None = None  # None: the mesh's default providers
     disabled: bool = False
-    mode: str = "CLIENT_AND_SERVER"
+    mode: Mode = "CLIENT_AND_SERVER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ class MetricsSpec:
     """One ``spec.metrics`` entry; overrides are (mode, disabled) pairs."""
 
     providers: tuple[str, ...] | None = None
-    overrides: tuple[tuple[str, bool], ...] = ()
+    overrides: tuple[tuple[Mode, bool], ...] = ()
     reporting_interval: float | None = None
 
 
@@ -93,7 +94,7 @@ class Directions:
     server: bool = True
 
     @classmethod
-    def of(cls, mode: str) -> Directions:
+    def of(cls, mode: Mode) -> Directions:
         return cls(mode != "SERVER", mode != "CLIENT")
 
     def side(self, outbound: bool) -> bool:
@@ -239,7 +240,7 @@ def _tracing(settings: MeshSettings, scopes: list[Telemetry]) -> TracingPlan | N
     providers: tuple[str, ...] = settings.default_tracing
     sampling = settings.tracing_sampling
     disabled = False
-    mode = "CLIENT_AND_SERVER"
+    mode: Mode = "CLIENT_AND_SERVER"
     configured = settings.enable_tracing or bool(settings.default_tracing)
     for telemetry in scopes:
         for spec in telemetry.tracing[:1]:

@@ -3,7 +3,7 @@ field sailplane knows but does not implement is reported, never dropped.
 
 ``tests/data/istio-api-fields/istio-api-fields.txt`` lists the fields of
 Istio's API, generated from istio/api (see generate.py there);
-``sailplane/config/fields.py`` declares what sailplane does with each.
+``sailplane/config/fields/`` declares what sailplane does with each.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Run from the repository root, with istio/api cloned (or fetched) at ISTIO_API:
     git -C ISTIO_API show $P:authentication/v1alpha1/policy.proto > /tmp/policy.proto
     .venv/bin/python tests/data/istio-api-fields/generate.py /tmp/crds.yaml $C /tmp/policy.proto $P
 
-Path syntax (as sailplane/config/fields.py declares them): ``a.b`` a field of a
+Path syntax (as sailplane/config/fields/ declares them): ``a.b`` a field of a
 message; ``a[]`` a list of messages, whose items' fields are ``a[].x``; ``a{}``
 a map of messages, whose values' fields are ``a{}.x``. Lists and maps of
 scalars are plain leaves.
