@@ -44,7 +44,7 @@ from benchmarks.meshgen import MeshSpec, generate_texts, proxy_ids, write_texts
 from benchmarks.report import rss_metrics
 from sailplane.server.plane import ControlPlane, ServeOptions
 from sailplane.xds import ROUTE
-from sailplane.xds.limits import StreamLimits
+from sailplane.xds.server.limits import StreamLimits
 
 ABUSERS = 500
 PHASES = ("quiet", "attack", "after")
@@ -232,8 +232,8 @@ async def run_abuse(
         )
         plane = ControlPlane(options)
         await plane.start()
-        counter = AckTimes(plane.ads.hooks, plane.cache, plane.status)
-        plane.ads.hooks = counter
+        counter = AckTimes(plane.hooks, plane.cache, plane.status)
+        plane.ads.admission = plane.ads.observer = counter
         setup = {
             "target": f"127.0.0.1:{plane.xds_port}",
             "proxy": proxy,

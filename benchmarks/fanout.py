@@ -40,8 +40,7 @@ from benchmarks.meshgen import MeshSpec, generate_texts, proxy_ids, write_texts
 from benchmarks.report import rss_metrics
 from sailplane.server.plane import ControlPlane, ServeOptions
 from sailplane.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache, StatusRegistry
-from sailplane.xds.server import StreamHooks
-from sailplane.xds.status import StreamStatus
+from sailplane.xds.server import StreamHooks, StreamStatus
 from sailplane.xds.types import SHORT_NAMES
 
 # The types the simulated proxies subscribe to (no secrets: they do no TLS).
@@ -337,8 +336,8 @@ async def run_fanout(
         )
         await plane.start()
         start_ms = (time.perf_counter() - start) * 1000
-        counter = PushCounter(plane.ads.hooks, plane.cache, plane.status)
-        plane.ads.hooks = counter
+        counter = PushCounter(plane.hooks, plane.cache, plane.status)
+        plane.ads.admission = plane.ads.observer = counter
         rss_before = rss_metrics()
         channels = max(1, math.ceil(proxies / per_connection))
         clients = None

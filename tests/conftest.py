@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,6 +8,9 @@ import pytest
 
 from tests.support.mesh import Mesh
 from tests.support.procs import ProcessGroup
+
+# Every snapshot the Controller builds is checked for consistency (see controller.py).
+os.environ.setdefault("SAILPLANE_CHECK_SNAPSHOTS", "1")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

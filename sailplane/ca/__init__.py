@@ -37,6 +37,8 @@ Boundaries are injected: a CA takes a ``clock`` (a :data:`Clock`;
 Errors are :class:`CAError` (a ``SailplaneError``), prefixed with the file at
 fault; malformed SPIFFE IDs raise :class:`SpiffeIdError`, also a ``ValueError``.
 Private keys never appear in a ``repr``.
+
+May import only ``sailplane.errors``: the CA stands alone.
 """
 
 from sailplane.ca.authority import (

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from sailplane.cli.common import max_file_size_flag, resolve_config_dir
+from sailplane.config.validate import Report
+from sailplane.model.source import Diagnostic, Position
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -46,6 +49,30 @@ def run(args: argparse.Namespace) -> int:
 
     with max_file_size(args.max_file_size):
         report = validate_dir(config_dir, strict=args.strict, verbose=args.verbose)
+    report = _self_check(report, config_dir)
     sys.stdout.write(report.json() + "\n" if args.format == "json" else report.text())
     print(f"{config_dir}: {report.summary()}", file=sys.stderr)
     return report.exit_code
+
+
+def _self_check(report: Report, config_dir: Path) -> Report:
+    """Translate what would be served for every workload and check each
+    snapshot's consistency; a failure is an error (sailplane's own bug)."""
+    from sailplane.server.selfcheck import inconsistent_snapshots
+
+    mesh = report.result.mesh
+    if mesh is None:
+        return report
+    found = [
+        Diagnostic(
+            str(config_dir),
+            Position(1, 1),
+            f"internal error: the snapshot for proxy {proxy} would be inconsistent "
+            f"({'; '.join(problems)}); please report this as a sailplane bug",
+        )
+        for proxy, problems in inconsistent_snapshots(mesh)
+    ]
+    if not found:
+        return report
+    result = dataclasses.replace(report.result, diagnostics=(*report.result.diagnostics, *found))
+    return dataclasses.replace(report, result=result)

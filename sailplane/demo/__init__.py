@@ -9,6 +9,7 @@
 * :mod:`sailplane.demo.screen`: what is shown, when, from the plane's state;
 * :mod:`sailplane.demo.run`: the whole, ``run_demo(DemoOptions(...))``.
 
-Nothing is imported here: ``sailplane bootstrap --all`` needs only
-``bootstraps``, and should not pay for the control plane and rich.
+May import every package but ``cli``. Nothing is imported here: ``sailplane
+bootstrap --all`` needs only ``bootstraps``, and should not pay for the
+control plane and rich.
 """

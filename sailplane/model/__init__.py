@@ -1,4 +1,7 @@
-"""The typed mesh model: frozen dataclasses, no protobuf, no I/O."""
+"""The typed mesh model: frozen dataclasses, no protobuf, no I/O.
+
+May import only ``sailplane.errors``; everything else may import it.
+"""
 
 from sailplane.model.hosts import host_aliases, resolve_host
 from sailplane.model.mesh import MeshConfig, ObjectRef

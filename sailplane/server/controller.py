@@ -11,7 +11,7 @@ change touches is re-translated, as Istio scopes its pushes.
 
 Each stream's snapshot depends only on the registry and on what that stream
 claimed (node metadata) and proved (its client certificate); see
-``Controller._key_for``. Secrets go only to the identity a certificate
+``admission.StreamKeys``. Secrets go only to the identity a certificate
 proved on the mTLS port.
 """
 
@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,10 +28,11 @@ from dataclasses import dataclass
 from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
-from sailplane.ca import CertificateAuthority, IdentityStore, identity_of_certificate
-from sailplane.errors import IdentityMismatch, UnknownProxy
+from sailplane.ca import CertificateAuthority, IdentityStore
+from sailplane.errors import UnknownProxy
 from sailplane.logs import event
 from sailplane.model.mesh import MeshConfig
+from sailplane.server.admission import StreamKeys, admitted_proxy
 from sailplane.server.generation import Generation, build_generation, next_generation
 from sailplane.server.routetables import RouteTable, build_sidecar_route_table
 from sailplane.translate import Proxy, Role, build_proxy_resources, build_routes, proxy_from_node
@@ -45,12 +45,12 @@ from sailplane.xds import (
     LISTENER,
     ROUTE,
     SECRET,
+    Peer,
     Snapshot,
     SnapshotCache,
     TypeResources,
     merge_types,
 )
-from sailplane.xds.lifecycle import Peer
 from sailplane.xds.types import SHORT_NAMES
 
 log = logging.getLogger("sailplane.controller")
@@ -76,7 +76,8 @@ class _ProxyEntry:
 
 
 class Controller:
-    """Implements :class:`sailplane.xds.StreamHooks`."""
+    """Admits streams (:class:`sailplane.xds.AdmissionHooks`) and hears their
+    NACKs; keeps each admitted proxy's snapshot in the cache."""
 
     def __init__(
         self,
@@ -106,10 +107,10 @@ class Controller:
         # During apply(): the tables of the configuration before, to build from.
         self._previous_tables: dict[tuple[object, ...], RouteTable] = {}
         self._scopes: dict[str, tuple[TypeResources, TypeResources]] = {}
-        # Keyed by stream key (see _key_for): one entry per node id and claims.
+        # Keyed by stream key (admission.StreamKeys): one per node id and claims.
         self._proxies: dict[str, _ProxyEntry] = {}
         self._streams: dict[str, int] = {}
-        self._claims: dict[str, str] = {}  # stream key -> digest of its claims
+        self._keys = StreamKeys()  # which snapshot each new stream reads
         self.nacks: list[tuple[str, str, str, str]] = []
         self.last_impact: Impact = FULL
         # Moves when a change may move proxies' route or scope keys (routes
@@ -208,7 +209,7 @@ class Controller:
         )
         if entry.merged_routes is None or entry.merged_routes[0] is not routes:
             entry.merged_routes = (routes, merge_types(routes, entry.own_routes))
-        return Snapshot(
+        snapshot = Snapshot(
             {
                 CLUSTER: entry.merged[1],
                 ENDPOINT: generation.endpoints,
@@ -218,6 +219,9 @@ class Controller:
             },
             withheld=_NO_SECRETS if entry.proxy.proven_identity is None else None,
         )
+        if os.environ.get(CHECK_SNAPSHOTS) == "1":
+            _check(entry.proxy, snapshot)
+        return snapshot
 
     def _route_table(self, proxy: Proxy, key: tuple[object, ...]) -> TypeResources:
         """The sidecar's route table, shared by every proxy with its routes_key;
@@ -283,33 +287,14 @@ class Controller:
         log.info("rotated %d certificates; %d proxies updated", len(rotated), changed)
         return changed
 
-    # -- StreamHooks -------------------------------------------------------
+    # -- admission (sailplane.xds.AdmissionHooks) and NACKs -----------------
 
     async def on_connect(self, node: base_pb2.Node, peer: Peer) -> str:
         await self.ready.wait()
         mesh = self.mesh
         assert mesh is not None
-        metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
-        proxy = proxy_from_node(node.id, metadata, mesh)
-        proven = None
-        if peer.certificate_pem is not None:
-            # The mTLS xDS port: the certificate must be this workload's own
-            # identity, or one proxy could fetch another's secrets.
-            try:
-                claimed = identity_of_certificate(peer.certificate_pem)
-            except ValueError as exc:
-                raise IdentityMismatch(
-                    f"node {proxy.id!r}: unusable client certificate: {exc}"
-                ) from exc
-            expected = mesh.spiffe_id(proxy.namespace, proxy.workload.service_account)
-            if claimed != expected:
-                raise IdentityMismatch(
-                    f"node {proxy.id!r} belongs to {expected}, but the client certificate "
-                    f"is {claimed}"
-                )
-            proven = claimed
-        proxy = dataclasses.replace(proxy, proven_identity=proven)
-        key = self._key_for(proxy)
+        proxy = admitted_proxy(node, peer.certificate_pem, mesh)
+        key = self._keys.key_for(proxy)
         self.admit(proxy, key)
         self._streams[key] = self._streams.get(key, 0) + 1
         event(
@@ -322,17 +307,6 @@ class Controller:
             role=proxy.role.value,
             key=key,
         )
-        return key
-
-    def _key_for(self, proxy: Proxy) -> str:
-        """The cache key of a new stream: streams of one node id share a
-        snapshot only if they claim the same metadata and proved the same
-        identity (a reconnect); a stream that claims something else gets a
-        snapshot of its own and can never change what the others receive."""
-        claims = _claims_digest(proxy)
-        node_id = proxy.id
-        key = node_id if self._claims.get(node_id, claims) == claims else f"{node_id}~{claims}"
-        self._claims[key] = claims
         return key
 
     def on_disconnect(self, node_id: str, stream_id: int) -> None:
@@ -348,7 +322,7 @@ class Controller:
         if remaining <= 0:
             self._streams.pop(node_id, None)
             self._proxies.pop(node_id, None)
-            self._claims.pop(node_id, None)
+            self._keys.forget(node_id)
             self.cache.clear(node_id)
         else:
             self._streams[node_id] = remaining
@@ -366,12 +340,6 @@ class Controller:
         )
         self.nacks.append((node_id, type_url, version, message))
         del self.nacks[:-100]
-
-    def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
-        pass
-
-    def on_ack(self, node_id: str, type_url: str, version: str) -> None:
-        pass
 
     # -- debug -------------------------------------------------------------
 
@@ -403,10 +371,17 @@ _NO_SECRETS = {
 }
 
 
-def _claims_digest(proxy: Proxy) -> str:
-    """What a stream claimed (node metadata) and proved (its certificate)."""
-    claims = json.dumps([proxy.metadata, proxy.proven_identity], sort_keys=True, default=str)
-    return hashlib.sha256(claims.encode()).hexdigest()[:12]
+# Set to "1" (the test suite does, in tests/conftest.py), every snapshot the
+# Controller builds is checked for dangling references (Snapshot.consistent),
+# and one raises. Off by default: the check decodes resources (each shared
+# object once, but every proxy's own ones).
+CHECK_SNAPSHOTS = "SAILPLANE_CHECK_SNAPSHOTS"
+
+
+def _check(proxy: Proxy, snapshot: Snapshot) -> None:
+    problems = snapshot.consistent()
+    if problems:
+        raise AssertionError(f"proxy {proxy.id}: inconsistent snapshot: {'; '.join(problems)}")
 
 
 def _rebuilds(impact: Impact, node_id: str, proxy: Proxy) -> bool:

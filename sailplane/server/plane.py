@@ -105,7 +105,9 @@ class ControlPlane:
         )
         self.heap = HeapKeeper()
         self.hooks = InstrumentedHooks(self.controller, self.metrics, self.heap.touch)
-        self.ads = AdsServer(self.cache, self.hooks, self.status)
+        self.ads = AdsServer(
+            self.cache, admission=self.hooks, observer=self.hooks, status=self.status
+        )
         # Istio's standard metrics, from the proxies' access log streams.
         self.istio_metrics = IstioMetrics()
         self.access_logs = AccessLogReceiver(

@@ -9,6 +9,10 @@ is resolved against the registry into Istio's labels
 ``/metrics``) and, where the ``sailplane`` provider is on, written as a JSON
 line (:mod:`sailplane.telemetry.accesslog`). What the proxies are configured
 with is in :mod:`sailplane.translate.telemetry`.
+
+May import the model, ``ca`` (to read a peer's certificate), ``errors``,
+``logs`` and, of ``translate``, only ``translate.telemetry`` (the metadata
+names both sides use).
 """
 
 from sailplane.telemetry.accesslog import AccessLogWriter

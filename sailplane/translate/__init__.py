@@ -1,4 +1,11 @@
-"""Pure translation: model + proxy -> Envoy protobuf resources. No I/O here."""
+"""Pure translation: model + proxy -> Envoy protobuf resources. No I/O here.
+
+One module per Envoy resource type or feature (clusters, endpoints,
+listeners, routes, httproute, authz, mtls, telemetry, gateway, egress, ...);
+``bootstrap.py`` builds Envoy bootstraps; ``impact.py`` says what a
+configuration change touches. May import the model, ``errors`` and
+``memo``; never ``config``, ``xds`` or gRPC.
+"""
 
 from sailplane.translate.build import (
     ProxyResources,

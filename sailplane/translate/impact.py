@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sailplane.memo import IdentityMemo
 from sailplane.model.hosts import host_matches
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import Destination, VirtualService
@@ -186,17 +187,18 @@ def _routes_to(mesh: MeshConfig, targets: set[str]) -> set[str]:
     return out
 
 
-# id(vs) -> (vs, its destination hosts). VirtualServices are immutable and
-# usually outlive many loads; keeping the object keeps its id from being reused.
-_DESTINATIONS: dict[int, tuple[VirtualService, frozenset[str]]] = {}
+# VirtualService -> its destination hosts, by identity. VirtualServices are
+# immutable and usually outlive many loads; the memo holds each one it
+# remembers, so its id is not reused meanwhile.
+_DESTINATIONS: IdentityMemo[frozenset[str]] = IdentityMemo(100_000)
 
 
 def destination_hosts(vs: VirtualService) -> frozenset[str]:
     """The host of every Destination anywhere in the VirtualService (routes,
     mirrors, and any field added later), found by walking its dataclasses."""
-    found = _DESTINATIONS.get(id(vs))
-    if found is not None and found[0] is vs:
-        return found[1]
+    found = _DESTINATIONS.get(vs)
+    if found is not None:
+        return found
     hosts: set[str] = set()
     stack: list[Any] = [vs]
     while stack:
@@ -207,7 +209,4 @@ def destination_hosts(vs: VirtualService) -> frozenset[str]:
             stack.extend(getattr(value, f.name) for f in dataclasses.fields(value))
         elif isinstance(value, tuple | list):
             stack.extend(value)
-    if len(_DESTINATIONS) > 100_000:
-        _DESTINATIONS.clear()
-    _DESTINATIONS[id(vs)] = (vs, frozenset(hosts))
-    return frozenset(hosts)
+    return _DESTINATIONS.put((vs,), frozenset(hosts))

@@ -3,6 +3,8 @@
 It knows nothing of gRPC or of Istio. Writers call :meth:`set`; each ADS
 stream registers a callback for its node with :meth:`watch` (a plain call,
 no task or event per change: a push to 2,000 streams rings 2,000 doorbells).
+The ADS server sees it only as a
+:class:`~sailplane.xds.server.SnapshotSource` (get, watch, unwatch).
 """
 
 from __future__ import annotations

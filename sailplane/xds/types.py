@@ -12,7 +12,7 @@ SECRET = _PREFIX + "envoy.extensions.transport_sockets.tls.v3.Secret"
 # Make before break (xDS protocol, "Eventual consistency considerations"):
 # secrets and clusters exist before the endpoints that fill them, clusters
 # before the listeners and routes that point at them. The order of this tuple
-# is the push order; removals run the other way (see server.py).
+# is the push order; removals run the other way (see server/sotw.py).
 PUSH_ORDER = (SECRET, CLUSTER, ENDPOINT, LISTENER, ROUTE)
 
 # Types whose empty subscription means "everything" (legacy wildcard).

@@ -101,7 +101,7 @@ def test_secure_xds_serves_own_identity_and_refuses_impostors(mesh: Mesh) -> Non
     mesh.wait_synced(frontend.id, backend.id)
     for spec in (frontend, backend):
         mesh.wait_listening(spec)
-    conn = http.client.HTTPConnection(*frontend.outbound.split(":"), timeout=5)
+    conn = http.client.HTTPConnection(*_host_port(frontend.outbound), timeout=5)
     try:
         conn.request("GET", "http://weather-backend:5000/api/weather")
         assert conn.getresponse().status == 200
@@ -133,12 +133,12 @@ def test_secure_xds_serves_own_identity_and_refuses_impostors(mesh: Mesh) -> Non
             "warning",
         ],
     )
+    plane = mesh.plane
+    assert plane is not None
     wait_for(
-        lambda: (
-            "belongs to spiffe://cluster.local/ns/default/sa/weather-backend" in mesh.plane.log()
-        ),
+        lambda: "belongs to spiffe://cluster.local/ns/default/sa/weather-backend" in plane.log(),
         what="the impostor refused",
-    )  # type: ignore[union-attr]
+    )
     # It received nothing: no listener, no secret.
     stats = mesh.admin_at(impostor_admin, "/stats?filter=listener_manager.total_listeners_active")
     assert "total_listeners_active: 0" in stats
@@ -178,7 +178,7 @@ def test_rotation_replaces_certificates_without_failing_requests(mesh: Mesh) -> 
     stop = threading.Event()
 
     def load() -> None:
-        conn = http.client.HTTPConnection(*frontend.outbound.split(":"), timeout=5)
+        conn = http.client.HTTPConnection(*_host_port(frontend.outbound), timeout=5)
         try:
             while not stop.is_set():
                 conn.request("GET", "http://weather-backend:5000/headers")
@@ -261,3 +261,8 @@ def test_strict_listener_refuses_a_certificate_from_another_ca(mesh: Mesh, tmp_p
     )
     with pytest.raises((ssl.SSLError, ConnectionResetError)):
         request(tmp_path / "o.pem", tmp_path / "o.key", bundle)
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)

@@ -109,10 +109,12 @@ def scrape(mesh: Mesh, path: str = "/stats/prometheus") -> list[Any]:
 
 
 def total(samples: list[Any], name: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for s in samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    return float(
+        sum(
+            s.value
+            for s in samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
     )
 
 

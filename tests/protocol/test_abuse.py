@@ -18,9 +18,9 @@ from envoy.service.discovery.v3 import discovery_pb2
 from sailplane.xds import CLUSTER, ENDPOINT, AdsServer, Snapshot, SnapshotCache
 from sailplane.xds.client import AdsClient
 from sailplane.xds.delta_client import DeltaAdsClient
-from sailplane.xds.limits import StreamCounts, StreamLimits, peer_host
-from sailplane.xds.push import Outstanding, PushThrottle
-from sailplane.xds.status import StreamStatus
+from sailplane.xds.server.limits import StreamCounts, StreamLimits, peer_host
+from sailplane.xds.server.push import Outstanding, PushThrottle
+from sailplane.xds.server.status import StreamStatus
 from tests.protocol.conftest import (
     EDS_NAMES,
     LISTENERS,
@@ -221,7 +221,7 @@ async def test_the_reader_stops_while_requests_wait_unhandled(cache: SnapshotCac
     its node has no snapshot yet, so none is) is not read further than the
     inbox's byte budget: HTTP/2 flow control holds it."""
     ads = AdsServer(cache, limits=StreamLimits(inbox_bytes=100_000))
-    request = discovery_pb2.DiscoveryRequest(
+    request: bytes = discovery_pb2.DiscoveryRequest(
         type_url=ENDPOINT, resource_names=[f"name-{i:05d}" for i in range(2000)]
     ).SerializeToString()
     reads = 0
@@ -232,13 +232,15 @@ async def test_the_reader_stops_while_requests_wait_unhandled(cache: SnapshotCac
             reads += 1
             return request
 
-    from sailplane.xds.server import _Stream
+    from sailplane.xds.server.sotw import SotwStream
+    from sailplane.xds.server.stream import End
 
-    stream = _Stream(ads, Endless(), "slow.default", StreamStatus("slow.default", 1, "test"))  # type: ignore[arg-type]
+    status = StreamStatus("slow.default", 1, "test")
+    stream = SotwStream(ads.stream_context(), Endless(), "slow.default", status)
     reader = asyncio.create_task(stream.read_requests())
     try:
         await asyncio.sleep(0.2)
-        assert not any(isinstance(item, Exception) for item, _ in stream.inbox)
+        assert not any(isinstance(item, End) for item, _ in stream.inbox)
         assert 100_000 < stream.inbox_bytes <= 100_000 + len(request)
         before = reads
         assert before == len(stream.inbox)  # and no read is waiting
@@ -374,7 +376,8 @@ async def test_streams_that_never_answer_do_not_delay_a_responsive_proxy(
         AdsClient(target, node, channel=channels[1 + i // PER_CHANNEL])
         for i, node in enumerate(abuser_nodes)
     ]
-    arrivals, stop, largest = Arrivals(), asyncio.Event(), {}
+    arrivals, stop = Arrivals(), asyncio.Event()
+    largest: dict[str, int] = {}
     tasks: list[asyncio.Task[Any]] = []
     try:
         proxy.open()

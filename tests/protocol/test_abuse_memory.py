@@ -20,7 +20,7 @@ import grpc
 
 from sailplane.server.plane import SERVER_OPTIONS
 from sailplane.xds import ENDPOINT
-from sailplane.xds.limits import StreamLimits
+from sailplane.xds.server.limits import StreamLimits
 from sailplane.xds.wire import varint
 from tests.support.mesh import Mesh, service
 

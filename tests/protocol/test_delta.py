@@ -50,7 +50,7 @@ def added(response: object) -> list[str]:
 
 async def drain(client: DeltaAdsClient) -> list[discovery_pb2.DeltaDiscoveryResponse]:
     """ACK responses until none comes for a while."""
-    got = []
+    got: list[discovery_pb2.DeltaDiscoveryResponse] = []
     while True:
         try:
             response = await client.recv(0.3)

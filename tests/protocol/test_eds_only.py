@@ -103,14 +103,14 @@ async def test_endpoint_change_pushes_eds_only(
     cache = SnapshotCache()
     controller = Pushes(cache)
     controller.apply(mesh_yaml())
-    ads = AdsServer(cache, controller)
+    ads = AdsServer(cache, admission=controller, observer=controller)
     target = await serve(ads)
     stop = asyncio.Event()
     clients = [(DeltaAdsClient if delta else AdsClient)(target, node) for node in NODES]
     tasks = []
     for client in clients:
         client.open()
-        tasks.append(asyncio.create_task(client.follow(stop)))  # type: ignore[attr-defined]
+        tasks.append(asyncio.create_task(client.follow(stop)))
 
     def synced() -> bool:
         streams = ads.status.to_json()

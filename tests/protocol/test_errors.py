@@ -9,19 +9,17 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 
 from sailplane.errors import UnknownProxy
-from sailplane.xds import CLUSTER, AdsServer, CacheHooks, SnapshotCache
+from sailplane.xds import CLUSTER, AdmitAll, AdsServer, Peer, SnapshotCache
 from sailplane.xds.client import AdsClient
-from sailplane.xds.lifecycle import Peer
 from tests.protocol.conftest import EDS_NAMES, eventually, names, reference_snapshot, streams_of
 
 KNOWN = "frontend-v1.default"
 
 
-class MeshHooks(CacheHooks):
+class MeshHooks(AdmitAll):
     """Admit only the nodes the mesh knows, as the controller does."""
 
-    def __init__(self, cache: SnapshotCache, known: set[str]) -> None:
-        super().__init__(cache)
+    def __init__(self, known: set[str]) -> None:
         self.known = known
         self.disconnected: list[str] = []
 
@@ -40,8 +38,8 @@ async def test_unknown_node_is_refused_and_others_are_served(
     connect: Callable[..., AdsClient],
 ) -> None:
     cache.set(KNOWN, reference_snapshot())
-    hooks = MeshHooks(cache, {KNOWN})
-    ads = AdsServer(cache, hooks)
+    hooks = MeshHooks({KNOWN})
+    ads = AdsServer(cache, admission=hooks)
     target = await serve(ads)
 
     known = connect(KNOWN, to=target)

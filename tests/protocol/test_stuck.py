@@ -15,7 +15,7 @@ from envoy.config.cluster.v3 import cluster_pb2
 from sailplane.xds import CLUSTER, AdsServer, SnapshotCache
 from sailplane.xds.client import AdsClient
 from sailplane.xds.delta_client import DeltaAdsClient
-from sailplane.xds.push import PushThrottle
+from sailplane.xds.server.push import PushThrottle
 from tests.protocol.conftest import (
     SERVICES,
     all_synced_at,
@@ -28,7 +28,9 @@ FOLLOWERS = 20
 
 
 @contextlib.asynccontextmanager
-async def following(clients: Sequence[AdsClient], lone: AdsClient) -> AsyncIterator[None]:
+async def following(
+    clients: Sequence[AdsClient | DeltaAdsClient], lone: AdsClient | DeltaAdsClient
+) -> AsyncIterator[None]:
     """``clients`` open their streams and ACK everything until the block
     ends; then they and ``lone`` (the misbehaving stream) are closed."""
     stop = asyncio.Event()

@@ -89,3 +89,29 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     with pytest.raises(SystemExit) as exc:
         main(["validate", "--format", "xml"])
     assert exc.value.code == 2
+
+
+def test_validate_translates_for_every_workload_and_checks_each_snapshot(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An inconsistent snapshot is sailplane's bug, not the user's; validate
+    still finds it (here: a Snapshot that says so) and fails, naming the proxy."""
+    from sailplane.server.controller import CHECK_SNAPSHOTS
+    from sailplane.xds import Snapshot
+
+    checked: list[int] = []
+
+    def consistent(self: Snapshot) -> list[str]:
+        checked.append(1)
+        return ["route config '5000' is named by a listener but not sent"]
+
+    monkeypatch.delenv(CHECK_SNAPSHOTS, raising=False)  # the suite's own check raises
+    monkeypatch.setattr(Snapshot, "consistent", consistent)
+    code, out, err = run(capsys, "--config-dir", str(embedded_example()))
+    assert code == 1
+    assert len(checked) == 4  # the example's four workloads
+    assert (
+        "internal error: the snapshot for proxy weather-frontend.default would be "
+        "inconsistent (route config '5000' is named by a listener but not sent)"
+    ) in out
+    assert "invalid: 4 errors" in err

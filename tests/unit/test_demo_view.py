@@ -111,7 +111,12 @@ def test_the_demo_ca_goes_to_its_temporary_directory(
 ) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     seen: list[DemoOptions] = []
-    monkeypatch.setattr("sailplane.demo.run.run_demo", lambda options: seen.append(options) or 0)
+
+    def run_demo(options: DemoOptions) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr("sailplane.demo.run.run_demo", run_demo)
     assert main(["demo", "--duration", "1"]) == 0
     assert seen[0].authority is None
     assert seen[0].new_authority is not None

@@ -14,8 +14,9 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
 from sailplane.errors import LimitExceeded
-from sailplane.xds import CLUSTER, ENDPOINT, requests
-from sailplane.xds.requests import first_node, parse_sotw_request
+from sailplane.xds import CLUSTER, ENDPOINT
+from sailplane.xds.server import requests
+from sailplane.xds.server.requests import first_node, parse_sotw_request
 
 NAMES = [f"outbound|8080|v{i % 2 + 1}|svc-{i:05d}.default.svc.cluster.local" for i in range(400)]
 

@@ -73,7 +73,7 @@ def _app_address_in_cache(plane: ControlPlane, key: str) -> str:
     snapshot = plane.cache.get(key)
     assert snapshot is not None
     cluster = snapshot.get(CLUSTER).messages[INBOUND]
-    endpoint = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint  # type: ignore[attr-defined]
+    endpoint = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint
     return str(endpoint.address.socket_address.address)
 
 

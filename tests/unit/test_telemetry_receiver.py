@@ -145,10 +145,12 @@ def samples(metrics: IstioMetrics) -> list[Any]:
 
 
 def total(found: list[Any], name: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for s in found
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    return float(
+        sum(
+            s.value
+            for s in found
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
     )
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 from envoy.config.core.v3 import base_pb2
 from prometheus_client import (
@@ -41,8 +42,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from sailplane.xds import StreamHooks
-from sailplane.xds.lifecycle import Peer
+from sailplane.xds import AdmissionHooks, Peer
 from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -222,12 +222,23 @@ def envoy_version(node: base_pb2.Node) -> str:
     return "unknown"
 
 
+class AdmissionWithNacks(AdmissionHooks, Protocol):
+    """The Controller, as the hooks see it: it admits streams and hears NACKs."""
+
+    def on_nack(self, node_id: str, type_url: str, version: str, message: str) -> None: ...
+
+
 class InstrumentedHooks:
-    """Wraps the Controller's :class:`StreamHooks`: metrics for every stream
-    event."""
+    """The control plane's stream hooks (a :class:`~sailplane.xds.StreamHooks`).
+    Admission is the Controller's (``inner``), with every admitted stream
+    counted by Envoy version; observation is metrics for every push, ACK and
+    NACK, NACKs also passed on to the Controller (it logs and keeps them)."""
 
     def __init__(
-        self, inner: StreamHooks, metrics: Metrics, on_activity: Callable[[], None] = lambda: None
+        self,
+        inner: AdmissionWithNacks,
+        metrics: Metrics,
+        on_activity: Callable[[], None] = lambda: None,
     ) -> None:
         self.inner = inner
         self.metrics = metrics
@@ -256,10 +267,8 @@ class InstrumentedHooks:
         self.metrics.rejected(type_url)
 
     def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
-        self.inner.on_push(node_id, type_url, version, size)
         self.on_activity()
         self.metrics.pushed(node_id, type_url, size)
 
     def on_ack(self, node_id: str, type_url: str, version: str) -> None:
-        self.inner.on_ack(node_id, type_url, version)
         self.on_activity()

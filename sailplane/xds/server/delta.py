@@ -4,7 +4,7 @@ Protocol rules implemented here (envoyproxy.io, "xDS REST and gRPC protocol",
 incremental variants):
 
 * Each resource has its own version (a hash of its encoded bytes, see
-  snapshot.py). A response carries only resources the client lacks or has at
+  encoding.py). A response carries only resources the client lacks or has at
   another version, and ``removed_resources`` for those it has that no longer
   exist. ``system_version_info`` is the snapshot's version of the type, which
   is what ``/debug/syncz`` shows, exactly as for state-of-the-world streams.
@@ -39,19 +39,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from sailplane.errors import LimitExceeded
-from sailplane.xds.requests import check_names, intern_names
-from sailplane.xds.snapshot import Snapshot, TypeResources, changed_names, encode_nonce
-from sailplane.xds.status import StreamStatus
-from sailplane.xds.stream import StreamCore
+from sailplane.memo import WeakIdentityMemo
+from sailplane.xds.encoding import encode_nonce
+from sailplane.xds.resources import TypeResources
+from sailplane.xds.server.context import Context, StreamContext
+from sailplane.xds.server.requests import check_names, intern_names
+from sailplane.xds.server.status import StreamStatus
+from sailplane.xds.server.stream import StreamCore
+from sailplane.xds.snapshot import Snapshot
 from sailplane.xds.types import (
     CLUSTER,
     ENDPOINT,
@@ -59,9 +60,6 @@ from sailplane.xds.types import (
     SHORT_NAMES,
     WILDCARD_TYPES,
 )
-
-if TYPE_CHECKING:
-    from sailplane.xds.server import AdsServer
 
 log = logging.getLogger("sailplane.xds.delta")
 
@@ -74,7 +72,7 @@ class _DeltaType:
 
     subscribed: bool = False
     wildcard: bool = False
-    # Shared between streams that subscribed the same names (see _union).
+    # Shared between streams that subscribed the same names (see union).
     names: frozenset[str] = frozenset()
     # The client has every covered resource of `base` at base's versions,
     # except where `overlay` says otherwise (a version, or None: absent).
@@ -116,48 +114,44 @@ class _DeltaType:
         self.base = None
 
 
-_Ref = weakref.ref[frozenset[str]]
-# Weakly held: a union is remembered while streams hold its sets, no longer.
-_UNIONS: dict[tuple[int, int], tuple[_Ref, _Ref, _Ref]] = {}
+# Subscription steps remembered per server (see union).
+UNION_STEPS = 256
 
 
-def _union(have: frozenset[str], added: frozenset[str]) -> frozenset[str]:
+def new_unions() -> WeakIdentityMemo[frozenset[str]]:
+    """The memo of :func:`union`, one per server. Weakly held: a union is
+    remembered while streams hold its sets, no longer."""
+    return WeakIdentityMemo(UNION_STEPS)
+
+
+def union(
+    have: frozenset[str], added: frozenset[str], memo: WeakIdentityMemo[frozenset[str]]
+) -> frozenset[str]:
     """``have | added``, one object for every stream that makes the same
     step (2,000 sidecars subscribing the same 3,000 endpoint names hold one
     set, not 2,000)."""
     if not have:
         return added
-    key = (id(have), id(added))
-    found = _UNIONS.get(key)
-    if found is not None and found[0]() is have and found[1]() is added:
-        result = found[2]()
-        if result is not None:
-            return result
-    result = intern_names(have | added)
-    if len(_UNIONS) > 256:
-        _UNIONS.clear()
-    _UNIONS[key] = (weakref.ref(have), weakref.ref(added), weakref.ref(result))
-    return result
+    found = memo.get(have, added)
+    if found is not None:
+        return found
+    return memo.put((have, added), intern_names(have | added))
 
 
-class DeltaStream(StreamCore[_DeltaType]):
+class DeltaStream(StreamCore[_DeltaType, discovery_pb2.DeltaDiscoveryRequest]):
     """One delta ADS stream. Same shape as the state-of-the-world stream, so
-    :meth:`AdsServer._loop` drives both."""
+    the same life drives both (lifecycle.py, :meth:`StreamCore.run`)."""
 
     def __init__(
-        self,
-        server: AdsServer,
-        context: grpc.aio.ServicerContext[Any, Any],
-        node_id: str,
-        status: StreamStatus,
+        self, ctx: StreamContext, context: Context, node_id: str, status: StreamStatus
     ) -> None:
-        super().__init__(server, context, node_id, status, _DeltaType)
+        super().__init__(ctx, context, node_id, status, _DeltaType)
 
     # -- requests ----------------------------------------------------------
 
     def parse(self, raw: bytes) -> discovery_pb2.DeltaDiscoveryRequest:
         request = discovery_pb2.DeltaDiscoveryRequest.FromString(raw)
-        limit = self.server.limits.names
+        limit = self.ctx.limits.names
         check_names(len(request.resource_names_subscribe), limit)
         check_names(len(request.resource_names_unsubscribe), limit)
         check_names(len(request.initial_resource_versions), limit, "initial resource versions")
@@ -192,7 +186,7 @@ class DeltaStream(StreamCore[_DeltaType]):
                 for name in added:
                     if not st.covers(name) and name not in initial:
                         st.overlay[name] = None  # newly wanted: the client has nothing yet
-            st.names = _union(st.names, added)
+            st.names = union(st.names, added, self.ctx.unions)
         unsubscribe = set(request.resource_names_unsubscribe)
         if "*" in unsubscribe and st.wildcard:
             st.materialise()
@@ -204,7 +198,7 @@ class DeltaStream(StreamCore[_DeltaType]):
             st.names = st.names - dropped
             for name in dropped:
                 st.overlay.pop(name, None)  # the client forgets it (unless wildcard keeps it)
-        limit = self.server.limits.names
+        limit = self.ctx.limits.names
         if len(st.names) > limit or len(st.overlay) > limit:
             size = max(len(st.names), len(st.overlay))
             raise LimitExceeded(f"a subscription of {size:,} names; at most {limit:,}")
@@ -226,12 +220,12 @@ class DeltaStream(StreamCore[_DeltaType]):
             message = request.error_detail.message
             status.error = message
             status.nacked = version
-            self.server.hooks.on_nack(self.node_id, type_url, version, message)
+            self.ctx.observer.on_nack(self.node_id, type_url, version, message)
         elif nonce == st.nonce:
             status.acked = version
             status.error = None
             status.nacked = None
-            self.server.hooks.on_ack(self.node_id, type_url, version)
+            self.ctx.observer.on_ack(self.node_id, type_url, version)
 
     # -- responses ---------------------------------------------------------
 
@@ -267,7 +261,7 @@ class DeltaStream(StreamCore[_DeltaType]):
             else:
                 candidates = st.names | st.overlay.keys()
         else:
-            candidates = changed_names(st.base, resources) | st.overlay.keys() | st.resend
+            candidates = self.ctx.diffs.changed(st.base, resources) | st.overlay.keys() | st.resend
         send, remove = [], []
         for name in candidates:
             have = st.known(name)
@@ -308,13 +302,13 @@ class DeltaStream(StreamCore[_DeltaType]):
         else:
             size = sum(len(resources.chunks[n]) for n in send)
         unanswered = self.outstanding.unanswered
-        if unanswered >= self.server.limits.unanswered:
+        if unanswered >= self.ctx.limits.unanswered:
             raise LimitExceeded(f"{unanswered} responses unanswered")
         await self.outstanding.before_send(size)
         if not everything:
             body = [resources.delta_chunk(n) for n in send]
         message = b"".join([header, *body, encode_nonce(nonce)])
-        await self.server.write(self.context, message)
+        await self.ctx.write(self.context, message)
         self.outstanding.sent(nonce)
         st.base, st.overlay, st.resend = resources, held, set()
         st.nonce, st.sent_version = nonce, version
@@ -326,7 +320,7 @@ class DeltaStream(StreamCore[_DeltaType]):
                 # EDS names are the cluster names (sailplane's clusters set
                 # service_name = name); a changed cluster re-warms on them.
                 follower.resend |= {n for n in updated if follower.covers(n)}
-        self.server.hooks.on_push(self.node_id, type_url, version, len(message))
+        self.ctx.observer.on_push(self.node_id, type_url, version, len(message))
 
 
-__all__ = ["DeltaStream"]
+__all__ = ["DeltaStream", "new_unions", "union"]

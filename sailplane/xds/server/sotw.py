@@ -1,4 +1,4 @@
-"""The Aggregated Discovery Service, state of the world, on grpc.aio.
+"""State-of-the-world ADS streams (``StreamAggregatedResources``).
 
 Protocol rules implemented here (envoyproxy.io, "xDS REST and gRPC protocol"):
 
@@ -25,53 +25,24 @@ Protocol rules implemented here (envoyproxy.io, "xDS REST and gRPC protocol"):
   clusters and waits for an EDS response before using them. Likewise routes
   after listeners.
 
-Responses are assembled from pre-encoded bytes (see snapshot.py), so the
+Responses are assembled from pre-encoded bytes (see encoding.py), so the
 gRPC response serialiser is the identity function.
-
-The same server answers ``DeltaAggregatedResources`` (see delta.py); both
-kinds of stream share their life (stream.py), the status registry and the
-push throttle (see push.py): a stream that leaves a response unanswered for
-``response_timeout`` is closed.
-
-Admission comes before expensive work (see limits.py): a stream is counted
-against its peer host before anything is read, and against its node id once
-the node is read from the first request's own bytes; only a stream the
-hooks admitted has its requests parsed, its names shared, its state kept.
-Requests reach the handler as bytes (the deserialiser is the identity too).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-import grpc
-from envoy.config.core.v3 import base_pb2
-
-from sailplane.xds.cache import SnapshotCache
-from sailplane.xds.lifecycle import Peer, handle, write_stuck
-from sailplane.xds.limits import StreamCounts, StreamLimits
-from sailplane.xds.memory import HeapTrimmer
-from sailplane.xds.push import (
-    DEFAULT_RESPONSE_TIMEOUT,
-    DEFAULT_SLOT_TIMEOUT,
-    PushThrottle,
-)
-from sailplane.xds.requests import SotwRequest, intern_names, parse_sotw_request
-from sailplane.xds.snapshot import (
-    Snapshot,
-    TypeResources,
-    changed_names,
-    encode_nonce,
-    removed_names,
-)
-from sailplane.xds.status import StatusRegistry, StreamStatus
-from sailplane.xds.stream import StreamCore
+from sailplane.xds.encoding import encode_nonce
+from sailplane.xds.resources import TypeResources
+from sailplane.xds.server.context import Context, StreamContext
+from sailplane.xds.server.requests import SotwRequest, intern_names, parse_sotw_request
+from sailplane.xds.server.status import StreamStatus
+from sailplane.xds.server.stream import StreamCore
+from sailplane.xds.snapshot import Snapshot
 from sailplane.xds.types import (
     CLUSTER,
     ENDPOINT,
@@ -84,52 +55,10 @@ from sailplane.xds.types import (
 
 log = logging.getLogger("sailplane.xds")
 
-ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
-
 # Removals of these types wait until listeners and routes no longer refer to them.
 _REFERENCED_TYPES = (CLUSTER, ENDPOINT)
 # After a response of the key type, re-send the value type (Envoy re-warms).
 _RESEND_AFTER = {CLUSTER: ENDPOINT, LISTENER: ROUTE}
-
-
-class StreamHooks(Protocol):
-    """What the server needs from the rest of sailplane. Keep it small."""
-
-    async def on_connect(self, node: base_pb2.Node, peer: Peer) -> str:
-        """Admit a node; return its cache key. Raise
-        :class:`~sailplane.errors.ProxyRefused` (UnknownProxy, IdentityMismatch) to refuse."""
-
-    def on_disconnect(self, node_id: str, stream_id: int) -> None: ...
-
-    def on_nack(self, node_id: str, type_url: str, version: str, message: str) -> None: ...
-
-    def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None: ...
-
-    def on_ack(self, node_id: str, type_url: str, version: str) -> None:
-        """The stream accepted ``version`` of ``type_url`` (benchmarks wait on it)."""
-
-
-class CacheHooks:
-    """Hooks for a cache that is filled by someone else: admit any node that
-    has a snapshot (or wait for one)."""
-
-    def __init__(self, cache: SnapshotCache) -> None:
-        self.cache = cache
-
-    async def on_connect(self, node: base_pb2.Node, peer: Peer) -> str:
-        return str(node.id)
-
-    def on_disconnect(self, node_id: str, stream_id: int) -> None:
-        pass
-
-    def on_nack(self, node_id: str, type_url: str, version: str, message: str) -> None:
-        pass
-
-    def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
-        pass
-
-    def on_ack(self, node_id: str, type_url: str, version: str) -> None:
-        pass
 
 
 @dataclass(slots=True)
@@ -159,23 +88,19 @@ class _TypeState:
         return self.subscribed and (self.wildcard or bool(self.names))
 
 
-class _Stream(StreamCore[_TypeState]):
-    """One ADS stream: subscriptions, nonces, ACK/NACK. All state is touched
-    only by the stream's own task."""
+class SotwStream(StreamCore[_TypeState, SotwRequest]):
+    """One state-of-the-world ADS stream: subscriptions, nonces, ACK/NACK.
+    All state is touched only by the stream's own task."""
 
     def __init__(
-        self,
-        server: AdsServer,
-        context: grpc.aio.ServicerContext[Any, Any],
-        node_id: str,
-        status: StreamStatus,
+        self, ctx: StreamContext, context: Context, node_id: str, status: StreamStatus
     ) -> None:
-        super().__init__(server, context, node_id, status, _TypeState)
+        super().__init__(ctx, context, node_id, status, _TypeState)
 
     # -- requests ----------------------------------------------------------
 
     def parse(self, raw: bytes) -> SotwRequest:
-        return parse_sotw_request(raw, self.server.limits.names)
+        return parse_sotw_request(raw, self.ctx.limits.names)
 
     async def on_request(self, received: SotwRequest, snapshot: Snapshot) -> None:
         request = received.message
@@ -202,13 +127,13 @@ class _Stream(StreamCore[_TypeState]):
                 # The client stays on its last good config.
                 st.sent, st.sent_kept = st.accepted, st.accepted_kept
                 st.sent_names = None  # the next response is a complete one
-                self.server.hooks.on_nack(self.node_id, type_url, st.sent_version, message)
+                self.ctx.observer.on_nack(self.node_id, type_url, st.sent_version, message)
             else:
                 status.acked = st.sent_version
                 status.error = None
                 status.nacked = None
                 st.accepted, st.accepted_kept = st.sent, st.sent_kept
-                self.server.hooks.on_ack(self.node_id, type_url, st.sent_version)
+                self.ctx.observer.on_ack(self.node_id, type_url, st.sent_version)
         requested = received.names
         wildcard = "*" in requested or (
             type_url in WILDCARD_TYPES and not requested and (not st.subscribed or st.wildcard)
@@ -253,7 +178,7 @@ class _Stream(StreamCore[_TypeState]):
         kept: dict[str, bytes] = {}
         for have, extra in ((st.accepted, st.accepted_kept), (st.sent, st.sent_kept)):
             if have is not None:
-                kept.update((n, have.chunks[n]) for n in removed_names(have, resources))
+                kept.update((n, have.chunks[n]) for n in self.ctx.diffs.removed(have, resources))
             kept.update((n, c) for n, c in extra.items() if n not in resources.chunks)
         if not st.wildcard:
             kept = {n: c for n, c in kept.items() if n in st.names}
@@ -298,7 +223,7 @@ class _Stream(StreamCore[_TypeState]):
             or (st.sent_names is not st.names and st.sent_names != st.names)
         ):
             return None
-        changed = changed_names(st.sent, resources)
+        changed = self.ctx.diffs.changed(st.sent, resources)
         names = st.names
         if len(changed) > len(names):
             return {n for n in names if n in changed and n in resources.chunks}
@@ -332,7 +257,7 @@ class _Stream(StreamCore[_TypeState]):
         # by every stream at cold start is another gigabyte.
         message = b"".join([*parts, encode_nonce(nonce)])
         del parts
-        await self.server.write(self.context, message)
+        await self.ctx.write(self.context, message)
         self.outstanding.sent(type_url)
         st.nonce = nonce
         st.sent_version = version
@@ -342,96 +267,7 @@ class _Stream(StreamCore[_TypeState]):
         follower = _RESEND_AFTER.get(type_url)
         if follower is not None and follower in self.types and self.types[follower].subscribed:
             self.types[follower].resend = True
-        self.server.hooks.on_push(self.node_id, type_url, version, len(message))
+        self.ctx.observer.on_push(self.node_id, type_url, version, len(message))
 
 
-class AdsServer:
-    """Serves ``StreamAggregatedResources`` from a :class:`SnapshotCache`."""
-
-    def __init__(
-        self,
-        cache: SnapshotCache,
-        hooks: StreamHooks | None = None,
-        status: StatusRegistry | None = None,
-        write_timeout: float = 30.0,
-        throttle: PushThrottle | None = None,
-        response_timeout: float = DEFAULT_RESPONSE_TIMEOUT,
-        slot_timeout: float = DEFAULT_SLOT_TIMEOUT,
-        unproven_slot_timeout: float | None = None,
-        limits: StreamLimits | None = None,
-    ) -> None:
-        """``throttle``: at most so many streams with responses in flight
-        (default :class:`PushThrottle`'s); ``response_timeout``: a stream that
-        leaves a response unanswered this long is closed; ``slot_timeout``: it
-        gives up its throttle slot after this long, ``unproven_slot_timeout``
-        (default the shorter of it and 3 s) if it never answered one in time
-        (see push.py); ``limits``: what one client may cost (see limits.py)."""
-        self.cache = cache
-        self.hooks: StreamHooks = hooks or CacheHooks(cache)
-        self.status = status or StatusRegistry()
-        self.write_timeout = write_timeout
-        self.throttle = throttle if throttle is not None else PushThrottle()
-        self.response_timeout = response_timeout
-        self.slot_timeout = slot_timeout
-        self.unproven_slot_timeout = unproven_slot_timeout
-        self.counts = StreamCounts(limits or StreamLimits())
-        self.trimmer = HeapTrimmer()
-        self.stream_ids = itertools.count(1)
-
-    @property
-    def limits(self) -> StreamLimits:
-        return self.counts.limits
-
-    @limits.setter
-    def limits(self, limits: StreamLimits) -> None:
-        """From now on (streams already counted stay counted)."""
-        self.counts.limits = limits
-
-    def handler(self) -> grpc.GenericRpcHandler:
-        identity: Callable[[bytes], bytes] = lambda body: body  # noqa: E731
-        return grpc.method_handlers_generic_handler(
-            ADS_SERVICE,
-            {
-                # Requests are parsed by the stream once it is admitted.
-                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    self.stream_aggregated_resources,
-                    request_deserializer=identity,
-                    response_serializer=identity,
-                ),
-                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                    self.delta_aggregated_resources,
-                    request_deserializer=identity,
-                    response_serializer=identity,
-                ),
-            },
-        )
-
-    async def write(self, context: grpc.aio.ServicerContext[Any, Any], message: bytes) -> None:
-        """Write one response. A client that stops reading must not hold its
-        stream (and memory) forever: past ``write_timeout`` the stream's task
-        is cancelled and the stream given up (see lifecycle.py). A timer,
-        not ``wait_for``: no task per response."""
-        task = asyncio.current_task()
-        assert task is not None
-        timer = asyncio.get_running_loop().call_later(self.write_timeout, write_stuck, task)
-        try:
-            await context.write(message)
-        finally:
-            timer.cancel()
-
-    async def stream_aggregated_resources(
-        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        await self._handle(context, _Stream)
-
-    async def delta_aggregated_resources(
-        self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
-        from sailplane.xds.delta import DeltaStream
-
-        await self._handle(context, DeltaStream)
-
-    async def _handle(
-        self, context: grpc.aio.ServicerContext[Any, Any], make_stream: Callable[..., Any]
-    ) -> None:
-        await handle(self, context, make_stream, delta=make_stream is not _Stream)
+__all__ = ["SotwStream"]

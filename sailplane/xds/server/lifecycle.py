@@ -21,40 +21,56 @@ being parsed, is dropped before the stream ends with it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Protocol
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import DecodeError
 
 from sailplane.errors import LimitExceeded, ProxyRefused
-from sailplane.xds.limits import peer_host
-from sailplane.xds.requests import first_node
-from sailplane.xds.status import StreamStatus
-
-if TYPE_CHECKING:
-    from sailplane.xds.server import AdsServer
-    from sailplane.xds.stream import StreamCore
+from sailplane.xds.server.context import Context, StreamContext
+from sailplane.xds.server.hooks import AdmissionHooks, Peer
+from sailplane.xds.server.limits import StreamCounts, peer_host
+from sailplane.xds.server.requests import first_node
+from sailplane.xds.server.status import StatusRegistry, StreamStatus
 
 log = logging.getLogger("sailplane.xds")
 
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+class Stream(Protocol):
+    """What the life of a stream needs of it (SotwStream, DeltaStream)."""
+
+    def receive(self, raw: bytes) -> None:
+        """Parse one request into the stream's inbox."""
+        ...
+
+    async def serve(self) -> None:
+        """Until the client ends the stream (or an error or a timeout does)."""
+        ...
+
+    def end(self) -> None:
+        """Give back the stream's slot and drop what the client sent."""
+        ...
+
+
+# Makes the stream of an admitted node: SotwStream or DeltaStream.
+StreamFactory = Callable[[StreamContext, Context, str, StreamStatus], Stream]
 
 
 @dataclass(frozen=True, slots=True)
-class Peer:
-    """The other end of a stream: its address, and on an mTLS port the
-    certificate it presented (PEM), which the hooks check against the node."""
+class Gate:
+    """What admits and accounts for streams: the admission hooks, the counts
+    of open streams (per peer host, per node), the status registry, the
+    source of stream ids."""
 
-    address: str
-    certificate_pem: bytes | None = None
-
-    def __str__(self) -> str:
-        return self.address
+    hooks: AdmissionHooks
+    counts: StreamCounts
+    registry: StatusRegistry
+    stream_ids: Iterator[int]
 
 
 def peer_of(context: Context) -> Peer:
@@ -64,37 +80,42 @@ def peer_of(context: Context) -> Peer:
 
 
 # Stream tasks cancelled because a write blocked past the server's write_timeout.
-STUCK: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+STUCK: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
 
 
-def write_stuck(task: asyncio.Task[Any]) -> None:
+def write_stuck(task: asyncio.Task[object]) -> None:
     """The write timer's callback (see ``AdsServer.write``)."""
     STUCK.add(task)
     task.cancel()
 
 
-async def handle(server: AdsServer, context: Context, make_stream: Any, delta: bool) -> None:
+async def handle(
+    context: Context, new_stream: StreamFactory, delta: bool, gate: Gate, ctx: StreamContext
+) -> None:
     """Count the peer host, then read the first request; see :func:`_admit`."""
     host = peer_host(context.peer())
-    refused = server.counts.open_host(host)
+    refused = gate.counts.open_host(host)
     if refused is not None:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
-    first: list[Any] = []
+    first: list[bytes] = []
     try:
-        first.append(await context.read())
-        if first[0] is not grpc.aio.EOF:
-            server.trimmer.received(len(first[0]))
-            await _admit(server, context, make_stream, delta, first, host)
+        raw = await context.read()
+        if raw is not grpc.aio.EOF:
+            first.append(raw)
+            del raw
+            ctx.trimmer.received(len(first[0]))
+            await _admit(context, new_stream, delta, gate, ctx, first, host)
     finally:
         first.clear()
-        server.counts.close_host(host)
+        gate.counts.close_host(host)
 
 
 async def _admit(
-    server: AdsServer,
     context: Context,
-    make_stream: Any,
+    new_stream: StreamFactory,
     delta: bool,
+    gate: Gate,
+    ctx: StreamContext,
     first: list[bytes],
     host: str,
 ) -> None:
@@ -108,7 +129,7 @@ async def _admit(
         await context.abort(
             grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id"
         )
-    limits = server.limits
+    limits = ctx.limits
     if len(node.id) > limits.node_id_length:
         await context.abort(
             grpc.StatusCode.INVALID_ARGUMENT,
@@ -119,36 +140,37 @@ async def _admit(
             grpc.StatusCode.INVALID_ARGUMENT, f"the node is larger than {limits.node_bytes} bytes"
         )
     claimed = str(node.id)
-    refused = server.counts.open_node(claimed, host)
+    refused = gate.counts.open_node(claimed, host)
     if refused is not None:
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
     try:
         try:
-            node_id = await server.hooks.on_connect(node, peer_of(context))
+            node_id = await gate.hooks.on_connect(node, peer_of(context))
         except ProxyRefused as exc:
             log.warning("refused xDS stream from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         del node
-        await _run(server, context, make_stream, node_id, delta, first)
+        await _run(context, new_stream, delta, gate, ctx, node_id, first)
     finally:
-        server.counts.close_node(claimed, host)
+        gate.counts.close_node(claimed, host)
 
 
 async def _run(
-    server: AdsServer,
     context: Context,
-    make_stream: Any,
-    node_id: str,
+    new_stream: StreamFactory,
     delta: bool,
+    gate: Gate,
+    ctx: StreamContext,
+    node_id: str,
     first: list[bytes],
 ) -> None:
-    stream_id = next(server.stream_ids)
+    stream_id = next(gate.stream_ids)
     status = StreamStatus(node_id, stream_id, context.peer(), delta=delta)
-    server.status.add(status)
-    stream: StreamCore[Any] = make_stream(server, context, node_id, status)
+    gate.registry.add(status)
+    stream = new_stream(ctx, context, node_id, status)
     try:
         _take_first(stream, first)
-        await _serve(server, stream)
+        await stream.serve()
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is None or task not in STUCK:
@@ -170,30 +192,16 @@ async def _run(
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
     finally:
         stream.end()
-        server.status.remove(stream_id)
-        server.hooks.on_disconnect(node_id, stream_id)
+        gate.registry.remove(stream_id)
+        gate.hooks.on_disconnect(node_id, stream_id)
 
 
-def _take_first(stream: StreamCore[Any], first: list[bytes]) -> None:
+def _take_first(stream: Stream, first: list[bytes]) -> None:
     raw = first.pop()
     try:
-        stream.put(stream.parse(raw), len(raw))
+        stream.receive(raw)
     finally:
         del raw
 
 
-async def _serve(server: AdsServer, stream: StreamCore[Any]) -> None:
-    """Read requests in a task of their own; handle them, and snapshot
-    changes, in this one (see :meth:`StreamCore.run`)."""
-    server.cache.watch(stream.node_id, stream.wake.ring)
-    reader = asyncio.create_task(stream.read_requests())
-    try:
-        await stream.run()
-    finally:
-        server.cache.unwatch(stream.node_id, stream.wake.ring)
-        reader.cancel()
-        with contextlib.suppress(BaseException):
-            await reader
-
-
-__all__ = ["STUCK", "Peer", "handle", "peer_of", "write_stuck"]
+__all__ = ["STUCK", "Gate", "Stream", "StreamFactory", "handle", "peer_of", "write_stuck"]

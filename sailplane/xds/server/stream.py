@@ -2,27 +2,28 @@
 per-type state, nonces, the push throttle slot, the make-before-break
 question (have listeners and routes been accepted yet?), and the stream's
 life: a reader task that parses requests into a bounded inbox, and the
-stream's own task that handles them and snapshot changes in arrival order."""
+stream's own task that handles them and snapshot changes in arrival order.
+
+A stream knows the server only through its :class:`StreamContext`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import grpc
 
-from sailplane.xds.push import Outstanding
+from sailplane.xds.server.context import Context, StreamContext
+from sailplane.xds.server.push import Outstanding
+from sailplane.xds.server.status import StreamStatus
 from sailplane.xds.snapshot import Snapshot
-from sailplane.xds.status import StreamStatus
 from sailplane.xds.types import LISTENER, ROUTE
-
-if TYPE_CHECKING:
-    from sailplane.xds.server import AdsServer
 
 log = logging.getLogger("sailplane.xds")
 
@@ -63,34 +64,45 @@ class Wake:
         self._rung = False
 
 
+class End:
+    """Last in a stream's inbox: the client ended the stream (``error`` is
+    None), or reading failed with ``error``, which the stream's task raises."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
 class _TypeState(Protocol):
     @property
     def wanted(self) -> bool: ...
 
 
 S = TypeVar("S", bound=_TypeState)
+R = TypeVar("R")  # a parsed request
 
 
-class StreamCore(Generic[S]):
+class StreamCore(Generic[S, R]):
     """Base of one ADS stream; all its state is touched by its own task only."""
 
     def __init__(
         self,
-        server: AdsServer,
-        context: grpc.aio.ServicerContext[Any, Any],
+        ctx: StreamContext,
+        context: Context,
         node_id: str,
         status: StreamStatus,
         new_state: Callable[[], S],
     ) -> None:
-        self.server = server
-        self.context = context
+        self.ctx = ctx
+        self.context = context  # the gRPC call
         self.node_id = node_id
         self.status = status
         self.types: dict[str, S] = {}
         # Requests read by the stream's reader task, for its own task to
         # handle, with their sizes; the reader reads no further while they
         # add up to more than limits.inbox_bytes (HTTP/2 holds the client).
-        self.inbox: deque[tuple[Any, int]] = deque()
+        self.inbox: deque[tuple[R | End, int]] = deque()
         self.inbox_bytes = 0
         self.room = Wake()  # rung when the stream takes requests from its inbox
         self.wake = Wake()
@@ -100,10 +112,7 @@ class StreamCore(Generic[S]):
         self._nonces = itertools.count(1)
         self._new_state = new_state
         self.outstanding = Outstanding(
-            server.throttle,
-            server.response_timeout,
-            server.slot_timeout,
-            server.unproven_slot_timeout,
+            ctx.throttle, ctx.response_timeout, ctx.slot_timeout, ctx.unproven_slot_timeout
         )
 
     def state(self, type_url: str) -> S:
@@ -137,12 +146,12 @@ class StreamCore(Generic[S]):
 
     # -- the stream's life -------------------------------------------------
 
-    def parse(self, raw: bytes) -> Any:
+    def parse(self, raw: bytes) -> R:
         """One request from its bytes (after the stream was admitted); raises
         LimitExceeded for one over the server's limits."""
         raise NotImplementedError
 
-    async def on_request(self, request: Any, snapshot: Snapshot) -> None:
+    async def on_request(self, request: R, snapshot: Snapshot) -> None:
         raise NotImplementedError
 
     async def push(self, snapshot: Snapshot) -> None:
@@ -156,49 +165,68 @@ class StreamCore(Generic[S]):
         self.inbox_bytes = 0
         self.types.clear()
 
-    def put(self, item: Any, size: int = 0) -> None:
+    def put(self, item: R | End, size: int = 0) -> None:
         self.inbox.append((item, size))
         self.inbox_bytes += size
         self.wake.ring()
 
+    def receive(self, raw: bytes) -> None:
+        """Parse one request into the inbox."""
+        self.put(self.parse(raw), len(raw))
+
+    async def serve(self) -> None:
+        """Read requests in a task of their own; handle them, and snapshot
+        changes, in this one (see :meth:`run`)."""
+        source, ring = self.ctx.source, self.wake.ring
+        source.watch(self.node_id, ring)
+        reader = asyncio.create_task(self.read_requests())
+        try:
+            await self.run()
+        finally:
+            source.unwatch(self.node_id, ring)
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+
     async def read_requests(self) -> None:
         """The reader task: parse each request into the inbox and ring;
         EOF or the read's error last."""
-        limit = self.server.limits.inbox_bytes
+        limit = self.ctx.limits.inbox_bytes
         try:
             while True:
                 while self.inbox_bytes > limit:
                     await self.room.wait()
                 raw = await self.context.read()
                 if raw is grpc.aio.EOF:
-                    self.put(raw)
+                    self.put(End())
                     return
-                self.server.trimmer.received(len(raw))
-                self.put(self.parse(raw), len(raw))
+                self.ctx.trimmer.received(len(raw))
+                self.receive(raw)
                 del raw  # not kept while the next read waits (2,000 idle streams)
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the stream is ending and cancelled its reader
-            self.put(exc)  # the call was cancelled under the read
+            self.put(End(exc))  # the call was cancelled under the read
         except Exception as exc:  # the stream's task re-raises it
-            self.put(exc)
+            self.put(End(exc))
 
     async def run(self) -> None:
         """Requests and snapshot changes, in arrival order, until the client
         ends the stream (or a request, a read, or a timeout ends it)."""
-        cache, node_id, inbox = self.server.cache, self.node_id, self.inbox
+        source, node_id, inbox = self.ctx.source, self.node_id, self.inbox
         snapshot = None
         while True:
-            new = cache.get(node_id)
+            new = source.get(node_id)
             moved = new is not None and new is not snapshot and snapshot is not None
             if new is not None:
                 snapshot = new
             if snapshot is not None:  # requests wait for the node's first snapshot
                 for _ in range(len(inbox)):
-                    if is_end(inbox[0][0]):
+                    request, size = inbox[0]
+                    if isinstance(request, End):
                         break
-                    request, size = inbox.popleft()
+                    inbox.popleft()
                     self.inbox_bytes -= size
                     self.room.ring()
                     await self.on_request(request, snapshot)
@@ -207,10 +235,9 @@ class StreamCore(Generic[S]):
                     self.deferred = self.outstanding.slow and self.outstanding.unanswered > 0
                     if not self.deferred:
                         await self.push(snapshot)
-            if inbox and is_end(inbox[-1][0]):
-                end = inbox[-1][0]
-                if isinstance(end, BaseException):
-                    raise end
+            if inbox and isinstance(end := inbox[-1][0], End):
+                if end.error is not None:
+                    raise end.error
                 return
             deadline = self.outstanding.deadline()
             if deadline is not None and time.monotonic() >= deadline:
@@ -220,5 +247,4 @@ class StreamCore(Generic[S]):
             await self.wake.wait(deadline)  # loop.time() is time.monotonic()
 
 
-def is_end(item: Any) -> bool:
-    return item is grpc.aio.EOF or isinstance(item, BaseException)
+__all__ = ["REFERRING_TYPES", "End", "StreamCore", "Wake"]

@@ -1,0 +1,108 @@
+"""Remembering what was computed from objects, by their identity, within a bound.
+
+Why identity: the objects are large immutable values that many callers share
+(a VirtualService, one type's encoded resources, a set of 3,000 names);
+hashing or comparing them by value would cost what recomputing does.
+
+Why an entry holds its objects: an ``id()`` is reused once its object is
+freed, so an entry keyed by ids that did not hold them could answer for
+another object. :class:`IdentityMemo` holds them strongly (they live as long
+as their entry); :class:`WeakIdentityMemo` holds them, and the value, weakly
+(an entry goes with them) and checks them on every lookup.
+
+Why a bound: these objects come and go with configurations and streams; at
+most ``maxsize`` entries are kept, the least recently used forgotten first.
+
+A leaf module: it imports nothing of sailplane, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+def _check(maxsize: int) -> int:
+    if maxsize < 1:
+        raise ValueError("a memo needs room for at least one entry")
+    return maxsize
+
+
+class IdentityMemo(Generic[V]):
+    """Values by the identity of the objects they were computed from; the
+    objects are kept alive with their entry."""
+
+    __slots__ = ("_entries", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = _check(maxsize)
+        # ids -> (the objects, so their ids stay theirs; the value)
+        self._entries: dict[tuple[int, ...], tuple[tuple[object, ...], V]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, *objects: object) -> V | None:
+        key = tuple(map(id, objects))
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        self._entries[key] = entry  # the most recently used go last
+        return entry[1]
+
+    def put(self, objects: tuple[object, ...], value: V) -> V:
+        """Remember ``value`` for ``objects``; returns it."""
+        key = tuple(map(id, objects))
+        self._entries.pop(key, None)
+        self._entries[key] = (objects, value)
+        while len(self._entries) > self.maxsize:
+            del self._entries[next(iter(self._entries))]
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class WeakIdentityMemo(Generic[V]):
+    """Like :class:`IdentityMemo`, but the objects and the value are held
+    weakly: an entry answers only while they are all alive elsewhere (all
+    must be weakly referable)."""
+
+    __slots__ = ("_entries", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = _check(maxsize)
+        self._entries: dict[
+            tuple[int, ...], tuple[tuple[weakref.ref[object], ...], weakref.ref[V]]
+        ] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, *objects: object) -> V | None:
+        key = tuple(map(id, objects))
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return None
+        refs, value_ref = entry
+        value = value_ref()
+        if value is None or any(ref() is not o for ref, o in zip(refs, objects, strict=True)):
+            return None  # gone, or another object now has that id: forgotten
+        self._entries[key] = entry
+        return value
+
+    def put(self, objects: tuple[object, ...], value: V) -> V:
+        key = tuple(map(id, objects))
+        self._entries.pop(key, None)
+        self._entries[key] = (tuple(weakref.ref(o) for o in objects), weakref.ref(value))
+        while len(self._entries) > self.maxsize:
+            del self._entries[next(iter(self._entries))]
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+__all__ = ["IdentityMemo", "WeakIdentityMemo"]

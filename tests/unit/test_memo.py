@@ -1,0 +1,105 @@
+"""The memos: remembered by identity (never by an id another object took
+over), within their bound; what the xDS server's streams share through them."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from sailplane.memo import IdentityMemo, WeakIdentityMemo
+from sailplane.xds import CLUSTER, TypeResources
+from sailplane.xds.diff import Diffs
+from sailplane.xds.server.delta import new_unions, union
+
+
+class Key:
+    """A weakly referable object, equal to every other Key."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Key)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def test_identity_not_equality() -> None:
+    memo: IdentityMemo[str] = IdentityMemo(4)
+    a, b = Key(), Key()
+    memo.put((a, b), "a,b")
+    assert memo.get(a, b) == "a,b"
+    assert memo.get(b, a) is None
+    assert memo.get(Key(), b) is None
+
+
+def test_the_least_recently_used_go_first() -> None:
+    memo: IdentityMemo[int] = IdentityMemo(2)
+    keys = [Key() for _ in range(3)]
+    memo.put((keys[0],), 0)
+    memo.put((keys[1],), 1)
+    assert memo.get(keys[0]) == 0  # now 1 is the least recently used
+    memo.put((keys[2],), 2)
+    assert len(memo) == 2
+    assert memo.get(keys[1]) is None
+    assert (memo.get(keys[0]), memo.get(keys[2])) == (0, 2)
+
+
+def test_an_entry_holds_its_objects_so_their_ids_stay_theirs() -> None:
+    memo: IdentityMemo[str] = IdentityMemo(2)
+    key = Key()
+    alive = weakref.ref(key)
+    memo.put((key,), "value")
+    del key
+    gc.collect()
+    assert alive() is not None
+    memo.clear()
+    gc.collect()
+    assert alive() is None
+
+
+def test_a_weak_entry_goes_with_its_objects_or_its_value() -> None:
+    memo: WeakIdentityMemo[frozenset[str]] = WeakIdentityMemo(8)
+    key, value = Key(), frozenset({"a"})
+    alive = weakref.ref(key)
+    memo.put((key,), value)
+    assert memo.get(key) is value
+    del value
+    gc.collect()
+    assert memo.get(key) is None  # the value went: nobody shares it any more
+    value = frozenset({"b"})
+    memo.put((key,), value)
+    del key
+    gc.collect()
+    assert alive() is None  # not held by the memo
+    assert len(memo) == 1  # a dead entry waits for eviction; it answers for nobody
+
+
+@pytest.mark.parametrize("memo", [IdentityMemo, WeakIdentityMemo])
+def test_a_memo_has_room(memo: type[IdentityMemo[int]]) -> None:
+    with pytest.raises(ValueError, match="at least one entry"):
+        memo(0)
+
+
+def test_diffs_are_computed_once_per_pair() -> None:
+    def resources(**values: bytes) -> TypeResources:
+        return TypeResources.from_values(CLUSTER, values.items())
+
+    old = resources(a=b"1", b=b"2", c=b"3")
+    new = resources(a=b"1", b=b"two", d=b"4")
+    diffs = Diffs(pairs=2)
+    changed = diffs.changed(old, new)
+    assert changed == {"b", "c", "d"}
+    assert diffs.changed(old, new) is changed
+    assert sorted(diffs.removed(old, new)) == ["c"]
+    assert diffs.changed(new, new) == frozenset()
+
+
+def test_delta_streams_making_the_same_step_share_one_set() -> None:
+    unions = new_unions()
+    have = frozenset(f"name-{i}" for i in range(20))
+    added = frozenset(f"more-{i}" for i in range(20))
+    first = union(have, added, unions)
+    assert first == have | added
+    assert union(have, added, unions) is first
+    assert union(frozenset(), added, unions) is added
