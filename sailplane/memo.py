@@ -22,24 +22,21 @@ import weakref
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
+E = TypeVar("E")  # what an entry holds
 
 
-def _check(maxsize: int) -> int:
-    if maxsize < 1:
-        raise ValueError("a memo needs room for at least one entry")
-    return maxsize
-
-
-class IdentityMemo(Generic[V]):
-    """Values by the identity of the objects they were computed from; the
-    objects are kept alive with their entry."""
+class _BoundedMemo(Generic[V, E]):
+    """The bookkeeping both memos share: entries by the ids of their objects,
+    the least recently used dropped first past ``maxsize``. What an entry
+    holds, and whether it still answers, is the subclass's."""
 
     __slots__ = ("_entries", "maxsize")
 
     def __init__(self, maxsize: int) -> None:
-        self.maxsize = _check(maxsize)
-        # ids -> (the objects, so their ids stay theirs; the value)
-        self._entries: dict[tuple[int, ...], tuple[tuple[object, ...], V]] = {}
+        if maxsize < 1:
+            raise ValueError("a memo needs room for at least one entry")
+        self.maxsize = maxsize
+        self._entries: dict[tuple[int, ...], E] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -49,14 +46,16 @@ class IdentityMemo(Generic[V]):
         entry = self._entries.pop(key, None)
         if entry is None:
             return None
-        self._entries[key] = entry  # the most recently used go last
-        return entry[1]
+        value = self._answer(entry, objects)
+        if value is not None:
+            self._entries[key] = entry  # the most recently used go last
+        return value
 
     def put(self, objects: tuple[object, ...], value: V) -> V:
         """Remember ``value`` for ``objects``; returns it."""
         key = tuple(map(id, objects))
         self._entries.pop(key, None)
-        self._entries[key] = (objects, value)
+        self._entries[key] = self._entry(objects, value)
         while len(self._entries) > self.maxsize:
             del self._entries[next(iter(self._entries))]
         return value
@@ -64,45 +63,45 @@ class IdentityMemo(Generic[V]):
     def clear(self) -> None:
         self._entries.clear()
 
+    def _entry(self, objects: tuple[object, ...], value: V) -> E:
+        raise NotImplementedError
 
-class WeakIdentityMemo(Generic[V]):
+    def _answer(self, entry: E, objects: tuple[object, ...]) -> V | None:
+        raise NotImplementedError
+
+
+class IdentityMemo(_BoundedMemo[V, tuple[tuple[object, ...], V]]):
+    """Values by the identity of the objects they were computed from; the
+    objects are kept alive with their entry (so their ids stay theirs)."""
+
+    __slots__ = ()
+
+    def _entry(self, objects: tuple[object, ...], value: V) -> tuple[tuple[object, ...], V]:
+        return objects, value
+
+    def _answer(self, entry: tuple[tuple[object, ...], V], objects: tuple[object, ...]) -> V:
+        return entry[1]
+
+
+_WeakEntry = tuple[tuple[weakref.ref[object], ...], weakref.ref[V]]
+
+
+class WeakIdentityMemo(_BoundedMemo[V, _WeakEntry[V]]):
     """Like :class:`IdentityMemo`, but the objects and the value are held
     weakly: an entry answers only while they are all alive elsewhere (all
     must be weakly referable)."""
 
-    __slots__ = ("_entries", "maxsize")
+    __slots__ = ()
 
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = _check(maxsize)
-        self._entries: dict[
-            tuple[int, ...], tuple[tuple[weakref.ref[object], ...], weakref.ref[V]]
-        ] = {}
+    def _entry(self, objects: tuple[object, ...], value: V) -> _WeakEntry[V]:
+        return tuple(weakref.ref(o) for o in objects), weakref.ref(value)
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, *objects: object) -> V | None:
-        key = tuple(map(id, objects))
-        entry = self._entries.pop(key, None)
-        if entry is None:
-            return None
+    def _answer(self, entry: _WeakEntry[V], objects: tuple[object, ...]) -> V | None:
         refs, value_ref = entry
         value = value_ref()
         if value is None or any(ref() is not o for ref, o in zip(refs, objects, strict=True)):
             return None  # gone, or another object now has that id: forgotten
-        self._entries[key] = entry
         return value
-
-    def put(self, objects: tuple[object, ...], value: V) -> V:
-        key = tuple(map(id, objects))
-        self._entries.pop(key, None)
-        self._entries[key] = (tuple(weakref.ref(o) for o in objects), weakref.ref(value))
-        while len(self._entries) > self.maxsize:
-            del self._entries[next(iter(self._entries))]
-        return value
-
-    def clear(self) -> None:
-        self._entries.clear()
 
 
 __all__ = ["IdentityMemo", "WeakIdentityMemo"]
