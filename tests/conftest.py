@@ -19,6 +19,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="rewrite the golden files of every stage under tests/golden (and remove orphans)",
     )
+    parser.addoption(
+        "--update-scoreboard",
+        action="store_true",
+        help="rewrite tests/conformance/scoreboard.json and README.md's conformance line",
+    )
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sailplane.cli.common import max_file_size_flag, resolve_config_dir
 from sailplane.config.validate import Report
-from sailplane.model.source import Diagnostic, Position
+from sailplane.model.source import Diagnostic, Position, Severity
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -33,6 +33,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     validate.add_argument("--strict", action="store_true", help="warnings fail too")
     validate.add_argument(
+        "--envoy",
+        action="store_true",
+        help="also load every proxy's configuration into the real Envoy "
+        "(`envoy --mode validate`, from PATH): what Envoy would reject is an error",
+    )
+    validate.add_argument(
+        "--envoy-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="time limit of one Envoy validation (default 30)",
+    )
+    validate.add_argument(
         "-v", "--verbose", action="store_true", help="also show info lines (skipped kinds)"
     )
     max_file_size_flag(validate)
@@ -50,6 +63,15 @@ def run(args: argparse.Namespace) -> int:
     with max_file_size(args.max_file_size):
         report = validate_dir(config_dir, strict=args.strict, verbose=args.verbose)
     report = _self_check(report, config_dir)
+    if args.envoy:
+        from sailplane.server.envoycheck import EnvoyNotFound, find_envoy
+
+        try:
+            envoy = find_envoy()
+        except EnvoyNotFound as exc:
+            print(f"sailplane: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        report = _envoy_check(report, config_dir, envoy, args.envoy_timeout)
     sys.stdout.write(report.json() + "\n" if args.format == "json" else report.text())
     print(f"{config_dir}: {report.summary()}", file=sys.stderr)
     return report.exit_code
@@ -71,6 +93,42 @@ def _self_check(report: Report, config_dir: Path) -> Report:
             f"({'; '.join(problems)}); please report this as a sailplane bug",
         )
         for proxy, problems in inconsistent_snapshots(mesh)
+    ]
+    if not found:
+        return report
+    result = dataclasses.replace(report.result, diagnostics=(*report.result.diagnostics, *found))
+    return dataclasses.replace(report, result=result)
+
+
+def _envoy_check(report: Report, config_dir: Path, envoy: str, timeout: float) -> Report:
+    """Every proxy's configuration through ``envoy --mode validate``: each
+    rejection an error at the proxy's WorkloadEntry, naming the resource and
+    Envoy's message; what was checked with test material an info line."""
+    from sailplane.server.envoycheck import check_mesh
+
+    mesh = report.result.mesh
+    if mesh is None:
+        return report
+    rejections, notes = check_mesh(mesh, envoy, timeout=timeout)
+    workloads = mesh.workloads_by_id
+    found: list[Diagnostic] = []
+    for rejection in rejections:
+        first = workloads.get(rejection.proxies[0])
+        more = len(rejection.proxies) - 1
+        sharing = f" (and {more} more prox{'ies' if more > 1 else 'y'} with the same configuration)"
+        what = f" {rejection.resource}" if rejection.resource else ""
+        found.append(
+            Diagnostic(
+                first.source.file if first else str(config_dir),
+                first.source.position if first else Position(1, 1),
+                f"Envoy rejects{what} of proxy {rejection.proxies[0]}"
+                f"{sharing if more else ''}: {rejection.message}",
+                obj=f"WorkloadEntry {first.namespace}/{first.name}" if first else "",
+            )
+        )
+    found += [
+        Diagnostic(str(config_dir), Position(1, 1), f"envoy check: {note}", severity=Severity.INFO)
+        for note in notes
     ]
     if not found:
         return report

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sailplane.config.checks import check_mesh
+from sailplane.config.hostnames import read_namespace_hosts
 from sailplane.config.interpret import ISTIO_KINDS, Interpreted, interpret_document
 from sailplane.config.records import ACTIVE as ACTIVE
 from sailplane.config.records import IGNORED as IGNORED
@@ -34,9 +35,11 @@ from sailplane.config.records import Key as Key
 from sailplane.config.records import ObjectRecord as ObjectRecord
 from sailplane.config.records import document_digest as document_digest
 from sailplane.config.references import check_references
+from sailplane.config.requestauthn import check_request_authentications
 from sailplane.config.telemetry import check_telemetry
 from sailplane.config.yamldoc import Document
 from sailplane.model.authz import AuthorizationPolicy
+from sailplane.model.credentials import TLSSecret
 from sailplane.model.mesh import MeshConfig, ObjectRef
 from sailplane.model.registry import Service, Workload
 from sailplane.model.sidecar import MeshSettings
@@ -49,6 +52,7 @@ class _Collected:
     workloads: dict[str, Workload] = field(default_factory=dict)
     istio: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in ISTIO_KINDS})
     settings: MeshSettings | None = None
+    secrets: dict[Key, TLSSecret] = field(default_factory=dict)
     # Invalid AuthorizationPolicies, in their deny-everything form.
     fail_closed: dict[Key, AuthorizationPolicy] = field(default_factory=dict)
 
@@ -120,10 +124,15 @@ def assemble_mesh(
         authorization_policies=tuple(sorted(found.istio["AuthorizationPolicy"], key=by_key)),
         sidecars=tuple(sorted(found.istio["Sidecar"], key=by_key)),
         telemetries=tuple(sorted(found.istio["Telemetry"], key=by_key)),
+        request_authentications=tuple(sorted(found.istio["RequestAuthentication"], key=by_key)),
+        secrets=tuple(sorted(found.secrets.values(), key=by_key)),
         settings=found.settings or MeshSettings(),
         root_namespace=(found.settings or MeshSettings()).root_namespace,
         domain_suffix=domain_suffix,
     )
+    # ``name.ns`` hosts need the mesh's namespaces (hostnames.py).
+    mesh, notes = read_namespace_hosts(mesh)
+    diagnostics.extend(notes)
     # Cross-object checks need every object; what fails them is dropped, or
     # falls back to its last good version.
     fallback = {vs.key: vs for vs in previous.mesh.virtual_services} if previous else {}
@@ -152,6 +161,7 @@ def assemble_mesh(
     diagnostics.extend(_retained_note(r) for r in final if r.state == RETAINED)
     diagnostics.extend(check_mesh(mesh))
     diagnostics.extend(check_telemetry(mesh))
+    diagnostics.extend(check_request_authentications(mesh))
     mesh = dataclasses.replace(mesh, objects=tuple(in_force))
     return mesh, diagnostics, final
 
@@ -178,6 +188,12 @@ def _collect(
         if item.settings is None:
             return False, item.failed
         found.settings = item.settings
+        return True, item.failed
+    if item.role == "secret":
+        if item.secret is None:
+            return False, item.failed
+        secret = item.secret
+        found.secrets[("Secret", secret.namespace, secret.name)] = secret
         return True, item.failed
     if item.role == "workload":
         if item.workload is None:
@@ -269,23 +285,31 @@ def _retain(key: Key, previous: InForce, found: _Collected) -> bool:
         return False
     kind, namespace, name = key
     mesh = previous.mesh
-    if kind in found.istio or kind == "Policy":
+    if kind in found.istio or kind in ("Policy", "MeshPolicy"):
         items: tuple[Any, ...] = {
             "VirtualService": mesh.virtual_services,
             "DestinationRule": mesh.destination_rules,
             "Gateway": mesh.gateways,
             "PeerAuthentication": tuple(p for p in mesh.peer_authentications if not p.legacy),
-            "Policy": tuple(p for p in mesh.peer_authentications if p.legacy),
+            "Policy": tuple(p for p in mesh.peer_authentications if p.legacy and not p.mesh_wide),
+            "MeshPolicy": tuple(p for p in mesh.peer_authentications if p.mesh_wide),
             "AuthorizationPolicy": tuple(
                 p for p in mesh.authorization_policies if not p.fail_closed
             ),
             "Sidecar": mesh.sidecars,
             "Telemetry": mesh.telemetries,
+            "RequestAuthentication": mesh.request_authentications,
         }[kind]
         matches = [o for o in items if (o.namespace, o.name) == (namespace, name)]
-        found.istio["PeerAuthentication" if kind == "Policy" else kind].extend(matches)
+        legacy = kind in ("Policy", "MeshPolicy")
+        found.istio["PeerAuthentication" if legacy else kind].extend(matches)
         return bool(matches)
     added = False
+    if kind == "Secret":
+        for secret in mesh.secrets:
+            if (secret.namespace, secret.name) == (namespace, name):
+                added |= found.secrets.setdefault(key, secret) is secret
+        return added
     if kind == "WorkloadEntry":
         for workload in mesh.workloads:
             if (workload.namespace, workload.name) == (namespace, name):

@@ -12,9 +12,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
+from sailplane.config.secret import check_client_credentials
+from sailplane.model.credentials import missing_credentials
+from sailplane.model.destinationrules import duplicate_subsets, merge_rule, rule_order
+from sailplane.model.gatewayports import exposed, gateway_port
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import DestinationRule, Gateway, VirtualService
-from sailplane.model.registry import selector_matches
+from sailplane.model.registry import Workload, selector_matches
 from sailplane.model.source import Diagnostic, FieldPath, Severity, Source, format_field_path
 
 
@@ -55,22 +59,48 @@ def check_gateway(mesh: MeshConfig, gateway: Gateway) -> list[Diagnostic]:
     problems = []
     for i, server in enumerate(gateway.servers):
         for workload in workloads:
-            ports = workload.ports
-            if not ports or server.port_name in ports or server.port in ports.values():
+            found = gateway_port(mesh, workload, server)
+            if exposed(workload, found):
                 continue
-            exposed = ", ".join(f"{name}={number}" for name, number in sorted(ports.items()))
+            ports = ", ".join(f"{n}={p}" for n, p in sorted(workload.ports.items()))
             problems.append(
                 _warn(
                     gateway.source,
                     obj,
                     ("spec", "servers", i, "port"),
                     f"port {server.port} ({server.port_name or 'unnamed'}) is not exposed "
-                    f"on workload {workload.namespace}/{workload.name} (its ports: {exposed})",
+                    f"on workload {workload.namespace}/{workload.name} (its ports: {ports})",
                     "IST0104",
                 )
             )
             break
+        problems.extend(_credential_problems(mesh, gateway, i, workloads))
     return problems
+
+
+def _credential_problems(
+    mesh: MeshConfig, gateway: Gateway, index: int, workloads: list[Workload]
+) -> list[Diagnostic]:
+    """A credentialName whose Secret a gateway workload cannot read: Istio
+    never serves that server's certificate; sailplane leaves the server's
+    filter chain out (the other servers keep working)."""
+    tls = gateway.servers[index].tls
+    if tls is None:
+        return []
+    for namespace in sorted({w.namespace for w in workloads}):
+        missing = missing_credentials(mesh.secrets, namespace, tls)
+        if missing:
+            return [
+                _warn(
+                    gateway.source,
+                    f"Gateway {gateway.key}",
+                    ("spec", "servers", index, "tls", "credentialName"),
+                    f"credentialName {tls.credential_name!r} cannot be served to the gateway "
+                    f"workloads of namespace {namespace}: {missing}; this server is not served",
+                    "IST0101",
+                )
+            ]
+    return []
 
 
 def check_route_order(vs: VirtualService) -> list[Diagnostic]:
@@ -117,22 +147,35 @@ def check_route_order(vs: VirtualService) -> list[Diagnostic]:
 
 
 def check_destination_rules(mesh: MeshConfig) -> list[Diagnostic]:
+    """What merging rules for one host drops or overrides (see
+    model/destinationrules.py for Istio's merge), and rules for no host."""
     problems = []
-    owner: dict[str, DestinationRule] = {}
-    for rule in mesh.destination_rules:
+    first_of: dict[tuple[str, str, str], DestinationRule] = {}  # (host, ns, selector) -> rule
+    used_namespace: dict[str, str] = {}  # host -> the namespace whose rules every proxy uses
+    for rule in sorted(mesh.destination_rules, key=rule_order):
         obj = f"DestinationRule {rule.key}"
-        first = owner.setdefault(rule.host, rule)
-        if first is not rule:
-            problems.append(
-                _warn(
-                    rule.source,
-                    obj,
-                    ("spec", "host"),
-                    f"host {rule.host!r} is also configured by DestinationRule {first.key}, "
-                    "which takes precedence; this rule is not used",
+        selector = _selector_text(rule.workload_selector)
+        key = (rule.host, rule.namespace, selector)
+        first = first_of.setdefault(key, rule)
+        if not selector:
+            used = used_namespace.setdefault(rule.host, _shared_namespace(mesh, rule.host))
+            if used != rule.namespace:
+                problems.append(
+                    _warn(
+                        rule.source,
+                        obj,
+                        ("spec", "host"),
+                        f"host {rule.host!r} is also configured by DestinationRules in "
+                        f"namespace {used!r}, which every proxy uses (sailplane's clusters are "
+                        "shared by the mesh; Istio would use this rule for proxies of "
+                        f"namespace {rule.namespace!r}); this rule is not used",
+                    )
                 )
-            )
-        elif "*" not in rule.host and rule.host not in mesh.services_by_host:
+                continue
+        if first is not rule:
+            problems.extend(_merge_notes(first, rule))
+            first_of[key] = merge_rule(first, rule)  # what the next rule merges into
+        if "*" not in rule.host and rule.host not in mesh.services_by_host and first is rule:
             problems.append(
                 _warn(
                     rule.source,
@@ -146,6 +189,49 @@ def check_destination_rules(mesh: MeshConfig) -> list[Diagnostic]:
     return problems
 
 
+def _shared_namespace(mesh: MeshConfig, host: str) -> str:
+    rule = mesh.destination_rule_for(host)
+    return rule.namespace if rule is not None and rule.host == host else ""
+
+
+def _merge_notes(first: DestinationRule, rule: DestinationRule) -> list[Diagnostic]:
+    """``rule`` is merged into ``first`` (Istio's mergeDestinationRule)."""
+    obj = f"DestinationRule {rule.key}"
+    notes = [
+        Diagnostic(
+            file=rule.source.file,
+            position=rule.source.locate(("spec", "host")),
+            message=f"merged into DestinationRule {first.key} (written first), as Istio "
+            "merges the rules of one host: its subsets are added",
+            obj=obj,
+            field_path="spec.host",
+            severity=Severity.INFO,
+        )
+    ]
+    for name in duplicate_subsets(first, rule):
+        index = next(i for i, s in enumerate(rule.subsets) if s.name == name)
+        notes.append(
+            _warn(
+                rule.source,
+                obj,
+                ("spec", "subsets", index, "name"),
+                f"subset {name!r} is also defined by DestinationRule {first.key}, "
+                "whose definition is used; this one is not",
+            )
+        )
+    if rule.traffic_policy is not None and first.traffic_policy is not None:
+        notes.append(
+            _warn(
+                rule.source,
+                obj,
+                ("spec", "trafficPolicy"),
+                f"DestinationRule {first.key} (written first) has a trafficPolicy for "
+                f"{rule.host!r}, which is used; this one is not",
+            )
+        )
+    return notes
+
+
 def check_mesh(mesh: MeshConfig) -> list[Diagnostic]:
     problems: list[Diagnostic] = []
     for gateway in mesh.gateways:
@@ -153,4 +239,5 @@ def check_mesh(mesh: MeshConfig) -> list[Diagnostic]:
     for vs in mesh.virtual_services:
         problems.extend(check_route_order(vs))
     problems.extend(check_destination_rules(mesh))
+    problems.extend(check_client_credentials(mesh))
     return problems

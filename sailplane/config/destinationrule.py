@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from sailplane.config.fieldcheck import check_declared_fields
+from sailplane.config.locality import parse_locality_lb
 from sailplane.config.reader import ObjectReader
 from sailplane.model.hosts import resolve_host
+from sailplane.model.locality import LocalityLbSetting
 from sailplane.model.networking import (
     CLIENT_TLS_MODES,
+    H2_UPGRADE_POLICIES,
     LB_SIMPLE,
     ClientTLS,
     ConnectionPool,
@@ -50,7 +53,19 @@ def _load_balancer(r: ObjectReader, path: FieldPath) -> LoadBalancer | None:
             )
         if simple:
             r.report(path, "set either simple or consistentHash, not both", code="IST0106")
-    return LoadBalancer(simple, chash)
+    return LoadBalancer(simple, chash, _locality_lb(r, path))
+
+
+def _locality_lb(r: ObjectReader, path: FieldPath) -> LocalityLbSetting | None:
+    where = (*path, "localityLbSetting")
+
+    def report(sub: FieldPath, message: str, severity: Severity) -> None:
+        r.report(
+            (*where, *sub), message, severity, "" if severity is Severity.WARNING else "IST0106"
+        )
+
+    has_outlier = r.has((*path[:-1], "outlierDetection"))
+    return parse_locality_lb(r.raw(where) if r.has(where) else None, report, has_outlier)
 
 
 def _connection_pool(r: ObjectReader, path: FieldPath) -> ConnectionPool | None:
@@ -65,6 +80,8 @@ def _connection_pool(r: ObjectReader, path: FieldPath) -> ConnectionPool | None:
         max_requests_per_connection=r.integer((*http, "maxRequestsPerConnection")),
         max_retries=r.integer((*http, "maxRetries")),
         idle_timeout=r.duration((*http, "idleTimeout")),
+        h2_upgrade_policy=r.enum((*http, "h2UpgradePolicy"), H2_UPGRADE_POLICIES, "DEFAULT"),
+        use_client_protocol=r.boolean((*http, "useClientProtocol")) is True,
     )
 
 
@@ -103,9 +120,22 @@ def _client_tls(r: ObjectReader, path: FieldPath) -> ClientTLS | None:
         ca_certificates=r.string((*path, "caCertificates")) or "",
         sni=r.string((*path, "sni")) or "",
         subject_alt_names=tuple(str(x) for x in r.sequence((*path, "subjectAltNames"))),
+        credential_name=r.string((*path, "credentialName")) or "",
     )
-    if mode == "MUTUAL" and not (tls.client_certificate and tls.private_key):
-        r.report(path, "MUTUAL needs clientCertificate and privateKey", code="IST0106")
+    if tls.credential_name and mode == "ISTIO_MUTUAL":
+        r.report(
+            (*path, "credentialName"),
+            "ISTIO_MUTUAL uses the mesh identity; credentialName is not allowed",
+            code="IST0106",
+        )
+    if (
+        mode == "MUTUAL"
+        and not tls.credential_name
+        and not (tls.client_certificate and tls.private_key)
+    ):
+        r.report(
+            path, "MUTUAL needs clientCertificate and privateKey, or credentialName", code="IST0106"
+        )
     return tls
 
 
@@ -135,6 +165,29 @@ def _traffic_policy(
     )
 
 
+def _workload_selector(r: ObjectReader) -> dict[str, str]:
+    """``workloadSelector.matchLabels``, checked as Istio's validateWorkloadSelector."""
+    path = ("spec", "workloadSelector")
+    if r.mapping(path) is None:
+        return {}
+    labels = dict(r.labels((*path, "matchLabels")))
+    for key, value in labels.items():
+        if not key:
+            r.report((*path, "matchLabels"), "empty key is not supported in selector")
+        if "*" in key or "*" in value:
+            r.report(
+                (*path, "matchLabels", key), f"wildcard is not supported in selector: {key}={value}"
+            )
+    if not labels:
+        r.report(
+            path,
+            "workload selector specified without labels; sailplane applies the rule "
+            "as if it had no selector",
+            Severity.WARNING,
+        )
+    return labels
+
+
 def parse_destination_rule(r: ObjectReader, domain: str) -> DestinationRule | None:
     check_declared_fields(r)
     host = r.host(("spec", "host"), required=True)
@@ -152,6 +205,7 @@ def parse_destination_rule(r: ObjectReader, domain: str) -> DestinationRule | No
             Subset(name, r.labels((*sub, "labels")), _traffic_policy(r, (*sub, "trafficPolicy")))
         )
     policy = _traffic_policy(r, ("spec", "trafficPolicy"))
+    selector = _workload_selector(r)
     if r.failed or host is None:
         return None
     return DestinationRule(
@@ -162,4 +216,5 @@ def parse_destination_rule(r: ObjectReader, domain: str) -> DestinationRule | No
         subsets=tuple(subsets),
         traffic_policy=policy,
         export_to=tuple(str(x) for x in r.sequence(("spec", "exportTo"))) or ("*",),
+        workload_selector=selector,
     )

@@ -39,18 +39,18 @@ MESH_KINDS: dict[str, tuple[str, ...]] = {
         "WorkloadEntry",
         "Sidecar",
     ),
-    "security.istio.io": ("PeerAuthentication", "AuthorizationPolicy"),
+    "security.istio.io": ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"),
     "telemetry.istio.io": ("Telemetry",),
-    "authentication.istio.io": ("Policy",),
-    "": ("Service", "ConfigMap"),
+    "authentication.istio.io": ("Policy", "MeshPolicy"),
+    "": ("Service", "ConfigMap", "Secret"),
 }
 # Real kinds of those groups that sailplane does not translate: Istio's are
 # accepted and reported as not supported (interpret.py), core ones skipped.
 OTHER_KINDS: dict[str, tuple[str, ...]] = {
     "networking.istio.io": ("WorkloadGroup", "EnvoyFilter", "ProxyConfig"),
-    "security.istio.io": ("RequestAuthentication",),
+    "security.istio.io": (),
     "telemetry.istio.io": (),
-    "authentication.istio.io": ("MeshPolicy",),
+    "authentication.istio.io": (),
     "": (
         "Binding",
         "ComponentStatus",
@@ -66,7 +66,6 @@ OTHER_KINDS: dict[str, tuple[str, ...]] = {
         "PodTemplate",
         "ReplicationController",
         "ResourceQuota",
-        "Secret",
         "ServiceAccount",
     ),
 }

@@ -1,6 +1,8 @@
 """Check an object's fields against its kind's declaration (config/fields/).
 
-Run by each parser before it reads anything: a field in no declaration is
+Run by each parser before it reads anything. A field may be spelt with its
+JSON name (``customTags``) or its proto name (``custom_tags``), as Istio's
+protojson decoding accepts both; a field in no declaration is
 unknown (a typo loses a setting: a warning with "did you mean", an error in
 a security policy); a known field that sailplane does not implement is
 reported when set, so that nothing the user wrote is silently dropped.
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sailplane.config.fields import DECLARED, IMPLEMENTED, Field, KindFields, Support
-from sailplane.config.reader import ObjectReader, did_you_mean
+from sailplane.config.reader import ObjectReader, did_you_mean, json_name
 from sailplane.model.source import FieldPath, Severity
 
 
@@ -74,6 +76,17 @@ def _walk(
         name = str(key)
         sub = (*path, name)
         child = node.children.get(name)
+        if child is None and "_" in name:
+            # The proto field name: Istio's protojson decoding accepts it as the
+            # JSON name, without a word, but not both spellings at once.
+            child = node.children.get(json_name(name))
+            if child is not None and json_name(name) in value:
+                r.report(
+                    sub,
+                    f"{name!r} and {json_name(name)!r} are the same field; set it once",
+                    code="IST0106",
+                )
+                continue
         if child is None:
             r.report(
                 sub,
@@ -125,11 +138,13 @@ README_KINDS = (
     "Gateway",
     "PeerAuthentication",
     "Policy",
+    "MeshPolicy",
     "AuthorizationPolicy",
+    "RequestAuthentication",
     "Sidecar",
     "Telemetry",
 )
-_TITLES = {"Service": "`v1 Service`", "Policy": "`Policy`"}
+_TITLES = {"Service": "`v1 Service`", "Policy": "`Policy`", "MeshPolicy": "`MeshPolicy`"}
 # DestinationRule's traffic policy fields repeat per subset and per port.
 _REPEATS = re.compile(r"^subsets\[\]\.|portLevelSettings\[\]\.")
 

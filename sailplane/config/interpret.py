@@ -21,16 +21,23 @@ from sailplane.config.gateway import parse_gateway
 from sailplane.config.reader import ObjectReader
 from sailplane.config.records import ObjectRecord, document_digest
 from sailplane.config.registry import parse_service, parse_service_entry, parse_workload_entry
-from sailplane.config.security import parse_legacy_policy, parse_peer_authentication
+from sailplane.config.requestauthn import parse_request_authentication
+from sailplane.config.secret import parse_secret
+from sailplane.config.security import (
+    parse_legacy_policy,
+    parse_mesh_policy,
+    parse_peer_authentication,
+)
 from sailplane.config.sidecar import MESH_CONFIGMAP, parse_mesh_settings, parse_sidecar
 from sailplane.config.telemetry import parse_telemetry
 from sailplane.config.virtualservice import parse_virtual_service
 from sailplane.config.yamldoc import Document, excerpt
 from sailplane.model.authz import AuthorizationPolicy
+from sailplane.model.credentials import TLSSecret
 from sailplane.model.mesh import ObjectRef
 from sailplane.model.networking import DestinationRule, Gateway, VirtualService
 from sailplane.model.registry import Service, Workload
-from sailplane.model.security import PeerAuthentication
+from sailplane.model.security import PeerAuthentication, RequestAuthentication
 from sailplane.model.sidecar import MeshSettings, Sidecar
 from sailplane.model.source import Diagnostic, Position, Severity
 from sailplane.model.telemetry import Telemetry
@@ -41,6 +48,7 @@ IstioObject = (
     | Gateway
     | PeerAuthentication
     | AuthorizationPolicy
+    | RequestAuthentication
     | Sidecar
     | Telemetry
 )
@@ -52,6 +60,7 @@ ISTIO_KINDS = (
     "Gateway",
     "PeerAuthentication",
     "AuthorizationPolicy",
+    "RequestAuthentication",
     "Sidecar",
     "Telemetry",
 )
@@ -59,7 +68,7 @@ ISTIO_KINDS = (
 # Where the object goes in the mesh: ``istio`` (by ``istio_kind``), the mesh
 # ``settings``, the service ``registry`` (Service, ServiceEntry), a
 # ``workload``; ``ignored`` kinds add nothing.
-Role = Literal["istio", "settings", "registry", "workload", "ignored"]
+Role = Literal["istio", "settings", "registry", "workload", "secret", "ignored"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +96,7 @@ class Interpreted:
     services: tuple[Service, ...] = ()  # one per host of a ServiceEntry
     workload: Workload | None = None
     settings: MeshSettings | None = None
+    secret: TLSSecret | None = None  # a TLS Secret (credentialName)
     # An invalid AuthorizationPolicy in its deny-everything form.
     fail_closed: AuthorizationPolicy | None = None
     ref: ObjectRef | None = None  # how the mesh lists the object when it is in force as read
@@ -110,6 +120,7 @@ class _Kind(TypedDict, total=False):
     services: tuple[Service, ...]
     workload: Workload | None
     settings: MeshSettings | None
+    secret: TLSSecret | None
     fail_closed: AuthorizationPolicy | None
 
 
@@ -210,7 +221,13 @@ def shift_interpreted(item: Interpreted, document: Document, domain_suffix: str)
     have to be shifted here too; test_config_incremental moves every kind.)"""
     old, new = item.document.source, document.source
     lines = new.position.line - old.position.line
-    objects: list[Any] = [item.istio, item.workload, item.settings, item.fail_closed]
+    objects: list[Any] = [
+        item.istio,
+        item.workload,
+        item.settings,
+        item.fail_closed,
+        item.secret,
+    ]
     objects += item.services
     if new.file != old.file or any(o is not None and o.source is not old for o in objects):
         return interpret_document(document, domain_suffix)  # not as simple as that
@@ -257,6 +274,7 @@ def shift_interpreted(item: Interpreted, document: Document, domain_suffix: str)
         services=tuple(moved(s) for s in item.services),
         workload=moved(item.workload),
         settings=moved(item.settings),
+        secret=moved(item.secret),
         fail_closed=moved(item.fail_closed),
         ref=ref,
     )
@@ -265,7 +283,7 @@ def shift_interpreted(item: Interpreted, document: Document, domain_suffix: str)
 def _parse(reader: ObjectReader, domain_suffix: str) -> _Kind:
     """The kind-specific part: what the document adds to the mesh."""
     kind = reader.kind
-    if kind in ISTIO_KINDS or kind == "Policy":
+    if kind in ISTIO_KINDS or kind in ("Policy", "MeshPolicy"):
         istio: IstioObject | None
         if kind == "VirtualService":
             istio = parse_virtual_service(reader, domain_suffix)
@@ -279,13 +297,16 @@ def _parse(reader: ObjectReader, domain_suffix: str) -> _Kind:
             istio = parse_sidecar(reader)
         elif kind == "Telemetry":
             istio = parse_telemetry(reader)
+        elif kind == "RequestAuthentication":
+            istio = parse_request_authentication(reader)
         elif kind == "AuthorizationPolicy":
             policy = parse_authorization_policy(reader)
             if policy.fail_closed:
                 return {"role": "istio", "istio_kind": kind, "fail_closed": policy}
             istio = policy
-        else:  # the legacy authentication.istio.io Policy becomes a PeerAuthentication
-            istio = parse_legacy_policy(reader)
+        else:  # the legacy authentication.istio.io kinds become PeerAuthentications
+            parse = parse_mesh_policy if kind == "MeshPolicy" else parse_legacy_policy
+            istio = parse(reader)
             kind = "PeerAuthentication"
         return {"role": "istio", "istio_kind": kind, "istio": istio}
     if kind == "ConfigMap":
@@ -299,5 +320,7 @@ def _parse(reader: ObjectReader, domain_suffix: str) -> _Kind:
         return {"role": "registry", "services": tuple(parse_service_entry(reader, domain_suffix))}
     if kind == "WorkloadEntry":
         return {"role": "workload", "workload": parse_workload_entry(reader)}
+    if kind == "Secret":
+        return {"role": "secret", "secret": parse_secret(reader)}
     reader.report(("kind",), f"{kind} is not supported yet by sailplane; ignored", Severity.WARNING)
     return {}

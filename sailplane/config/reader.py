@@ -53,6 +53,7 @@ class ObjectReader:
         severity: Severity = Severity.ERROR,
         code: str = "",
     ) -> None:
+        path = self.written(path)
         diagnostic = Diagnostic(
             file=self.source.file,
             position=self.source.locate(path),
@@ -73,17 +74,46 @@ class ObjectReader:
     # -- typed getters -----------------------------------------------------
 
     def raw(self, path: FieldPath) -> Any:
+        """The value at ``path`` (field names as Istio's JSON names them, in
+        lowerCamelCase); a field spelt with its proto name (snake_case) is
+        found too, as Istio's protojson decoding accepts both."""
         node: Any = self.data
         for part in path:
-            if isinstance(part, int):
+            if isinstance(part, int) and isinstance(node, Mapping):
+                # A map with integer keys (portLevelMtls: {9080: ...}), as YAML reads it.
+                if part not in node:
+                    return _MISSING
+                node = node[part]
+            elif isinstance(part, int):
                 if not isinstance(node, list) or part >= len(node):
                     return _MISSING
                 node = node[part]
             else:
-                if not isinstance(node, Mapping) or part not in node:
+                if not isinstance(node, Mapping):
                     return _MISSING
-                node = node[part]
+                key = _spelt(node, part)
+                if key is None:
+                    return _MISSING
+                node = node[key]
         return node
+
+    def written(self, path: FieldPath) -> FieldPath:
+        """``path`` as the YAML spells it (a proto name where one was used)."""
+        node: Any = self.data
+        out: list[str | int] = []
+        for part in path:
+            key: str | int | None = part
+            if isinstance(part, str) and isinstance(node, Mapping):
+                key = _spelt(node, part) or part
+                node = node.get(key)
+            elif isinstance(part, int) and isinstance(node, Mapping):
+                node = node.get(part)
+            elif isinstance(part, int) and isinstance(node, list) and part < len(node):
+                node = node[part]
+            else:
+                node = None
+            out.append(part if key is None else key)
+        return tuple(out)
 
     def has(self, path: FieldPath) -> bool:
         """Whether the field is present and not null."""
@@ -216,6 +246,24 @@ class ObjectReader:
     def boolean(self, path: FieldPath) -> bool | None:
         value = self._get(path, (bool,), "true or false", False)
         return None if value is None else bool(value)
+
+
+def json_name(proto_name: str) -> str:
+    """A proto field name's JSON name, as protoc derives it: each ``_`` is
+    dropped and the letter after it upper-cased (``custom_tags`` ->
+    ``customTags``, ``consecutive_5xx_errors`` -> ``consecutive5xxErrors``)."""
+    head, *rest = proto_name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _spelt(node: Mapping[str, Any], name: str) -> str | None:
+    """The key of ``node`` that is field ``name``: itself, else its proto spelling."""
+    if name in node:
+        return name
+    for key in node:
+        if isinstance(key, str) and "_" in key and json_name(key) == name:
+            return key
+    return None
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:

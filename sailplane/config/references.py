@@ -1,8 +1,13 @@
-"""Cross-object checks: what a VirtualService names must exist.
+"""Cross-object checks: what a VirtualService names should exist.
 
-Run once every object is parsed (file order does not matter). An object that
-fails is dropped whole, with a diagnostic at the offending field; everything
-else stays in force. Codes are ``istioctl analyze``'s.
+Run once every object is parsed (file order does not matter). As in Istio,
+whose validation webhook checks one object at a time, a VirtualService that
+names an unknown host, port, subset or gateway is accepted: these are
+``istioctl analyze`` warnings (IST0101), and at run time a request routed
+to a cluster that does not exist gets Envoy's 503 (route.go builds the
+cluster name ``outbound|PORT|SUBSET|HOST`` whether or not the service or
+subset exists; RDS does not validate clusters). Errors here would drop the
+object (or fall back to its last good version); none of today's checks is one.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Mapping
 
 from sailplane.model.hosts import host_matches
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.networking import Destination, VirtualService
+from sailplane.model.networking import Destination, TCPRoute, TLSRoute, VirtualService
 from sailplane.model.source import (
     Diagnostic,
     FieldPath,
@@ -28,7 +33,7 @@ def _diag(
     path: FieldPath,
     message: str,
     code: str,
-    severity: Severity = Severity.ERROR,
+    severity: Severity = Severity.WARNING,
 ) -> Diagnostic:
     return Diagnostic(
         file=vs.source.file,
@@ -51,7 +56,8 @@ def _check_destination(
             _diag(
                 vs,
                 (*path, "host"),
-                f"unknown host {shown}: no Service or ServiceEntry defines it",
+                f"unknown host {shown}: no Service or ServiceEntry defines it "
+                "(requests routed there get 503)",
                 "IST0101",
             )
         ]
@@ -62,7 +68,8 @@ def _check_destination(
             _diag(
                 vs,
                 (*path, "port", "number"),
-                f"{dest.host} has no port {dest.port} (ports: {ports})",
+                f"{dest.host} has no port {dest.port} (ports: {ports}; "
+                "requests routed there get 503)",
                 "IST0101",
             )
         )
@@ -74,11 +81,18 @@ def _check_destination(
                 if rule
                 else "no DestinationRule defines subsets for it"
             )
+            selected = [r for r in mesh.selector_rules_for(dest.host) if r.subset(dest.subset)]
+            if selected:
+                where = (
+                    f"only DestinationRule {selected[0].key}, with a workloadSelector, "
+                    "defines it, for the proxies it selects"
+                )
             problems.append(
                 _diag(
                     vs,
                     (*path, "subset"),
-                    f"unknown subset {dest.subset!r} of {dest.host}: {where}",
+                    f"unknown subset {dest.subset!r} of {dest.host}: {where} "
+                    "(requests routed there get 503)",
                     "IST0101",
                 )
             )
@@ -90,7 +104,13 @@ def check_virtual_service(mesh: MeshConfig, vs: VirtualService) -> list[Diagnost
     for i, gateway in enumerate(vs.gateways):
         if gateway != "mesh" and gateway not in mesh.gateways_by_key:
             problems.append(
-                _diag(vs, ("spec", "gateways", i), f"unknown gateway {gateway!r}", "IST0101")
+                _diag(
+                    vs,
+                    ("spec", "gateways", i),
+                    f"unknown gateway {gateway!r}: this VirtualService applies to no "
+                    "gateway of that name until one is defined",
+                    "IST0101",
+                )
             )
     for route in vs.http:
         for target in route.route:
@@ -99,7 +119,11 @@ def check_virtual_service(mesh: MeshConfig, vs: VirtualService) -> list[Diagnost
             )
         if route.mirror is not None:
             problems.extend(_check_destination(mesh, vs, route.mirror, (*route.path, "mirror")))
-    for tcp in vs.tcp:
+        for mirror in route.mirrors:
+            where = (*mirror.path, "destination")
+            problems.extend(_check_destination(mesh, vs, mirror.destination, where))
+    l4: list[TCPRoute | TLSRoute] = [*vs.tcp, *vs.tls]
+    for tcp in l4:
         for target in tcp.route:
             problems.extend(
                 _check_destination(mesh, vs, target.destination, (*target.path, "destination"))
@@ -133,7 +157,7 @@ def _conflicts(mesh: MeshConfig, kept: list[VirtualService]) -> list[Diagnostic]
 def check_references(
     mesh: MeshConfig, fallback: Mapping[str, VirtualService] | None = None
 ) -> tuple[MeshConfig, Dropped, Dropped, list[Diagnostic]]:
-    """Drop every VirtualService that names something missing.
+    """Check every VirtualService; drop those with errors (none today, see above).
 
     ``fallback`` maps ``namespace/name`` to the version in force before; a
     dropped VirtualService whose previous version still checks out is

@@ -13,6 +13,7 @@ from sailplane.model.registry import (
     Service,
     ServicePort,
     Workload,
+    workload_locality,
 )
 from sailplane.model.source import Severity
 
@@ -101,13 +102,15 @@ def parse_service_entry(r: ObjectReader, domain_suffix: str) -> list[Service]:
             port = r.port((*base, "ports", key))
             if port is not None:
                 port_map[key] = port
+        labels = r.labels((*base, "labels"))
         endpoints.append(
             Endpoint(
                 address=address,
-                labels=r.labels((*base, "labels")),
+                labels=labels,
                 ports=port_map,
                 weight=r.integer((*base, "weight")) or 1,
                 service_account=r.string((*base, "serviceAccount")) or "",
+                locality=workload_locality(r.string((*base, "locality")) or "", labels),
             )
         )
     if not ports:
@@ -117,7 +120,7 @@ def parse_service_entry(r: ObjectReader, domain_suffix: str) -> list[Service]:
     export_to = tuple(str(x) for x in r.sequence(("spec", "exportTo"))) or ("*",)
     return [
         Service(
-            hostname=resolve_host(host, r.namespace, domain_suffix) if "." not in host else host,
+            hostname=resolve_host(host, r.namespace, domain_suffix),
             namespace=r.namespace,
             name=r.name,
             kind="ServiceEntry",
@@ -147,13 +150,15 @@ def parse_workload_entry(r: ObjectReader) -> Workload | None:
         r.report(("metadata", "name"), "required field is missing", code="IST0106")
     if r.failed or address is None:
         return None
+    labels = r.labels(("spec", "labels"))
     return Workload(
         name=r.name,
         namespace=r.namespace,
         address=address,
         source=r.source,
-        labels=r.labels(("spec", "labels")),
+        labels=labels,
         ports=ports,
         service_account=r.string(("spec", "serviceAccount")) or "default",
         weight=r.integer(("spec", "weight")) or 1,
+        locality=workload_locality(r.string(("spec", "locality")) or "", labels),
     )

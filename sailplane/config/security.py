@@ -1,4 +1,5 @@
-"""Parse PeerAuthentication and the legacy (pre-1.5) authentication ``Policy``."""
+"""Parse PeerAuthentication and the legacy (pre-1.5) authentication
+``Policy`` and ``MeshPolicy``."""
 
 from __future__ import annotations
 
@@ -54,12 +55,47 @@ def parse_legacy_policy(r: ObjectReader) -> PeerAuthentication | None:
         name = r.string(("spec", "targets", i, "name"), required=True)
         if name:
             targets.append(name)
-    mode: MtlsMode = "DISABLE"
-    for i, _ in enumerate(r.sequence(("spec", "peers"))):
-        if r.has(("spec", "peers", i, "mtls")):
-            mode = r.enum(("spec", "peers", i, "mtls", "mode"), ("STRICT", "PERMISSIVE"), "STRICT")
+    mode = _legacy_mode(r)
     if r.failed:
         return None
     return PeerAuthentication(
         r.name, r.namespace, r.source, mode, target_services=tuple(targets), legacy=True
     )
+
+
+def _legacy_mode(r: ObjectReader) -> MtlsMode:
+    """``peers: [{mtls: {mode: ...}}]``: STRICT when ``mtls`` is empty, as the
+    old API defined; no ``peers`` means plaintext."""
+    mode: MtlsMode = "DISABLE"
+    for i, _ in enumerate(r.sequence(("spec", "peers"))):
+        if r.has(("spec", "peers", i, "mtls")):
+            mode = r.enum(("spec", "peers", i, "mtls", "mode"), ("STRICT", "PERMISSIVE"), "STRICT")
+    return mode
+
+
+def parse_mesh_policy(r: ObjectReader) -> PeerAuthentication | None:
+    """``authentication.istio.io/v1alpha1 MeshPolicy`` (Istio 1.4): the
+    cluster-scoped Policy named ``default``, the mesh-wide mode, read as a
+    PeerAuthentication in the root namespace. Istio 1.4 validated it so
+    (pkg/config/validation ValidateAuthenticationPolicy, cluster-scoped):
+    the name must be ``default`` and it takes no targets."""
+    r.report(
+        ("kind",),
+        "authentication.istio.io MeshPolicy is deprecated since Istio 1.5; use a "
+        "security.istio.io/v1 PeerAuthentication in the root namespace without a "
+        "selector (spec.mtls.mode)",
+        Severity.WARNING,
+    )
+    check_declared_fields(r)
+    if r.name != "default":
+        r.report(
+            ("metadata", "name"),
+            f"a MeshPolicy must be named 'default', found {r.name!r}",
+            code="IST0106",
+        )
+    if r.has(("spec", "targets")):
+        r.report(("spec", "targets"), "a MeshPolicy must not have targets", code="IST0106")
+    mode = _legacy_mode(r)
+    if r.failed:
+        return None
+    return PeerAuthentication(r.name, r.namespace, r.source, mode, legacy=True, mesh_wide=True)

@@ -8,7 +8,10 @@ from typing import Any
 import yaml
 
 from sailplane.config.fieldcheck import check_declared_fields
+from sailplane.config.locality import parse_locality_lb
 from sailplane.config.reader import ObjectReader, did_you_mean
+from sailplane.config.sidecar_ingress import parse_ingress
+from sailplane.model.locality import DEFAULT_LOCALITY_LB, LocalityLbSetting
 from sailplane.model.sidecar import (
     OUTBOUND_MODES,
     MeshSettings,
@@ -34,12 +37,7 @@ _PROVIDER_KINDS = (
 
 def parse_sidecar(r: ObjectReader) -> Sidecar | None:
     check_declared_fields(r)
-    if r.sequence(("spec", "ingress")):
-        r.report(
-            ("spec", "ingress"),
-            "Sidecar ingress listeners are not supported; ignored",
-            Severity.WARNING,
-        )
+    ingress = parse_ingress(r)
     egress_hosts: list[tuple[str, str]] | None = None
     egress = r.sequence(("spec", "egress"))
     if egress:
@@ -68,6 +66,7 @@ def parse_sidecar(r: ObjectReader) -> Sidecar | None:
         selector=r.labels(("spec", "workloadSelector", "labels")),
         egress_hosts=None if egress_hosts is None else tuple(egress_hosts),
         outbound_mode=mode,
+        ingress=ingress,
     )
 
 
@@ -125,6 +124,8 @@ def parse_mesh_settings(r: ObjectReader) -> MeshSettings | None:
         "defaultProviders",
         "trustDomain",
         "enableAutoMtls",
+        "localityLbSetting",
+        "h2UpgradePolicy",
     }
     for key in raw:
         if key not in known:
@@ -146,8 +147,35 @@ def parse_mesh_settings(r: ObjectReader) -> MeshSettings | None:
         default_tracing=tuple(str(x) for x in defaults.get("tracing") or ()),
         default_access_logging=tuple(str(x) for x in defaults.get("accessLogging") or ()),
         default_metrics=tuple(str(x) for x in defaults.get("metrics") or ()),
+        locality_lb=_mesh_locality_lb(raw, bad),
+        h2_upgrade_policy="UPGRADE" if _h2_upgrade(raw, bad) else "DO_NOT_UPGRADE",
         source=r.source,
     )
+
+
+def _h2_upgrade(raw: dict[str, Any], bad: Any) -> bool:
+    """MeshConfig.h2UpgradePolicy: DO_NOT_UPGRADE (the default) or UPGRADE."""
+    value = raw.get("h2UpgradePolicy", "DO_NOT_UPGRADE")
+    if value not in ("DO_NOT_UPGRADE", "UPGRADE"):
+        bad(f"h2UpgradePolicy {value!r} is not DO_NOT_UPGRADE or UPGRADE")
+    return bool(value == "UPGRADE")
+
+
+def _mesh_locality_lb(raw: dict[str, Any], bad: Any) -> LocalityLbSetting | None:
+    """MeshConfig.localityLbSetting replaces Istio's default (enabled);
+    ``enabled: false`` turns locality load balancing off mesh-wide."""
+    if "localityLbSetting" not in raw:
+        return DEFAULT_LOCALITY_LB
+    setting = parse_locality_lb(
+        raw["localityLbSetting"],
+        lambda _, message, severity: (
+            bad(f"localityLbSetting: {message}") if severity is Severity.ERROR else None
+        ),
+        has_outlier=True,  # the rules' own outlierDetection decides
+    )
+    if setting is None:  # reported
+        return DEFAULT_LOCALITY_LB
+    return None if setting.enabled is False else setting
 
 
 def _provider(item: Any, bad: Any) -> Provider | None:
@@ -168,6 +196,7 @@ def _provider(item: Any, bad: Any) -> Provider | None:
         return None
     log_format = body.get("logFormat") or {}
     encoding = "JSON" if isinstance(log_format, dict) and "labels" in log_format else "TEXT"
+    labels = log_format.get("labels") if isinstance(log_format, dict) else None
     return Provider(
         name=str(item["name"]),
         kind=kind,
@@ -176,4 +205,8 @@ def _provider(item: Any, bad: Any) -> Provider | None:
         path=str(body.get("path", "")),
         encoding=encoding,
         format=str(log_format.get("text", "")) if isinstance(log_format, dict) else "",
+        log_name=str(body.get("logName", "")) if kind == "envoyOtelAls" else "",
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items()))
+        if kind == "envoyOtelAls" and isinstance(labels, dict)
+        else (),
     )

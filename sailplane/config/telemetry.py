@@ -3,15 +3,20 @@ config/telemetry) and check its provider names against the mesh settings."""
 
 from __future__ import annotations
 
+from sailplane.config.cel import CelSyntaxError, check_cel
 from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader, did_you_mean
+from sailplane.config.telemetry_metrics import parse_metrics, read_providers
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.source import Diagnostic, Severity
+from sailplane.model.sidecar import Provider
+from sailplane.model.source import Diagnostic, FieldPath, Severity
 from sailplane.model.telemetry import (
     BUILTIN_PROVIDERS,
     MODES,
+    SAILPLANE_PROVIDER,
+    TAG_SOURCES,
     AccessLoggingSpec,
-    MetricsSpec,
+    CustomTag,
     Mode,
     Telemetry,
     TracingSpec,
@@ -20,19 +25,62 @@ from sailplane.model.telemetry import (
 _UNSUPPORTED = Severity.WARNING
 
 
-def _providers(r: ObjectReader, path: tuple[str | int, ...]) -> tuple[str, ...] | None:
-    if not r.has(path):
-        return None
-    names = []
-    for i, _ in enumerate(r.sequence(path)):
-        name = r.string((*path, i, "name"), required=True)
-        if name:
-            names.append(name)
-    return tuple(names)
-
-
 def _mode(r: ObjectReader, path: tuple[str | int, ...]) -> Mode:
     return r.enum((*path, "mode"), MODES, "CLIENT_AND_SERVER")
+
+
+def _custom_tags(r: ObjectReader, path: FieldPath) -> tuple[CustomTag, ...] | None:
+    """``customTags``, checked as Istio's validateTelemetryTracing and Envoy's
+    CustomTag rules check them."""
+    tags = r.mapping(path)
+    if tags is None:
+        return None
+    out = []
+    for name in tags:
+        tag_path = (*path, str(name))
+        sources = [s for s in TAG_SOURCES if r.has((*tag_path, s))]
+        if len(sources) != 1:
+            r.report(
+                tag_path,
+                f"custom tag {name!r} needs exactly one of {', '.join(TAG_SOURCES)}",
+                code="IST0106",
+            )
+            continue
+        source = sources[0]
+        key = "name" if source in ("environment", "header") else "value"
+        value = r.string((*tag_path, source, key)) or ""
+        if not value:
+            r.report(
+                (*tag_path, source, key), f"{source} tag {key} may not be empty", code="IST0106"
+            )
+            continue
+        if source == "header" and any(c in value for c in "\0\r\n"):
+            # Envoy's HTTP_HEADER_NAME rule, not strict (custom_tag.proto): a NACK.
+            r.report(
+                (*tag_path, source, key),
+                f"{value!r} is not an HTTP header name (Envoy would reject the listener); "
+                "this tag is left out",
+                _UNSUPPORTED,
+            )
+            continue
+        default = r.string((*tag_path, source, "defaultValue")) or ""
+        out.append(CustomTag(str(name), source, value, default))
+    return tuple(out)
+
+
+def _log_filter(r: ObjectReader, path: FieldPath) -> str:
+    """``accessLogging[].filter.expression``: Envoy NACKs a listener whose CEL
+    filter does not parse (Istio passes it on unchecked), so its syntax is
+    checked here (:mod:`sailplane.config.cel`) and a bad one fails the object."""
+    expression = r.string(path)
+    if expression is None:
+        return ""
+    try:
+        check_cel(expression)
+    except CelSyntaxError as e:
+        r.report(path, f"access log filter {expression!r} is not a CEL expression Envoy takes: {e}")
+        return ""
+    return expression.strip()
 
 
 def parse_telemetry(r: ObjectReader) -> Telemetry | None:
@@ -47,8 +95,6 @@ def parse_telemetry(r: ObjectReader) -> Telemetry | None:
     tracing = []
     for i, _ in enumerate(r.sequence(("spec", "tracing"))):
         path: tuple[str | int, ...] = ("spec", "tracing", i)
-        if r.has((*path, "customTags")):
-            r.report((*path, "customTags"), "customTags are not supported; ignored", _UNSUPPORTED)
         sampling = r.raw((*path, "randomSamplingPercentage"))
         if r.has((*path, "randomSamplingPercentage")) and (
             isinstance(sampling, bool)
@@ -63,10 +109,11 @@ def parse_telemetry(r: ObjectReader) -> Telemetry | None:
             sampling = None
         tracing.append(
             TracingSpec(
-                providers=_providers(r, (*path, "providers")),
+                providers=read_providers(r, (*path, "providers")),
                 sampling=float(sampling) if isinstance(sampling, (int, float)) else None,
                 disable_span_reporting=r.boolean((*path, "disableSpanReporting")),
                 mode=_mode(r, (*path, "match")),
+                custom_tags=_custom_tags(r, (*path, "customTags")),
             )
         )
     if len(tracing) > 1:
@@ -74,44 +121,15 @@ def parse_telemetry(r: ObjectReader) -> Telemetry | None:
     logs = []
     for i, _ in enumerate(r.sequence(("spec", "accessLogging"))):
         path = ("spec", "accessLogging", i)
-        if r.has((*path, "filter")):
-            r.report(
-                (*path, "filter"),
-                "access log filter expressions are not supported; every request is logged",
-                _UNSUPPORTED,
-            )
         logs.append(
             AccessLoggingSpec(
-                providers=_providers(r, (*path, "providers")),
+                providers=read_providers(r, (*path, "providers")),
                 disabled=bool(r.boolean((*path, "disabled"))),
                 mode=_mode(r, (*path, "match")),
+                filter=_log_filter(r, (*path, "filter", "expression")),
             )
         )
-    metrics = []
-    for i, _ in enumerate(r.sequence(("spec", "metrics"))):
-        path = ("spec", "metrics", i)
-        overrides = []
-        for j, _ in enumerate(r.sequence((*path, "overrides"))):
-            opath = (*path, "overrides", j)
-            if any(
-                r.has((*opath, *field))
-                for field in (("tagOverrides",), ("match", "metric"), ("match", "customMetric"))
-            ):
-                r.report(
-                    opath,
-                    "per-metric overrides and tagOverrides are not supported; "
-                    "this override applies to every metric",
-                    _UNSUPPORTED,
-                )
-            mode = r.enum((*opath, "match", "mode"), MODES, "CLIENT_AND_SERVER")
-            overrides.append((mode, bool(r.boolean((*opath, "disabled")))))
-        metrics.append(
-            MetricsSpec(
-                providers=_providers(r, (*path, "providers")),
-                overrides=tuple(overrides),
-                reporting_interval=r.duration((*path, "reportingInterval")),
-            )
-        )
+    metrics = parse_metrics(r)
     selector = r.labels(("spec", "selector", "matchLabels"))
     if r.failed:
         return None
@@ -136,7 +154,7 @@ def check_telemetry(mesh: MeshConfig) -> list[Diagnostic]:
             ("tracing", spec.providers, ("opentelemetry", "zipkin")) for spec in telemetry.tracing
         ]
         sections += [
-            ("accessLogging", spec.providers, ("envoyFileAccessLog", "sailplane"))
+            ("accessLogging", spec.providers, ("envoyFileAccessLog", "envoyOtelAls", "sailplane"))
             for spec in telemetry.access_logging
         ]
         sections += [("metrics", spec.providers, ("prometheus",)) for spec in telemetry.metrics]
@@ -169,4 +187,25 @@ def check_telemetry(mesh: MeshConfig) -> list[Diagnostic]:
                         code="IST0106",
                     )
                 )
+        problems += _unfiltered(mesh, telemetry)
     return problems
+
+
+def _unfiltered(mesh: MeshConfig, telemetry: Telemetry) -> list[Diagnostic]:
+    """A filter on the ``sailplane`` provider: its stream is the one the
+    metrics count, so it is never filtered."""
+    settings = mesh.settings
+    return [
+        Diagnostic(
+            telemetry.source.file,
+            telemetry.source.position,
+            f"accessLogging provider {name!r} (sailplane's stream, which the metrics count) "
+            "takes no filter; every request is logged there",
+            obj=f"Telemetry {telemetry.key}",
+            severity=Severity.WARNING,
+        )
+        for spec in telemetry.access_logging
+        if spec.filter
+        for name in spec.providers or settings.default_access_logging
+        if (settings.provider(name) or Provider(name, name)).kind == SAILPLANE_PROVIDER
+    ]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sailplane.config.assemble import REJECTED, build_mesh
 from sailplane.config.envelope import reader_for
+from sailplane.config.hostnames import host_context, read_virtual_service
 from sailplane.config.loader import LoadResult, config_files, display_name, load_dir
 from sailplane.config.references import check_virtual_service
 from sailplane.config.virtualservice import parse_virtual_service
@@ -139,6 +140,7 @@ def rejected_references(
             continue  # changed since the load; what it says now is for the next run
     mesh = result.mesh or build_mesh(documents, domain_suffix)[0]
     known = set(result.diagnostics)
+    context = host_context(mesh)
     found: list[Diagnostic] = []
     for doc in documents:
         reader = reader_for(doc, [])
@@ -151,5 +153,6 @@ def rejected_references(
         vs = parse_virtual_service(reader, domain_suffix, partial=True)
         if vs is None:
             continue
+        vs, _ = read_virtual_service(vs, context)  # its notes were reported
         found += [d for d in check_virtual_service(mesh, vs) if d not in known]
     return found

@@ -6,7 +6,7 @@ from typing import Any
 
 from sailplane.config.fieldcheck import check_declared_fields
 from sailplane.config.reader import ObjectReader
-from sailplane.model.hosts import resolve_host
+from sailplane.model.hosts import host_matches, resolve_host
 from sailplane.model.networking import (
     CorsPolicy,
     Destination,
@@ -20,15 +20,18 @@ from sailplane.model.networking import (
     HTTPMatch,
     HTTPRoute,
     L4Match,
+    Mirror,
     Redirect,
     Retries,
     Rewrite,
     RouteDestination,
     StringMatch,
     TCPRoute,
+    TLSMatch,
+    TLSRoute,
     VirtualService,
 )
-from sailplane.model.source import FieldPath
+from sailplane.model.source import FieldPath, Severity
 
 _REDIRECT_CODES = (301, 302, 303, 307, 308)
 
@@ -245,7 +248,10 @@ def _http_route(r: ObjectReader, path: FieldPath, domain: str) -> HTTPRoute:
     mirror = None
     if r.mapping((*path, "mirror")) is not None:
         mirror = _destination(r, (*path, "mirror"), domain)
-    mirror_pct = r.percentage((*path, "mirrorPercentage"))
+    mirror_pct = _mirror_percentage(r, path)
+    mirrors = _mirrors(r, path, domain)
+    if mirror is not None and mirrors:
+        r.report(path, "HTTP route cannot contain both mirror and mirrors", code="IST0106")
     route = _route_destinations(r, (*path, "route"), domain)
     # A route whose destinations are all invalid has been reported already.
     if (
@@ -267,10 +273,44 @@ def _http_route(r: ObjectReader, path: FieldPath, domain: str) -> HTTPRoute:
         fault=_fault(r, (*path, "fault")),
         mirror=mirror,
         mirror_percentage=mirror_pct,
+        mirrors=mirrors,
         headers=_headers(r, (*path, "headers")),
         cors=_cors(r, (*path, "corsPolicy")),
         path=path,
     )
+
+
+def _mirror_percentage(r: ObjectReader, path: FieldPath) -> float | None:
+    """Istio (route.go MirrorPercent): ``mirrorPercentage`` first, then the
+    deprecated integer ``mirrorPercent`` (validation warns and caps it at 100)."""
+    given = r.percentage((*path, "mirrorPercentage"))
+    for name in ("mirrorPercent", "mirror_percent"):
+        if not r.has((*path, name)):
+            continue
+        r.report(
+            (*path, name),
+            f'using deprecated setting "{name}", use "mirrorPercentage" instead',
+            Severity.WARNING,
+        )
+        legacy = r.integer((*path, name))
+        if legacy is not None and not 0 <= legacy <= 100:
+            r.report((*path, name), f"{name} must be 0-100 (it has {legacy})", code="IST0106")
+        elif legacy is not None and given is None:
+            given = float(legacy)
+    return given
+
+
+def _mirrors(r: ObjectReader, path: FieldPath, domain: str) -> tuple[Mirror, ...]:
+    """``mirrors[]`` (validateHTTPMirrors): each needs a destination."""
+    out = []
+    for i, _ in enumerate(r.sequence((*path, "mirrors"))):
+        base = (*path, "mirrors", i)
+        if r.mapping((*base, "destination"), required=True) is None:
+            continue
+        destination = _destination(r, (*base, "destination"), domain)
+        if destination is not None:
+            out.append(Mirror(destination, r.percentage((*base, "percentage")), base))
+    return tuple(out)
 
 
 def _tcp_route(r: ObjectReader, path: FieldPath, domain: str) -> TCPRoute:
@@ -289,6 +329,42 @@ def _tcp_route(r: ObjectReader, path: FieldPath, domain: str) -> TCPRoute:
     return TCPRoute(tuple(matches), tuple(_route_destinations(r, (*path, "route"), domain)), path)
 
 
+def _tls_route(r: ObjectReader, path: FieldPath, domain: str, hosts: list[str]) -> TLSRoute:
+    """Istio's validation: every match has sniHosts, each a subset of one of
+    the VirtualService's hosts (validateSniHost); a route is required."""
+    matches = []
+    for i, _ in enumerate(r.sequence((*path, "match"), required=True)):
+        base = (*path, "match", i)
+        sni_hosts = []
+        for j, raw in enumerate(r.sequence((*base, "sniHosts"), required=True)):
+            sni = str(raw)
+            if not any(host_matches(h, sni) for h in hosts):
+                r.report(
+                    (*base, "sniHosts", j),
+                    f"the SNI host {sni!r} must be a subset of one of the hosts {hosts}",
+                    code="IST0106",
+                )
+            sni_hosts.append(sni)
+        if r.raw((*base, "sniHosts")) == []:
+            r.report((*base, "sniHosts"), "at least one SNI host is required", code="IST0106")
+        matches.append(
+            TLSMatch(
+                sni_hosts=tuple(sni_hosts),
+                port=r.port((*base, "port")),
+                source_labels=r.labels((*base, "sourceLabels")),
+                gateways=tuple(
+                    resolve_gateway(str(g), r.namespace) for g in r.sequence((*base, "gateways"))
+                ),
+            )
+        )
+    if r.raw((*path, "match")) == []:
+        r.report((*path, "match"), "a TLS route needs at least one match", code="IST0106")
+    route = _route_destinations(r, (*path, "route"), domain)
+    if not r.sequence((*path, "route")):
+        r.report((*path, "route"), "a TLS route needs a route", code="IST0106")
+    return TLSRoute(tuple(matches), tuple(route), path)
+
+
 def parse_virtual_service(
     r: ObjectReader, domain: str, partial: bool = False
 ) -> VirtualService | None:
@@ -302,14 +378,19 @@ def parse_virtual_service(
     ]
     if r.raw(("spec", "hosts")) == []:
         r.report(("spec", "hosts"), "at least one host is required", code="IST0106")
-    if r.sequence(("spec", "tls")):
-        r.report(("spec", "tls"), "tls routes are not supported yet; ignored")
+    if not any(r.sequence(("spec", kind)) for kind in ("http", "tcp", "tls")):
+        # pkg/config/validation: Istio's webhook rejects it
+        r.report(("spec",), "http, tcp or tls must be provided in virtual service", code="IST0106")
     http = [
         _http_route(r, ("spec", "http", i), domain)
         for i, _ in enumerate(r.sequence(("spec", "http")))
     ]
     tcp = [
         _tcp_route(r, ("spec", "tcp", i), domain) for i, _ in enumerate(r.sequence(("spec", "tcp")))
+    ]
+    tls = [
+        _tls_route(r, ("spec", "tls", i), domain, [str(h) for h in hosts])
+        for i, _ in enumerate(r.sequence(("spec", "tls")))
     ]
     gateways: list[Any] = r.sequence(("spec", "gateways"))
     if r.failed and not partial:
@@ -322,5 +403,6 @@ def parse_virtual_service(
         gateways=tuple(resolve_gateway(str(g), r.namespace) for g in gateways) or ("mesh",),
         http=tuple(http),
         tcp=tuple(tcp),
+        tls=tuple(tls),
         export_to=tuple(str(x) for x in r.sequence(("spec", "exportTo"))) or ("*",),
     )

@@ -84,7 +84,9 @@ def workload_ports(mesh: MeshConfig, workload: Workload) -> tuple[int, ...]:
 def gateway_ports(mesh: MeshConfig, workload: Workload) -> tuple[int, ...]:
     proxy = Proxy(workload)
     return tuple(
-        sorted({bind_port(proxy, s) for g in selecting_gateways(mesh, proxy) for s in g.servers})
+        sorted(
+            {bind_port(mesh, proxy, s) for g in selecting_gateways(mesh, proxy) for s in g.servers}
+        )
     )
 
 

@@ -9,6 +9,7 @@ then ALLOW (no ALLOW policy = allow; ALLOW policies that all miss = deny).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
@@ -16,6 +17,7 @@ from typing import Literal, get_args
 from sailplane.model.source import Source
 
 Action = Literal["ALLOW", "DENY", "AUDIT", "CUSTOM"]
+CLAIMS_KEY = "request.auth.claims"
 ACTIONS: tuple[Action, ...] = get_args(Action)
 
 
@@ -29,6 +31,13 @@ class Source_:
     not_ip_blocks: tuple[str, ...] = ()
     remote_ip_blocks: tuple[str, ...] = ()
     not_remote_ip_blocks: tuple[str, ...] = ()
+    # JWT principals, ``ISSUER/SUBJECT`` (RequestAuthentication validates the token).
+    request_principals: tuple[str, ...] = ()
+    not_request_principals: tuple[str, ...] = ()
+
+    @property
+    def http_only(self) -> bool:
+        return bool(self.request_principals or self.not_request_principals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +65,7 @@ class Operation:
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    key: str  # request.headers[x-user], source.ip, source.namespace, ...
+    key: str  # request.headers[x-user], request.auth.claims[groups], source.ip, ...
     values: tuple[str, ...] = ()
     not_values: tuple[str, ...] = ()
 
@@ -83,7 +92,27 @@ class AuthorizationPolicy:
     # Set when the object was invalid: it then denies everything it selects,
     # so a typo in a security policy never opens access.
     fail_closed: bool = False
+    # ``istio.io/dry-run: "true"``: evaluated and counted (RBAC shadow rules),
+    # never enforced.
+    dry_run: bool = False
+    # Gateway API / waypoint targets (``targetRef(s)``): the policy applies to
+    # those only, which sailplane does not run, so to no workload at all.
+    target_refs: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+
+def claim_path(key: str) -> tuple[str, ...] | None:
+    """``request.auth.claims[a][b]`` -> ``("a", "b")``, as Istio reads it
+    (authz/model extractNameInNestedBrackets: a key that is not a clean
+    sequence of ``[NAME]`` is one claim, everything between the outer
+    brackets); None when it is not ``request.auth.claims[NAME]`` at all."""
+    rest = key.removeprefix(CLAIMS_KEY)
+    if rest == key or not rest.startswith("[") or not rest.endswith("]") or len(rest) < 3:
+        return None
+    names = re.findall(r"\[([^\[\]]*)\]", rest)
+    if "".join(f"[{n}]" for n in names) == rest and all(names):
+        return tuple(names)
+    return (rest[1:-1],)

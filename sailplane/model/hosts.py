@@ -1,17 +1,22 @@
 """Host names as Istio resolves them.
 
-Short names resolve in the namespace of the object that names them:
-``weather-backend`` in namespace ``default`` is
-``weather-backend.default.svc.cluster.local``; ``weather-backend.secure`` is
-``weather-backend.secure.svc.cluster.local`` (istio.io, VirtualService
-``hosts`` and DestinationRule ``host``: "short names are interpreted as
-NAME.NAMESPACE.svc.cluster.local where NAMESPACE is the rule's namespace").
+Istio (``ResolveShortnameToFQDN``, pilot/pkg/model/config.go) expands only a
+name without a dot: ``weather-backend`` in namespace ``default`` is
+``weather-backend.default.svc.cluster.local``. Any dotted name is taken as
+written: ``httpbin.org`` is ``httpbin.org``, and so is ``reviews.prod``.
+
+One sailplane exception (:func:`namespace_shorthand`): a ``name.ns`` or
+``name.ns.svc`` whose ``ns`` is a namespace of the mesh, and that no
+ServiceEntry declares literally, means ``name.ns.svc.cluster.local``, as
+the talk's ``host: weather-backend.secure`` expects. The loader reports each
+use, naming the FQDN that Istio would need.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Container
 
 DEFAULT_DOMAIN_SUFFIX = "cluster.local"
 
@@ -27,17 +32,26 @@ def is_ip_address(host: str) -> bool:
 
 
 def resolve_host(host: str, namespace: str, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX) -> str:
-    """Expand a short host name to its FQDN; FQDNs and wildcards pass through."""
-    if host == "*" or host.startswith("*."):
+    """Istio's resolution: a name without a dot becomes
+    ``NAME.NAMESPACE.svc.DOMAIN``; wildcards, IP addresses and dotted names
+    are taken as written."""
+    if "." in host or host == "*" or is_ip_address(host):
         return host
+    return f"{host}.{namespace}.svc.{domain_suffix}"
+
+
+def namespace_shorthand(
+    host: str, namespaces: Container[str], domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
+) -> str | None:
+    """The FQDN sailplane reads ``name.ns`` or ``name.ns.svc`` as, when
+    ``ns`` is one of the mesh's ``namespaces`` (None otherwise). The caller
+    checks first that no ServiceEntry declares ``host`` as written."""
     parts = host.split(".")
-    if len(parts) == 1:
-        return f"{host}.{namespace}.svc.{domain_suffix}"
-    if len(parts) == 2:
-        return f"{host}.svc.{domain_suffix}"
     if len(parts) == 3 and parts[2] == "svc":
-        return f"{host}.{domain_suffix}"
-    return host
+        parts = parts[:2]
+    if len(parts) != 2 or "*" in host or not all(parts) or parts[1] not in namespaces:
+        return None
+    return f"{parts[0]}.{parts[1]}.svc.{domain_suffix}"
 
 
 def host_aliases(

@@ -7,10 +7,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from sailplane.model.authz import AuthorizationPolicy
+from sailplane.model.credentials import TLSSecret
+from sailplane.model.destinationrules import consolidate, most_specific, selecting_rule
 from sailplane.model.hosts import host_matches
 from sailplane.model.networking import DestinationRule, Gateway, VirtualService
 from sailplane.model.registry import Endpoint, Service, Workload, selector_matches
-from sailplane.model.security import DEFAULT_ROOT_NAMESPACE, TLS_MODE_LABEL, PeerAuthentication
+from sailplane.model.security import (
+    DEFAULT_ROOT_NAMESPACE,
+    TLS_MODE_LABEL,
+    PeerAuthentication,
+    RequestAuthentication,
+)
 from sailplane.model.sidecar import MeshSettings, OutboundMode, Sidecar
 from sailplane.model.source import Diagnostic
 from sailplane.model.telemetry import Telemetry
@@ -38,8 +45,11 @@ class MeshConfig:
     gateways: tuple[Gateway, ...] = ()
     peer_authentications: tuple[PeerAuthentication, ...] = ()
     authorization_policies: tuple[AuthorizationPolicy, ...] = ()
+    request_authentications: tuple[RequestAuthentication, ...] = ()
     sidecars: tuple[Sidecar, ...] = ()
     telemetries: tuple[Telemetry, ...] = ()
+    # Kubernetes TLS Secrets, for credentialName (key material: never in a repr).
+    secrets: tuple[TLSSecret, ...] = field(default=(), repr=False)
     settings: MeshSettings = field(default_factory=MeshSettings)
     root_namespace: str = DEFAULT_ROOT_NAMESPACE
     objects: tuple[ObjectRef, ...] = ()
@@ -62,25 +72,45 @@ class MeshConfig:
         return {g.key: g for g in self.gateways}
 
     @cached_property
-    def _rules_by_host(self) -> Mapping[str, DestinationRule]:
-        # Several rules for one host: the first by namespace/name wins, as the
-        # loader reports (Istio merges only in restricted cases).
-        out: dict[str, DestinationRule] = {}
-        for rule in self.destination_rules:
-            out.setdefault(rule.host, rule)
-        return out
+    def _rules(
+        self,
+    ) -> tuple[Mapping[str, DestinationRule], Mapping[str, tuple[DestinationRule, ...]]]:
+        # Merged as Istio merges them (model/destinationrules.py).
+        return consolidate(self.destination_rules)
 
     def destination_rule_for(self, hostname: str) -> DestinationRule | None:
-        """The rule for a host: an exact host first, then the most specific
-        wildcard (istio.io: "the most specific matching host wins")."""
-        exact = self._rules_by_host.get(hostname)
-        if exact is not None:
-            return exact
-        best: DestinationRule | None = None
-        for host, rule in self._rules_by_host.items():
-            if host_matches(host, hostname) and (best is None or len(host) > len(best.host)):
-                best = rule
-        return best
+        """The (merged) rule every proxy uses for a host unless a rule with a
+        workloadSelector picks it: an exact host first, then the most
+        specific wildcard (istio.io: "the most specific matching host wins")."""
+        return most_specific(self._rules[0], hostname)
+
+    def selector_rules_for(self, hostname: str) -> tuple[DestinationRule, ...]:
+        """The (merged) rules with a workloadSelector whose host matches ``hostname``."""
+        return tuple(
+            rule
+            for host, group in self._rules[1].items()
+            if host_matches(host, hostname)
+            for rule in group
+        )
+
+    @cached_property
+    def services_with_selector_rules(self) -> tuple[Service, ...]:
+        """The services some DestinationRule with a workloadSelector matches."""
+        hosts = self._rules[1]
+        if not hosts:
+            return ()
+        return tuple(s for s in self.services if any(host_matches(h, s.hostname) for h in hosts))
+
+    def destination_rule_for_proxy(
+        self, hostname: str, namespace: str, labels: Mapping[str, str]
+    ) -> DestinationRule | None:
+        """The rule a proxy of ``namespace`` with ``labels`` uses for a host:
+        a rule with a workloadSelector that picks it, else the shared one."""
+        shared = self.destination_rule_for(hostname)
+        if not self._rules[1]:
+            return shared
+        own = selecting_rule(self._rules[1], shared, hostname, namespace, labels)
+        return own if own is not None else shared
 
     @cached_property
     def _label_index(self) -> Mapping[tuple[str, str, str], tuple[Workload, ...]]:
@@ -140,19 +170,32 @@ class MeshConfig:
         return {id(vs): i for i, vs in enumerate(self.virtual_services)}
 
     @cached_property
+    def hosts_without_service(self) -> tuple[tuple[str, VirtualService], ...]:
+        """Mesh-bound HTTP VirtualService hosts that no service has (a
+        wildcard: that matches no service), with their VirtualService, in
+        host then mesh order (see translate/vshosts.py)."""
+        services = [s.hostname for s in self.services]
+        found = []
+        for vs in self.virtual_services:
+            if not vs.http or "mesh" not in vs.gateways:
+                continue
+            for host in vs.hosts:
+                if host == "*" or host in self.services_by_host:
+                    continue
+                if host.startswith("*.") and any(host_matches(host, s) for s in services):
+                    continue
+                found.append((host, vs))
+        order = self._virtual_service_order
+        return tuple(sorted(found, key=lambda pair: (pair[0], order[id(pair[1])])))
+
+    @cached_property
     def source_label_selectors(self) -> tuple[tuple[tuple[str, str], ...], ...]:
         """Every distinct ``sourceLabels`` of the VirtualServices' matches, sorted."""
-        return tuple(
-            sorted(
-                {
-                    tuple(sorted(m.source_labels.items()))
-                    for vs in self.virtual_services
-                    for http in vs.http
-                    for m in http.match
-                    if m.source_labels
-                }
-            )
-        )
+        labels: list[Mapping[str, str]] = []
+        for vs in self.virtual_services:
+            labels.extend(m.source_labels for http in vs.http for m in http.match)
+            labels.extend(m.source_labels for tls in vs.tls for m in tls.match)
+        return tuple(sorted({tuple(sorted(found.items())) for found in labels if found}))
 
     @cached_property
     def _instances(self) -> Mapping[str, tuple[Endpoint, ...]]:
@@ -228,12 +271,12 @@ class MeshConfig:
         namespace_level = [
             p
             for p in self.peer_authentications
-            if not p.workload_scoped and p.namespace == workload.namespace
+            if not p.workload_scoped and not p.mesh_wide and p.namespace == workload.namespace
         ]
         mesh_level = [
             p
             for p in self.peer_authentications
-            if not p.workload_scoped and p.namespace == self.root_namespace
+            if not p.workload_scoped and (p.mesh_wide or p.namespace == self.root_namespace)
         ]
         candidates: list[str] = []
         for policy in workload_level[:1]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from sailplane.model.locality import LocalityLbSetting
 from sailplane.model.source import FieldPath, Source
 
 # -- matching --------------------------------------------------------------
@@ -148,6 +149,16 @@ class DirectResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class Mirror:
+    """One of ``mirrors[]``: a copy of the requests, ``percentage`` of them
+    (None: all), sent to ``destination`` and its answer dropped."""
+
+    destination: Destination
+    percentage: float | None = None
+    path: FieldPath = ()
+
+
+@dataclass(frozen=True, slots=True)
 class HTTPRoute:
     name: str = ""
     match: tuple[HTTPMatch, ...] = ()
@@ -159,7 +170,9 @@ class HTTPRoute:
     retries: Retries | None = None
     fault: Fault | None = None
     mirror: Destination | None = None
+    # mirrorPercentage, else the deprecated mirrorPercent; None: 100%.
     mirror_percentage: float | None = None
+    mirrors: tuple[Mirror, ...] = ()
     headers: Headers = field(default_factory=Headers)
     cors: CorsPolicy | None = None
     path: FieldPath = ()
@@ -180,6 +193,25 @@ class TCPRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSMatch:
+    """Istio TLSMatchAttributes: the SNI names (wildcards kept) and the L4 part."""
+
+    sni_hosts: tuple[str, ...]
+    port: int | None = None
+    source_labels: Mapping[str, str] = field(default_factory=dict)
+    gateways: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TLSRoute:
+    """Routes TLS by SNI without terminating it (``VirtualService.tls``)."""
+
+    match: tuple[TLSMatch, ...] = ()
+    route: tuple[RouteDestination, ...] = ()
+    path: FieldPath = ()
+
+
+@dataclass(frozen=True, slots=True)
 class VirtualService:
     name: str
     namespace: str
@@ -189,6 +221,7 @@ class VirtualService:
     http: tuple[HTTPRoute, ...] = ()
     tcp: tuple[TCPRoute, ...] = ()
     export_to: tuple[str, ...] = ("*",)
+    tls: tuple[TLSRoute, ...] = ()
 
     @property
     def key(self) -> str:
@@ -219,6 +252,11 @@ LB_SIMPLE: tuple[LoadBalancerSimple, ...] = tuple(m for m in get_args(LoadBalanc
 class LoadBalancer:
     simple: LoadBalancerSimple = ""  # "": not set
     consistent_hash: ConsistentHash | None = None
+    locality: LocalityLbSetting | None = None
+
+
+H2UpgradePolicy = Literal["DEFAULT", "DO_NOT_UPGRADE", "UPGRADE"]
+H2_UPGRADE_POLICIES: tuple[H2UpgradePolicy, ...] = get_args(H2UpgradePolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +268,8 @@ class ConnectionPool:
     max_requests_per_connection: int | None = None
     max_retries: int | None = None
     idle_timeout: float | None = None
+    h2_upgrade_policy: H2UpgradePolicy = "DEFAULT"
+    use_client_protocol: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +294,8 @@ class ClientTLS:
     ca_certificates: str = ""
     sni: str = ""
     subject_alt_names: tuple[str, ...] = ()
+    # A Secret in the proxy's namespace (SDS ``kubernetes://NAME``), instead of files.
+    credential_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +348,8 @@ class DestinationRule:
     subsets: tuple[Subset, ...] = ()
     traffic_policy: TrafficPolicy | None = None
     export_to: tuple[str, ...] = ("*",)
+    # Applies only to the proxies of its namespace with these labels (model/destinationrules.py).
+    workload_selector: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

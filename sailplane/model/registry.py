@@ -70,6 +70,70 @@ class ServicePort:
     target_port: int | None = None
 
 
+# Istio's locality labels (pilot/pkg/serviceregistry/util/label, istio.io/api label).
+REGION_LABEL = "topology.kubernetes.io/region"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+SUBZONE_LABEL = "topology.istio.io/subzone"
+LOCALITY_LABELS = ("topology.istio.io/locality", "istio-locality")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Locality:
+    """Where an instance or a proxy runs: ``region/zone/subzone`` (Envoy's
+    ``core.Locality``). Empty when unknown."""
+
+    region: str = ""
+    zone: str = ""
+    subzone: str = ""
+
+    @classmethod
+    def parse(cls, label: str) -> Locality:
+        """``"us-east/us-east-1a/rack1"`` (Istio's SplitLocalityLabel)."""
+        if not label:
+            return cls()
+        region, zone, subzone = [*label.split("/"), "", ""][:3]
+        return cls(region, zone, subzone)
+
+    @property
+    def label(self) -> str:
+        """The ``/`` form, trailing empty parts dropped (LocalityToString)."""
+        if not self.zone:
+            return self.region
+        return f"{self.region}/{self.zone}" + (f"/{self.subzone}" if self.subzone else "")
+
+    def __bool__(self) -> bool:
+        return bool(self.region or self.zone or self.subzone)
+
+    def topology_labels(self) -> dict[str, str]:
+        """The labels Istio adds to a workload's for its locality (AugmentLabels)."""
+        pairs = (
+            (REGION_LABEL, self.region),
+            (ZONE_LABEL, self.zone),
+            (SUBZONE_LABEL, self.subzone),
+        )
+        return {k: v for k, v in pairs if v}
+
+
+NOWHERE = Locality()  # unknown locality (the default)
+
+
+def workload_locality(written: str, labels: Mapping[str, str]) -> Locality:
+    """An instance's locality as Istio finds it: the WorkloadEntry's
+    ``locality``; else the ``topology.istio.io/locality`` (or legacy
+    ``istio-locality``) label, ``.`` read as ``/`` (SanitizeLocalityLabel);
+    else the Kubernetes topology labels, which Istio reads from the pod's
+    node and sailplane from the workload's own labels."""
+    if written:
+        return Locality.parse(written)
+    for name in LOCALITY_LABELS:
+        value = labels.get(name)
+        if value is not None:
+            return Locality.parse(value if "/" in value else value.replace(".", "/"))
+    return Locality(
+        labels.get(REGION_LABEL, ""), labels.get(ZONE_LABEL, ""), labels.get(SUBZONE_LABEL, "")
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """One instance of a service, from a WorkloadEntry or a ServiceEntry endpoint."""
@@ -81,6 +145,7 @@ class Endpoint:
     weight: int = 1
     service_account: str = ""
     workload: str = ""  # "name.namespace" of the WorkloadEntry, if any
+    locality: Locality = NOWHERE
 
     def port_for(self, port: ServicePort) -> int:
         """The port this instance serves ``port`` on (Istio semantics: ``ports``
@@ -129,6 +194,7 @@ class Workload:
     ports: Mapping[str, int] = field(default_factory=dict)
     service_account: str = "default"
     weight: int = 1
+    locality: Locality = NOWHERE
     # Derived once: both are asked for millions of times in a large mesh, and
     # one Endpoint object per workload lets unchanged instance lists compare
     # by identity.
@@ -146,6 +212,7 @@ class Workload:
             weight=self.weight,
             service_account=self.service_account,
             workload=node_id,
+            locality=self.locality,
         )
         object.__setattr__(self, "_endpoint", endpoint)
 

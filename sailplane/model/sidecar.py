@@ -4,7 +4,8 @@ Sidecar (istio.io/latest/docs/reference/config/networking/sidecar) scopes
 what a proxy knows: ``egress.hosts`` (``namespace/host`` with ``*`` and
 ``.`` wildcards) lists the services it may reach; ``outboundTrafficPolicy``
 says what happens to the rest (ALLOW_ANY: passed through; REGISTRY_ONLY:
-502 from the BlackHoleCluster, as Istio answers).
+502 from the BlackHoleCluster, as Istio answers). ``ingress`` replaces the
+inbound listeners the workload's services would give it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,47 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from sailplane.model.hosts import host_matches
+from sailplane.model.locality import DEFAULT_LOCALITY_LB, LocalityLbSetting
+from sailplane.model.registry import Protocol
 from sailplane.model.source import Source
 
 OutboundMode = Literal["ALLOW_ANY", "REGISTRY_ONLY"]
 OUTBOUND_MODES: tuple[OutboundMode, ...] = get_args(OutboundMode)
+
+
+@dataclass(frozen=True, slots=True)
+class IngressTLS:
+    """``ingress[].tls``: TLS terminated at the sidecar with certificates from
+    files on the proxy's host (paths, never their contents). MUTUAL also
+    requires a client certificate signed by ``ca_certificates``."""
+
+    mode: Literal["SIMPLE", "MUTUAL"]
+    server_certificate: str
+    private_key: str
+    ca_certificates: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarIngress:
+    """``ingress[]``: an inbound listener on ``port`` that forwards to the app
+    at ``endpoint_port`` on its own address (Istio's ``127.0.0.1:PORT`` and
+    ``0.0.0.0:PORT`` both name the app), or to the unix socket ``unix_path``."""
+
+    port: int
+    protocol: Protocol
+    name: str = ""
+    endpoint_port: int = 0  # 0: the same port
+    unix_path: str = ""
+    tls: IngressTLS | None = None
+
+    @property
+    def served_protocol(self) -> Protocol:
+        """The protocol behind TLS termination, as Istio's AfterTLSTermination."""
+        if self.tls is None:
+            return self.protocol
+        return {Protocol.HTTPS: Protocol.HTTP, Protocol.TLS: Protocol.TCP}.get(
+            self.protocol, self.protocol
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +67,9 @@ class Sidecar:
     # (namespace pattern, host pattern); None = no egress section (see everything)
     egress_hosts: tuple[tuple[str, str], ...] | None = None
     outbound_mode: OutboundMode | None = None  # None: the mesh default
+    # Explicit inbound listeners: when set, the workload's only ones (Istio's
+    # default, without PILOT_ENABLE_SIDECAR_SERVICE_INBOUND_LISTENER_MERGE).
+    ingress: tuple[SidecarIngress, ...] = ()
 
     @property
     def key(self) -> str:
@@ -60,6 +101,9 @@ class Provider:
     path: str = ""  # file access log path
     encoding: str = ""  # TEXT | JSON (file access log)
     format: str = ""
+    log_name: str = ""  # envoyOtelAls logName
+    # envoyOtelAls logFormat.labels: OpenTelemetry attributes (name, format string).
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +121,9 @@ class MeshSettings:
     default_tracing: tuple[str, ...] = ()
     default_access_logging: tuple[str, ...] = ()
     default_metrics: tuple[str, ...] = ()
+    # localityLbSetting (None: turned off) and h2UpgradePolicy, Istio's defaults.
+    locality_lb: LocalityLbSetting | None = DEFAULT_LOCALITY_LB
+    h2_upgrade_policy: Literal["DO_NOT_UPGRADE", "UPGRADE"] = "DO_NOT_UPGRADE"
     source: Source | None = None
 
     def provider(self, name: str) -> Provider | None:

@@ -28,18 +28,62 @@ from typing import TYPE_CHECKING, Literal, get_args
 from sailplane.model.registry import Workload, selector_matches
 from sailplane.model.sidecar import MeshSettings, Provider
 from sailplane.model.source import Source
+from sailplane.model.telemetry_metrics import (
+    ALL_METRICS,
+    MODES,
+    PLAIN,
+    PROMETHEUS_NAMES,
+    PROMETHEUS_PROVIDER,
+    STANDARD_METRICS,
+    MetricOverride,
+    MetricShape,
+    MetricsSpec,
+    Mode,
+    TagOverride,
+    TagValue,
+    merge_metrics,
+)
 
 if TYPE_CHECKING:
     from sailplane.model.mesh import MeshConfig
 
-Mode = Literal["CLIENT_AND_SERVER", "CLIENT", "SERVER"]
-MODES: tuple[Mode, ...] = get_args(Mode)
+__all__ = [  # the metrics part lives in telemetry_metrics.py
+    "ALL_METRICS",
+    "MODES",
+    "PLAIN",
+    "PROMETHEUS_NAMES",
+    "PROMETHEUS_PROVIDER",
+    "STANDARD_METRICS",
+    "MetricOverride",
+    "MetricShape",
+    "MetricsSpec",
+    "Mode",
+    "TagOverride",
+    "TagValue",
+]
+
 ENVOY_PROVIDER = "envoy"
-PROMETHEUS_PROVIDER = "prometheus"
 SAILPLANE_PROVIDER = "sailplane"
 BUILTIN_PROVIDERS = (ENVOY_PROVIDER, PROMETHEUS_PROVIDER, SAILPLANE_PROVIDER)
 TRACING_KINDS = ("opentelemetry", "zipkin")
 DEFAULT_REPORTING_INTERVAL = 5.0  # seconds; TCP byte counts between connection open and close
+
+
+TagSource = Literal["literal", "environment", "header", "formatter"]
+TAG_SOURCES: tuple[TagSource, ...] = get_args(TagSource)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomTag:
+    """``tracing[].customTags.NAME``: ``source`` says where its value comes
+    from: ``literal`` (``value``), ``environment`` (the proxy's environment
+    variable ``value``), ``header`` (the request header ``value``) or
+    ``formatter`` (an access log format string, ``value``)."""
+
+    name: str
+    source: TagSource
+    value: str
+    default: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +94,8 @@ class TracingSpec:
     sampling: float | None = None  # randomSamplingPercentage
     disable_span_reporting: bool | None = None
     mode: Mode = "CLIENT_AND_SERVER"
+    # Replaces the wider scope's whole set when set (Istio's shallow merge).
+    custom_tags: tuple[CustomTag, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,15 +105,8 @@ class AccessLoggingSpec:
     providers: tuple[str, ...] | None = None  # None: the mesh's default providers
     disabled: bool = False
     mode: Mode = "CLIENT_AND_SERVER"
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsSpec:
-    """One ``spec.metrics`` entry; overrides are (mode, disabled) pairs."""
-
-    providers: tuple[str, ...] | None = None
-    overrides: tuple[tuple[Mode, bool], ...] = ()
-    reporting_interval: float | None = None
+    # filter.expression: a CEL expression (syntax checked at load); "": log every request.
+    filter: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +148,7 @@ class TracingPlan:
     provider: Provider
     sampling: float  # percent
     directions: Directions = Directions()
+    custom_tags: tuple[CustomTag, ...] = ()  # sorted by name
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,15 +156,33 @@ class WorkloadTelemetry:
     """Everything telemetry-related one proxy is configured with."""
 
     metrics: Directions = Directions()
+    client_metrics: MetricShape = PLAIN
+    server_metrics: MetricShape = PLAIN
     reporting_interval: float = DEFAULT_REPORTING_INTERVAL
     # Envoy file access logs: providers of kind envoyFileAccessLog, each with its sides.
     file_logs: tuple[tuple[Provider, Directions], ...] = ()
+    # OpenTelemetry access logs (envoyOtelAls providers), each with its sides.
+    otel_logs: tuple[tuple[Provider, Directions], ...] = ()
     sailplane_logs: Directions = NOWHERE
     tracing: TracingPlan | None = None
+    # accessLogging[].filter per file/OpenTelemetry provider: (name, client, server)
+    # CEL expressions; a provider not here, or "", logs every request.
+    log_filters: tuple[tuple[str, str, str], ...] = ()
+
+    def log_filter(self, provider: Provider, outbound: bool) -> str:
+        """The CEL expression gating ``provider``'s log on that side ("": none).
+        Never applies to sailplane's own stream, which the metrics count."""
+        for name, client, server in self.log_filters:
+            if name == provider.name:
+                return client if outbound else server
+        return ""
 
     def streams_to_sailplane(self, outbound: bool) -> bool:
         """Whether that side's access log stream goes to sailplane."""
         return self.metrics.side(outbound) or self.sailplane_logs.side(outbound)
+
+    def metric_shape(self, outbound: bool) -> MetricShape:
+        return self.client_metrics if outbound else self.server_metrics
 
 
 def builtin_provider(settings: MeshSettings, name: str) -> Provider | None:
@@ -164,9 +222,14 @@ def _scopes(mesh: MeshConfig, workload: Workload) -> list[Telemetry]:
 def telemetry_for(mesh: MeshConfig, workload: Workload) -> WorkloadTelemetry:
     settings = mesh.settings
     scopes = _scopes(mesh, workload)
-    file_logs, sailplane_logs = _access_logs(settings, scopes)
+    file_logs, otel_logs, sailplane_logs, log_filters = _access_logs(settings, scopes)
+    client_on, server_on, client, server = merge_metrics(
+        settings.default_metrics, [m for t in scopes for m in t.metrics]
+    )
     return WorkloadTelemetry(
-        metrics=_metrics(settings, scopes),
+        metrics=Directions(client_on, server_on),
+        client_metrics=client,
+        server_metrics=server,
         reporting_interval=next(
             (
                 m.reporting_interval
@@ -177,35 +240,26 @@ def telemetry_for(mesh: MeshConfig, workload: Workload) -> WorkloadTelemetry:
             DEFAULT_REPORTING_INTERVAL,
         ),
         file_logs=file_logs,
+        otel_logs=otel_logs,
         sailplane_logs=sailplane_logs,
         tracing=_tracing(settings, scopes),
+        log_filters=log_filters,
     )
 
 
-def _metrics(settings: MeshSettings, scopes: list[Telemetry]) -> Directions:
-    specs = next((t.metrics for t in reversed(scopes) if t.metrics), None)
-    if specs is None:
-        defaults = settings.default_metrics or (PROMETHEUS_PROVIDER,)
-        return Directions() if PROMETHEUS_PROVIDER in defaults else NOWHERE
-    client = server = False
-    for spec in specs:
-        providers = spec.providers or settings.default_metrics or (PROMETHEUS_PROVIDER,)
-        if PROMETHEUS_PROVIDER not in providers:
-            continue
-        on = Directions()
-        for mode, disabled in spec.overrides:
-            sides = Directions.of(mode)
-            on = Directions(
-                (not disabled) if sides.client else on.client,
-                (not disabled) if sides.server else on.server,
-            )
-        client, server = client or on.client, server or on.server
-    return Directions(client, server)
+EnvoyLogs = tuple[tuple[Provider, Directions], ...]
+LogFilters = tuple[tuple[str, str, str], ...]
 
 
 def _access_logs(
     settings: MeshSettings, scopes: list[Telemetry]
-) -> tuple[tuple[tuple[Provider, Directions], ...], Directions]:
+) -> tuple[EnvoyLogs, EnvoyLogs, Directions, LogFilters]:
+    """(file logs, OpenTelemetry logs, sailplane's JSON log sides, filters).
+
+    Filters as Istio's mergeLogs (pilot/pkg/model/telemetry.go): per side,
+    the last entry naming a provider sets its filter, none included. Unlike
+    Istio's, an entry without providers filters the default providers too
+    (Istio keys filters by the names an entry lists, so it drops that one)."""
     specs = next((t.access_logging for t in reversed(scopes) if t.access_logging), None)
     if specs is None:
         # No Telemetry says anything: the mesh settings (accessLogFile is
@@ -215,6 +269,7 @@ def _access_logs(
             names.insert(0, ENVOY_PROVIDER)
         specs = (AccessLoggingSpec(tuple(names)),) if names else ()
     files: dict[str, tuple[Provider, Directions]] = {}
+    filters: dict[str, tuple[str, str]] = {}
     sailplane = NOWHERE
     for spec in specs:
         sides = NOWHERE if spec.disabled else Directions.of(spec.mode)
@@ -224,10 +279,21 @@ def _access_logs(
                 continue
             if provider.kind == SAILPLANE_PROVIDER:
                 sailplane = _merge(sailplane, sides, spec.disabled)
-            elif provider.kind == "envoyFileAccessLog":
+            elif provider.kind in ("envoyFileAccessLog", "envoyOtelAls"):
                 before = files.get(name, (provider, NOWHERE))[1]
                 files[name] = (provider, _merge(before, sides, spec.disabled))
-    return tuple((p, d) for p, d in files.values() if d.client or d.server), sailplane
+                client, server = filters.get(name, ("", ""))
+                filters[name] = (
+                    spec.filter if sides.client else client,
+                    spec.filter if sides.server else server,
+                )
+    on = [(p, d) for p, d in files.values() if d.client or d.server]
+    return (
+        tuple((p, d) for p, d in on if p.kind == "envoyFileAccessLog"),
+        tuple((p, d) for p, d in on if p.kind == "envoyOtelAls"),
+        sailplane,
+        tuple((p.name, *filters[p.name]) for p, _ in on if any(filters[p.name])),
+    )
 
 
 def _merge(before: Directions, sides: Directions, disabled: bool) -> Directions:
@@ -241,12 +307,14 @@ def _tracing(settings: MeshSettings, scopes: list[Telemetry]) -> TracingPlan | N
     sampling = settings.tracing_sampling
     disabled = False
     mode: Mode = "CLIENT_AND_SERVER"
+    tags: tuple[CustomTag, ...] = ()
     configured = settings.enable_tracing or bool(settings.default_tracing)
     for telemetry in scopes:
         for spec in telemetry.tracing[:1]:
             configured = True
             providers = spec.providers if spec.providers is not None else providers
             sampling = spec.sampling if spec.sampling is not None else sampling
+            tags = spec.custom_tags if spec.custom_tags is not None else tags
             if spec.disable_span_reporting is not None:
                 disabled = spec.disable_span_reporting
             mode = spec.mode
@@ -255,5 +323,6 @@ def _tracing(settings: MeshSettings, scopes: list[Telemetry]) -> TracingPlan | N
     for name in providers[:1]:  # Envoy has one tracer per listener; Istio uses the first
         provider = settings.provider(name)
         if provider is not None and provider.kind in TRACING_KINDS:
-            return TracingPlan(provider, sampling, Directions.of(mode))
+            ordered = tuple(sorted(tags, key=lambda t: t.name))
+            return TracingPlan(provider, sampling, Directions.of(mode), ordered)
     return None

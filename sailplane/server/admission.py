@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from sailplane.ca import identity_of_certificate
 from sailplane.errors import IdentityMismatch
 from sailplane.model.mesh import MeshConfig
+from sailplane.model.registry import Locality
 from sailplane.translate import Proxy, proxy_from_node
 
 
@@ -28,7 +29,10 @@ def admitted_proxy(node: base_pb2.Node, certificate_pem: bytes | None, mesh: Mes
     """The proxy a stream is, with the identity its certificate proved (None
     on the plaintext port). Raises ``ProxyRefused``."""
     metadata = json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
-    proxy = proxy_from_node(node.id, metadata, mesh)
+    where = node.locality
+    proxy = proxy_from_node(
+        node.id, metadata, mesh, Locality(where.region, where.zone, where.sub_zone)
+    )
     proven = None
     if certificate_pem is not None:
         # The mTLS xDS port: the certificate must be this workload's own
@@ -70,5 +74,7 @@ class StreamKeys:
 
 def claims_digest(proxy: Proxy) -> str:
     """What a stream claimed (node metadata) and proved (its certificate)."""
-    claims = json.dumps([proxy.metadata, proxy.proven_identity], sort_keys=True, default=str)
+    where = proxy.node_locality
+    claimed = [proxy.metadata, proxy.proven_identity, [where.region, where.zone, where.subzone]]
+    claims = json.dumps(claimed, sort_keys=True, default=str)
     return hashlib.sha256(claims.encode()).hexdigest()[:12]

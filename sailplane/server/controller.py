@@ -33,6 +33,7 @@ from sailplane.errors import UnknownProxy
 from sailplane.logs import event
 from sailplane.model.mesh import MeshConfig
 from sailplane.server.admission import StreamKeys, admitted_proxy
+from sailplane.server.credentials import consistency_problems, with_credentials
 from sailplane.server.generation import Generation, build_generation, next_generation
 from sailplane.server.routetables import RouteTable, build_sidecar_route_table
 from sailplane.translate import Proxy, Role, build_proxy_resources, build_routes, proxy_from_node
@@ -151,7 +152,9 @@ class Controller:
                         )
                         continue
                     refreshed = dataclasses.replace(
-                        refreshed, proven_identity=entry.proxy.proven_identity
+                        refreshed,
+                        proven_identity=entry.proxy.proven_identity,
+                        node_locality=entry.proxy.node_locality,
                     )
                     entry = self._proxies[key] = self._entry(refreshed)
                 changed += self.cache.set(key, self._snapshot(entry))
@@ -212,10 +215,16 @@ class Controller:
         snapshot = Snapshot(
             {
                 CLUSTER: entry.merged[1],
-                ENDPOINT: generation.endpoints,
+                ENDPOINT: generation.endpoints_for(entry.proxy),
                 LISTENER: entry.listeners,
                 ROUTE: entry.merged_routes[1],
-                SECRET: self.secrets_for(entry.proxy),
+                SECRET: with_credentials(
+                    generation.mesh,
+                    entry.proxy,
+                    self.secrets_for(entry.proxy),
+                    entry.listeners,
+                    entry.merged[1],
+                ),
             },
             withheld=_NO_SECRETS if entry.proxy.proven_identity is None else None,
         )
@@ -379,7 +388,7 @@ CHECK_SNAPSHOTS = "SAILPLANE_CHECK_SNAPSHOTS"
 
 
 def _check(proxy: Proxy, snapshot: Snapshot) -> None:
-    problems = snapshot.consistent()
+    problems = consistency_problems(snapshot)
     if problems:
         raise AssertionError(f"proxy {proxy.id}: inconsistent snapshot: {'; '.join(problems)}")
 

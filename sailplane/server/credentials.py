@@ -1,4 +1,5 @@
-"""The mTLS xDS port (15012): server credentials and bootstrap credentials.
+"""The mTLS xDS port (15012): server credentials and bootstrap credentials;
+the ``credentialName`` secrets a proxy is sent.
 
 The server presents a certificate for sailplane's own identity
 (``spiffe://TD/ns/istio-system/sa/sailplane``) from the built-in CA and
@@ -16,8 +17,13 @@ from pathlib import Path
 import grpc
 
 from sailplane.ca import CertificateAuthority, IdentityStore, spiffe_id, write_identity
+from sailplane.model.credentials import KUBERNETES_SECRET_PREFIX
+from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Workload
 from sailplane.translate.bootstrap import BootstrapCredentials
+from sailplane.translate.proxy import Proxy
+from sailplane.translate.tlscredentials import credential_secrets
+from sailplane.xds import CLUSTER, LISTENER, SECRET, Snapshot, TypeResources, merge_types
 
 CONTROL_PLANE_NAMESPACE = "istio-system"
 CONTROL_PLANE_ACCOUNT = "sailplane"
@@ -69,3 +75,48 @@ def write_bootstrap_credentials(
     )
     write_identity(identity, files.cert_chain, files.private_key, files.root_cert)
     return files
+
+
+def with_credentials(
+    mesh: MeshConfig,
+    proxy: Proxy,
+    identity_secrets: TypeResources,
+    listeners: TypeResources,
+    clusters: TypeResources,
+) -> TypeResources:
+    """The proxy's identity secrets plus the ``credentialName`` secrets its
+    listeners and clusters refer to, filled from the Secrets of its own
+    namespace. Only a proxy whose certificate proved its identity has
+    identity secrets, and only such a proxy gets these (as Istio serves
+    credentials only to the verified identity of the Secret's namespace)."""
+    if not identity_secrets.chunks or not mesh.secrets:
+        return identity_secrets
+    wanted = {
+        name
+        for name in listeners.references.sds | clusters.references.sds
+        if name.startswith(KUBERNETES_SECRET_PREFIX)
+    }
+    if not wanted:
+        return identity_secrets
+    found = credential_secrets(mesh, proxy.namespace, wanted)
+    if not found:
+        return identity_secrets
+    extra = TypeResources.build(SECRET, [(s.name, s) for s in found])
+    return merge_types(identity_secrets, extra)
+
+
+def consistency_problems(snapshot: Snapshot) -> list[str]:
+    """``snapshot.consistent()``, less the ``credentialName`` secrets that no
+    Secret of the proxy's namespace fills: a configuration problem (config
+    checks warn about it), not sailplane's. Istio leaves them unanswered too:
+    Envoy waits for them, then fails the handshakes that need them."""
+    problems = snapshot.consistent()
+    if not problems:
+        return problems
+    referenced = snapshot.get(LISTENER).references.sds | snapshot.get(CLUSTER).references.sds
+    unfilled = {
+        repr(name)
+        for name in referenced - snapshot.get(SECRET).chunks.keys()
+        if name.startswith(KUBERNETES_SECRET_PREFIX)
+    }
+    return [p for p in problems if not any(p.endswith(f"Secret {name}") for name in unfilled)]

@@ -14,16 +14,23 @@ nothing but EDS is pushed (Istio's EDS-only push).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Service
+from sailplane.translate import Proxy
 from sailplane.translate.clusters import build_service_clusters, mesh_clusters
-from sailplane.translate.endpoints import build_service_endpoints
+from sailplane.translate.endpoints import build_service_endpoints, locality_dependent
 from sailplane.translate.impact import FULL, Impact
-from sailplane.xds import CLUSTER, ENDPOINT, TypeResources
+from sailplane.translate.locality import (
+    NEUTRAL_VIEW,
+    LocalityView,
+    priority_label_names,
+    proxy_view,
+)
+from sailplane.xds import CLUSTER, ENDPOINT, TypeResources, merge_types
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,41 @@ class Generation:
     cluster_names: Mapping[str, tuple[str, ...]]
     endpoint_names: Mapping[str, tuple[str, ...]]
     impact: Impact = FULL  # how this generation differs from the one before
+    # Locality load balancing: the services whose assignments depend on the
+    # proxy's locality (translate/locality.py), the labels failoverPriority
+    # names, and the assignments per view, built when a proxy of that view
+    # first asks (so the cost is per locality, not per proxy).
+    located: frozenset[str] = frozenset()
+    priority_labels: frozenset[str] = frozenset()
+    _view_hosts: dict[LocalityView, dict[str, list[tuple[str, bytes]]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _views: dict[LocalityView, TypeResources] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def endpoints_for(self, proxy: Proxy) -> TypeResources:
+        """The assignments ``proxy`` gets: the shared ones, with those of
+        the located services as its locality sees them."""
+        if not self.located:
+            return self.endpoints
+        view = proxy_view(proxy.locality, proxy.workload.labels, self.priority_labels)
+        if view == NEUTRAL_VIEW:
+            return self.endpoints
+        found = self._views.get(view)
+        if found is None:
+            hosts = self._view_hosts.setdefault(view, {})
+            values: list[tuple[str, bytes]] = []
+            for hostname in sorted(self.located):
+                encoded = hosts.get(hostname)
+                if encoded is None:
+                    service = self.mesh.services_by_host[hostname]
+                    assignments = build_service_endpoints(self.mesh, service, view)
+                    encoded = hosts[hostname] = _encoded(assignments, "cluster_name")
+                values.extend(encoded)
+            overlay = TypeResources.from_values(ENDPOINT, values)
+            found = self._views[view] = merge_types(self.endpoints, overlay)
+        return found
 
 
 def _encoded(messages: Iterable[Message], name_field: str) -> list[tuple[str, bytes]]:
@@ -69,6 +111,8 @@ def build_generation(mesh: MeshConfig) -> Generation:
         TypeResources.from_values(ENDPOINT, endpoints),
         cluster_names,
         endpoint_names,
+        located=frozenset(s.hostname for s in mesh.services if locality_dependent(mesh, s)),
+        priority_labels=priority_label_names(mesh),
     )
 
 
@@ -94,6 +138,19 @@ def next_generation(previous: Generation, mesh: MeshConfig, impact: Impact) -> G
         new_endpoints.extend(own_endpoints)
         cluster_names[hostname] = tuple(n for n, _ in own_clusters)
         endpoint_names[hostname] = tuple(n for n, _ in own_endpoints)
+    touched = impact.services
+    located = {h for h in previous.located if h not in touched}
+    located.update(
+        h
+        for h in touched
+        if (service := mesh.services_by_host.get(h)) is not None
+        and locality_dependent(mesh, service)
+    )
+    # A view's assignments of untouched services stay as they were.
+    view_hosts = {
+        view: {h: v for h, v in hosts.items() if h not in touched}
+        for view, hosts in previous._view_hosts.items()
+    }
     return Generation(
         mesh,
         previous.clusters.replace(TypeResources.from_values(CLUSTER, new_clusters), gone_clusters),
@@ -103,4 +160,7 @@ def next_generation(previous: Generation, mesh: MeshConfig, impact: Impact) -> G
         cluster_names,
         endpoint_names,
         impact,
+        frozenset(located),
+        priority_label_names(mesh),
+        view_hosts,
     )

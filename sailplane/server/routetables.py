@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Service
 from sailplane.model.sidecar import Sidecar
+from sailplane.translate.connect import connect_virtual_hosts
 from sailplane.translate.egress import catch_all_virtual_host
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.routes import (
@@ -26,6 +27,7 @@ from sailplane.translate.routes import (
     outbound_route_shell,
     plan_outbound_virtual_hosts,
 )
+from sailplane.translate.vshosts import virtual_service_host_vhosts
 from sailplane.xds import ROUTE, TypeResources
 from sailplane.xds.wire import field_entry, splice_repeated
 
@@ -49,6 +51,8 @@ class RouteTable:
     plan: _Plan
     # virtual host name -> (its domains, its encoded `virtual_hosts` entry)
     entries: Mapping[str, tuple[tuple[str, ...], bytes]]
+    # its VirtualService-only and CONNECT virtual hosts, encoded `virtual_hosts` entries
+    tunnels: tuple[bytes, ...] = ()
 
 
 def build_sidecar_route_table(
@@ -67,8 +71,20 @@ def build_sidecar_route_table(
     if plan is None or plan.sidecar != sidecar or plan.services != mesh.services:
         hosts = plan_outbound_virtual_hosts(mesh, namespace, sidecar)
         plan = _Plan(mesh.services, sidecar, tuple(hosts))
+    # VirtualService hosts no service has (translate/vshosts.py) and ``tls``
+    # rules as CONNECT routes (translate/connect.py): few, so built whole
+    # each time and compared with the previous ones.
+    labels = proxy.workload.labels
+    claimed = {domain for planned in plan.hosts for domain in planned.domains}
+    named = list(virtual_service_host_vhosts(mesh, namespace, labels, sidecar, claimed))
+    claimed.update(domain for vhost in named for domain in vhost.domains)
+    connect = connect_virtual_hosts(mesh, namespace, labels, sidecar, claimed)
+    tunnels = tuple(
+        field_entry(_VIRTUAL_HOSTS_FIELD, vhost.SerializeToString(deterministic=True))
+        for vhost in (*named, *connect)
+    )
     if previous is not None and changed_hosts is not None:
-        if not changed_hosts and plan is previous.plan:
+        if not changed_hosts and plan is previous.plan and tunnels == previous.tunnels:
             return previous  # nothing of it changed: same object, nothing pushed
         kept = previous.entries
     else:
@@ -92,10 +108,11 @@ def build_sidecar_route_table(
         _VIRTUAL_HOSTS_FIELD,
         [
             *(entry for _, entry in entries.values()),
+            *tunnels,
             field_entry(_VIRTUAL_HOSTS_FIELD, catch_all.SerializeToString(deterministic=True)),
         ],
     )
     resources = TypeResources.from_values(ROUTE, [(shell.name, value)])
     if previous is not None and previous.resources.version == resources.version:
         resources = previous.resources  # unchanged: keep the object, push nothing
-    return RouteTable(resources, plan, entries)
+    return RouteTable(resources, plan, entries, tunnels)

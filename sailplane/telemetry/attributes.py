@@ -23,7 +23,8 @@ Anything that cannot be known is ``unknown``, as in Istio.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
@@ -119,6 +120,8 @@ class Peer:
     version: str = UNKNOWN
     canonical_service: str = UNKNOWN
     canonical_revision: str = UNKNOWN
+    # The workload's labels, for tag overrides (``upstream_peer.labels['app']``).
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 def peer_of(workload: Workload, principal: str = UNKNOWN) -> Peer:
@@ -137,6 +140,7 @@ def peer_of(workload: Workload, principal: str = UNKNOWN) -> Peer:
         or labels.get("app.kubernetes.io/version")
         or labels.get("version")
         or "latest",
+        labels=labels,
     )
 
 

@@ -32,15 +32,13 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from sailplane.telemetry.attributes import HTTP_LABELS, TCP_LABELS
-
 DURATION_BUCKETS = (
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
     300000, 600000, 1800000, 3600000,
 )  # fmt: skip
 BYTES_BUCKETS = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000)
 
-Labels = tuple[str, ...]
+LabelPairs = tuple[tuple[str, str], ...]
 
 
 def _le(bound: float) -> str:
@@ -76,86 +74,98 @@ class _Histogram:
         return out
 
 
-_HISTOGRAMS = (
-    (
+# Per standard metric (model.telemetry.STANDARD_METRICS): the family name,
+# its help, and for histograms the buckets; in the exposition's order.
+COUNTERS = {
+    "REQUEST_COUNT": ("istio_requests", "Requests, by Istio's standard labels."),
+    "TCP_SENT_BYTES": (
+        "istio_tcp_sent_bytes",
+        "Bytes sent to the downstream during TCP connections.",
+    ),
+    "TCP_RECEIVED_BYTES": (
+        "istio_tcp_received_bytes",
+        "Bytes received from the downstream during TCP connections.",
+    ),
+    "TCP_OPENED_CONNECTIONS": ("istio_tcp_connections_opened", "TCP connections opened."),
+    "TCP_CLOSED_CONNECTIONS": ("istio_tcp_connections_closed", "TCP connections closed."),
+}
+HISTOGRAMS = {
+    "REQUEST_DURATION": (
         "istio_request_duration_milliseconds",
         "Duration of requests, from the first request byte to the last response byte.",
         DURATION_BUCKETS,
     ),
-    ("istio_request_bytes", "Size of requests: headers and body.", BYTES_BUCKETS),
-    ("istio_response_bytes", "Size of responses: headers and body.", BYTES_BUCKETS),
+    "REQUEST_SIZE": ("istio_request_bytes", "Size of requests: headers and body.", BYTES_BUCKETS),
+    "RESPONSE_SIZE": (
+        "istio_response_bytes",
+        "Size of responses: headers and body.",
+        BYTES_BUCKETS,
+    ),
+}
+_ORDER = (
+    "REQUEST_COUNT",
+    "REQUEST_DURATION",
+    "REQUEST_SIZE",
+    "RESPONSE_SIZE",
+    "TCP_SENT_BYTES",
+    "TCP_RECEIVED_BYTES",
+    "TCP_OPENED_CONNECTIONS",
+    "TCP_CLOSED_CONNECTIONS",
 )
-_TCP_COUNTERS = (
-    ("istio_tcp_sent_bytes", "Bytes sent to the downstream during TCP connections."),
-    ("istio_tcp_received_bytes", "Bytes received from the downstream during TCP connections."),
-    ("istio_tcp_connections_opened", "TCP connections opened."),
-    ("istio_tcp_connections_closed", "TCP connections closed."),
-)
+# One value for one series: (standard metric, its labels, the amount or observation).
+Point = tuple[str, LabelPairs, float]
 
 
 class IstioMetrics(Collector):
-    """The mesh's request and connection metrics; a prometheus-client collector."""
+    """The mesh's request and connection metrics; a prometheus-client collector.
+
+    Series are keyed by their label pairs, not by a fixed label list: tag
+    overrides (Telemetry ``tagOverrides``) give one workload's series labels
+    another's do not have, as Istio's per-proxy stats do."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._requests: dict[Labels, float] = {}
-        self._histograms: dict[Labels, tuple[_Histogram, _Histogram, _Histogram]] = {}
-        self._tcp: dict[Labels, list[float]] = {}  # sent, received, opened, closed
+        self._counters: dict[str, dict[LabelPairs, float]] = {m: {} for m in COUNTERS}
+        self._histograms: dict[str, dict[LabelPairs, _Histogram]] = {m: {} for m in HISTOGRAMS}
         self._registry = CollectorRegistry()
         self._registry.register(self)
 
-    def request(
-        self, labels: Labels, duration_ms: float, request_bytes: int, response_bytes: int
-    ) -> None:
+    def record(self, points: Iterable[Point]) -> None:
+        """Add to counters, observe histograms (a count of 0 still makes the series)."""
         with self._lock:
-            self._requests[labels] = self._requests.get(labels, 0.0) + 1
-            found = self._histograms.get(labels)
-            if found is None:
-                found = (
-                    _Histogram(DURATION_BUCKETS),
-                    _Histogram(BYTES_BUCKETS),
-                    _Histogram(BYTES_BUCKETS),
-                )
-                self._histograms[labels] = found
-            duration, sent, received = found
-            duration.observe(duration_ms)
-            sent.observe(request_bytes)
-            received.observe(response_bytes)
-
-    def tcp(
-        self, labels: Labels, sent: int = 0, received: int = 0, opened: int = 0, closed: int = 0
-    ) -> None:
-        with self._lock:
-            values = self._tcp.setdefault(labels, [0.0, 0.0, 0.0, 0.0])
-            values[0] += sent
-            values[1] += received
-            values[2] += opened
-            values[3] += closed
+            for metric, labels, value in points:
+                counter = self._counters.get(metric)
+                if counter is not None:
+                    counter[labels] = counter.get(labels, 0.0) + value
+                    continue
+                series = self._histograms[metric]
+                found = series.get(labels)
+                if found is None:
+                    found = series[labels] = _Histogram(HISTOGRAMS[metric][2])
+                found.observe(value)
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:
-            requests = sorted(self._requests.items())
-            histograms = sorted(
-                (labels, [h.cumulative() for h in found], [h.total for h in found])
-                for labels, found in self._histograms.items()
-            )
-            tcp = sorted((labels, list(values)) for labels, values in self._tcp.items())
-        family = CounterMetricFamily(
-            "istio_requests", "Requests, by Istio's standard labels.", labels=HTTP_LABELS
-        )
-        for labels, value in requests:
-            family.add_metric(labels, value)
-        yield family
-        for i, (name, documentation, _) in enumerate(_HISTOGRAMS):
-            histogram = HistogramMetricFamily(name, documentation, labels=HTTP_LABELS)
-            for labels, buckets, sums in histograms:
-                histogram.add_metric(labels, buckets[i], sums[i])
-            yield histogram
-        for i, (name, documentation) in enumerate(_TCP_COUNTERS):
-            counter = CounterMetricFamily(name, documentation, labels=TCP_LABELS)
-            for labels, values in tcp:
-                counter.add_metric(labels, values[i])
-            yield counter
+            counters = {m: sorted(v.items()) for m, v in self._counters.items()}
+            histograms = {
+                m: sorted((labels, h.cumulative(), h.total) for labels, h in v.items())
+                for m, v in self._histograms.items()
+            }
+        for metric in _ORDER:
+            if metric in COUNTERS:
+                name, documentation = COUNTERS[metric]
+                family: Metric = CounterMetricFamily(name, documentation)
+                for labels, value in counters[metric]:
+                    family.add_sample(f"{name}_total", dict(labels), value)
+            else:
+                name, documentation, _ = HISTOGRAMS[metric]
+                family = HistogramMetricFamily(name, documentation)
+                for labels, buckets, total in histograms[metric]:
+                    for bound, count in buckets:
+                        family.add_sample(f"{name}_bucket", {**dict(labels), "le": bound}, count)
+                    family.add_sample(f"{name}_count", dict(labels), buckets[-1][1])
+                    family.add_sample(f"{name}_sum", dict(labels), total)
+            yield family
 
     def render(self) -> bytes:
         """The text exposition of these metrics alone (``/stats/prometheus``)."""

@@ -30,9 +30,11 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from sailplane.ca import identity_of_certificate
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Workload
-from sailplane.model.telemetry import WorkloadTelemetry, telemetry_for
+from sailplane.model.telemetry import MetricShape, WorkloadTelemetry, telemetry_for
 from sailplane.telemetry.accesslog import AccessLogWriter, http_record, tcp_record
 from sailplane.telemetry.attributes import (
+    HTTP_LABELS,
+    TCP_LABELS,
     Attributes,
     grpc_status,
     inbound_attributes,
@@ -42,6 +44,7 @@ from sailplane.telemetry.attributes import (
 )
 from sailplane.telemetry.index import MeshIndex
 from sailplane.telemetry.istio_metrics import IstioMetrics
+from sailplane.telemetry.tags import Entry, shaped
 from sailplane.translate.telemetry import LOG_INBOUND
 
 log = logging.getLogger("sailplane.telemetry")
@@ -189,14 +192,14 @@ class AccessLogReceiver:
             self.stats.count(kind, "unknown_proxy", len(entries))
             return
         index, workload, plan = resolved
-        count_metrics = plan.metrics.side(state.outbound)
+        shape = plan.metric_shape(state.outbound) if plan.metrics.side(state.outbound) else None
         write_logs = self.writer is not None and plan.sailplane_logs.side(state.outbound)
         records: list[dict[str, Any]] = []
         for entry in entries:
             if kind == "http":
-                record = self._http(state, index, workload, entry, count_metrics, write_logs)
+                record = self._http(state, index, workload, entry, shape, write_logs)
             else:
-                record = self._tcp(state, index, workload, entry, count_metrics, write_logs)
+                record = self._tcp(state, index, workload, entry, shape, write_logs)
             if record is not None:
                 records.append(record)
         if records and self.writer is not None:
@@ -219,7 +222,7 @@ class AccessLogReceiver:
         index: MeshIndex,
         workload: Workload,
         entry: accesslog_pb2.HTTPAccessLogEntry,
-        count_metrics: bool,
+        shape: MetricShape | None,
         write_logs: bool,
     ) -> dict[str, Any] | None:
         common = entry.common_properties
@@ -246,8 +249,15 @@ class AccessLogReceiver:
         )
         request_bytes = request.request_headers_bytes + request.request_body_bytes
         response_bytes = response.response_headers_bytes + response.response_body_bytes
-        if count_metrics:
-            self.metrics.request(attributes.http_labels(), duration, request_bytes, response_bytes)
+        if shape is not None:
+            labels = tuple(zip(HTTP_LABELS, attributes.http_labels(), strict=True))
+            values = (
+                ("REQUEST_COUNT", 1.0),
+                ("REQUEST_DURATION", duration),
+                ("REQUEST_SIZE", float(request_bytes)),
+                ("RESPONSE_SIZE", float(response_bytes)),
+            )
+            self.metrics.record(shaped(shape, labels, Entry(attributes, common, entry), values))
         self.stats.count("http", "recorded")
         if not write_logs:
             return None
@@ -261,7 +271,7 @@ class AccessLogReceiver:
         index: MeshIndex,
         workload: Workload,
         entry: accesslog_pb2.TCPAccessLogEntry,
-        count_metrics: bool,
+        shape: MetricShape | None,
         write_logs: bool,
     ) -> dict[str, Any] | None:
         """Entries of one connection: at connect, every reporting interval and
@@ -289,14 +299,15 @@ class AccessLogReceiver:
         if not done:
             state.connections[key] = (received, sent)
         seen_received, seen_sent = before or (0, 0)
-        if count_metrics:
-            self.metrics.tcp(
-                attributes.tcp_labels(),
-                sent=max(sent - seen_sent, 0),
-                received=max(received - seen_received, 0),
-                opened=int(before is None),
-                closed=int(done),
+        if shape is not None:
+            labels = tuple(zip(TCP_LABELS, attributes.tcp_labels(), strict=True))
+            values = (
+                ("TCP_SENT_BYTES", float(max(sent - seen_sent, 0))),
+                ("TCP_RECEIVED_BYTES", float(max(received - seen_received, 0))),
+                ("TCP_OPENED_CONNECTIONS", float(before is None)),
+                ("TCP_CLOSED_CONNECTIONS", float(done)),
             )
+            self.metrics.record(shaped(shape, labels, Entry(attributes, common), values))
         self.stats.count("tcp", "recorded")
         if not (write_logs and done):
             return None

@@ -11,6 +11,12 @@ For plain TCP ports (network RBAC) HTTP-only fields cannot be evaluated: as
 Istio does, an ALLOW rule that needs them never matches, and a DENY rule
 ignores them (denying more, never less).
 
+JWT attributes (``requestPrincipals``, ``request.auth.*``) are matched on the
+payload that the ``jwt_authn`` filter before RBAC verified (translate/jwt.py),
+with Istio's matchers (authz/model/generator.go). A dry-run policy
+(``istio.io/dry-run``) goes into the shadow rules: evaluated and counted
+(``http.PREFIX.rbac.istio_dry_run_deny_.shadow_denied``), never enforced.
+
 HTTP policies travel in the route configuration, not the listener: the HTTP
 connection manager always has the same three RBAC filters, without rules,
 and each route configuration turns them on per route (``RBACPerRoute``,
@@ -22,11 +28,9 @@ they drain (600 s by default).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Callable, Iterable
 
-from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
@@ -38,10 +42,27 @@ from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb
 from envoy.type.matcher.v3 import path_pb2, regex_pb2, string_pb2
 from google.protobuf import any_pb2
 
-from sailplane.model.authz import AuthorizationPolicy, Condition, Operation, Rule, Source_
+from sailplane.model.authz import (
+    AuthorizationPolicy,
+    Condition,
+    Operation,
+    Rule,
+    Source_,
+)
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Workload, selector_matches
 from sailplane.translate.common import pack
+from sailplane.translate.jwt import jwt_condition, request_principals
+from sailplane.translate.rbac_values import (
+    all_of,
+    all_of_ids,
+    any_of,
+    any_of_ids,
+    cidr,
+    glob,
+    negate,
+    negate_ids,
+)
 
 _ACTIONS = {"DENY": rbac_pb2.RBAC.DENY, "ALLOW": rbac_pb2.RBAC.ALLOW, "AUDIT": rbac_pb2.RBAC.LOG}
 # One HTTP RBAC filter per action, in Istio's order. Envoy finds a route's
@@ -55,6 +76,9 @@ RBAC_FILTERS = {
 }
 STRICT_MTLS_RULE = "peer-authentication-strict"
 _HEADER_KEY = re.compile(r"^request\.headers\[(.+)\]$")
+# Istio's shadow stat prefixes (authz/model RBACShadowRules*StatPrefix): the
+# counters of dry-run policies, http.PREFIX.rbac.istio_dry_run_deny_.shadow_denied.
+SHADOW_STAT_PREFIXES = {"DENY": "istio_dry_run_deny_", "ALLOW": "istio_dry_run_allow_"}
 
 
 def policies_for(mesh: MeshConfig, workload: Workload) -> list[AuthorizationPolicy]:
@@ -62,6 +86,8 @@ def policies_for(mesh: MeshConfig, workload: Workload) -> list[AuthorizationPoli
     namespace-wide, and those whose selector matches it."""
     out = []
     for policy in mesh.authorization_policies:
+        if policy.target_refs:
+            continue  # a Gateway API gateway or a waypoint: none here
         if policy.namespace == mesh.root_namespace:
             pass  # mesh-wide: every namespace (a selector still narrows it)
         elif policy.namespace != workload.namespace:
@@ -70,55 +96,6 @@ def policies_for(mesh: MeshConfig, workload: Workload) -> list[AuthorizationPoli
             continue
         out.append(policy)
     return out
-
-
-# -- values ----------------------------------------------------------------
-
-
-def glob(value: str, ignore_case: bool = False) -> string_pb2.StringMatcher:
-    """Istio's value syntax: ``*`` anything, ``abc*`` prefix, ``*abc`` suffix."""
-    if value == "*":
-        return string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=".+"))
-    if value.endswith("*"):
-        return string_pb2.StringMatcher(prefix=value[:-1], ignore_case=ignore_case)
-    if value.startswith("*"):
-        return string_pb2.StringMatcher(suffix=value[1:], ignore_case=ignore_case)
-    return string_pb2.StringMatcher(exact=value, ignore_case=ignore_case)
-
-
-def _cidr(block: str) -> address_pb2.CidrRange:
-    network = ipaddress.ip_network(block, strict=False)
-    return address_pb2.CidrRange(
-        address_prefix=str(network.network_address), prefix_len={"value": network.prefixlen}
-    )
-
-
-def _any_of_ids(ids: list[rbac_pb2.Principal]) -> rbac_pb2.Principal:
-    return ids[0] if len(ids) == 1 else rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=ids))
-
-
-def _all_of_ids(ids: list[rbac_pb2.Principal]) -> rbac_pb2.Principal:
-    if not ids:
-        return rbac_pb2.Principal(any=True)
-    return ids[0] if len(ids) == 1 else rbac_pb2.Principal(and_ids=rbac_pb2.Principal.Set(ids=ids))
-
-
-def _any_of(perms: list[rbac_pb2.Permission]) -> rbac_pb2.Permission:
-    return (
-        perms[0]
-        if len(perms) == 1
-        else rbac_pb2.Permission(or_rules=rbac_pb2.Permission.Set(rules=perms))
-    )
-
-
-def _all_of(perms: list[rbac_pb2.Permission]) -> rbac_pb2.Permission:
-    if not perms:
-        return rbac_pb2.Permission(any=True)
-    return (
-        perms[0]
-        if len(perms) == 1
-        else rbac_pb2.Permission(and_rules=rbac_pb2.Permission.Set(rules=perms))
-    )
 
 
 def _principal(value: str) -> rbac_pb2.Principal:
@@ -141,40 +118,39 @@ def _namespace(value: str) -> rbac_pb2.Principal:
     )
 
 
-def _negate_ids(ids: list[rbac_pb2.Principal]) -> rbac_pb2.Principal:
-    return rbac_pb2.Principal(not_id=_any_of_ids(ids))
-
-
-def _negate(perms: list[rbac_pb2.Permission]) -> rbac_pb2.Permission:
-    return rbac_pb2.Permission(not_rule=_any_of(perms))
-
-
 # -- sources and operations -----------------------------------------------
 
 
-def _source_principal(source: Source_) -> rbac_pb2.Principal:
+def _source_principal(source: Source_, http: bool = True) -> rbac_pb2.Principal:
     parts: list[rbac_pb2.Principal] = []
+    if http:  # on TCP, HTTP-only fields: see rule_policy
+        if source.request_principals:
+            parts.append(request_principals(source.request_principals))
+        if source.not_request_principals:
+            parts.append(
+                rbac_pb2.Principal(not_id=request_principals(source.not_request_principals))
+            )
     pairs: list[tuple[Iterable[str], bool, object]] = [
         (source.principals, False, _principal),
         (source.not_principals, True, _principal),
         (source.namespaces, False, _namespace),
         (source.not_namespaces, True, _namespace),
-        (source.ip_blocks, False, lambda b: rbac_pb2.Principal(direct_remote_ip=_cidr(b))),
-        (source.not_ip_blocks, True, lambda b: rbac_pb2.Principal(direct_remote_ip=_cidr(b))),
-        (source.remote_ip_blocks, False, lambda b: rbac_pb2.Principal(remote_ip=_cidr(b))),
-        (source.not_remote_ip_blocks, True, lambda b: rbac_pb2.Principal(remote_ip=_cidr(b))),
+        (source.ip_blocks, False, lambda b: rbac_pb2.Principal(direct_remote_ip=cidr(b))),
+        (source.not_ip_blocks, True, lambda b: rbac_pb2.Principal(direct_remote_ip=cidr(b))),
+        (source.remote_ip_blocks, False, lambda b: rbac_pb2.Principal(remote_ip=cidr(b))),
+        (source.not_remote_ip_blocks, True, lambda b: rbac_pb2.Principal(remote_ip=cidr(b))),
     ]
-    for values, negate, make in pairs:
+    for values, negated, make in pairs:
         ids = [make(v) for v in values]  # type: ignore[operator]
         if ids:
-            parts.append(_negate_ids(ids) if negate else _any_of_ids(ids))
-    return _all_of_ids(parts)
+            parts.append(negate_ids(ids) if negated else any_of_ids(ids))
+    return all_of_ids(parts)
 
 
 def _host(value: str) -> rbac_pb2.Permission:
     # Hosts match the authority with or without a port, case-insensitively.
     with_port = glob(value + ":*" if not value.endswith("*") else value, ignore_case=True)
-    return _any_of(
+    return any_of(
         [
             rbac_pb2.Permission(
                 header=rc.HeaderMatcher(
@@ -210,13 +186,13 @@ def _operation_permission(op: Operation, http: bool) -> rbac_pb2.Permission:
         (op.paths, False, _path, True),
         (op.not_paths, True, _path, True),
     ]
-    for values, negate, make, http_only in fields:
+    for values, negated, make, http_only in fields:
         if http_only and not http:
             continue
         perms = [make(v) for v in values]  # type: ignore[operator]
         if perms:
-            parts.append(_negate(perms) if negate else _any_of(perms))
-    return _all_of(parts)
+            parts.append(negate(perms) if negated else any_of(perms))
+    return all_of(parts)
 
 
 def _perm_values(
@@ -224,19 +200,19 @@ def _perm_values(
 ) -> rbac_pb2.Permission:
     parts = []
     if cond.values:
-        parts.append(_any_of([make(v) for v in cond.values]))
+        parts.append(any_of([make(v) for v in cond.values]))
     if cond.not_values:
-        parts.append(_negate([make(v) for v in cond.not_values]))
-    return _all_of(parts)
+        parts.append(negate([make(v) for v in cond.not_values]))
+    return all_of(parts)
 
 
 def _id_values(cond: Condition, make: Callable[[str], rbac_pb2.Principal]) -> rbac_pb2.Principal:
     parts = []
     if cond.values:
-        parts.append(_any_of_ids([make(v) for v in cond.values]))
+        parts.append(any_of_ids([make(v) for v in cond.values]))
     if cond.not_values:
-        parts.append(_negate_ids([make(v) for v in cond.not_values]))
-    return _all_of_ids(parts)
+        parts.append(negate_ids([make(v) for v in cond.not_values]))
+    return all_of_ids(parts)
 
 
 def _condition(cond: Condition) -> tuple[rbac_pb2.Permission | None, rbac_pb2.Principal | None]:
@@ -252,29 +228,35 @@ def _condition(cond: Condition) -> tuple[rbac_pb2.Permission | None, rbac_pb2.Pr
     if cond.key == "destination.port":
         return _perm_values(cond, lambda v: _port(int(v))), None
     if cond.key == "destination.ip":
-        return _perm_values(cond, lambda v: rbac_pb2.Permission(destination_ip=_cidr(v))), None
+        return _perm_values(cond, lambda v: rbac_pb2.Permission(destination_ip=cidr(v))), None
     makers: dict[str, Callable[[str], rbac_pb2.Principal]] = {
-        "source.ip": lambda v: rbac_pb2.Principal(direct_remote_ip=_cidr(v)),
-        "remote.ip": lambda v: rbac_pb2.Principal(remote_ip=_cidr(v)),
+        "source.ip": lambda v: rbac_pb2.Principal(direct_remote_ip=cidr(v)),
+        "remote.ip": lambda v: rbac_pb2.Principal(remote_ip=cidr(v)),
         "source.namespace": _namespace,
         "source.principal": _principal,
     }
+    if cond.key.startswith("request.auth."):
+        return None, jwt_condition(cond)
     return None, _id_values(cond, makers[cond.key])
 
 
 def rule_policy(rule: Rule, http: bool, action: str) -> rbac_pb2.Policy | None:
     """One Istio rule as an RBAC policy; None when it can never match here."""
-    needs_http = any(o.http_only for o in rule.operations) or any(
-        c.http_only for c in rule.conditions
+    needs_http = (
+        any(o.http_only for o in rule.operations)
+        or any(c.http_only for c in rule.conditions)
+        or any(s.http_only for s in rule.sources)
     )
     if needs_http and not http and action == "ALLOW":
         return None
     permissions = (
-        [_any_of([_operation_permission(o, http) for o in rule.operations])]
+        [any_of([_operation_permission(o, http) for o in rule.operations])]
         if rule.operations
         else []
     )
-    principals = [_any_of_ids([_source_principal(s) for s in rule.sources])] if rule.sources else []
+    principals = (
+        [any_of_ids([_source_principal(s, http) for s in rule.sources])] if rule.sources else []
+    )
     for cond in rule.conditions:
         if cond.http_only and not http:
             continue
@@ -283,7 +265,7 @@ def rule_policy(rule: Rule, http: bool, action: str) -> rbac_pb2.Policy | None:
             permissions.append(perm)
         if principal is not None:
             principals.append(principal)
-    return rbac_pb2.Policy(permissions=[_all_of(permissions)], principals=[_all_of_ids(principals)])
+    return rbac_pb2.Policy(permissions=[all_of(permissions)], principals=[all_of_ids(principals)])
 
 
 def _rbac(policies: list[AuthorizationPolicy], action: str, http: bool) -> rbac_pb2.RBAC:
@@ -314,6 +296,15 @@ def _grouped(policies: list[AuthorizationPolicy]) -> dict[str, list[Authorizatio
     return groups
 
 
+def _split_dry_run(
+    policies: list[AuthorizationPolicy],
+) -> tuple[list[AuthorizationPolicy], list[AuthorizationPolicy]]:
+    """(enforced, dry run): Istio's builder puts dry-run policies in the
+    shadow rules, and leaves ``rules`` unset when every policy is dry run,
+    so that nothing is enforced (authz/builder build)."""
+    return [p for p in policies if not p.dry_run], [p for p in policies if p.dry_run]
+
+
 def http_rbac_filters() -> list[hcm_pb2.HttpFilter]:
     """The RBAC filters of every HTTP connection manager that enforces policy:
     DENY, ALLOW, AUDIT. Without rules they enforce nothing; routes turn them
@@ -322,8 +313,14 @@ def http_rbac_filters() -> list[hcm_pb2.HttpFilter]:
     return [
         hcm_pb2.HttpFilter(
             name=name,
-            # Per-action counters: http.<prefix>.rbac.deny.denied, ...
-            typed_config=pack(http_rbac_pb2.RBAC(rules_stat_prefix=f"{action.lower()}.")),
+            # Per-action counters: http.<prefix>.rbac.deny.denied, ...; a
+            # route's shadow rules count with the filter's shadow prefix.
+            typed_config=pack(
+                http_rbac_pb2.RBAC(
+                    rules_stat_prefix=f"{action.lower()}.",
+                    shadow_rules_stat_prefix=SHADOW_STAT_PREFIXES.get(action, ""),
+                )
+            ),
         )
         for action, name in RBAC_FILTERS.items()
     ]
@@ -340,7 +337,8 @@ def http_rbac_per_route(
     and this refuses its next request."""
     out: dict[str, any_pb2.Any] = {}
     for action, members in _grouped(policies).items():
-        rules = _rbac(members, action, http=True)
+        enforced, dry_run = _split_dry_run(members)
+        rules = _rbac(enforced, action, http=True)
         if action == "DENY" and require_mtls:
             rules.policies[STRICT_MTLS_RULE].CopyFrom(
                 rbac_pb2.Policy(
@@ -355,9 +353,13 @@ def http_rbac_per_route(
                     ],
                 )
             )
-        if rules.policies or members:
-            config = http_rbac_pb2.RBACPerRoute(rbac=http_rbac_pb2.RBAC(rules=rules))
-            out[RBAC_FILTERS[action]] = pack(config)
+        config = http_rbac_pb2.RBAC()
+        if rules.policies or enforced:
+            config.rules.CopyFrom(rules)
+        if dry_run:
+            config.shadow_rules.CopyFrom(_rbac(dry_run, action, http=True))
+        if config.HasField("rules") or config.HasField("shadow_rules"):
+            out[RBAC_FILTERS[action]] = pack(http_rbac_pb2.RBACPerRoute(rbac=config))
     return out
 
 
@@ -368,9 +370,13 @@ def network_rbac_filters(
     for action, members in _grouped(policies).items():
         if not members:
             continue
-        config = network_rbac_pb2.RBAC(
-            rules=_rbac(members, action, http=False), stat_prefix=f"{stat_prefix}.{action.lower()}."
-        )
+        enforced, dry_run = _split_dry_run(members)
+        config = network_rbac_pb2.RBAC(stat_prefix=f"{stat_prefix}.{action.lower()}.")
+        if enforced:
+            config.rules.CopyFrom(_rbac(enforced, action, http=False))
+        if dry_run:
+            config.shadow_rules.CopyFrom(_rbac(dry_run, action, http=False))
+            config.shadow_rules_stat_prefix = SHADOW_STAT_PREFIXES.get(action, "")
         out.append(
             listener_components_pb2.Filter(
                 name="envoy.filters.network.rbac", typed_config=pack(config)

@@ -125,6 +125,11 @@ def build_bootstrap(
     bootstrap.node.id = workload.id
     bootstrap.node.cluster = f"{workload.labels.get('app', workload.name)}.{workload.namespace}"
     bootstrap.node.metadata.CopyFrom(metadata)
+    if workload.locality:
+        # Envoy's own locality, as Istio's agent sets it from the registry.
+        bootstrap.node.locality.region = workload.locality.region
+        bootstrap.node.locality.zone = workload.locality.zone
+        bootstrap.node.locality.sub_zone = workload.locality.subzone
     bootstrap.admin.address.CopyFrom(socket_address(*admin_address))
     ads = bootstrap.dynamic_resources.ads_config
     ads.api_type = (

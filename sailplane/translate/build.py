@@ -19,8 +19,14 @@ from envoy.config.route.v3 import route_pb2
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.telemetry import telemetry_for
 from sailplane.translate.authz import policies_for
-from sailplane.translate.clusters import build_inbound_cluster
-from sailplane.translate.gateway import build_gateway_listeners, build_gateway_routes
+from sailplane.translate.clusters import build_inbound_cluster, build_selected_clusters
+from sailplane.translate.connect import add_tunnels
+from sailplane.translate.gateway import (
+    build_gateway_listeners,
+    build_gateway_routes,
+    gateway_own_clusters,
+)
+from sailplane.translate.jwt import jwt_filters, request_authentications_for
 from sailplane.translate.listeners import (
     build_inbound_listener,
     build_outbound_listener,
@@ -33,7 +39,9 @@ from sailplane.translate.routes import (
     build_outbound_route_config,
     route_signature,
 )
-from sailplane.translate.telemetry import tracing_clusters
+from sailplane.translate.sidecar_ingress import ingress_cluster, sidecar_ingress
+from sailplane.translate.telemetry_export import telemetry_clusters
+from sailplane.translate.vshosts import add_virtual_service_hosts
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +60,18 @@ class ProxyResources:
 def build_routes(mesh: MeshConfig, proxy: Proxy) -> tuple[route_pb2.RouteConfiguration, ...]:
     if proxy.role is Role.GATEWAY:
         return build_gateway_routes(mesh, proxy)
-    return (
-        build_outbound_route_config(
-            mesh,
-            proxy.namespace,
-            proxy.outbound_address[1],
-            proxy.workload.labels,
-            mesh.sidecar_for(proxy.workload),
-            mesh.outbound_mode(proxy.workload),
-        ),
+    sidecar = mesh.sidecar_for(proxy.workload)
+    config = build_outbound_route_config(
+        mesh,
+        proxy.namespace,
+        proxy.outbound_address[1],
+        proxy.workload.labels,
+        sidecar,
+        mesh.outbound_mode(proxy.workload),
     )
+    labels = proxy.workload.labels
+    config = add_virtual_service_hosts(config, mesh, proxy.namespace, labels, sidecar)
+    return (add_tunnels(config, mesh, proxy.namespace, labels, sidecar),)
 
 
 def routes_key(mesh: MeshConfig, proxy: Proxy) -> tuple[object, ...]:
@@ -102,25 +112,48 @@ def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
     telemetry = telemetry_for(mesh, proxy.workload)
     if proxy.role is Role.GATEWAY:
         return ProxyResources(
-            own_clusters=tuple(tracing_clusters(telemetry)),
+            own_clusters=tuple(
+                sorted(
+                    (
+                        *telemetry_clusters(telemetry),
+                        *_selected(mesh, proxy),
+                        *gateway_own_clusters(mesh, proxy),
+                    ),
+                    key=_name,
+                )
+            ),
             listeners=tuple(build_gateway_listeners(mesh, proxy)),
         )
-    ports = inbound_ports(proxy, mesh)
+    ingress = sidecar_ingress(mesh, proxy)  # when set, it replaces the services' ports
+    ports = {i.port: i.served_protocol for i in ingress} if ingress else inbound_ports(proxy, mesh)
+    ingress_by_port = {i.port: i for i in ingress}
     modes = {port: mesh.mtls_mode(proxy.workload, port) for port in ports}
     policies = policies_for(mesh, proxy.workload)
+    jwt = jwt_filters(request_authentications_for(mesh, proxy.workload))
     listeners = [build_outbound_listener(proxy, telemetry)]
     listeners.extend(
         build_inbound_listener(
-            proxy, port, protocol, modes[port], mesh.trust_domain, policies, telemetry
+            proxy,
+            port,
+            protocol,
+            modes[port],
+            mesh.trust_domain,
+            policies,
+            telemetry,
+            ingress_by_port[port].tls if port in ingress_by_port else None,
+            jwt,
         )
         for port, protocol in ports.items()
     )
     own_clusters = (
         *(
-            build_inbound_cluster(port, proxy.app_address, protocol)
+            ingress_cluster(ingress_by_port[port], proxy.app_address)
+            if port in ingress_by_port
+            else build_inbound_cluster(port, proxy.app_address, protocol)
             for port, protocol in ports.items()
         ),
-        *tracing_clusters(telemetry),
+        *telemetry_clusters(telemetry),
+        *_selected(mesh, proxy),
     )
     own_routes = [
         build_inbound_route_config(port, policies, modes[port])
@@ -132,3 +165,14 @@ def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
         listeners=tuple(sorted(listeners, key=lambda x: x.name)),
         own_routes=tuple(sorted(own_routes, key=lambda r: r.name)),
     )
+
+
+def _selected(mesh: MeshConfig, proxy: Proxy) -> list[cluster_pb2.Cluster]:
+    """Outbound clusters of its own, replacing the shared ones of the same
+    name, where a DestinationRule with a workloadSelector picks the proxy."""
+    found = build_selected_clusters(mesh, proxy.namespace, proxy.workload.labels)
+    return [c for c in found if cluster_in_scope(mesh, proxy, c.name)]
+
+
+def _name(cluster: cluster_pb2.Cluster) -> str:
+    return str(cluster.name)

@@ -6,10 +6,13 @@ from collections.abc import Callable
 
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
+from sailplane.model.destinationrules import subset_eds_name
 from sailplane.model.hosts import is_ip_address
 from sailplane.model.mesh import MeshConfig
+from sailplane.model.networking import DestinationRule
 from sailplane.model.registry import (
     Endpoint,
+    Locality,
     Resolution,
     Service,
     ServicePort,
@@ -17,6 +20,14 @@ from sailplane.model.registry import (
 )
 from sailplane.translate import names
 from sailplane.translate.common import socket_address
+from sailplane.translate.locality import (
+    NEUTRAL_VIEW,
+    Balancing,
+    LocalityView,
+    apply_locality_lb,
+    balancing,
+    group_by_locality,
+)
 from sailplane.translate.mtls import tls_match_metadata
 
 
@@ -35,35 +46,60 @@ def build_load_assignment(
     port: ServicePort,
     endpoints: tuple[Endpoint, ...],
     mtls_capable: Callable[[Endpoint, int], bool] | None = None,
+    balancing: Balancing | None = None,
 ) -> endpoint_pb2.ClusterLoadAssignment:
-    """One locality, endpoints sorted by address so output is deterministic.
-    Instances with a sidecar carry the metadata auto mTLS matches on."""
-    lb_endpoints = []
-    for e in sorted(endpoints, key=lambda e: (e.address, e.port_for(port))):
-        lb_endpoint = endpoint_components_pb2.LbEndpoint(
-            endpoint=endpoint_components_pb2.Endpoint(
-                address=socket_address(e.address, e.port_for(port))
-            )
-        )
-        if e.weight > 1:  # unset is 1 to Envoy; said only when it differs
-            lb_endpoint.load_balancing_weight.value = e.weight
-        if mtls_capable is not None and mtls_capable(e, e.port_for(port)):
-            lb_endpoint.metadata.CopyFrom(tls_match_metadata())
-        lb_endpoints.append(lb_endpoint)
+    """One LocalityLbEndpoints per locality (in locality order), endpoints
+    sorted by address so output is deterministic. Instances with a sidecar
+    carry the metadata auto mTLS matches on. With localities, or locality
+    settings that apply, each group has its locality and its weight (the
+    sum of its endpoints', as Istio's EndpointBuilder), and ``balancing``
+    sets the priorities and weights for the proxy (translate/locality.py)."""
+    located = balancing is not None and balancing.applies
+    located = located or any(e.locality for e in endpoints)
+    groups = group_by_locality(endpoints) if located else [(Locality(), list(endpoints))]
     assignment = endpoint_pb2.ClusterLoadAssignment(cluster_name=cluster_name)
-    if lb_endpoints:
-        assignment.endpoints.append(
-            endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)
-        )
+    members: list[list[Endpoint]] = []
+    for locality, found in groups:
+        chosen = sorted(found, key=lambda e: (e.address, e.port_for(port)))
+        lb_endpoints = [_lb_endpoint(e, port, mtls_capable) for e in chosen]
+        if not lb_endpoints:
+            continue
+        group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)
+        if locality:
+            group.locality.region = locality.region
+            group.locality.zone = locality.zone
+            group.locality.sub_zone = locality.subzone
+        if located:
+            group.load_balancing_weight.value = sum(e.weight for e in chosen)
+        assignment.endpoints.append(group)
+        members.append(chosen)
+    if balancing is not None and members:
+        apply_locality_lb(assignment, members, balancing)
     return assignment
 
 
+def _lb_endpoint(
+    e: Endpoint, port: ServicePort, mtls_capable: Callable[[Endpoint, int], bool] | None
+) -> endpoint_components_pb2.LbEndpoint:
+    lb_endpoint = endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(
+            address=socket_address(e.address, e.port_for(port))
+        )
+    )
+    if e.weight > 1:  # unset is 1 to Envoy; said only when it differs
+        lb_endpoint.load_balancing_weight.value = e.weight
+    if mtls_capable is not None and mtls_capable(e, e.port_for(port)):
+        lb_endpoint.metadata.CopyFrom(tls_match_metadata())
+    return lb_endpoint
+
+
 def build_service_endpoints(
-    mesh: MeshConfig, service: Service
+    mesh: MeshConfig, service: Service, view: LocalityView = NEUTRAL_VIEW
 ) -> list[endpoint_pb2.ClusterLoadAssignment]:
     """One assignment per EDS cluster of ``service`` (its ports, times no
-    subset and each DestinationRule subset); none for DNS clusters, which
-    carry their endpoints inline (see :func:`uses_dns`)."""
+    subset and each DestinationRule subset), as a proxy with ``view`` (its
+    locality) gets them; none for DNS clusters, which carry their
+    endpoints inline (see :func:`uses_dns`)."""
     if "*" in service.hostname:
         return []
     endpoints = mesh.endpoints_of(service)
@@ -77,11 +113,51 @@ def build_service_endpoints(
     for port in service.ports:
         for subset, chosen in subsets:
             name = names.outbound_cluster_name(port.number, service.hostname, subset)
-            out.append(build_load_assignment(name, port, chosen, mesh.has_sidecar_mtls))
+            how = _balancing(mesh, rule, port.number, subset, view)
+            out.append(build_load_assignment(name, port, chosen, mesh.has_sidecar_mtls, how))
+        # The subsets only rules with a workloadSelector define (or define
+        # otherwise), for the proxies they pick (clusters.build_selected_clusters).
+        done = {a.cluster_name for a in out}
+        for selected in mesh.selector_rules_for(service.hostname):
+            for s in selected.subsets:
+                cluster = names.outbound_cluster_name(port.number, service.hostname, s.name)
+                name = subset_eds_name(cluster, rule, selected, s.name)
+                if name not in done:
+                    done.add(name)
+                    chosen = subset_endpoints(endpoints, s.labels)
+                    how = _balancing(mesh, selected, port.number, s.name, view)
+                    out.append(
+                        build_load_assignment(name, port, chosen, mesh.has_sidecar_mtls, how)
+                    )
     return out
 
 
-def build_endpoints(mesh: MeshConfig) -> list[endpoint_pb2.ClusterLoadAssignment]:
-    """Every service's assignments, sorted by cluster name."""
-    out = [a for service in mesh.services for a in build_service_endpoints(mesh, service)]
+def _balancing(
+    mesh: MeshConfig, rule: DestinationRule | None, port: int, subset: str, view: LocalityView
+) -> Balancing:
+    return balancing(mesh, rule.policy(port, subset) if rule is not None else None, view)
+
+
+def locality_dependent(mesh: MeshConfig, service: Service) -> bool:
+    """Whether a proxy's locality changes ``service``'s assignments (a rule
+    with outlier detection, or a distribute setting, reaches one of them)."""
+    if "*" in service.hostname:
+        return False
+    rules = [
+        mesh.destination_rule_for(service.hostname),
+        *mesh.selector_rules_for(service.hostname),
+    ]
+    for rule in rules:
+        for port in service.ports:
+            for subset in ("", *(s.name for s in rule.subsets)) if rule else ("",):
+                if _balancing(mesh, rule, port.number, subset, NEUTRAL_VIEW).applies:
+                    return True
+    return False
+
+
+def build_endpoints(
+    mesh: MeshConfig, view: LocalityView = NEUTRAL_VIEW
+) -> list[endpoint_pb2.ClusterLoadAssignment]:
+    """Every service's assignments (as a proxy with ``view`` sees them), sorted by cluster name."""
+    out = [a for service in mesh.services for a in build_service_endpoints(mesh, service, view)]
     return sorted(out, key=lambda a: a.cluster_name)

@@ -9,14 +9,14 @@ are merged in order.
 
 from __future__ import annotations
 
-from envoy.config.core.v3 import base_pb2
+from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
+from sailplane.model.gatewayports import gateway_port
 from sailplane.model.hosts import host_matches
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import Gateway, GatewayServer, VirtualService
@@ -25,10 +25,19 @@ from sailplane.model.telemetry import telemetry_for
 from sailplane.translate import names
 from sailplane.translate.authz import http_rbac_filters, http_rbac_per_route, policies_for
 from sailplane.translate.common import pack, socket_address
+from sailplane.translate.jwt import jwt_filters, request_authentications_for
 from sailplane.translate.listeners import bind_address, http_connection_manager, network_filter
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.routes import add_per_route_rbac, route_context, virtual_service_routes
 from sailplane.translate.telemetry import decorate_http, decorate_tcp
+from sailplane.translate.tlscredentials import downstream_tls_context, missing_credentials
+from sailplane.translate.tlsroute import (
+    is_passthrough,
+    passthrough_chains,
+    sni_dnat_clusters,
+    tcp_filter,
+    tcp_proxy_to,
+)
 
 
 def selecting_gateways(mesh: MeshConfig, proxy: Proxy) -> list[Gateway]:
@@ -39,10 +48,10 @@ def selecting_gateways(mesh: MeshConfig, proxy: Proxy) -> list[Gateway]:
     ]
 
 
-def bind_port(proxy: Proxy, server: GatewayServer) -> int:
-    """A server's port maps through the gateway workload's named ports, as a
-    Kubernetes Service's targetPort maps Istio gateway ports (80 -> 8080)."""
-    return proxy.workload.ports.get(server.port_name) or server.port
+def bind_port(mesh: MeshConfig, proxy: Proxy, server: GatewayServer) -> int:
+    """The port the gateway listens on for a server: through the gateway's
+    Service, as Istio maps it (see model/gatewayports.py: 443 -> 8443)."""
+    return gateway_port(mesh, proxy.workload, server).number
 
 
 def gateway_address(proxy: Proxy) -> str:
@@ -106,7 +115,7 @@ def _servers_by_port(
     by_port: dict[int, list[tuple[Gateway, GatewayServer]]] = {}
     for gateway in selecting_gateways(mesh, proxy):
         for server in gateway.servers:
-            by_port.setdefault(bind_port(proxy, server), []).append((gateway, server))
+            by_port.setdefault(bind_port(mesh, proxy, server), []).append((gateway, server))
     return dict(sorted(by_port.items()))
 
 
@@ -119,7 +128,7 @@ def build_gateway_routes(
     configs: dict[str, route_pb2.RouteConfiguration] = {}
     for entries in _servers_by_port(mesh, proxy).values():
         for index, (gateway, server) in enumerate(entries):
-            if server.protocol not in ("HTTP", "HTTP2", "GRPC", "HTTPS"):
+            if server.protocol not in ("HTTP", "HTTP2", "GRPC", "HTTPS") or is_passthrough(server):
                 continue
             name = _route_name(server, index)
             if name in configs:
@@ -145,22 +154,6 @@ def build_gateway_routes(
     return tuple(sorted(configs.values(), key=lambda c: c.name))
 
 
-def _tls_context(server: GatewayServer) -> tls_pb2.DownstreamTlsContext:
-    tls = server.tls
-    assert tls is not None
-    context = tls_pb2.DownstreamTlsContext()
-    certificate = common_pb2.TlsCertificate(
-        certificate_chain=base_pb2.DataSource(filename=tls.server_certificate),
-        private_key=base_pb2.DataSource(filename=tls.private_key),
-    )
-    context.common_tls_context.tls_certificates.append(certificate)
-    context.common_tls_context.alpn_protocols.extend(["h2", "http/1.1"])
-    if tls.mode == "MUTUAL" and tls.ca_certificates:
-        context.require_client_certificate.value = True
-        context.common_tls_context.validation_context.trusted_ca.filename = tls.ca_certificates
-    return context
-
-
 def _tcp_proxy(
     mesh: MeshConfig, gateway: Gateway, server: GatewayServer
 ) -> tcp_proxy_pb2.TcpProxy | None:
@@ -171,69 +164,99 @@ def _tcp_proxy(
         for tcp in vs.tcp:
             if tcp.match and not any(m.port in (None, server.port) for m in tcp.match):
                 continue
-            targets = [t for t in tcp.route if t.weight > 0] or list(tcp.route)
-            if not targets:
-                continue
-            first = ctx.cluster_for(targets[0].destination)
-            proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=first)
-            if len(targets) == 1:
-                proxy.cluster = first
-            else:
-                for target in targets:
-                    proxy.weighted_clusters.clusters.append(
-                        tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(
-                            name=ctx.cluster_for(target.destination), weight=target.weight
-                        )
-                    )
-            return proxy
+            proxy = tcp_proxy_to(ctx, tcp.route)
+            if proxy is not None:
+                return proxy
     return None
+
+
+def _server_chains(
+    mesh: MeshConfig,
+    proxy: Proxy,
+    gateway: Gateway,
+    server: GatewayServer,
+    index: int,
+    taken: set[str],
+) -> list[listener_components_pb2.FilterChain]:
+    """The filter chains of one server: SNI-routed TCP for passthrough, else
+    one chain (HTTP or TCP, terminating TLS when the server has it). A
+    server whose credentialName cannot be served gets none (checks.py says
+    which Secret is missing), as Istio's listener never has its certificate."""
+    address = gateway_address(proxy)
+    telemetry = telemetry_for(mesh, proxy.workload)
+    if is_passthrough(server):
+        chains = []
+        for chain, tcp in passthrough_chains(mesh, gateway, server, taken):
+            decorate_tcp(tcp, proxy, telemetry, outbound=True)
+            chain.filters.append(tcp_filter(tcp))
+            chains.append(chain)
+        return chains
+    tls = server.tls if server.protocol in ("HTTPS", "TLS") else None
+    if tls is not None and missing_credentials(mesh.secrets, proxy.namespace, tls):
+        return []
+    chain = listener_components_pb2.FilterChain()
+    if server.protocol in ("TCP", "TLS", "MONGO"):
+        tcp = _tcp_proxy(mesh, gateway, server)
+        if tcp is None:
+            return []
+        decorate_tcp(tcp, proxy, telemetry, outbound=True)
+        chain.filters.append(tcp_filter(tcp))
+    else:
+        manager = http_connection_manager(
+            f"outbound_{address}_{bind_port(mesh, proxy, server)}",
+            _route_name(server, index),
+            [
+                *jwt_filters(request_authentications_for(mesh, proxy.workload)),
+                *http_rbac_filters(),
+            ],
+        )
+        decorate_http(manager, proxy, telemetry, outbound=True)
+        chain.filters.append(
+            network_filter("envoy.filters.network.http_connection_manager", manager)
+        )
+    if tls is not None:
+        hosts = [h for _, h in server.hosts if h != "*"]
+        if any(h in taken for h in hosts) or (not hosts and "" in taken):
+            return []  # a second server on the same port and hosts: the first wins
+        taken.update(hosts or [""])
+        chain.filter_chain_match.server_names.extend(hosts)
+        chain.transport_socket.name = "envoy.transport_sockets.tls"
+        chain.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(tls)))
+    return [chain]
 
 
 def build_gateway_listeners(mesh: MeshConfig, proxy: Proxy) -> list[listener_pb2.Listener]:
     listeners = []
     address = gateway_address(proxy)
-    telemetry = telemetry_for(mesh, proxy.workload)
     for port, entries in _servers_by_port(mesh, proxy).items():
         listener = listener_pb2.Listener(
             name=names.listener_name(address, port),
             address=socket_address(address, port),
             traffic_direction=2,  # OUTBOUND, as Istio marks gateway listeners
         )
+        taken: set[str] = set()  # SNI names matched on this port
         for index, (gateway, server) in enumerate(entries):
-            chain = listener_components_pb2.FilterChain()
-            if server.protocol in ("TCP", "TLS", "MONGO") and server.tls is None:
-                tcp = _tcp_proxy(mesh, gateway, server)
-                if tcp is None:
-                    continue
-                decorate_tcp(tcp, proxy, telemetry, outbound=True)
-                chain.filters.append(network_filter("envoy.filters.network.tcp_proxy", tcp))
-            else:
-                manager = http_connection_manager(
-                    f"outbound_{address}_{port}",
-                    _route_name(server, index),
-                    http_rbac_filters(),
+            for chain in _server_chains(mesh, proxy, gateway, server, index, taken):
+                if any(
+                    c.filter_chain_match == chain.filter_chain_match for c in listener.filter_chains
+                ):
+                    continue  # a second server on the same port and match: the first wins
+                listener.filter_chains.append(chain)
+        if any(c.filter_chain_match.server_names for c in listener.filter_chains) or any(
+            c.HasField("transport_socket") for c in listener.filter_chains
+        ):
+            listener.listener_filters.append(
+                listener_components_pb2.ListenerFilter(
+                    name="envoy.filters.listener.tls_inspector",
+                    typed_config=pack(tls_inspector_pb2.TlsInspector()),
                 )
-                decorate_http(manager, proxy, telemetry, outbound=True)
-                chain.filters.append(
-                    network_filter("envoy.filters.network.http_connection_manager", manager)
-                )
-            if server.tls is not None and server.protocol in ("HTTPS", "TLS"):
-                hosts = [h for _, h in server.hosts if h != "*"]
-                chain.filter_chain_match.server_names.extend(hosts)
-                chain.transport_socket.name = "envoy.transport_sockets.tls"
-                chain.transport_socket.typed_config.CopyFrom(pack(_tls_context(server)))
-                if not listener.listener_filters:
-                    listener.listener_filters.append(
-                        listener_components_pb2.ListenerFilter(
-                            name="envoy.filters.listener.tls_inspector",
-                            typed_config=pack(tls_inspector_pb2.TlsInspector()),
-                        )
-                    )
-            if any(
-                c.filter_chain_match == chain.filter_chain_match for c in listener.filter_chains
-            ):
-                continue  # a second server on the same port and hosts: the first wins
-            listener.filter_chains.append(chain)
+            )
         if listener.filter_chains:
             listeners.append(listener)
     return listeners
+
+
+def gateway_own_clusters(mesh: MeshConfig, proxy: Proxy) -> list[cluster_pb2.Cluster]:
+    """The SNI-DNAT clusters of the gateway's AUTO_PASSTHROUGH servers."""
+    servers = [s for g in selecting_gateways(mesh, proxy) for s in g.servers]
+    return sni_dnat_clusters(mesh, servers)

@@ -245,10 +245,15 @@ def _route_action(route: HTTPRoute, match: HTTPMatch | None, ctx: RouteContext) 
             action.regex_rewrite.substitution = rewrite.uri_regex[1]
         if rewrite.authority:
             action.host_rewrite_literal = rewrite.authority
-    if route.mirror is not None:
-        mirror = rc.RouteAction.RequestMirrorPolicy(cluster=ctx.cluster_for(route.mirror))
-        pct = 100.0 if route.mirror_percentage is None else route.mirror_percentage
-        mirror.runtime_fraction.default_value.CopyFrom(_percent(pct))
+    # Istio (route.go MirrorPercent, MirrorPercentByPolicy): unset is 100%,
+    # an explicit 0 mirrors nothing; mirror first, then mirrors[] in order.
+    mirrors = [(route.mirror, route.mirror_percentage)] if route.mirror is not None else []
+    mirrors.extend((m.destination, m.percentage) for m in route.mirrors)
+    for destination, pct in mirrors:
+        if pct is not None and pct <= 0:
+            continue
+        mirror = rc.RouteAction.RequestMirrorPolicy(cluster=ctx.cluster_for(destination))
+        mirror.runtime_fraction.default_value.CopyFrom(_percent(100.0 if pct is None else pct))
         mirror.trace_sampled.value = False
         action.request_mirror_policies.append(mirror)
     return action

@@ -132,6 +132,17 @@ def impact_of(old: MeshConfig, new: MeshConfig) -> Impact:
                 dr_hosts.update(_matching_services(old, new, (rule.host,)))
     services |= dr_hosts
 
+    # Rules with a workloadSelector give the proxies they pick clusters of
+    # their own (clusters.build_selected_clusters): those proxies rebuild.
+    changed_hosts = dr_hosts | {s.hostname for pair in changed_services for s in pair if s}
+    for mesh in (old, new):
+        proxies.update(_picked_by_selector_rules(mesh, changed_hosts))
+        for pair in changed_dr:
+            for rule in pair:
+                if rule is not None and rule.workload_selector:
+                    picked = mesh.selected_workloads(rule.namespace, rule.workload_selector)
+                    proxies.update(w.id for w in picked)
+
     # Routes that send to a service whose ports or policies may have changed.
     targets = dr_hosts | {s.hostname for pair in changed_services for s in pair if s is not None}
     if targets:
@@ -144,6 +155,18 @@ def impact_of(old: MeshConfig, new: MeshConfig) -> Impact:
         proxies=frozenset(proxies),
         gateways=gateways,
     )
+
+
+def _picked_by_selector_rules(mesh: MeshConfig, hostnames: set[str]) -> set[str]:
+    """The workloads a DestinationRule with a selector for one of ``hostnames`` picks."""
+    if not mesh.services_with_selector_rules:
+        return set()
+    return {
+        w.id
+        for host in hostnames
+        for rule in mesh.selector_rules_for(host)
+        for w in mesh.selected_workloads(rule.namespace, rule.workload_selector)
+    }
 
 
 def _changed(old: Mapping[Any, _T], new: Mapping[Any, _T]) -> list[tuple[_T | None, _T | None]]:
@@ -172,8 +195,9 @@ def _matching_services(old: MeshConfig, new: MeshConfig, patterns: Iterable[str]
         if "*" not in pattern:
             out.add(pattern)
             continue
-        for mesh in (old, new):
-            out.update(h for h in mesh.services_by_host if host_matches(pattern, h))
+        matched = {h for m in (old, new) for h in m.services_by_host if host_matches(pattern, h)}
+        # A wildcard no service matches has a virtual host of its own (vshosts.py).
+        out.update(matched or (pattern,))
     return out
 
 

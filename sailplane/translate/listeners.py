@@ -21,6 +21,7 @@ from sailplane.model.authz import AuthorizationPolicy
 from sailplane.model.hosts import is_ip_address
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Protocol
+from sailplane.model.sidecar import IngressTLS
 from sailplane.model.telemetry import WorkloadTelemetry
 from sailplane.translate import names
 from sailplane.translate.authz import http_rbac_filters, network_rbac_filters
@@ -29,6 +30,7 @@ from sailplane.translate.egress import forward_proxy_filter
 from sailplane.translate.httproute import CORS_FILTER, FAULT_FILTER
 from sailplane.translate.mtls import inbound_filter_chains
 from sailplane.translate.proxy import Proxy
+from sailplane.translate.sidecar_ingress import ingress_tls_socket
 from sailplane.translate.telemetry import decorate_http, decorate_tcp
 
 HCM = hcm_pb2.HttpConnectionManager
@@ -78,6 +80,9 @@ def build_outbound_listener(
     address, port = proxy.outbound_address
     name = names.listener_name(address, port)
     manager = http_connection_manager(f"outbound_{name}", names.outbound_route_name(port))
+    # CONNECT reaches routing only where a route says connect_matcher: the
+    # VirtualService tls rules (connect.py); elsewhere it gets a 404.
+    manager.upgrade_configs.append(HCM.UpgradeConfig(upgrade_type="CONNECT"))
     decorate_http(manager, proxy, telemetry, outbound=True)
     return listener_pb2.Listener(
         name=name,
@@ -124,9 +129,13 @@ def build_inbound_listener(
     trust_domain: str = "cluster.local",
     policies: Sequence[AuthorizationPolicy] = (),
     telemetry: WorkloadTelemetry | None = None,
+    tls: IngressTLS | None = None,
+    jwt: Sequence[hcm_pb2.HttpFilter] = (),
 ) -> listener_pb2.Listener:
     """Bind the workload address on its port and forward to the app, with the
-    port's PeerAuthentication mode deciding plaintext / mTLS (see mtls.py).
+    port's PeerAuthentication mode deciding plaintext / mTLS (see mtls.py);
+    a Sidecar ingress's ``tls`` terminates TLS where that mode is DISABLE
+    (sidecar_ingress.py).
 
     HTTP ports take their routes, and with them their AuthorizationPolicies,
     over RDS (``inbound|PORT||``, see routes.build_inbound_route_config):
@@ -153,7 +162,9 @@ def build_inbound_listener(
                 config_source=ads_config_source(),
                 route_config_name=names.inbound_route_name(workload_port),
             ),
-            http_filters=[*http_rbac_filters(), _router()],
+            # jwt_authn (RequestAuthentication) verifies a token before RBAC
+            # reads its claims (translate/jwt.py).
+            http_filters=[*jwt, *http_rbac_filters(), _router()],
             # As Istio: the app learns the caller's SPIFFE identity; a header
             # a caller sent itself is never trusted.
             forward_client_cert_details=HCM.SANITIZE_SET,
@@ -162,7 +173,17 @@ def build_inbound_listener(
         decorate_http(manager, proxy, telemetry, outbound=False)
         return [network_filter("envoy.filters.network.http_connection_manager", manager)]
 
-    chains, inspect = inbound_filter_chains(mtls_mode, trust_domain, filters)
+    if tls is not None and mtls_mode == "DISABLE":
+        chains = [
+            listener_components_pb2.FilterChain(
+                name="tls",
+                filters=filters(True),
+                transport_socket=ingress_tls_socket(tls, http),
+            )
+        ]
+        inspect = False
+    else:
+        chains, inspect = inbound_filter_chains(mtls_mode, trust_domain, filters)
     listener = listener_pb2.Listener(
         name=name,
         address=socket_address(address, workload_port),

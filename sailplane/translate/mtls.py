@@ -32,6 +32,8 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import struct_pb2
 
+from sailplane.model.credentials import CA_SUFFIX
+from sailplane.model.credentials import sds_name as credential_sds_name
 from sailplane.model.networking import ClientTLS
 from sailplane.translate.common import ads_config_source, pack
 
@@ -116,16 +118,33 @@ def istio_mutual_socket(sni: str, server_identities: Iterable[str]) -> base_pb2.
 
 
 def file_tls_socket(tls: ClientTLS, default_sni: str) -> base_pb2.TransportSocket:
-    """SIMPLE / MUTUAL origination with certificates mounted as files."""
+    """SIMPLE / MUTUAL origination with certificates mounted as files, or from
+    a Secret of the proxy's namespace (``credentialName``, over SDS as Istio's
+    ApplyCustomSDSToClientCommonTLSContext: ``kubernetes://NAME`` presented
+    for MUTUAL, ``kubernetes://NAME-cacert`` verifying the server)."""
     common = tls_pb2.CommonTlsContext()
-    if tls.mode == "MUTUAL":
+    if tls.credential_name:
+        resource = credential_sds_name(tls.credential_name)
+        if tls.mode == "MUTUAL":
+            common.tls_certificate_sds_secret_configs.append(sds(resource))
+        combined = common.combined_validation_context
+        combined.default_validation_context.SetInParent()
+        for san in tls.subject_alt_names:
+            combined.default_validation_context.match_typed_subject_alt_names.append(
+                common_pb2.SubjectAltNameMatcher(
+                    san_type=common_pb2.SubjectAltNameMatcher.DNS,
+                    matcher=string_pb2.StringMatcher(exact=san),
+                )
+            )
+        combined.validation_context_sds_secret_config.CopyFrom(sds(resource + CA_SUFFIX))
+    elif tls.mode == "MUTUAL":
         common.tls_certificates.append(
             common_pb2.TlsCertificate(
                 certificate_chain=base_pb2.DataSource(filename=tls.client_certificate),
                 private_key=base_pb2.DataSource(filename=tls.private_key),
             )
         )
-    if tls.ca_certificates:
+    if tls.ca_certificates and not tls.credential_name:
         common.validation_context.trusted_ca.filename = tls.ca_certificates
         for san in tls.subject_alt_names:
             common.validation_context.match_typed_subject_alt_names.append(

@@ -9,7 +9,7 @@ from typing import Any
 
 from sailplane.errors import UnknownProxy
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.registry import Workload, selector_matches
+from sailplane.model.registry import NOWHERE, Locality, Workload, selector_matches
 
 DEFAULT_OUTBOUND_ADDRESS = ("127.0.0.1", 15001)
 DEFAULT_APP_ADDRESS = "127.0.0.1"
@@ -50,6 +50,9 @@ class Proxy:
     # The SPIFFE identity the client certificate proved on the mTLS xDS port
     # (None on the plaintext port): the only identity whose secrets it gets.
     proven_identity: str | None = None
+    # ``node.locality`` of its bootstrap: used only when the registry gives
+    # its workload none (Istio's setTopologyLabels: the registry wins).
+    node_locality: Locality = NOWHERE
 
     @property
     def id(self) -> str:
@@ -59,8 +62,17 @@ class Proxy:
     def namespace(self) -> str:
         return self.workload.namespace
 
+    @property
+    def locality(self) -> Locality:
+        return self.workload.locality or self.node_locality
 
-def proxy_from_node(node_id: str, metadata: Mapping[str, Any], mesh: MeshConfig) -> Proxy:
+
+def proxy_from_node(
+    node_id: str,
+    metadata: Mapping[str, Any],
+    mesh: MeshConfig,
+    node_locality: Locality = NOWHERE,
+) -> Proxy:
     """Resolve an Envoy node (``name.namespace`` + metadata) against the mesh.
 
     Raises :class:`UnknownProxy` when no WorkloadEntry has that id, or the
@@ -88,4 +100,4 @@ def proxy_from_node(node_id: str, metadata: Mapping[str, Any], mesh: MeshConfig)
     except ValueError as exc:
         raise UnknownProxy(f"node {node_id!r}: bad metadata: {exc}") from exc
     app_address = str(metadata.get(META_APP_ADDRESS, DEFAULT_APP_ADDRESS))
-    return Proxy(workload, role, outbound, app_address, dict(metadata))
+    return Proxy(workload, role, outbound, app_address, dict(metadata), None, node_locality)

@@ -231,6 +231,32 @@ def test_header_match_steers_matching_requests_to_multiple(mesh: Mesh) -> None:
     assert versions(others) == {"single": 100.0}
 
 
+def test_virtual_service_host_without_a_service_routes_by_its_name(mesh: Mesh) -> None:
+    """Istio gives a mesh VirtualService host that no service has (here
+    ``shop.example``, corpus docs-concepts/03's ``bookinfo.com``) a virtual
+    host of its own; a live edit of its routes reaches the sidecar."""
+    frontend, single, multiple = weather_workloads(mesh)
+    registry(mesh)
+    shop = ("shop.example",)
+    mesh.write(
+        "traffic.yaml",
+        [subsets_rule(), virtual_service("shop", [{"route": [to("multiple")]}], shop)],
+    )
+    start(mesh, (frontend, single, multiple), (single, multiple))
+    target = "http://shop.example/api/weather"
+
+    assert versions(send(frontend.outbound, target, 20)) == {"multiple": 100.0}
+    # The service's own name is untouched by it: both versions answer.
+    assert set(versions(send(frontend.outbound, WEATHER, 40))) == {"single", "multiple"}
+
+    mesh.write(
+        "traffic.yaml",
+        [subsets_rule(), virtual_service("shop", [{"route": [to("single")]}], shop)],
+    )
+    wait_for(lambda: set(versions(send(frontend.outbound, target, 5))) == {"single"})
+    assert versions(send(frontend.outbound, target, 20)) == {"single": 100.0}
+
+
 # -- fault injection ---------------------------------------------------------
 
 

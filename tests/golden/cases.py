@@ -22,7 +22,9 @@ from sailplane.translate import Proxy, build_proxy_resources, build_routes
 from sailplane.translate.build import cluster_in_scope
 from sailplane.translate.clusters import build_outbound_clusters
 from sailplane.translate.endpoints import build_endpoints
+from sailplane.translate.locality import priority_label_names, proxy_view
 from sailplane.translate.mtls import build_secrets
+from sailplane.translate.tlscredentials import credential_secrets
 from sailplane.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, Snapshot, TypeResources
 
 ROOT = Path(__file__).parent
@@ -117,6 +119,8 @@ class ProxyView:
     listeners: tuple[listener_pb2.Listener, ...]
     routes: tuple[route_pb2.RouteConfiguration, ...]
     secrets: tuple[secret_pb2.Secret, ...]
+    # The assignments it is sent, where its locality changes them (else the mesh-wide ones).
+    endpoints: tuple[endpoint_pb2.ClusterLoadAssignment, ...] | None = None
 
 
 # Secrets are minted by the CA at run time; translation only wraps them.
@@ -132,7 +136,11 @@ def translate_proxy(mesh: MeshConfig, wide: MeshWide, proxy: Proxy) -> ProxyView
     routes = {r.name: r for r in build_routes(mesh, proxy)}
     routes.update((r.name, r) for r in own.own_routes)
     secrets = build_secrets(_PLACEHOLDER_PEM, _PLACEHOLDER_PEM, _PLACEHOLDER_PEM)
+    secrets += _credential_secrets(mesh, wide, proxy, own.listeners, own.own_clusters)
+    located = proxy_view(proxy.locality, proxy.workload.labels, priority_label_names(mesh))
+    endpoints = tuple(build_endpoints(mesh, located))
     return ProxyView(
+        endpoints=None if endpoints == wide.endpoints else endpoints,
         shared_clusters=tuple(
             c.name for c in wide.clusters if cluster_in_scope(mesh, proxy, c.name)
         ),
@@ -143,6 +151,28 @@ def translate_proxy(mesh: MeshConfig, wide: MeshWide, proxy: Proxy) -> ProxyView
     )
 
 
+def _credential_secrets(
+    mesh: MeshConfig,
+    wide: MeshWide,
+    proxy: Proxy,
+    listeners: tuple[listener_pb2.Listener, ...],
+    own_clusters: tuple[cluster_pb2.Cluster, ...],
+) -> list[secret_pb2.Secret]:
+    """The credentialName secrets the proxy is sent, private keys replaced
+    (the controller adds them: sailplane/server/credentials.py)."""
+    wanted = (
+        TypeResources.build(LISTENER, ((x.name, x) for x in listeners)).references.sds
+        | TypeResources.build(
+            CLUSTER, ((c.name, c) for c in (*wide.clusters, *own_clusters))
+        ).references.sds
+    )
+    found = credential_secrets(mesh, proxy.namespace, wanted)
+    for secret in found:
+        if secret.HasField("tls_certificate"):
+            secret.tls_certificate.private_key.inline_bytes = _PLACEHOLDER_PEM
+    return found
+
+
 def view_snapshot(wide: MeshWide, view: ProxyView) -> Snapshot:
     """The view as the snapshot a proxy is sent (for its consistency check)."""
     shared = [c for c in wide.clusters if c.name in set(view.shared_clusters)]
@@ -150,7 +180,9 @@ def view_snapshot(wide: MeshWide, view: ProxyView) -> Snapshot:
     return Snapshot(
         {
             CLUSTER: TypeResources.build(CLUSTER, clusters.items()),
-            ENDPOINT: TypeResources.build(ENDPOINT, ((e.cluster_name, e) for e in wide.endpoints)),
+            ENDPOINT: TypeResources.build(
+                ENDPOINT, ((e.cluster_name, e) for e in view.endpoints or wide.endpoints)
+            ),
             LISTENER: TypeResources.build(LISTENER, ((x.name, x) for x in view.listeners)),
             ROUTE: TypeResources.build(ROUTE, ((r.name, r) for r in view.routes)),
             SECRET: TypeResources.build(SECRET, ((s.name, s) for s in view.secrets)),

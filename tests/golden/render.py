@@ -68,6 +68,8 @@ def model_tree(value: object) -> Tree:
             if field.compare and not _is_default(field, item):
                 out[field.name] = model_tree(item)
         return out
+    if isinstance(value, bytes):  # PEM from Secrets: its size, never its content
+        return f"<{len(value)} bytes>"
     if isinstance(value, Mapping):
         return {k: model_tree(v) for k, v in sorted(value.items(), key=_mapping_key)}
     if isinstance(value, set | frozenset):

@@ -12,7 +12,8 @@ two agree). Each ``translate/<case>/`` holds:
 * per proxy ``<node-id>.clusters.yaml`` (``mesh-wide``: ``all``, or the names
   its Sidecar lets it see; ``own``: its inbound and tracing clusters),
   ``.listeners.yaml``, ``.routes.yaml``, and ``.secrets.yaml`` (names only:
-  the key material is minted at run time).
+  the key material is minted at run time), and ``.endpoints.yaml`` when its
+  locality gives it other assignments than the mesh-wide ones.
 
 Blocks such as Istio's default retry policy are written once, in
 ``translate/_shared.yaml``, and appear as ``{$ref: NAME}`` where a subtree
@@ -72,6 +73,10 @@ def render_translate_case(name: str) -> dict[str, str]:
         )
         outputs[f"{node_id}.routes.yaml"] = render_shared([proto_tree(r) for r in view.routes])
         outputs[f"{node_id}.secrets.yaml"] = yaml.safe_dump([s.name for s in view.secrets])
+        if view.endpoints is not None:  # its locality changes them
+            outputs[f"{node_id}.endpoints.yaml"] = render_shared(
+                [proto_tree(e) for e in view.endpoints]
+            )
     return outputs
 
 

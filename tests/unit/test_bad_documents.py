@@ -236,14 +236,14 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: ns}
 ---
-apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: jwt}
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: patch}
 """
     result = load({"registry.yaml": REGISTRY, "others.yaml": others})
     assert not result.errors
     assert [d.severity for d in result.diagnostics] == [Severity.INFO] * 4 + [Severity.WARNING]
-    assert states(result)["RequestAuthentication/jwt"] == IGNORED
+    assert states(result)["EnvoyFilter/patch"] == IGNORED
 
 
 def test_core_group_typos_are_errors() -> None:

@@ -199,16 +199,16 @@ CASES = {
         apiVersion: networking.istio.io/v1
         kind: DestinationRule
         metadata: {name: a}
-        spec: {host: backend}
+        spec: {host: backend, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
         ---
         apiVersion: networking.istio.io/v1
         kind: DestinationRule
         metadata: {name: b}
-        spec: {host: backend.default.svc.cluster.local}
+        spec: {host: backend.default.svc.cluster.local, trafficPolicy: {tls: {mode: DISABLE}}}
         """,
-        "case.yaml:10:14: warning: DestinationRule default/b: spec.host: host "
-        "'backend.default.svc.cluster.local' is also configured by DestinationRule default/a, "
-        "which takes precedence; this rule is not used",
+        "case.yaml:10:64: warning: DestinationRule default/b: spec.trafficPolicy: "
+        "DestinationRule default/a (written first) has a trafficPolicy for "
+        "'backend.default.svc.cluster.local', which is used; this one is not",
     ),
     "type-error-said-once": (
         """

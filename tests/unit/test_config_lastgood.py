@@ -103,24 +103,31 @@ def test_a_new_object_that_is_invalid_is_simply_not_used() -> None:
     }
 
 
-def test_a_reference_error_falls_back_to_the_previous_version() -> None:
+def test_a_reference_error_is_a_warning_as_in_istio() -> None:
+    # Istio's webhook checks one object at a time: an unknown subset is an
+    # istioctl analyze warning, and the new version is in force (Envoy
+    # answers 503 for the missing cluster).
     good = load({"registry.yaml": REGISTRY, "rule.yaml": RULE, "vs.yaml": split(50, 50)})
     unknown = load(
-        {"registry.yaml": REGISTRY, "rule.yaml": RULE, "vs.yaml": split(50, 50, "v3")}, good
+        {"registry.yaml": REGISTRY, "rule.yaml": RULE, "vs.yaml": split(60, 40, "v3")}, good
     )
-    assert weights(unknown) == [50, 50]
-    assert states(unknown)["VirtualService/backend"] == RETAINED
-    assert [d.code for d in unknown.errors] == ["IST0101"]
+    assert weights(unknown) == [60, 40]
+    assert states(unknown)["VirtualService/backend"] == ACTIVE
+    assert not unknown.errors
+    assert [d.code for d in unknown.warnings] == ["IST0101"]
 
 
-def test_a_kept_version_that_no_longer_checks_out_is_dropped() -> None:
+def test_references_that_go_away_leave_the_object_in_force() -> None:
     good = load({"registry.yaml": REGISTRY, "rule.yaml": RULE, "vs.yaml": split(50, 50)})
-    # The subsets go away: neither the old nor the new VirtualService is valid now.
+    # The subsets go away: the VirtualService stays, with a warning per subset.
     no_rule = load({"registry.yaml": REGISTRY, "vs.yaml": split(50, 50)}, good)
     assert no_rule.mesh is not None
-    assert no_rule.mesh.virtual_services == ()
-    assert states(no_rule)["VirtualService/backend"] == REJECTED
-    assert not any("stays in force" in d.message for d in no_rule.diagnostics)
+    assert weights(no_rule) == [50, 50]
+    assert states(no_rule)["VirtualService/backend"] == ACTIVE
+    assert [d.field_path for d in no_rule.warnings] == [
+        "spec.http[0].route[0].destination.subset",
+        "spec.http[0].route[1].destination.subset",
+    ]
 
 
 def test_deleting_an_object_removes_it() -> None:
@@ -151,7 +158,7 @@ def test_object_changes_name_adds_updates_and_deletes() -> None:
     second = load({"registry.yaml": REGISTRY, "rule.yaml": RULE, "vs.yaml": split(0, 100)}, first)
     assert object_changes(first.in_force(), second) == [
         ("DestinationRule", "add", "default/backend"),
-        ("VirtualService", "add", "default/backend"),  # it was rejected before: no subsets
+        ("VirtualService", "update", "default/backend"),  # in force before, without subsets
     ]
     third = load({"registry.yaml": REGISTRY, "rule.yaml": RULE, "vs.yaml": split(50, 50)}, second)
     assert object_changes(second.in_force(), third) == [
@@ -184,7 +191,7 @@ def test_an_object_with_one_bad_host_is_not_half_applied() -> None:
 
 
 def test_kinds_not_translated_yet_are_ignored_not_rejected() -> None:
-    jwt = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: a}\n"
-    result = load({"registry.yaml": REGISTRY, "jwt.yaml": jwt})
-    assert states(result)["RequestAuthentication/a"] == IGNORED
+    patch = "apiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: a}\n"
+    result = load({"registry.yaml": REGISTRY, "patch.yaml": patch})
+    assert states(result)["EnvoyFilter/a"] == IGNORED
     assert all(d.severity is not Severity.ERROR for d in result.diagnostics)

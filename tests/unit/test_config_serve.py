@@ -269,7 +269,7 @@ async def test_a_broken_file_changes_nothing_and_is_reported(
 async def test_an_invalid_object_keeps_its_last_good_version(running: Running) -> None:
     plane = running.plane
     applied = plane.reloader.applied
-    running.write("vs.yaml", split(90, 10, subset2="v3"))
+    running.write("vs.yaml", split(110, -10))  # Istio's webhook rejects a negative weight
     await eventually(lambda: plane.reloader.applied == applied + 1)
     mesh = plane.controller.mesh
     assert mesh is not None
@@ -278,7 +278,7 @@ async def test_an_invalid_object_keeps_its_last_good_version(running: Running) -
     (vs,) = [o for o in configz["in_force"] if o["kind"] == "VirtualService"]
     assert vs["state"] == "retained" and vs["rejected_version"] == "vs.yaml:1"
     lines = {f"{d['file']}:{d['line']}:{d['column']}" for d in configz["diagnostics"]}
-    assert "vs.yaml:10:44" in lines  # the `subset: v3` value
+    assert "vs.yaml:11:15" in lines  # the `weight: -10` value
 
 
 async def test_status_of_one_proxy(running: Running, capsys: pytest.CaptureFixture[str]) -> None:

@@ -162,7 +162,7 @@ metrics:
         ("accessLogging:\n- providers: [{name: nope}]", "'nope' is not in the mesh's"),
         ("tracing:\n- providers: [{name: envoy}]", "'envoy' is a envoyFileAccessLog provider"),
         ("tracing:\n- randomSamplingPercentage: 120", "not a number from 0 to 100"),
-        ("accessLogging:\n- filter: {expression: 'response.code >= 400'}", "not supported"),
+        ("accessLogging:\n- filter: {expression: 'response.code >= (400'}", "not a CEL"),
         ("metrics:\n- reportingInterval: soon", "invalid duration"),
         ("tracing:\n- match: {mode: BOTH}", "unknown value 'BOTH'"),
     ],

@@ -42,7 +42,9 @@ from sailplane.config.fields.networking import (
 from sailplane.config.fields.policy import (
     AUTHORIZATION_POLICY,
     LEGACY_POLICY,
+    MESH_POLICY,
     PEER_AUTHENTICATION,
+    REQUEST_AUTHENTICATION,
     TELEMETRY,
 )
 from sailplane.model.source import Severity
@@ -61,7 +63,10 @@ DECLARED: Mapping[str, KindFields] = MappingProxyType(
             frozen("PeerAuthentication", PEER_AUTHENTICATION),
             # `rule:` for `rules:` would otherwise turn a DENY into nothing at all.
             frozen("AuthorizationPolicy", AUTHORIZATION_POLICY, Severity.ERROR),
+            # A typo in where tokens are read or which keys verify them is a security bug.
+            frozen("RequestAuthentication", REQUEST_AUTHENTICATION, Severity.ERROR),
             frozen("Policy", LEGACY_POLICY),
+            frozen("MeshPolicy", MESH_POLICY),
             frozen("Telemetry", TELEMETRY),
         )
     }

@@ -8,8 +8,10 @@ from sailplane.config.fields.core import (
     HEADERS,
     IMPLEMENTED,
     INERT,
+    MATCH_LABELS,
     PERCENT,
     PORT_SELECTOR,
+    REJECTED,
     REPORTED,
     STRING_MATCH,
     UNSUPPORTED,
@@ -106,7 +108,9 @@ _HTTP_ROUTE: Fields = {
     ),
     **at("mirror", DESTINATION),
     **at("mirrorPercentage", PERCENT),
-    **every(UNSUPPORTED, "mirrorPercent", "mirror_percent", "mirrors[]"),
+    # Deprecated (a warning), honoured when mirrorPercentage is not set.
+    **every(IMPLEMENTED, "mirrorPercent", "mirror_percent"),
+    **at("mirrors[]", {**at("destination", DESTINATION), **at("percentage", PERCENT)}),
     **at(
         "corsPolicy",
         {
@@ -143,11 +147,22 @@ _TCP_ROUTE: Fields = {
     ),
     **at("route[]", {**at("destination", DESTINATION), "weight": IMPLEMENTED}),
 }
+# TLS routes: SNI-routed TCP on gateways (PASSTHROUGH servers) and sidecars.
+_TLS_ROUTE: Fields = {
+    **at(
+        "match[]",
+        {
+            **every(IMPLEMENTED, "sniHosts", "port", "gateways", "sourceLabels"),
+            **every(UNSUPPORTED, "destinationSubnets", "sourceNamespace"),
+        },
+    ),
+    **at("route[]", {**at("destination", DESTINATION), "weight": IMPLEMENTED}),
+}
 VIRTUAL_SERVICE: Fields = {
     **every(IMPLEMENTED, "hosts", "gateways", "exportTo"),
     **at("http[]", _HTTP_ROUTE),
     **at("tcp[]", _TCP_ROUTE),
-    "tls[]": REPORTED,  # an error
+    **at("tls[]", _TLS_ROUTE),
 }
 
 # -- DestinationRule ---------------------------------------------------------
@@ -167,7 +182,15 @@ _LOAD_BALANCER: Fields = {
             "maglev": UNSUPPORTED,
         },
     ),
-    **every(UNSUPPORTED, "localityLbSetting", "warmupDurationSecs", "warmup", "zoneAwareLbSetting"),
+    **at(
+        "localityLbSetting",
+        {
+            **every(IMPLEMENTED, "enabled", "failoverPriority"),
+            **at("distribute[]", every(IMPLEMENTED, "from", "to")),
+            **at("failover[]", every(IMPLEMENTED, "from", "to")),
+        },
+    ),
+    **every(UNSUPPORTED, "warmupDurationSecs", "warmup", "zoneAwareLbSetting"),
 }
 _CONNECTION_POOL: Fields = {
     **at(
@@ -188,7 +211,7 @@ _CONNECTION_POOL: Fields = {
                 "maxRetries",
                 "idleTimeout",
             ),
-            "h2UpgradePolicy": unsupported_unless("DEFAULT", "DO_NOT_UPGRADE"),
+            "h2UpgradePolicy": IMPLEMENTED,
             "useClientProtocol": unsupported_unless(False),
             **every(UNSUPPORTED, "maxConcurrentStreams", "http2KeepAlive"),
         },
@@ -221,8 +244,9 @@ _CLIENT_TLS: Fields = {
         "caCertificates",
         "sni",
         "subjectAltNames",
+        "credentialName",
     ),
-    **every(UNSUPPORTED, "credentialName", "insecureSkipVerify", "caCrl"),
+    **every(UNSUPPORTED, "insecureSkipVerify", "caCrl"),
 }
 _PORT_TRAFFIC_POLICY: Fields = {
     **at("loadBalancer", _LOAD_BALANCER),
@@ -244,7 +268,7 @@ DESTINATION_RULE: Fields = {
     ),
     # Read, but every rule applies to every namespace (Istio's default).
     "exportTo": unsupported_unless(("*",)),
-    "workloadSelector": UNSUPPORTED,
+    **at("workloadSelector", MATCH_LABELS),
 }
 
 # -- Gateway -----------------------------------------------------------------
@@ -264,12 +288,16 @@ GATEWAY: Fields = {
                 "tls",
                 {
                     **every(
-                        IMPLEMENTED, "mode", "serverCertificate", "privateKey", "caCertificates"
+                        IMPLEMENTED,
+                        "mode",
+                        "serverCertificate",
+                        "privateKey",
+                        "caCertificates",
+                        "credentialName",
                     ),
                     **every(
                         UNSUPPORTED,
                         "httpsRedirect",
-                        "credentialName",
                         "credentialNames",
                         "tlsCertificates[]",
                         "caCertCredentialName",
@@ -291,8 +319,8 @@ GATEWAY: Fields = {
 # -- the registry ------------------------------------------------------------
 
 _WORKLOAD: Fields = {
-    **every(IMPLEMENTED, "address", "ports", "labels", "weight", "serviceAccount"),
-    **every(UNSUPPORTED, "network", "locality"),
+    **every(IMPLEMENTED, "address", "ports", "labels", "weight", "serviceAccount", "locality"),
+    "network": UNSUPPORTED,
 }
 SERVICE_ENTRY: Fields = {
     **every(IMPLEMENTED, "hosts", "location", "resolution", "exportTo"),
@@ -330,7 +358,47 @@ KUBERNETES_SERVICE: Fields = {
 
 SIDECAR: Fields = {
     **at("workloadSelector", every(IMPLEMENTED, "labels")),
-    "ingress[]": REPORTED,  # a warning
+    **at(
+        "ingress[]",
+        {
+            **at(
+                "port",
+                {**every(IMPLEMENTED, "number", "protocol", "name"), "targetPort": REPORTED},
+            ),
+            "defaultEndpoint": IMPLEMENTED,
+            # sailplane binds the workload's address, and captures nothing.
+            **every(UNSUPPORTED, "bind", "captureMode", "connectionPool"),
+            **at(
+                "tls",
+                {
+                    **every(
+                        IMPLEMENTED, "mode", "serverCertificate", "privateKey", "caCertificates"
+                    ),
+                    # Errors in Istio's validation too (the parser's words).
+                    **every(
+                        REPORTED,
+                        "subjectAltNames",
+                        "httpsRedirect",
+                        "credentialName",
+                        "credentialNames",
+                        "tlsCertificates[]",
+                    ),
+                    # They narrow who may connect: unsafe to ignore.
+                    **every(
+                        REJECTED,
+                        "caCrl",
+                        "caCertCredentialName",
+                        "cipherSuites",
+                        "minProtocolVersion",
+                        "maxProtocolVersion",
+                        "verifyCertificateHash",
+                        "verifyCertificateSpki",
+                    ),
+                    "insecureSkipVerify": UNSUPPORTED,  # a client setting
+                },
+            ),
+        },
+    ),
     **at(
         "egress[]",
         {"hosts": IMPLEMENTED, **every(UNSUPPORTED, "port", "bind", "captureMode")},

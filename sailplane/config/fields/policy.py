@@ -1,5 +1,5 @@
 """Declarations of the policy kinds: PeerAuthentication, AuthorizationPolicy,
-the legacy Policy, Telemetry."""
+RequestAuthentication, the legacy Policy and MeshPolicy, Telemetry."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ _AUTHZ_SOURCE: Fields = {
         "remoteIpBlocks",
         "notRemoteIpBlocks",
     ),
-    # JWT: an error, worded by the parser.
-    **every(REPORTED, "requestPrincipals", "notRequestPrincipals"),
+    # JWT: the claims RequestAuthentication verified (jwt_authn's metadata).
+    **every(IMPLEMENTED, "requestPrincipals", "notRequestPrincipals"),
     **every(REJECTED, "serviceAccounts", "notServiceAccounts", "trustDomains", "notTrustDomains"),
 }
 _AUTHZ_OPERATION = every(
@@ -60,7 +60,33 @@ AUTHORIZATION_POLICY: Fields = {
             **at("when[]", every(IMPLEMENTED, "key", "values", "notValues")),
         },
     ),
-    **every(REPORTED, "targetRef", "targetRefs[]"),  # an error
+    # A warning: the policy then applies to no workload (no Gateway API here).
+    **every(REPORTED, "targetRef", "targetRefs[]"),
+}
+REQUEST_AUTHENTICATION: Fields = {
+    **at("selector", MATCH_LABELS),
+    **every(REPORTED, "targetRef", "targetRefs[]"),  # as AuthorizationPolicy's
+    **at(
+        "jwtRules[]",
+        {
+            **every(
+                IMPLEMENTED,
+                "issuer",
+                "audiences",
+                "jwks",
+                "jwksUri",
+                "jwks_uri",
+                "fromParams",
+                "fromCookies",
+                "forwardOriginalToken",
+                "outputPayloadToHeader",
+                "spaceDelimitedClaims",
+                "timeout",
+            ),
+            **at("fromHeaders[]", every(IMPLEMENTED, "name", "prefix")),
+            **at("outputClaimToHeaders[]", every(IMPLEMENTED, "claim", "header")),
+        },
+    ),
 }
 # authentication.istio.io/v1alpha1 Policy (before Istio 1.5), read as a PeerAuthentication.
 LEGACY_POLICY: Fields = {
@@ -68,6 +94,12 @@ LEGACY_POLICY: Fields = {
     **at("peers[]", {**at("mtls", {"mode": IMPLEMENTED, "allowTls": UNSUPPORTED})}),
     "peers[].jwt": UNSUPPORTED,
     **every(UNSUPPORTED, "peerIsOptional", "origins[]", "originIsOptional", "principalBinding"),
+}
+# authentication.istio.io/v1alpha1 MeshPolicy: the same message, mesh-wide; Istio
+# refused targets on it (an error, the parser's).
+MESH_POLICY: Fields = {
+    **{k: v for k, v in LEGACY_POLICY.items() if not k.startswith("targets[]")},
+    "targets[]": REPORTED,
 }
 
 # -- Telemetry ---------------------------------------------------------------
@@ -83,7 +115,15 @@ TELEMETRY: Fields = {
             **_PROVIDERS,
             **_MODE_MATCH,
             **every(IMPLEMENTED, "randomSamplingPercentage", "disableSpanReporting"),
-            "customTags{}": REPORTED,  # a warning
+            **at(
+                "customTags{}",
+                {
+                    **at("literal", every(IMPLEMENTED, "value")),
+                    **at("environment", every(IMPLEMENTED, "name", "defaultValue")),
+                    **at("header", every(IMPLEMENTED, "name", "defaultValue")),
+                    **at("formatter", every(IMPLEMENTED, "value")),
+                },
+            ),
             **every(
                 UNSUPPORTED,
                 "useRequestIdForTraceSampling",
@@ -94,7 +134,12 @@ TELEMETRY: Fields = {
     ),
     **at(
         "accessLogging[]",
-        {**_PROVIDERS, **_MODE_MATCH, "disabled": IMPLEMENTED, "filter": REPORTED},
+        {
+            **_PROVIDERS,
+            **_MODE_MATCH,
+            "disabled": IMPLEMENTED,
+            **at("filter", {"expression": IMPLEMENTED}),
+        },
     ),
     **at(
         "metrics[]",
@@ -105,11 +150,9 @@ TELEMETRY: Fields = {
                 "overrides[]",
                 {
                     "disabled": IMPLEMENTED,
-                    # A per-metric override: a warning, it applies to every metric.
-                    **at(
-                        "match", {"mode": IMPLEMENTED, **every(REPORTED, "metric", "customMetric")}
-                    ),
-                    "tagOverrides{}": REPORTED,
+                    # customMetric: a standard metric by its stats-filter name, else a warning.
+                    **at("match", every(IMPLEMENTED, "mode", "metric", "customMetric")),
+                    **at("tagOverrides{}", every(IMPLEMENTED, "operation", "value")),
                 },
             ),
         },

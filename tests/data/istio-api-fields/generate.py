@@ -5,9 +5,10 @@ Sources, both in github.com/istio/api:
 * kubernetes/customresourcedefinitions.gen.yaml (the CRD schemas, generated
   there from the protos), for today's kinds: every version of a kind is
   walked and the union kept (they rarely differ);
-* authentication/v1alpha1/policy.proto, for the pre-1.5 ``Policy`` that
-  sailplane still reads: removed from istio/api, so read from the commit
-  before its removal (it never had a CRD schema).
+* authentication/v1alpha1/policy.proto, for the pre-1.5 ``Policy`` and
+  ``MeshPolicy`` (one message) that sailplane still reads: removed from
+  istio/api, so read from the commit before its removal (it never had a
+  CRD schema).
 
 Run from the repository root, with istio/api cloned (or fetched) at ISTIO_API:
 
@@ -139,12 +140,13 @@ def main(crds: Path, commit: str, policy: Path, policy_commit: str) -> None:
         "# kubernetes/customresourcedefinitions.gen.yaml at commit",
         f"# {commit}, the union of the versions",
         *(f"#   {kind}: {', '.join(sorted(versions[kind]))}" for kind in KINDS),
-        "# and, for the legacy authentication.istio.io/v1alpha1 Policy,",
-        f"# authentication/v1alpha1/policy.proto at commit {policy_commit}.",
+        "# and, for the legacy authentication.istio.io/v1alpha1 Policy and MeshPolicy",
+        f"# (one message, Policy), authentication/v1alpha1/policy.proto at commit {policy_commit}.",
     ]
     for kind in KINDS:
         lines.extend(f"{kind} {path}" for path in sorted(found[kind]))
-    lines.extend(f"Policy {path}" for path in sorted(proto_paths(messages, "Policy")))
+    for kind in ("Policy", "MeshPolicy"):
+        lines.extend(f"{kind} {path}" for path in sorted(proto_paths(messages, "Policy")))
     OUT.write_text("\n".join(lines) + "\n")
 
 
