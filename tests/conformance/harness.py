@@ -31,7 +31,11 @@ from tests.conformance.spotcheck import Check, holds, resources
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
-CORPUS = ROOT.parent / "shared" / "corpus" / "istio"
+# The corpus (../shared/corpus/istio, Apache-2.0, Copyright Istio Authors),
+# vendored so that every checkout and CI runs it; test_conformance checks
+# that the copy equals the team's shared one wherever that one is present.
+CORPUS = ROOT / "tests" / "data" / "istio-corpus"
+SHARED_CORPUS = ROOT.parent / "shared" / "corpus" / "istio"
 EXPECTATIONS = HERE / "corpus.yaml"
 
 FAITHFUL, REPORTED, WRONG = "faithful", "reported", "wrong"

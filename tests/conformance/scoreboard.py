@@ -35,7 +35,7 @@ def scoreboard(results: list[FileResult], rejections: int) -> dict[str, Any]:
     kinds = sorted({v.kind for v in every})
     groups = sorted({v.group for v in every})
     return {
-        "corpus": "../shared/corpus/istio",
+        "corpus": "tests/data/istio-corpus",
         "expectations": "tests/conformance/corpus.yaml",
         "total": _counts(every),
         "envoy_rejections": rejections,
@@ -67,7 +67,7 @@ def readme_line(board: dict[str, Any]) -> str:
     )
     return (
         f"Istio conformance ([scoreboard](tests/conformance/scoreboard.json), every object "
-        f"of Istio's own samples and task pages in `../shared/corpus/istio`): "
+        f"of Istio's own samples and task pages, vendored in `tests/data/istio-corpus`): "
         f"{total['objects']} objects, {total['faithful']} faithful, {total['reported']} "
         f"reported with a documented warning or error, {total['wrong']} wrong; {envoy}.\n"
     )

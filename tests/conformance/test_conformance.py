@@ -12,12 +12,14 @@ see every object's verdict with ``python -m tests.conformance.report``.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from tests.conformance.harness import (
     CORPUS,
     FAITHFUL,
+    SHARED_CORPUS,
     WRONG,
     FileResult,
     evaluate_all,
@@ -54,9 +56,18 @@ KINDS = {
 }
 MIN_FAITHFUL = 170
 
-pytestmark = pytest.mark.skipif(
-    not CORPUS.is_dir(), reason=f"the Istio corpus is not at {CORPUS} (CI has it)"
-)
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_the_vendored_corpus_is_the_shared_one() -> None:
+    assert len(_files(CORPUS)) > 166, f"the vendored corpus at {CORPUS} is incomplete"
+    if not SHARED_CORPUS.is_dir():
+        pytest.skip(f"no shared corpus at {SHARED_CORPUS} to compare the vendored copy with")
+    assert _files(CORPUS) == _files(SHARED_CORPUS), "copy ../shared/corpus/istio again"
 
 
 @pytest.fixture(scope="module")

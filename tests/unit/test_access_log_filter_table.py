@@ -28,7 +28,7 @@ from sailplane.translate.telemetry_export import CEL_FILTER, file_log, otel_log
 from tests.support.procs import ENVOY
 from tests.unit.test_telemetry import REGISTRY, settings, telemetry
 
-CORPUS = Path("/work/shared/corpus/istio/docs-telemetry")
+CORPUS = Path(__file__).parents[1] / "data" / "istio-corpus" / "docs-telemetry"
 PROVIDERS = settings(
     """
 extensionProviders:

@@ -19,7 +19,7 @@ from sailplane.server.routetables import build_sidecar_route_table
 from sailplane.translate import proxy_from_node
 from sailplane.translate.build import build_routes
 
-CORPUS = Path("/work/shared/corpus/istio/docs-traffic")
+CORPUS = Path(__file__).parents[1] / "data" / "istio-corpus" / "docs-traffic"
 
 REGISTRY = """\
 apiVersion: networking.istio.io/v1
