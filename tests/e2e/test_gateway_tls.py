@@ -5,12 +5,15 @@ backends, and a ``tls`` route split 70/30 by SNI."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ssl
 from typing import Any
 
 import pytest
 
+from sailplane.xds.client import AdsClient
+from sailplane.xds.types import LISTENER, SECRET
 from tests.support.mesh import Mesh, WorkloadSpec, service
 from tests.support.procs import wait_for
 from tests.support.tlsparts import (
@@ -255,3 +258,40 @@ def test_sni_passthrough_and_tls_route_split_70_30(mesh: Mesh) -> None:
         )
         # 70% of 200 = 140, sd 6.5: 3.5 sd either side.
         assert 117 <= to_a <= 163, to_a
+
+
+def test_credential_secrets_go_to_no_one_who_lies(mesh: Mesh) -> None:
+    """The lies about a gateway's credentialName: a client on the plaintext
+    xDS port claiming to be the gateway, asking for ``kubernetes://NAME``,
+    gets no answer; the configuration it may see names the Secret but holds
+    no key."""
+    ca = CertAuthority("gateway ca")
+    issued = ca.issue("weather.example.com")
+    gw = mesh.workload("ingress-gateway", GATEWAY_LABELS, ports={"https": 8443})
+    mesh.write_registry([gateway_service()])
+    server = {
+        "port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+        "hosts": ["weather.example.com"],
+        "tls": {"mode": "SIMPLE", "credentialName": "weather-credential"},
+    }
+    mesh.write("gateway.yaml", [gateway([server])])
+    mesh.write("secrets.yaml", [tls_secret("weather-credential", issued)])
+    mesh.start_control_plane()
+    key_text = issued.key_pem.decode().splitlines()[1]
+
+    async def as_the_gateway() -> tuple[str, bool]:
+        async with AdsClient(f"127.0.0.1:{mesh.xds_port}", gw.id) as client:
+            client.request(LISTENER)
+            listeners = await client.recv(10)
+            client.request(SECRET, ["kubernetes://weather-credential"])
+            try:
+                await client.recv(3)
+            except TimeoutError:
+                return listeners.SerializeToString().decode("latin-1"), False
+            return listeners.SerializeToString().decode("latin-1"), True
+
+    listeners, answered = asyncio.run(as_the_gateway())
+    assert "kubernetes://weather-credential" in listeners  # the reference, as Istio sends it
+    assert not answered, "the plaintext port answered a request for a credentialName secret"
+    assert key_text not in listeners
+    assert key_text not in mesh.plane.log()  # type: ignore[union-attr]

@@ -24,25 +24,9 @@ from sailplane.config.loader import LoadResult, load_dir, load_texts, object_cha
 from sailplane.model.source import Severity
 from sailplane.server.plane import ControlPlane, ServeOptions
 from tests.support.procs import http_get
+from tests.support.registry import BACKEND_V1_V2
 
-REGISTRY = """\
-apiVersion: v1
-kind: Service
-metadata: {name: backend}
-spec:
-  selector: {app: backend}
-  ports: [{name: http, port: 5000}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: backend-v1}
-spec: {address: 10.0.0.1, labels: {app: backend, version: v1}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: backend-v2}
-spec: {address: 10.0.0.2, labels: {app: backend, version: v2}}
-"""
+REGISTRY = BACKEND_V1_V2
 
 RULE = """\
 apiVersion: networking.istio.io/v1alpha3

@@ -8,24 +8,13 @@ import pytest
 
 from sailplane.config.loader import load_texts
 from sailplane.model.source import Severity
+from tests.support.registry import BACKEND_V1
 
-REGISTRY = """\
-apiVersion: v1
-kind: Service
-metadata: {name: backend}
-spec:
-  selector: {app: backend}
-  ports: [{name: http, port: 5000}]
----
+REGISTRY = f"""{BACKEND_V1}---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
-metadata: {name: backend-v1}
-spec: {address: 10.0.0.1, labels: {app: backend, version: v1}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: gw}
-spec: {address: 10.0.0.9, labels: {istio: ingressgateway}, ports: {http: 8080}}
+metadata: {{name: gw}}
+spec: {{address: 10.0.0.9, labels: {{istio: ingressgateway}}, ports: {{http: 8080}}}}
 """
 
 CASES = {

@@ -20,6 +20,7 @@ from sailplane.config.fieldcheck import readme_field_list, split_path
 from sailplane.config.fields import DECLARED, Support
 from sailplane.config.loader import LoadResult, load_dir
 from sailplane.model.source import Severity
+from tests.support.registry import BACKEND_V1
 
 ROOT = Path(__file__).resolve().parents[2]
 API_FIELDS = ROOT / "tests" / "data" / "istio-api-fields" / "istio-api-fields.txt"
@@ -119,19 +120,7 @@ def test_the_readme_lists_what_the_declarations_say() -> None:
 
 # -- behaviour ---------------------------------------------------------------
 
-REGISTRY = """\
-apiVersion: v1
-kind: Service
-metadata: {name: backend}
-spec:
-  selector: {app: backend}
-  ports: [{name: http, port: 5000}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: backend-v1}
-spec: {address: 10.0.0.1, labels: {app: backend, version: v1}}
-"""
+REGISTRY = BACKEND_V1
 
 MESH = """\
 apiVersion: networking.istio.io/v1

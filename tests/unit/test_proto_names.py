@@ -11,20 +11,9 @@ from sailplane.config.fields import DECLARED
 from sailplane.config.loader import load_texts
 from sailplane.config.reader import json_name
 from sailplane.model.source import Severity
+from tests.support.registry import BACKEND_V1
 
-REGISTRY = """
-apiVersion: v1
-kind: Service
-metadata: {name: backend}
-spec:
-  selector: {app: backend}
-  ports: [{name: http, port: 5000}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: backend-v1}
-spec: {address: 10.0.0.1, labels: {app: backend, version: v1}}
-"""
+REGISTRY = "\n" + BACKEND_V1
 
 
 def snake(name: str) -> str:
