@@ -6,10 +6,15 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sailplane.cli.common import max_file_size_flag, resolve_config_dir
 from sailplane.config.validate import Report
 from sailplane.model.source import Diagnostic, Position, Severity
+
+if TYPE_CHECKING:
+    from sailplane.model.registry import Workload
+    from sailplane.xds import Snapshot
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -53,6 +58,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def run(args: argparse.Namespace) -> int:
     from sailplane.config.validate import EXIT_USAGE, validate_dir
+    from sailplane.server.selfcheck import proxy_snapshots
 
     config_dir = resolve_config_dir(args.config_dir)
     if not config_dir.exists():
@@ -62,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
     with max_file_size(args.max_file_size):
         report = validate_dir(config_dir, strict=args.strict, verbose=args.verbose)
-    report = _self_check(report, config_dir)
+    mesh = report.result.mesh
+    snapshots = list(proxy_snapshots(mesh)) if mesh is not None else []
+    report = _self_check(report, config_dir, snapshots)
     if args.envoy:
         from sailplane.server.envoycheck import EnvoyNotFound, find_envoy
 
@@ -71,15 +79,18 @@ def run(args: argparse.Namespace) -> int:
         except EnvoyNotFound as exc:
             print(f"sailplane: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        report = _envoy_check(report, config_dir, envoy, args.envoy_timeout)
+        report = _envoy_check(report, config_dir, envoy, args.envoy_timeout, snapshots)
     sys.stdout.write(report.json() + "\n" if args.format == "json" else report.text())
     print(f"{config_dir}: {report.summary()}", file=sys.stderr)
     return report.exit_code
 
 
-def _self_check(report: Report, config_dir: Path) -> Report:
-    """Translate what would be served for every workload and check each
-    snapshot's consistency; a failure is an error (sailplane's own bug)."""
+def _self_check(
+    report: Report, config_dir: Path, snapshots: list[tuple[Workload, Snapshot]]
+) -> Report:
+    """Check the consistency of each snapshot that would be served
+    (``snapshots``: every workload's, by :func:`proxy_snapshots`); a failure
+    is an error (sailplane's own bug)."""
     from sailplane.server.selfcheck import inconsistent_snapshots
 
     mesh = report.result.mesh
@@ -92,7 +103,7 @@ def _self_check(report: Report, config_dir: Path) -> Report:
             f"internal error: the snapshot for proxy {proxy} would be inconsistent "
             f"({'; '.join(problems)}); please report this as a sailplane bug",
         )
-        for proxy, problems in inconsistent_snapshots(mesh)
+        for proxy, problems in inconsistent_snapshots(mesh, snapshots)
     ]
     if not found:
         return report
@@ -100,7 +111,13 @@ def _self_check(report: Report, config_dir: Path) -> Report:
     return dataclasses.replace(report, result=result)
 
 
-def _envoy_check(report: Report, config_dir: Path, envoy: str, timeout: float) -> Report:
+def _envoy_check(
+    report: Report,
+    config_dir: Path,
+    envoy: str,
+    timeout: float,
+    snapshots: list[tuple[Workload, Snapshot]],
+) -> Report:
     """Every proxy's configuration through ``envoy --mode validate``: each
     rejection an error at the proxy's WorkloadEntry, naming the resource and
     Envoy's message; what was checked with test material an info line."""
@@ -109,7 +126,7 @@ def _envoy_check(report: Report, config_dir: Path, envoy: str, timeout: float) -
     mesh = report.result.mesh
     if mesh is None:
         return report
-    rejections, notes = check_mesh(mesh, envoy, timeout=timeout)
+    rejections, notes = check_mesh(mesh, envoy, timeout=timeout, snapshots=snapshots)
     workloads = mesh.workloads_by_id
     found: list[Diagnostic] = []
     for rejection in rejections:

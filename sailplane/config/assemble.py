@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sailplane.config.checks import check_mesh
+from sailplane.config.envelope import LEGACY_AUTHN_KINDS
 from sailplane.config.hostnames import read_namespace_hosts
 from sailplane.config.interpret import ISTIO_KINDS, Interpreted, interpret_document
 from sailplane.config.records import ACTIVE as ACTIVE
@@ -285,7 +286,7 @@ def _retain(key: Key, previous: InForce, found: _Collected) -> bool:
         return False
     kind, namespace, name = key
     mesh = previous.mesh
-    if kind in found.istio or kind in ("Policy", "MeshPolicy"):
+    if kind in found.istio or kind in LEGACY_AUTHN_KINDS:
         items: tuple[Any, ...] = {
             "VirtualService": mesh.virtual_services,
             "DestinationRule": mesh.destination_rules,
@@ -301,7 +302,7 @@ def _retain(key: Key, previous: InForce, found: _Collected) -> bool:
             "RequestAuthentication": mesh.request_authentications,
         }[kind]
         matches = [o for o in items if (o.namespace, o.name) == (namespace, name)]
-        legacy = kind in ("Policy", "MeshPolicy")
+        legacy = kind in LEGACY_AUTHN_KINDS
         found.istio["PeerAuthentication" if legacy else kind].extend(matches)
         return bool(matches)
     added = False

@@ -20,6 +20,8 @@ from sailplane.config.records import Key
 from sailplane.config.yamldoc import Document
 from sailplane.model.source import Diagnostic, Severity
 
+# The authentication.istio.io kinds of Istio 1.4, read as PeerAuthentication.
+LEGACY_AUTHN_KINDS = ("Policy", "MeshPolicy")
 # Istio's API groups; the slide typos of the reference talk map to the real group.
 ISTIO_GROUPS = {
     "networking.istio.io": ("v1", "v1beta1", "v1alpha3"),
@@ -41,7 +43,7 @@ MESH_KINDS: dict[str, tuple[str, ...]] = {
     ),
     "security.istio.io": ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication"),
     "telemetry.istio.io": ("Telemetry",),
-    "authentication.istio.io": ("Policy", "MeshPolicy"),
+    "authentication.istio.io": LEGACY_AUTHN_KINDS,
     "": ("Service", "ConfigMap", "Secret"),
 }
 # Real kinds of those groups that sailplane does not translate: Istio's are

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypedDict
 
 from sailplane.config.authorization import parse_authorization_policy
 from sailplane.config.destinationrule import parse_destination_rule
-from sailplane.config.envelope import identify, reader_for
+from sailplane.config.envelope import LEGACY_AUTHN_KINDS, identify, reader_for
 from sailplane.config.gateway import parse_gateway
 from sailplane.config.reader import ObjectReader
 from sailplane.config.records import ObjectRecord, document_digest
@@ -283,7 +283,7 @@ def shift_interpreted(item: Interpreted, document: Document, domain_suffix: str)
 def _parse(reader: ObjectReader, domain_suffix: str) -> _Kind:
     """The kind-specific part: what the document adds to the mesh."""
     kind = reader.kind
-    if kind in ISTIO_KINDS or kind in ("Policy", "MeshPolicy"):
+    if kind in ISTIO_KINDS or kind in LEGACY_AUTHN_KINDS:
         istio: IstioObject | None
         if kind == "VirtualService":
             istio = parse_virtual_service(reader, domain_suffix)

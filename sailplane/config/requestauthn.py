@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
+from typing import Any
 
 from sailplane.config.authorization import target_refs
 from sailplane.config.fieldcheck import check_declared_fields
@@ -36,9 +37,9 @@ def _strings(r: ObjectReader, path: FieldPath, what: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def jwks_problem(text: str) -> str:
-    """Why ``text`` is not a JWKS (or one JWK), as Istio's jwk.Parse would
-    refuse it; "" when it is one. Never quotes the keys."""
+def _jwks_keys(text: str) -> list[dict[str, Any]] | str:
+    """The keys of ``text``, a JWKS (or one JWK); or why it is not one, as
+    Istio's jwk.Parse would refuse it. Never quotes the keys."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -49,13 +50,11 @@ def jwks_problem(text: str) -> str:
     for i, key in enumerate(keys):
         if not isinstance(key, dict) or not isinstance(key.get("kty"), str):
             return f'jwks key at index {i} has no "kty"'
-    return ""
+    return keys
 
 
-def _private_keys(text: str) -> list[int]:
+def _private_keys(keys: list[dict[str, Any]]) -> list[int]:
     """Indexes of keys holding private material (Istio: warnPrivateJwksKeys)."""
-    data = json.loads(text)
-    keys = data["keys"] if isinstance(data, dict) and "keys" in data else [data]
     return [i for i, k in enumerate(keys) if "d" in k or k.get("kty") == "oct"]
 
 
@@ -84,10 +83,11 @@ def _rule(r: ObjectReader, path: FieldPath) -> JwtRule:
     if jwks_uri and (problem := jwks_uri_problem(jwks_uri)):
         r.report((*path, "jwksUri"), problem, code="IST0106")
     if jwks:
-        if problem := jwks_problem(jwks):
-            r.report((*path, "jwks"), problem, code="IST0106")
+        keys = _jwks_keys(jwks)
+        if isinstance(keys, str):
+            r.report((*path, "jwks"), keys, code="IST0106")
         else:
-            for index in _private_keys(jwks):
+            for index in _private_keys(keys):
                 r.report(
                     (*path, "jwks"),
                     f"jwks key at index {index} contains private key material; only "

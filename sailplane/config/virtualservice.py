@@ -284,9 +284,9 @@ def _mirror_percentage(r: ObjectReader, path: FieldPath) -> float | None:
     """Istio (route.go MirrorPercent): ``mirrorPercentage`` first, then the
     deprecated integer ``mirrorPercent`` (validation warns and caps it at 100)."""
     given = r.percentage((*path, "mirrorPercentage"))
-    for name in ("mirrorPercent", "mirror_percent"):
-        if not r.has((*path, name)):
-            continue
+    # The reader finds the proto spelling ``mirror_percent`` too (reader._spelt).
+    name = "mirrorPercent"
+    if r.has((*path, name)):
         r.report(
             (*path, name),
             f'using deprecated setting "{name}", use "mirrorPercentage" instead',

@@ -40,6 +40,7 @@ from sailplane.model.telemetry_metrics import (
     MetricsSpec,
     Mode,
     TagOverride,
+    TagPlan,
     TagValue,
     merge_metrics,
 )
@@ -59,6 +60,7 @@ __all__ = [  # the metrics part lives in telemetry_metrics.py
     "MetricsSpec",
     "Mode",
     "TagOverride",
+    "TagPlan",
     "TagValue",
 ]
 

@@ -13,8 +13,8 @@ override for that side names metrics again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 Mode = Literal["CLIENT_AND_SERVER", "CLIENT", "SERVER"]
@@ -137,15 +137,48 @@ class MetricsSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class TagPlan:
+    """One metric's tag overrides, indexed for applying them to each entry:
+    ``by_name`` every override by tag name, ``upserts`` the UPSERTs with a
+    value in tag order (those that name no standard tag add one)."""
+
+    tags: tuple[TagOverride, ...]
+    by_name: Mapping[str, TagOverride]
+    upserts: tuple[TagOverride, ...]
+
+    @classmethod
+    def of(cls, tags: tuple[TagOverride, ...]) -> TagPlan:
+        return cls(
+            tags,
+            {t.name: t for t in tags},
+            tuple(t for t in tags if not t.remove and t.value is not None),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class MetricShape:
     """One side's metrics after Istio's merge: the standard metrics dropped,
-    and per metric its tag overrides (sorted by tag name, as Istio's)."""
+    and per metric its tag overrides (sorted by tag name, as Istio's).
+    ``plans``: the tag overrides indexed per metric, derived from ``tags``."""
 
     dropped: frozenset[str] = frozenset()
     tags: tuple[tuple[str, tuple[TagOverride, ...]], ...] = ()
+    plans: Mapping[str, TagPlan] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        plans: dict[str, TagPlan] = {}
+        for metric, tags in self.tags:
+            plans.setdefault(metric, TagPlan.of(tags))  # the first, as tags_of was
+        object.__setattr__(self, "plans", plans)
+
+    def plan_of(self, metric: str) -> TagPlan | None:
+        """``metric``'s tag overrides; None when it has none."""
+        plan = self.plans.get(metric)
+        return plan if plan is not None and plan.tags else None
 
     def tags_of(self, metric: str) -> tuple[TagOverride, ...]:
-        return next((t for m, t in self.tags if m == metric), ())
+        plan = self.plans.get(metric)
+        return () if plan is None else plan.tags
 
     def headers(self, attribute: str) -> tuple[str, ...]:
         """The headers the tag values read (``request.headers`` or

@@ -110,13 +110,10 @@ def consistency_problems(snapshot: Snapshot) -> list[str]:
     Secret of the proxy's namespace fills: a configuration problem (config
     checks warn about it), not sailplane's. Istio leaves them unanswered too:
     Envoy waits for them, then fails the handshakes that need them."""
-    problems = snapshot.consistent()
-    if not problems:
-        return problems
     referenced = snapshot.get(LISTENER).references.sds | snapshot.get(CLUSTER).references.sds
     unfilled = {
-        repr(name)
+        (SECRET, name)
         for name in referenced - snapshot.get(SECRET).chunks.keys()
         if name.startswith(KUBERNETES_SECRET_PREFIX)
     }
-    return [p for p in problems if not any(p.endswith(f"Secret {name}") for name in unfilled)]
+    return snapshot.consistent(may_dangle=unfilled)

@@ -28,8 +28,10 @@ from envoy.config.bootstrap.v3 import bootstrap_pb2
 from sailplane.ca import IdentityStore
 from sailplane.errors import SailplaneError
 from sailplane.model.mesh import MeshConfig
+from sailplane.model.registry import Workload
 from sailplane.server.envoystatic import ConversionError, StaticConfig, static_config
 from sailplane.server.selfcheck import proxy_snapshots
+from sailplane.xds import Snapshot
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -188,13 +190,18 @@ def check_mesh(
     workers: int | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     identities: IdentityStore | None = None,
+    snapshots: Iterable[tuple[Workload, Snapshot]] | None = None,
 ) -> tuple[list[Rejection], list[str]]:
     """Every proxy of ``mesh`` checked by Envoy: (rejections, notes on what
     was checked with test material). A snapshot that cannot be made static
-    is a rejection of sailplane's own (its resource named, no Envoy run)."""
+    is a rejection of sailplane's own (its resource named, no Envoy run).
+    ``snapshots``: already built by :func:`proxy_snapshots` (then
+    ``identities`` is not used)."""
     configs: list[StaticConfig] = []
     unconverted: list[Rejection] = []
-    for workload, snapshot in proxy_snapshots(mesh, identities):
+    if snapshots is None:
+        snapshots = proxy_snapshots(mesh, identities)
+    for workload, snapshot in snapshots:
         try:
             configs.append(static_config(workload, snapshot))
         except ConversionError as exc:

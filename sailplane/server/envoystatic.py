@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -88,13 +88,21 @@ def static_config(workload: Workload, snapshot: Snapshot) -> StaticConfig:
     static = bootstrap.static_resources
     clusters = snapshot.get(CLUSTER)
     assignments = snapshot.get(ENDPOINT).chunks
+    # "cluster NAME CONTENT-HASH" (see StaticConfig.units): the bootstrap's
+    # own clusters here, the snapshot's as _static_cluster makes them.
+    cluster_units = [
+        f"cluster {c.name} {_digest(c.SerializeToString(deterministic=True))}"
+        for c in static.clusters
+    ]
     for name, message in clusters.messages.items():
         cluster = _as(cluster_pb2.Cluster, message)
         service = cluster.eds_cluster_config.service_name or cluster.name
         assignment = assignments.get(service) if cluster.type == cluster_pb2.Cluster.EDS else None
         # Clusters are shared by most proxies: each distinct one made static once.
-        data, wants, notes = _static_cluster(clusters.chunks[name], assignment)
-        static.clusters.add().MergeFromString(data)
+        data, digest, wants, notes = _static_cluster(clusters.chunks[name], assignment)
+        added = static.clusters.add()
+        added.MergeFromString(data)
+        cluster_units.append(f"cluster {added.name} {digest}")
         for secret, usage in wants:
             wanted.setdefault(secret, usage)
         rewrite.notes += notes
@@ -122,7 +130,7 @@ def static_config(workload: Workload, snapshot: Snapshot) -> StaticConfig:
         tuple(secret.name for secret in static.secrets),
         _digest(unnamed.SerializeToString(deterministic=True)),
         tuple(rewrite.notes),
-        _units(snapshot, unnamed),
+        _units(snapshot, unnamed, cluster_units),
     )
 
 
@@ -130,13 +138,17 @@ def _digest(*parts: bytes) -> str:
     return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
-def _units(snapshot: Snapshot, unnamed: bootstrap_pb2.Bootstrap) -> frozenset[str]:
+def _units(
+    snapshot: Snapshot, unnamed: bootstrap_pb2.Bootstrap, cluster_units: Iterable[str]
+) -> frozenset[str]:
     """What Envoy's verdict on a configuration depends on, in pieces (see
     :attr:`StaticConfig.units`): each listener and route table as served,
     with the names of the clusters it refers to that exist (a gRPC service
     naming a missing cluster is refused); each static cluster (endpoints
     inline) and secret; and the shape: listener names and addresses (two
-    on one address clash), secret names, and the rest of the bootstrap."""
+    on one address clash), secret names, and the rest of the bootstrap.
+    ``cluster_units``: the static clusters' units, hashed by
+    :func:`_static_cluster` when it made them."""
     static = unnamed.static_resources
     clusters = [c.name.encode() for c in static.clusters]
     units = set()
@@ -144,10 +156,7 @@ def _units(snapshot: Snapshot, unnamed: bootstrap_pb2.Bootstrap) -> frozenset[st
         for name, chunk in snapshot.get(type_url).chunks.items():
             present = sorted(c for c in clusters if c in chunk)
             units.add(f"{kind} {name} {_digest(chunk, *present)}")
-    units |= {
-        f"cluster {c.name} {_digest(c.SerializeToString(deterministic=True))}"
-        for c in static.clusters
-    }
+    units |= set(cluster_units)
     units |= {
         f"secret {s.name} {_digest(s.SerializeToString(deterministic=True))}"
         for s in static.secrets
@@ -173,9 +182,9 @@ def _as(kind: type[_M], message: Message) -> _M:
 @functools.lru_cache(maxsize=8192)
 def _static_cluster(
     chunk: bytes, assignment: bytes | None
-) -> tuple[bytes, tuple[tuple[str, str], ...], tuple[str, ...]]:
+) -> tuple[bytes, str, tuple[tuple[str, str], ...], tuple[str, ...]]:
     """One served cluster (and its EDS assignment) made static: its bytes,
-    the secrets it wants (name, usage) and the notes."""
+    their digest, the secrets it wants (name, usage) and the notes."""
     cluster = cluster_pb2.Cluster()
     _unpack_into(any_pb2.Any.FromString(payload(chunk)), cluster)
     if cluster.type == cluster_pb2.Cluster.EDS:
@@ -190,7 +199,7 @@ def _static_cluster(
     rewrite = _Rewriter({}, wanted)
     rewrite(cluster, f"cluster {cluster.name!r}")
     data: bytes = cluster.SerializeToString(deterministic=True)
-    return data, tuple(wanted.items()), tuple(rewrite.notes)
+    return data, _digest(data), tuple(wanted.items()), tuple(rewrite.notes)
 
 
 class _Rewriter:

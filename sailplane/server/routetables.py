@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sailplane.model.mesh import MeshConfig
+from sailplane.model.networking import VirtualService
 from sailplane.model.registry import Service
 from sailplane.model.sidecar import Sidecar
 from sailplane.translate.connect import connect_virtual_hosts
@@ -53,6 +54,8 @@ class RouteTable:
     entries: Mapping[str, tuple[tuple[str, ...], bytes]]
     # its VirtualService-only and CONNECT virtual hosts, encoded `virtual_hosts` entries
     tunnels: tuple[bytes, ...] = ()
+    # the VirtualServices they were built from (unchanged ones keep their identity)
+    virtual_services: tuple[VirtualService, ...] = ()
 
 
 def build_sidecar_route_table(
@@ -71,9 +74,16 @@ def build_sidecar_route_table(
     if plan is None or plan.sidecar != sidecar or plan.services != mesh.services:
         hosts = plan_outbound_virtual_hosts(mesh, namespace, sidecar)
         plan = _Plan(mesh.services, sidecar, tuple(hosts))
+    if previous is not None and changed_hosts is not None:
+        unchanged = plan is previous.plan and mesh.virtual_services == previous.virtual_services
+        if not changed_hosts and unchanged:
+            return previous  # nothing of it changed: same object, nothing pushed
+        kept = previous.entries
+    else:
+        kept = {}
     # VirtualService hosts no service has (translate/vshosts.py) and ``tls``
     # rules as CONNECT routes (translate/connect.py): few, so built whole
-    # each time and compared with the previous ones.
+    # whenever a VirtualService or any route may have changed.
     labels = proxy.workload.labels
     claimed = {domain for planned in plan.hosts for domain in planned.domains}
     named = list(virtual_service_host_vhosts(mesh, namespace, labels, sidecar, claimed))
@@ -83,12 +93,6 @@ def build_sidecar_route_table(
         field_entry(_VIRTUAL_HOSTS_FIELD, vhost.SerializeToString(deterministic=True))
         for vhost in (*named, *connect)
     )
-    if previous is not None and changed_hosts is not None:
-        if not changed_hosts and plan is previous.plan and tunnels == previous.tunnels:
-            return previous  # nothing of it changed: same object, nothing pushed
-        kept = previous.entries
-    else:
-        kept = {}
     entries: dict[str, tuple[tuple[str, ...], bytes]] = {}
     for planned in plan.hosts:
         found = kept.get(planned.name)
@@ -115,4 +119,4 @@ def build_sidecar_route_table(
     resources = TypeResources.from_values(ROUTE, [(shell.name, value)])
     if previous is not None and previous.resources.version == resources.version:
         resources = previous.resources  # unchanged: keep the object, push nothing
-    return RouteTable(resources, plan, entries, tunnels)
+    return RouteTable(resources, plan, entries, tunnels, mesh.virtual_services)

@@ -16,7 +16,7 @@ from typing import IO, Any
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 
-from sailplane.telemetry.attributes import Attributes
+from sailplane.telemetry.attributes import PROTOCOLS, Attributes
 
 
 def _address(address: address_pb2.Address) -> str:
@@ -100,7 +100,7 @@ def tcp_record(
 
 
 def _protocol(version: int) -> str:
-    return {1: "HTTP/1.0", 2: "HTTP/1.1", 3: "HTTP/2", 4: "HTTP/3"}.get(version, "")
+    return PROTOCOLS.get(version, "")
 
 
 class AccessLogWriter:

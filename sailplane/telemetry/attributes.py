@@ -34,6 +34,8 @@ from sailplane.telemetry.index import MeshIndex
 from sailplane.translate.telemetry import DOWNSTREAM_PEER, METADATA_NAMESPACE, UPSTREAM_PEER
 
 UNKNOWN = "unknown"
+# HTTPAccessLogEntry.protocol_version as Envoy names it.
+PROTOCOLS = {1: "HTTP/1.0", 2: "HTTP/1.1", 3: "HTTP/2", 4: "HTTP/3"}
 
 # Istio's label order (istio.io/latest/docs/reference/config/metrics).
 HTTP_LABELS = (
@@ -204,11 +206,13 @@ class Attributes:
         return (*labels[:19], *labels[21:])
 
 
-def _ip(address: address_pb2.Address) -> str:
+def address_ip(address: address_pb2.Address) -> str:
+    """The socket address's IP; "" when there is none."""
     return address.socket_address.address if address.HasField("socket_address") else ""
 
 
-def _port(address: address_pb2.Address) -> int:
+def address_port(address: address_pb2.Address) -> int:
+    """The socket address's port; 0 when there is none."""
     return address.socket_address.port_value if address.HasField("socket_address") else 0
 
 
@@ -276,7 +280,7 @@ def _upstream_workload(
         for workload in instances:
             if workload.id == claimed:
                 return workload
-    address = _ip(common.upstream_remote_address)
+    address = address_ip(common.upstream_remote_address)
     for workload in instances:
         if workload.address == address:
             return workload
@@ -302,7 +306,7 @@ def inbound_attributes(
     labels = ServiceLabels()
     parts = common.upstream_cluster.split("|")
     port = int(parts[1]) if len(parts) == 4 and parts[1].isdigit() else 0
-    port = port or _port(common.downstream_local_address)
+    port = port or address_port(common.downstream_local_address)
     service = index.inbound_service(proxy, port, authority)
     if service is not None:
         labels = service_labels(service)
@@ -325,7 +329,7 @@ def _downstream_workload(
     if principal:
         holders = index.workloads_by_identity.get(principal, ())
         return holders[0] if len(holders) == 1 else None
-    return index.workloads_by_address.get(_ip(common.downstream_remote_address))
+    return index.workloads_by_address.get(address_ip(common.downstream_remote_address))
 
 
 def request_protocol(request: accesslog_pb2.HTTPRequestProperties) -> str:

@@ -161,10 +161,11 @@ class IstioMetrics(Collector):
                 name, documentation, _ = HISTOGRAMS[metric]
                 family = HistogramMetricFamily(name, documentation)
                 for labels, buckets, total in histograms[metric]:
+                    tags = dict(labels)
                     for bound, count in buckets:
-                        family.add_sample(f"{name}_bucket", {**dict(labels), "le": bound}, count)
-                    family.add_sample(f"{name}_count", dict(labels), buckets[-1][1])
-                    family.add_sample(f"{name}_sum", dict(labels), total)
+                        family.add_sample(f"{name}_bucket", {**tags, "le": bound}, count)
+                    family.add_sample(f"{name}_count", tags, buckets[-1][1])
+                    family.add_sample(f"{name}_sum", tags, total)
             yield family
 
     def render(self) -> bytes:

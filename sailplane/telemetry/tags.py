@@ -17,17 +17,19 @@ from collections.abc import Callable, Iterable
 from envoy.config.core.v3 import address_pb2, base_pb2
 from envoy.data.accesslog.v3 import accesslog_pb2
 
-from sailplane.model.telemetry import MetricShape, TagOverride, TagValue
+from sailplane.model.telemetry import MetricShape, TagPlan, TagValue
 from sailplane.telemetry.attributes import (
+    PROTOCOLS,
     UNKNOWN,
     Attributes,
     Peer,
+    address_ip,
+    address_port,
     grpc_status,
     peer_certificate_uri,
 )
 
 LabelPairs = tuple[tuple[str, str], ...]
-_PROTOCOLS = {1: "HTTP/1.0", 2: "HTTP/1.1", 3: "HTTP/2", 4: "HTTP/3"}
 
 
 class Entry:
@@ -84,11 +86,11 @@ def _text(value: str) -> str | None:
 
 
 def _ip(address: address_pb2.Address) -> str | None:
-    return address.socket_address.address or None
+    return address_ip(address) or None
 
 
 def _port(address: address_pb2.Address) -> str | None:
-    port = address.socket_address.port_value
+    port = address_port(address)
     return str(port) if port else None
 
 
@@ -116,7 +118,7 @@ _HTTP_FIELDS: dict[str, Callable[[accesslog_pb2.HTTPAccessLogEntry], str | None]
     "request.referer": lambda e: _text(e.request.referer),
     "request.useragent": lambda e: _text(e.request.user_agent),
     "request.id": lambda e: _text(e.request.request_id),
-    "request.protocol": lambda e: _PROTOCOLS.get(e.protocol_version),
+    "request.protocol": lambda e: PROTOCOLS.get(e.protocol_version),
     "response.code": lambda e: str(e.response.response_code.value),
     "response.code_details": lambda e: _text(e.response.response_code_details),
     "response.grpc_status": lambda e: _text(grpc_status(e.response)),
@@ -135,23 +137,25 @@ _COMMON_FIELDS: dict[str, Callable[[accesslog_pb2.AccessLogCommon], str | None]]
 }
 
 
-def apply_tags(base: LabelPairs, tags: tuple[TagOverride, ...], entry: Entry) -> LabelPairs:
-    """``base`` with the overrides applied (see the module docstring)."""
-    if not tags:
+def apply_tags(base: LabelPairs, plan: TagPlan | None, entry: Entry) -> LabelPairs:
+    """``base`` with the overrides of ``plan`` applied (see the module docstring)."""
+    if plan is None:
         return base
-    by_name = {t.name: t for t in tags}
+    by_name = plan.by_name
     out = []
+    standard: set[str] = set()
     for name, value in base:
         tag = by_name.get(name)
         if tag is None:
             out.append((name, value))
-        elif not tag.remove and tag.value is not None:
+            continue
+        standard.add(name)
+        if not tag.remove and tag.value is not None:
             out.append((name, entry.value(tag.value)))
-    known = {name for name, _ in base}
     out.extend(
         (t.name, entry.value(t.value))
-        for t in tags
-        if t.name not in known and not t.remove and t.value is not None
+        for t in plan.upserts
+        if t.value is not None and t.name not in standard
     )
     return tuple(out)
 
@@ -162,7 +166,7 @@ def shaped(
     """One entry's (metric, labels, value) points: dropped metrics left out,
     each metric's tag overrides applied."""
     return [
-        (metric, apply_tags(base, shape.tags_of(metric), entry), value)
+        (metric, apply_tags(base, shape.plan_of(metric), entry), value)
         for metric, value in values
         if metric not in shape.dropped
     ]

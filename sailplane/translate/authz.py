@@ -50,7 +50,7 @@ from sailplane.model.authz import (
     Source_,
 )
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.registry import Workload, selector_matches
+from sailplane.model.registry import Workload
 from sailplane.translate.common import pack
 from sailplane.translate.jwt import jwt_condition, request_principals
 from sailplane.translate.rbac_values import (
@@ -60,8 +60,10 @@ from sailplane.translate.rbac_values import (
     any_of_ids,
     cidr,
     glob,
+    id_values,
     negate,
     negate_ids,
+    workload_policies,
 )
 
 _ACTIONS = {"DENY": rbac_pb2.RBAC.DENY, "ALLOW": rbac_pb2.RBAC.ALLOW, "AUDIT": rbac_pb2.RBAC.LOG}
@@ -84,18 +86,7 @@ SHADOW_STAT_PREFIXES = {"DENY": "istio_dry_run_deny_", "ALLOW": "istio_dry_run_a
 def policies_for(mesh: MeshConfig, workload: Workload) -> list[AuthorizationPolicy]:
     """Policies that apply to ``workload``: mesh-wide (root namespace),
     namespace-wide, and those whose selector matches it."""
-    out = []
-    for policy in mesh.authorization_policies:
-        if policy.target_refs:
-            continue  # a Gateway API gateway or a waypoint: none here
-        if policy.namespace == mesh.root_namespace:
-            pass  # mesh-wide: every namespace (a selector still narrows it)
-        elif policy.namespace != workload.namespace:
-            continue
-        if policy.selector and not selector_matches(policy.selector, workload.labels):
-            continue
-        out.append(policy)
-    return out
+    return workload_policies(mesh.authorization_policies, mesh.root_namespace, workload)
 
 
 def _principal(value: str) -> rbac_pb2.Principal:
@@ -207,12 +198,7 @@ def _perm_values(
 
 
 def _id_values(cond: Condition, make: Callable[[str], rbac_pb2.Principal]) -> rbac_pb2.Principal:
-    parts = []
-    if cond.values:
-        parts.append(any_of_ids([make(v) for v in cond.values]))
-    if cond.not_values:
-        parts.append(negate_ids([make(v) for v in cond.not_values]))
-    return all_of_ids(parts)
+    return id_values(cond, lambda values: any_of_ids([make(v) for v in values]))
 
 
 def _condition(cond: Condition) -> tuple[rbac_pb2.Permission | None, rbac_pb2.Principal | None]:

@@ -26,7 +26,7 @@ from google.protobuf import json_format, struct_pb2
 from sailplane.model.hosts import is_ip_address
 from sailplane.model.registry import Endpoint, Protocol, ServicePort, Workload
 from sailplane.translate.common import ads_config_source, duration, pack, socket_address
-from sailplane.translate.endpoints import build_load_assignment
+from sailplane.translate.endpoints import build_load_assignment, envoy_locality
 from sailplane.translate.proxy import META_APP_ADDRESS, META_OUTBOUND, META_ROLE, Role
 
 XDS_CLUSTER = "xds-grpc"
@@ -127,9 +127,7 @@ def build_bootstrap(
     bootstrap.node.metadata.CopyFrom(metadata)
     if workload.locality:
         # Envoy's own locality, as Istio's agent sets it from the registry.
-        bootstrap.node.locality.region = workload.locality.region
-        bootstrap.node.locality.zone = workload.locality.zone
-        bootstrap.node.locality.sub_zone = workload.locality.subzone
+        bootstrap.node.locality.CopyFrom(envoy_locality(workload.locality))
     bootstrap.admin.address.CopyFrom(socket_address(*admin_address))
     ads = bootstrap.dynamic_resources.ads_config
     ads.api_type = (

@@ -124,9 +124,13 @@ def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
             ),
             listeners=tuple(build_gateway_listeners(mesh, proxy)),
         )
-    ingress = sidecar_ingress(mesh, proxy)  # when set, it replaces the services' ports
-    ports = {i.port: i.served_protocol for i in ingress} if ingress else inbound_ports(proxy, mesh)
-    ingress_by_port = {i.port: i for i in ingress}
+    # Sidecar ingress listeners, when set, replace the services' ports.
+    by_port = {i.port: i for i in sidecar_ingress(mesh, proxy)}
+    ports = (
+        {port: i.served_protocol for port, i in by_port.items()}
+        if by_port
+        else inbound_ports(proxy, mesh)
+    )
     modes = {port: mesh.mtls_mode(proxy.workload, port) for port in ports}
     policies = policies_for(mesh, proxy.workload)
     jwt = jwt_filters(request_authentications_for(mesh, proxy.workload))
@@ -140,15 +144,15 @@ def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
             mesh.trust_domain,
             policies,
             telemetry,
-            ingress_by_port[port].tls if port in ingress_by_port else None,
+            ingress.tls if (ingress := by_port.get(port)) is not None else None,
             jwt,
         )
         for port, protocol in ports.items()
     )
     own_clusters = (
         *(
-            ingress_cluster(ingress_by_port[port], proxy.app_address)
-            if port in ingress_by_port
+            ingress_cluster(ingress, proxy.app_address)
+            if (ingress := by_port.get(port)) is not None
             else build_inbound_cluster(port, proxy.app_address, protocol)
             for port, protocol in ports.items()
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 
 from sailplane.model.destinationrules import subset_eds_name
@@ -29,6 +30,10 @@ from sailplane.translate.locality import (
     group_by_locality,
 )
 from sailplane.translate.mtls import tls_match_metadata
+
+
+def envoy_locality(locality: Locality) -> base_pb2.Locality:
+    return base_pb2.Locality(region=locality.region, zone=locality.zone, sub_zone=locality.subzone)
 
 
 def uses_dns(service: Service, endpoints: tuple[Endpoint, ...]) -> bool:
@@ -66,9 +71,7 @@ def build_load_assignment(
             continue
         group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)
         if locality:
-            group.locality.region = locality.region
-            group.locality.zone = locality.zone
-            group.locality.sub_zone = locality.subzone
+            group.locality.CopyFrom(envoy_locality(locality))
         if located:
             group.load_balancing_weight.value = sum(e.weight for e in chosen)
         assignment.endpoints.append(group)

@@ -9,19 +9,24 @@ are merged in order.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
+from sailplane.model.credentials import missing_credentials
 from sailplane.model.gatewayports import gateway_port
-from sailplane.model.hosts import host_matches
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.networking import Gateway, GatewayServer, VirtualService
+from sailplane.model.networking import Gateway, GatewayServer
 from sailplane.model.registry import selector_matches
-from sailplane.model.telemetry import telemetry_for
+from sailplane.model.telemetry import WorkloadTelemetry, telemetry_for
 from sailplane.translate import names
 from sailplane.translate.authz import http_rbac_filters, http_rbac_per_route, policies_for
 from sailplane.translate.common import pack, socket_address
@@ -30,8 +35,10 @@ from sailplane.translate.listeners import bind_address, http_connection_manager,
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.routes import add_per_route_rbac, route_context, virtual_service_routes
 from sailplane.translate.telemetry import decorate_http, decorate_tcp
-from sailplane.translate.tlscredentials import downstream_tls_context, missing_credentials
+from sailplane.translate.tlscredentials import downstream_tls_context
 from sailplane.translate.tlsroute import (
+    bound,
+    intersect,
     is_passthrough,
     passthrough_chains,
     sni_dnat_clusters,
@@ -64,31 +71,19 @@ def _route_name(server: GatewayServer, index: int) -> str:
     return f"http.{server.port}"
 
 
-def _intersect(vs_host: str, server_host: str) -> str | None:
-    if host_matches(server_host, vs_host):
-        return vs_host
-    if host_matches(vs_host, server_host):
-        return server_host
-    return None
-
-
-def _bound(mesh: MeshConfig, gateway: Gateway) -> list[VirtualService]:
-    return [vs for vs in mesh.virtual_services if gateway.key in vs.gateways]
-
-
 def _server_route_config(
     mesh: MeshConfig, gateway: Gateway, servers: list[GatewayServer], name: str
 ) -> route_pb2.RouteConfiguration:
     vhosts: dict[str, list[rc.Route]] = {}
     port = servers[0].port
-    for vs in _bound(mesh, gateway):
+    for vs in bound(mesh, gateway):
         hosts: list[str] = []
         for server in servers:
             for namespace, server_host in server.hosts:
                 if namespace not in ("*", vs.namespace):
                     continue
                 for vs_host in vs.hosts:
-                    found = _intersect(vs_host, server_host)
+                    found = intersect(vs_host, server_host)
                     if found is not None and found not in hosts:
                         hosts.append(found)
         for host in hosts:
@@ -160,7 +155,7 @@ def _tcp_proxy(
     """The first TCP route of a bound VirtualService that applies to the server's
     port; several destinations become weighted clusters (Istio's TCPRoute)."""
     ctx = route_context(mesh, server.port)
-    for vs in _bound(mesh, gateway):
+    for vs in bound(mesh, gateway):
         for tcp in vs.tcp:
             if tcp.match and not any(m.port in (None, server.port) for m in tcp.match):
                 continue
@@ -170,6 +165,14 @@ def _tcp_proxy(
     return None
 
 
+class _Shared(NamedTuple):
+    """What every server of a gateway proxy shares: computed once per proxy."""
+
+    address: str
+    telemetry: WorkloadTelemetry
+    jwt: list[hcm_pb2.HttpFilter]
+
+
 def _server_chains(
     mesh: MeshConfig,
     proxy: Proxy,
@@ -177,48 +180,48 @@ def _server_chains(
     server: GatewayServer,
     index: int,
     taken: set[str],
+    shared: _Shared,
+    port: int,
 ) -> list[listener_components_pb2.FilterChain]:
     """The filter chains of one server: SNI-routed TCP for passthrough, else
     one chain (HTTP or TCP, terminating TLS when the server has it). A
     server whose credentialName cannot be served gets none (checks.py says
     which Secret is missing), as Istio's listener never has its certificate."""
-    address = gateway_address(proxy)
-    telemetry = telemetry_for(mesh, proxy.workload)
     if is_passthrough(server):
         chains = []
         for chain, tcp in passthrough_chains(mesh, gateway, server, taken):
-            decorate_tcp(tcp, proxy, telemetry, outbound=True)
+            decorate_tcp(tcp, proxy, shared.telemetry, outbound=True)
             chain.filters.append(tcp_filter(tcp))
             chains.append(chain)
         return chains
     tls = server.tls if server.protocol in ("HTTPS", "TLS") else None
     if tls is not None and missing_credentials(mesh.secrets, proxy.namespace, tls):
         return []
-    chain = listener_components_pb2.FilterChain()
+    tcp = None
     if server.protocol in ("TCP", "TLS", "MONGO"):
         tcp = _tcp_proxy(mesh, gateway, server)
         if tcp is None:
             return []
-        decorate_tcp(tcp, proxy, telemetry, outbound=True)
+    hosts = [h for _, h in server.hosts if h != "*"]
+    if tls is not None:
+        if any(h in taken for h in hosts) or (not hosts and "" in taken):
+            return []  # a second server on the same port and hosts: the first wins
+        taken.update(hosts or [""])
+    chain = listener_components_pb2.FilterChain()
+    if tcp is not None:
+        decorate_tcp(tcp, proxy, shared.telemetry, outbound=True)
         chain.filters.append(tcp_filter(tcp))
     else:
         manager = http_connection_manager(
-            f"outbound_{address}_{bind_port(mesh, proxy, server)}",
+            f"outbound_{shared.address}_{port}",
             _route_name(server, index),
-            [
-                *jwt_filters(request_authentications_for(mesh, proxy.workload)),
-                *http_rbac_filters(),
-            ],
+            [*shared.jwt, *http_rbac_filters()],
         )
-        decorate_http(manager, proxy, telemetry, outbound=True)
+        decorate_http(manager, proxy, shared.telemetry, outbound=True)
         chain.filters.append(
             network_filter("envoy.filters.network.http_connection_manager", manager)
         )
     if tls is not None:
-        hosts = [h for _, h in server.hosts if h != "*"]
-        if any(h in taken for h in hosts) or (not hosts and "" in taken):
-            return []  # a second server on the same port and hosts: the first wins
-        taken.update(hosts or [""])
         chain.filter_chain_match.server_names.extend(hosts)
         chain.transport_socket.name = "envoy.transport_sockets.tls"
         chain.transport_socket.typed_config.CopyFrom(pack(downstream_tls_context(tls)))
@@ -228,6 +231,11 @@ def _server_chains(
 def build_gateway_listeners(mesh: MeshConfig, proxy: Proxy) -> list[listener_pb2.Listener]:
     listeners = []
     address = gateway_address(proxy)
+    shared = _Shared(
+        address,
+        telemetry_for(mesh, proxy.workload),
+        jwt_filters(request_authentications_for(mesh, proxy.workload)),
+    )
     for port, entries in _servers_by_port(mesh, proxy).items():
         listener = listener_pb2.Listener(
             name=names.listener_name(address, port),
@@ -236,7 +244,7 @@ def build_gateway_listeners(mesh: MeshConfig, proxy: Proxy) -> list[listener_pb2
         )
         taken: set[str] = set()  # SNI names matched on this port
         for index, (gateway, server) in enumerate(entries):
-            for chain in _server_chains(mesh, proxy, gateway, server, index, taken):
+            for chain in _server_chains(mesh, proxy, gateway, server, index, taken, shared, port):
                 if any(
                     c.filter_chain_match == chain.filter_chain_match for c in listener.filter_chains
                 ):

@@ -134,6 +134,8 @@ def impact_of(old: MeshConfig, new: MeshConfig) -> Impact:
 
     # Rules with a workloadSelector give the proxies they pick clusters of
     # their own (clusters.build_selected_clusters): those proxies rebuild.
+    # (Also the services whose ports or policies may have changed: the routes
+    # that send to them are rebuilt below.)
     changed_hosts = dr_hosts | {s.hostname for pair in changed_services for s in pair if s}
     for mesh in (old, new):
         proxies.update(_picked_by_selector_rules(mesh, changed_hosts))
@@ -144,10 +146,9 @@ def impact_of(old: MeshConfig, new: MeshConfig) -> Impact:
                     proxies.update(w.id for w in picked)
 
     # Routes that send to a service whose ports or policies may have changed.
-    targets = dr_hosts | {s.hostname for pair in changed_services for s in pair if s is not None}
-    if targets:
-        routes.update(_routes_to(old, targets))
-        routes.update(_routes_to(new, targets))
+    if changed_hosts:
+        routes.update(_routes_to(old, changed_hosts))
+        routes.update(_routes_to(new, changed_hosts))
 
     return Impact(
         services=frozenset(services),

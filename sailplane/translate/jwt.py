@@ -42,11 +42,11 @@ from google.protobuf import empty_pb2
 
 from sailplane.model.authz import Condition, claim_path
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.registry import Workload, selector_matches
+from sailplane.model.registry import Workload
 from sailplane.model.security import JwtRule, RequestAuthentication
 from sailplane.translate import names
 from sailplane.translate.common import duration, pack
-from sailplane.translate.rbac_values import all_of_ids
+from sailplane.translate.rbac_values import any_of_ids, id_values, workload_policies
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 # The dynamic metadata key of the verified payload (Istio's EnvoyJwtFilterPayload).
@@ -74,16 +74,7 @@ def request_authentications_for(
     (root namespace), namespace-wide and by selector (Istio merges them all:
     model/authentication.go GetJwtPoliciesForWorkload). One with
     ``targetRefs`` applies to no workload here."""
-    out = []
-    for policy in mesh.request_authentications:
-        if policy.target_refs:
-            continue
-        if policy.namespace not in (mesh.root_namespace, workload.namespace):
-            continue
-        if policy.selector and not selector_matches(policy.selector, workload.labels):
-            continue
-        out.append(policy)
-    return out
+    return workload_policies(mesh.request_authentications, mesh.root_namespace, workload)
 
 
 def _space_delimited(rule: JwtRule) -> list[str]:
@@ -278,7 +269,7 @@ def request_principals(values: Sequence[str]) -> rbac_pb2.Principal:
                 and_ids=rbac_pb2.Principal.Set(ids=[_claim_is("iss", iss), _claim_is("sub", sub)])
             )
         )
-    return ors[0] if len(ors) == 1 else rbac_pb2.Principal(or_ids=rbac_pb2.Principal.Set(ids=ors))
+    return any_of_ids(ors)
 
 
 JWT_CLAIMS = {"request.auth.audiences": ("aud",), "request.auth.presenter": ("azp",)}
@@ -297,9 +288,4 @@ def jwt_condition(cond: Condition) -> rbac_pb2.Principal:
         def make(values: tuple[str, ...]) -> rbac_pb2.Principal:
             return claim_principal(claims, values)
 
-    parts = []
-    if cond.values:
-        parts.append(make(cond.values))
-    if cond.not_values:
-        parts.append(rbac_pb2.Principal(not_id=make(cond.not_values)))
-    return all_of_ids(parts)
+    return id_values(cond, make)

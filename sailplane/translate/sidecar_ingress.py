@@ -14,21 +14,20 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2, base_pb2
-from envoy.extensions.transport_sockets.tls.v3 import common_pb2, tls_pb2
 
 from sailplane.model.mesh import MeshConfig
+from sailplane.model.networking import ServerTLS
 from sailplane.model.sidecar import IngressTLS, SidecarIngress
 from sailplane.translate.clusters import build_inbound_cluster
 from sailplane.translate.common import pack
-from sailplane.translate.proxy import Proxy, Role
-
-TLS_SOCKET = "envoy.transport_sockets.tls"
+from sailplane.translate.mtls import TLS_SOCKET
+from sailplane.translate.proxy import Proxy
+from sailplane.translate.tlscredentials import downstream_tls_context
 
 
 def sidecar_ingress(mesh: MeshConfig, proxy: Proxy) -> tuple[SidecarIngress, ...]:
-    """The proxy's Sidecar's ingress listeners; () when its services decide."""
-    if proxy.role is not Role.SIDECAR:
-        return ()
+    """The sidecar proxy's Sidecar's ingress listeners; () when its services
+    decide. Not for gateways (their Gateway servers decide their listeners)."""
     sidecar = mesh.sidecar_for(proxy.workload)
     return sidecar.ingress if sidecar is not None else ()
 
@@ -49,21 +48,16 @@ def ingress_cluster(ingress: SidecarIngress, app_address: str) -> cluster_pb2.Cl
 
 def ingress_tls_socket(tls: IngressTLS, http: bool) -> base_pb2.TransportSocket:
     """TLS terminated with certificate files; MUTUAL requires a client
-    certificate signed by the given CA (Istio's BuildListenerTLSContext)."""
-    common = tls_pb2.CommonTlsContext(
-        tls_certificates=[
-            common_pb2.TlsCertificate(
-                certificate_chain=base_pb2.DataSource(filename=tls.server_certificate),
-                private_key=base_pb2.DataSource(filename=tls.private_key),
-            )
-        ]
+    certificate signed by the given CA (Istio's BuildListenerTLSContext).
+    ALPN offers h2 and http/1.1 on HTTP ports only."""
+    context = downstream_tls_context(
+        ServerTLS(
+            tls.mode,
+            server_certificate=tls.server_certificate,
+            private_key=tls.private_key,
+            ca_certificates=tls.ca_certificates,
+        )
     )
-    if http:
-        common.alpn_protocols.extend(["h2", "http/1.1"])
-    if tls.mode == "MUTUAL":
-        common.validation_context.trusted_ca.filename = tls.ca_certificates
-    # The constructor copies ``common``: it is complete by now.
-    context = tls_pb2.DownstreamTlsContext(common_tls_context=common)
-    if tls.mode == "MUTUAL":
-        context.require_client_certificate.value = True
+    if not http:
+        context.common_tls_context.ClearField("alpn_protocols")
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))

@@ -23,7 +23,6 @@ from sailplane.model.credentials import (
     sds_name,
     secret_reference,
 )
-from sailplane.model.credentials import missing_credentials as missing_credentials
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import ServerTLS
 from sailplane.translate.mtls import ROOT_SECRET, WORKLOAD_SECRET, sds

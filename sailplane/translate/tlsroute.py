@@ -20,6 +20,7 @@ As Istio builds them (pilot/pkg/networking/core/gateway.go):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_components_pb2
@@ -27,8 +28,14 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
 from sailplane.model.hosts import host_matches
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.networking import Gateway, GatewayServer, RouteDestination, VirtualService
-from sailplane.model.registry import Location, subset_endpoints
+from sailplane.model.networking import (
+    DestinationRule,
+    Gateway,
+    GatewayServer,
+    RouteDestination,
+    VirtualService,
+)
+from sailplane.model.registry import Location, Service, ServicePort, subset_endpoints
 from sailplane.translate import names
 from sailplane.translate.clusters import build_outbound_cluster
 from sailplane.translate.httproute import RouteContext
@@ -67,12 +74,26 @@ def tcp_proxy_to(
     return proxy
 
 
+def intersect(vs_host: str, server_host: str) -> str | None:
+    """The narrower of a VirtualService host and a server host when one
+    covers the other, else None."""
+    if host_matches(server_host, vs_host):
+        return vs_host
+    if host_matches(vs_host, server_host):
+        return server_host
+    return None
+
+
+def bound(mesh: MeshConfig, gateway: Gateway) -> list[VirtualService]:
+    """The VirtualServices bound to the gateway (``gateways: [name]``)."""
+    return [vs for vs in mesh.virtual_services if gateway.key in vs.gateways]
+
+
 def server_hosts_meet(server: GatewayServer, vs: VirtualService) -> bool:
     """Istio's pickMatchingGatewayHosts: a server host (in the VirtualService's
     namespace, or any) matches one of the VirtualService's hosts."""
     return any(
-        namespace in ("*", vs.namespace)
-        and (host_matches(host, vs_host) or host_matches(vs_host, host))
+        namespace in ("*", vs.namespace) and intersect(vs_host, host) is not None
         for namespace, host in server.hosts
         for vs_host in vs.hosts
     )
@@ -88,8 +109,8 @@ def passthrough_chains(
         return _auto_passthrough_chains(mesh, server, taken)
     ctx = route_context(mesh, server.port)
     out = []
-    for vs in mesh.virtual_services:
-        if gateway.key not in vs.gateways or not server_hosts_meet(server, vs):
+    for vs in bound(mesh, gateway):
+        if not server_hosts_meet(server, vs):
             continue
         for rule in vs.tls:
             if not rule.route:
@@ -113,9 +134,17 @@ def passthrough_chains(
     return out
 
 
-def _auto_targets(mesh: MeshConfig, server: GatewayServer) -> list[tuple[str, str, int, str]]:
-    """(SNI, host, port, subset) for every mesh service port the server's hosts
-    cover, without and with each DestinationRule subset."""
+class _AutoTarget(NamedTuple):
+    sni: str
+    service: Service
+    port: ServicePort
+    subset: str
+    rule: DestinationRule | None
+
+
+def _auto_targets(mesh: MeshConfig, server: GatewayServer) -> list[_AutoTarget]:
+    """(SNI, service, port, subset, DestinationRule) for every mesh service port
+    the server's hosts cover, without and with each DestinationRule subset."""
     out = []
     for service in mesh.services:
         if service.location is Location.MESH_EXTERNAL or "*" in service.hostname:
@@ -130,7 +159,7 @@ def _auto_targets(mesh: MeshConfig, server: GatewayServer) -> list[tuple[str, st
         for port in service.ports:
             for subset in subsets:
                 sni = istio_sni(port.number, subset, service.hostname)
-                out.append((sni, service.hostname, port.number, subset))
+                out.append(_AutoTarget(sni, service, port, subset, rule))
     return out
 
 
@@ -138,7 +167,7 @@ def _auto_passthrough_chains(
     mesh: MeshConfig, server: GatewayServer, taken: set[str]
 ) -> list[tuple[listener_components_pb2.FilterChain, tcp_proxy_pb2.TcpProxy]]:
     out = []
-    for sni, _, _, _ in _auto_targets(mesh, server):
+    for sni, *_ in _auto_targets(mesh, server):
         if sni in taken:
             continue
         taken.add(sni)
@@ -161,12 +190,9 @@ def sni_dnat_clusters(
     for server in servers:
         if server.tls is None or server.tls.mode != "AUTO_PASSTHROUGH":
             continue
-        for sni, hostname, number, subset in _auto_targets(mesh, server):
+        for sni, service, port, subset, rule in _auto_targets(mesh, server):
             if sni in out:
                 continue
-            service = mesh.services_by_host[hostname]
-            port = next(p for p in service.ports if p.number == number)
-            rule = mesh.destination_rule_for(hostname)
             endpoints = mesh.endpoints_of(service)
             chosen = rule.subset(subset) if rule and subset else None
             if chosen is not None:
@@ -174,7 +200,7 @@ def sni_dnat_clusters(
             cluster = build_outbound_cluster(service, port, endpoints, rule, subset, mesh=None)
             if cluster.type == cluster_pb2.Cluster.EDS:
                 cluster.eds_cluster_config.service_name = names.outbound_cluster_name(
-                    number, hostname, subset
+                    port.number, service.hostname, subset
                 )
             else:
                 cluster.load_assignment.cluster_name = sni

@@ -4,7 +4,7 @@ its own consistency (go-control-plane's ``Snapshot.Consistent()``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from sailplane.xds.resources import TypeResources, empty
 from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
@@ -33,12 +33,13 @@ class Snapshot:
         found = self.resources.get(type_url)
         return found if found is not None else empty(type_url)
 
-    def consistent(self) -> list[str]:
+    def consistent(self, may_dangle: Collection[tuple[str, str]] = ()) -> list[str]:
         """Dangling references: every EDS service name a cluster uses, every RDS
         name a listener uses and every SDS secret either refers to must be in the
         snapshot, unless the snapshot withholds that type (it is deliberately
-        not served: the proxy waits for it). Returns one message per dangling
-        reference; empty = consistent."""
+        not served: the proxy waits for it) or ``may_dangle`` has the reference
+        as ``(type URL, name)`` (left unanswered on purpose). Returns one
+        message per dangling reference; empty = consistent."""
         problems = []
         clusters = self.get(CLUSTER).references
         listeners = self.get(LISTENER).references
@@ -52,6 +53,8 @@ class Snapshot:
                 continue
             present = self.get(type_url).chunks
             for name in sorted(names - present.keys()):
+                if (type_url, name) in may_dangle:
+                    continue
                 problems.append(f"{owner} refers to missing {type_url.rsplit('.', 1)[-1]} {name!r}")
         return problems
 

@@ -140,6 +140,25 @@ def test_a_listener_envoy_refuses_is_reported_with_proxy_and_resource(
     assert "goo.gle/debug" not in rejection.message and str(tmp_path) not in rejection.message
 
 
+def test_check_mesh_checks_the_snapshots_it_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+    weather: MeshConfig,
+    snapshots: list[tuple[Workload, Snapshot]],
+) -> None:
+    """Snapshots already built (by validate's self-check) are not built again."""
+
+    def rebuilt(*_: object) -> object:
+        raise AssertionError("check_mesh built the snapshots again")
+
+    monkeypatch.setattr(envoycheck, "proxy_snapshots", rebuilt)
+    workload, snapshot = _sidecar(snapshots)
+    bad = listener_pb2.Listener(name="no-chains", address=socket_address("127.0.0.1", 18444))
+    lie = _replaced(snapshot, LISTENER, lambda m: m.update({"no-chains": bad}))
+    [rejection], _ = check_mesh(weather, find_envoy(), workers=2, snapshots=[(workload, lie)])
+    assert rejection.proxies == (workload.id,)
+    assert rejection.resource == "listener 'no-chains'"
+
+
 def _tcp_proxy(cluster: str) -> Message:
     from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 
@@ -309,6 +328,27 @@ def test_validate_envoy_passes_the_weather_example(capsys: pytest.CaptureFixture
     code = main(["validate", "--envoy", "--strict"])
     out, err = capsys.readouterr()
     assert (code, out) == (0, ""), err
+
+
+def test_validate_envoy_builds_every_snapshot_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sailplane.server import selfcheck
+
+    built: list[str] = []
+    original = selfcheck.proxy_snapshots
+
+    def counted(mesh: MeshConfig, *args: object) -> object:
+        for workload, snapshot in original(mesh, *args):  # type: ignore[arg-type]
+            built.append(workload.id)
+            yield workload, snapshot
+
+    monkeypatch.setattr(selfcheck, "proxy_snapshots", counted)
+    monkeypatch.setattr(envoycheck, "proxy_snapshots", counted)
+    code = main(["validate", "--envoy", "--strict"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (0, ""), err
+    assert built and len(built) == len(set(built))
 
 
 def test_validate_envoy_reports_each_rejection_at_the_proxy(

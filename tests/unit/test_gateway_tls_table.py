@@ -13,7 +13,11 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from sailplane.config.loader import LoadResult, load_texts
 from sailplane.model.source import Severity
+from sailplane.server.credentials import consistency_problems
+from sailplane.server.selfcheck import proxy_snapshots
 from sailplane.translate import build_proxy_resources, proxy_from_node
+from sailplane.translate.tlscredentials import credential_secrets
+from sailplane.xds import CLUSTER, SECRET
 from tests.support.tlsparts import CertAuthority
 
 CA = CertAuthority("table ca")
@@ -303,3 +307,36 @@ def test_a_broken_secret_keeps_its_last_good_version_in_force() -> None:
     assert [d.message for d in second.diagnostics if d.severity is Severity.ERROR] == [
         "the private key does not match the certificate"
     ]
+
+
+def test_another_namespaces_credential_is_never_filled() -> None:
+    """The lie, for what a proxy is sent: names of another namespace's
+    Secret (certificate and CA) are left unfilled, and a sidecar whose
+    DestinationRule names one gets none of that namespace's secrets."""
+    data = {
+        "tls.crt": b64(SERVER.cert_pem),
+        "tls.key": b64(SERVER.key_pem),
+        "ca.crt": b64(CA.cert_pem),
+    }
+    rule = """
+    apiVersion: networking.istio.io/v1
+    kind: DestinationRule
+    metadata: {name: shop}
+    spec:
+      host: shop
+      trafficPolicy:
+        tls: {mode: MUTUAL, credentialName: kubernetes://other/cred}
+    """
+    result = load(rule, secret(data, "cred", "other"))
+    mesh = result.mesh
+    assert mesh is not None
+    wanted = {"kubernetes://other/cred", "kubernetes://other/cred-cacert"}
+    assert credential_secrets(mesh, "default", wanted) == []
+    assert len(credential_secrets(mesh, "other", wanted)) == 2  # the Secret itself is good
+    [snapshot] = [s for w, s in proxy_snapshots(mesh) if w.id == "shop-1.default"]
+    assert "kubernetes://other/cred" in snapshot.get(CLUSTER).references.sds
+    served = snapshot.get(SECRET).chunks.keys()
+    assert served and not [n for n in served if n.startswith("kubernetes://other/")]
+    # Unfilled as in Istio: not sailplane's inconsistency.
+    assert snapshot.consistent()
+    assert consistency_problems(snapshot) == []

@@ -4,6 +4,7 @@ and the inbound listeners and clusters it gives a proxy."""
 from __future__ import annotations
 
 import pytest
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 
 from sailplane.config.loader import load_texts
 from sailplane.model.registry import Protocol
@@ -128,3 +129,39 @@ def test_ingress_ports_replace_the_services_ports() -> None:
     (cluster,) = found.own_clusters
     address = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address
     assert (cluster.name, address.socket_address.port_value) == ("inbound|9081||", 80)
+
+
+STRICT = """
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict}
+spec: {selector: {matchLabels: {app: httpbin}}, mtls: {mode: STRICT}}
+"""
+
+
+def test_ingress_tls_under_strict_mtls_keeps_the_mesh_mtls_chain() -> None:
+    """Istio applies ingress[].tls only where the port's mode is DISABLE: under
+    STRICT the port keeps its mesh mTLS chain, not the files' TLS chain."""
+    result = load_texts(
+        [
+            ("r.yaml", REGISTRY),
+            ("p.yaml", STRICT),
+            (
+                "s.yaml",
+                sidecar(
+                    "- {port: {number: 9443, protocol: HTTPS}, defaultEndpoint: ':80',\n"
+                    "   tls: {mode: SIMPLE, serverCertificate: /c, privateKey: /k}}"
+                ),
+            ),
+        ]
+    )
+    assert result.mesh is not None
+    assert result.mesh.mtls_mode(result.mesh.workloads[0], 9443) == "STRICT"
+    found = build_proxy_resources(result.mesh, proxy_from_node("httpbin.default", {}, result.mesh))
+    (listener,) = [x for x in found.listeners if x.name == "10.0.0.6_9443"]
+    assert [c.name for c in listener.filter_chains] == ["mtls"]
+    (chain,) = listener.filter_chains
+    tls = tls_pb2.DownstreamTlsContext()
+    assert chain.transport_socket.typed_config.Unpack(tls)
+    assert not tls.common_tls_context.tls_certificates  # no /c, /k files
+    assert tls.require_client_certificate.value
