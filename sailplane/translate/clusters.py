@@ -31,6 +31,7 @@ from sailplane.translate.common import ads_config_source, duration
 from sailplane.translate.egress import blackhole_cluster, passthrough_cluster
 from sailplane.translate.endpoints import build_load_assignment, uses_dns
 from sailplane.translate.locality import NEUTRAL_VIEW, balancing
+from sailplane.translate.loopguard import upstream_bind
 from sailplane.translate.mtls import apply_client_tls, istio_sni
 from sailplane.translate.policy import (
     apply_traffic_policy,
@@ -190,7 +191,9 @@ def mesh_clusters() -> list[cluster_pb2.Cluster]:
 def build_inbound_cluster(
     workload_port: int, app_address: str, protocol: Protocol = Protocol.UNKNOWN
 ) -> cluster_pb2.Cluster:
-    """``inbound|PORT||``: the app itself, on its local address."""
+    """``inbound|PORT||``: the app itself, on its local address, connected
+    to from 127.0.0.6 so the inbound listeners know the proxy's own
+    connections should the app's port be gone (loopguard.py)."""
     name = names.inbound_cluster_name(workload_port)
     cluster = cluster_pb2.Cluster(
         name=name,
@@ -201,6 +204,9 @@ def build_inbound_cluster(
     cluster.load_assignment.CopyFrom(
         build_load_assignment(name, local, (Endpoint(address=app_address),))
     )
+    bind = upstream_bind(app_address)
+    if bind is not None:
+        cluster.upstream_bind_config.CopyFrom(bind)
     # Istio's setUpstreamProtocol (cluster_builder.go), inbound as outbound:
     # HTTP/2 to an HTTP2 or GRPC port, HTTP/1.1 to an HTTP one (so a caller
     # that upgraded to h2, h2UpgradePolicy, reaches an HTTP/1.1 app), and

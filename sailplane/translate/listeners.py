@@ -28,6 +28,7 @@ from sailplane.translate.authz import http_rbac_filters, network_rbac_filters
 from sailplane.translate.common import ads_config_source, pack, socket_address
 from sailplane.translate.egress import forward_proxy_filter
 from sailplane.translate.httproute import CORS_FILTER, FAULT_FILTER
+from sailplane.translate.loopguard import with_loop_guards
 from sailplane.translate.mtls import inbound_filter_chains
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.sidecar_ingress import ingress_tls_socket
@@ -184,6 +185,8 @@ def build_inbound_listener(
         inspect = False
     else:
         chains, inspect = inbound_filter_chains(mtls_mode, trust_domain, filters)
+    # Refuse the proxy's own connections to its app, come back here (loopguard.py).
+    chains = with_loop_guards(chains, workload_port)
     listener = listener_pb2.Listener(
         name=name,
         address=socket_address(address, workload_port),

@@ -41,6 +41,7 @@ def ingress_cluster(ingress: SidecarIngress, app_address: str) -> cluster_pb2.Cl
         endpoint.address.CopyFrom(
             address_pb2.Address(pipe=address_pb2.Pipe(path=ingress.unix_path))
         )
+        cluster.ClearField("upstream_bind_config")  # a unix socket has no source address
     elif ingress.endpoint_port:
         endpoint.address.socket_address.port_value = ingress.endpoint_port
     return cluster

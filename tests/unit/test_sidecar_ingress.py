@@ -159,8 +159,9 @@ def test_ingress_tls_under_strict_mtls_keeps_the_mesh_mtls_chain() -> None:
     assert result.mesh.mtls_mode(result.mesh.workloads[0], 9443) == "STRICT"
     found = build_proxy_resources(result.mesh, proxy_from_node("httpbin.default", {}, result.mesh))
     (listener,) = [x for x in found.listeners if x.name == "10.0.0.6_9443"]
-    assert [c.name for c in listener.filter_chains] == ["mtls"]
-    (chain,) = listener.filter_chains
+    # (and the twin that refuses the proxy's own connections, loopguard.py)
+    assert [c.name for c in listener.filter_chains] == ["mtls", "mtls-loop-guard"]
+    chain = listener.filter_chains[0]
     tls = tls_pb2.DownstreamTlsContext()
     assert chain.transport_socket.typed_config.Unpack(tls)
     assert not tls.common_tls_context.tls_certificates  # no /c, /k files

@@ -3,6 +3,8 @@
 
     app.py backend  --version single   --listen 0.0.0.0:5000
     app.py frontend --backend http://weather-backend:5000 --listen 0.0.0.0:5000
+    app.py client   --backend http://weather-backend:5000 --interval 1
+    app.py pause
 
 The backend answers ``GET /api/weather`` (one day for version ``single``,
 several for ``multiple``) plus a few endpoints tests use: ``/headers``
@@ -20,20 +22,43 @@ specific address). Off by default, so that a port already in use fails loudly.
 The frontend answers ``GET /`` by calling the backend through its sidecar:
 it honours ``HTTP_PROXY`` like any HTTP client and forwards tracing headers
 so one user request is one trace.
+
+The client is the legacy client, outside the mesh: once per ``--interval``
+seconds (``APP_INTERVAL``, default 1) it calls the backend's
+``/api/weather`` directly, never through a proxy (``HTTP_PROXY`` is
+ignored), with a 2 s timeout, and prints one line per call::
+
+    legacy-client -> weather-backend: HTTP 200
+    legacy-client -> weather-backend: refused (connection reset)
+
+(the left part is ``--name``/``--instance``, the right the backend's host).
+
+The pause role holds a network namespace for the containers of one
+workload, as Kubernetes' pause container holds a pod's: it prints one line
+and sleeps in the kernel until SIGTERM or SIGINT.
+
+Every role exits 0 on SIGTERM as on SIGINT, also as PID 1 in a container,
+where the kernel gives SIGTERM no default action (without a handler,
+``docker stop`` waits 10 s and then kills).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
+import signal
+import socket
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from urllib.parse import urlsplit
 
 TRACE_HEADERS = (
     "traceparent",
@@ -47,6 +72,8 @@ TRACE_HEADERS = (
     "b3",
 )
 FORECASTS = ["sunny", "cloudy", "rain", "wind", "snow"]
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+CLIENT_TIMEOUT = 2.0
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -140,17 +167,87 @@ class AppServer(ThreadingHTTPServer):
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler())
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM stops the app as Ctrl-C does: KeyboardInterrupt in the main thread."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def short_reason(exc: BaseException) -> str:
+    """Why a call failed, in a few words (curl's exit codes say less)."""
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    if isinstance(exc, http.client.RemoteDisconnected):  # a ConnectionResetError too
+        return "closed without a response"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    if isinstance(exc, urllib.error.URLError):
+        return str(exc.reason)
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+
+
+def call_once(opener: urllib.request.OpenerDirector, url: str) -> str:
+    try:
+        with opener.open(url, timeout=CLIENT_TIMEOUT) as response:
+            response.read()
+            return f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return f"HTTP {exc.code}"
+    except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
+        return f"refused ({short_reason(exc)})"
+
+
+def run_client(args: argparse.Namespace) -> None:
+    """The legacy client: outside the mesh, so no proxy whatever HTTP_PROXY says."""
+    url = args.backend.rstrip("/") + "/api/weather"
+    label = f"{args.instance or 'legacy-client'} -> {urlsplit(args.backend).hostname}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    print(f"weather client calling {url} every {args.interval:g}s", flush=True)
+    next_call = time.monotonic()
+    while True:
+        print(f"{label}: {call_once(opener, url)}", flush=True)
+        next_call = max(next_call + args.interval, time.monotonic())
+        time.sleep(max(next_call - time.monotonic(), 0.0))
+
+
+def run_pause() -> None:
+    """Hold the network namespace: blocked signals wait in the kernel for
+    sigwait (no CPU, and none lost between the print and the wait)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    print("weather pause: holding the network namespace until SIGTERM", flush=True)
+    signal.sigwait(STOP_SIGNALS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "role", choices=["frontend", "backend"], default=os.environ.get("APP_ROLE"), nargs="?"
+        "role",
+        choices=["frontend", "backend", "client", "pause"],
+        default=os.environ.get("APP_ROLE"),
+        nargs="?",
     )
     parser.add_argument("--listen", default=os.environ.get("APP_LISTEN", "0.0.0.0:5000"))
     parser.add_argument("--version", default=os.environ.get("APP_VERSION", "v1"))
     parser.add_argument("--service", default=os.environ.get("APP_SERVICE"))
-    parser.add_argument("--instance", default=os.environ.get("APP_INSTANCE"))
+    parser.add_argument("--instance", "--name", default=os.environ.get("APP_INSTANCE"))
     parser.add_argument(
         "--backend", default=os.environ.get("APP_BACKEND", "http://weather-backend:5000")
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=float(os.environ.get("APP_INTERVAL", "1")),
+        help="seconds between the client's calls (default 1)",
     )
     parser.add_argument(
         "--fail-path-prefix",
@@ -165,12 +262,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.role is None:
-        parser.error("give the role (frontend or backend) or set APP_ROLE")
+        parser.error("give the role (frontend, backend, client or pause) or set APP_ROLE")
+    if args.role == "pause":
+        run_pause()
+        return 0
+    interrupt_on_sigterm()
+    if args.role == "client":
+        with contextlib.suppress(KeyboardInterrupt):
+            run_client(args)
+        return 0
     host, _, port = args.listen.rpartition(":")
     server = AppServer((host, int(port)), args)
     print(f"weather {args.role} {args.version} on {args.listen}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+    finally:
+        server.server_close()
     return 0
 
 
