@@ -15,7 +15,9 @@
     ├── CAError                CA material is unusable or a certificate cannot be issued
     │   └── SpiffeIdError      a SPIFFE ID or a certificate's identity is malformed
     │                          (also a ValueError, so parsers can be used like int())
-    └── DemoError              ``sailplane demo`` cannot run here (the message says why)
+    ├── DemoError              ``sailplane demo`` cannot run here (the message says why)
+    └── CaptureError           ``sailplane capture`` cannot change iptables here (a
+                               missing tool, no CAP_NET_ADMIN, a rejected rule)
 
 Errors about configuration carry a diagnostic (file, line, object, field) so
 that the message always points at the YAML; CA errors about files start with
@@ -101,3 +103,9 @@ class SpiffeIdError(CAError, ValueError):
 class DemoError(SailplaneError):
     """``sailplane demo`` cannot run on this machine, or its control plane
     did not start; the message says why."""
+
+
+class CaptureError(SailplaneError):
+    """``sailplane capture`` cannot install or remove its rules here: an
+    iptables tool is missing, the caller lacks CAP_NET_ADMIN, or a rule was
+    rejected; the message is one line and says which."""

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 
 from sailplane import __version__
-from sailplane.cli import bootstrap, ca, demo, diff, serve, status, validate
+from sailplane.cli import bootstrap, ca, capture, demo, diff, serve, status, validate
 from sailplane.cli.common import logging_flags
 
 COMMANDS = {
@@ -26,6 +26,7 @@ COMMANDS = {
     "diff": diff,
     "ca": ca,
     "demo": demo,
+    "capture": capture,
 }
 
 

@@ -35,12 +35,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     "translate": frozenset({"errors", "memo", "model"}),
     "xds": frozenset({"errors", "logs", "memo"}),
     "ca": frozenset({"errors"}),
+    "capture": frozenset({"errors"}),
     # The receiver reads the metadata names the translated access-log
     # configuration writes: that one module is their shared contract.
     "telemetry": frozenset({"errors", "logs", "model", "ca", "translate.telemetry"}),
     "server": EVERYTHING,
     "demo": EVERYTHING,
-    "cli": EVERYTHING | {"demo", "__init__"},
+    "cli": EVERYTHING | {"demo", "capture", "__init__"},
     "__main__": frozenset({"cli"}),
     "examples": frozenset(),
 }

@@ -1,0 +1,37 @@
+"""Transparent traffic capture, the counterpart of Istio's ``istio-iptables``:
+nat-table rules that send a workload's outbound TCP to its proxy's 15001 and
+inbound TCP to its 15006.
+
+``rules`` generates them (pure); ``apply`` installs and removes them with
+``iptables-restore``. May import ``errors`` only.
+"""
+
+from __future__ import annotations
+
+from sailplane.capture.apply import install, remove, resolve
+from sailplane.capture.rules import (
+    ALWAYS_EXCLUDED_INBOUND_PORTS,
+    CHAINS,
+    CaptureOptions,
+    Endpoint,
+    Rule,
+    install_script,
+    installed,
+    nat_rules,
+    remove_script,
+)
+
+__all__ = [
+    "ALWAYS_EXCLUDED_INBOUND_PORTS",
+    "CHAINS",
+    "CaptureOptions",
+    "Endpoint",
+    "Rule",
+    "install",
+    "install_script",
+    "installed",
+    "nat_rules",
+    "remove",
+    "remove_script",
+    "resolve",
+]

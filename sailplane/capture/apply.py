@@ -1,0 +1,103 @@
+"""Putting the capture rules in force in the current network namespace, and
+taking them out again, with ``iptables-save``/``iptables-restore`` (and the
+``ip6`` pair for IPv6) from PATH.
+
+Each change is one ``iptables-restore --noflush`` transaction built from what
+``iptables-save`` shows: the tables either get the whole change or none of
+it, and other rules of the nat table are left as they were.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import socket
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sailplane.capture.rules import (
+    CaptureOptions,
+    Endpoint,
+    Family,
+    install_script,
+    installed,
+    nat_rules,
+    remove_script,
+)
+from sailplane.errors import CaptureError
+
+TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    """The save/restore pair of one address family."""
+
+    family: Family
+    save: str
+    restore: str
+
+
+def find_tools(family: Family) -> Tools:
+    prefix = "iptables" if family == 4 else "ip6tables"
+    paths = [shutil.which(f"{prefix}-save"), shutil.which(f"{prefix}-restore")]
+    if paths[0] is None or paths[1] is None:
+        missing = f"{prefix}-save" if paths[0] is None else f"{prefix}-restore"
+        raise CaptureError(f"{missing} not found on PATH (install the iptables package)")
+    return Tools(family, paths[0], paths[1])
+
+
+def _run(argv: Sequence[str], stdin: str | None = None) -> str:
+    try:
+        done = subprocess.run(
+            list(argv), input=stdin, capture_output=True, text=True, timeout=TIMEOUT_SECONDS
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CaptureError(f"{argv[0]}: {exc}") from exc
+    if done.returncode != 0:
+        detail = done.stderr.strip() or done.stdout.strip() or f"exit {done.returncode}"
+        detail = detail.splitlines()[0]
+        if "ermission denied" in detail or "must be root" in detail:
+            raise CaptureError(
+                f"changing iptables needs root or CAP_NET_ADMIN in this network namespace "
+                f"({argv[0].rsplit('/', 1)[-1]}: {detail})"
+            )
+        raise CaptureError(f"{argv[0].rsplit('/', 1)[-1]} failed: {detail}")
+    return done.stdout
+
+
+def saved_nat(tools: Tools) -> str:
+    return _run([tools.save, "-t", "nat"])
+
+
+def install(options: CaptureOptions) -> None:
+    """Install (or replace) the rules of every family of ``options``."""
+    for tools in [find_tools(family) for family in options.families]:
+        state = installed(saved_nat(tools))
+        script = install_script(nat_rules(options, tools.family), state.jumps)
+        _run([tools.restore, "--noflush"], script)
+
+
+def remove(families: Sequence[Family]) -> bool:
+    """Remove our jumps and chains; False when there was nothing to remove."""
+    removed = False
+    for tools in [find_tools(family) for family in families]:
+        state = installed(saved_nat(tools))
+        script = remove_script(state.jumps, state.chains)
+        if script is not None:
+            _run([tools.restore, "--noflush"], script)
+            removed = True
+    return removed
+
+
+def resolve(host: str, port: int) -> tuple[Endpoint, ...]:
+    """Every TCP address ``host`` resolves to now (an address resolves to itself)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError) as exc:
+        raise CaptureError(f"cannot resolve control plane {host!r}: {exc}") from exc
+    addresses = dict.fromkeys(
+        ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos
+    )
+    return tuple(Endpoint(address, port) for address in addresses)
