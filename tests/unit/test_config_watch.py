@@ -114,3 +114,50 @@ async def test_a_never_ending_burst_is_cut_at_max_wait(
         assert not saving.done()
     finally:
         saving.cancel()
+
+
+async def test_a_complete_change_after_quiet_is_reported_at_once(tmp_path: Path) -> None:
+    """Leading edge: an atomic rename after a quiet period does not wait for
+    the quiet time (2 s here); what follows it within that time is a burst
+    of its own, reported on the trailing edge."""
+    watch = DirectoryWatcher(tmp_path, quiet=2.0, max_wait=4.0)
+    watch.start()
+    try:
+        bursts = Bursts(watch)
+        loop = asyncio.get_running_loop()
+        (tmp_path / ".vs.yaml.tmp").write_text("a: 1\n")
+        saved = loop.time()
+        os.replace(tmp_path / ".vs.yaml.tmp", tmp_path / "vs.yaml")
+        first = await bursts.next(timeout=1.5)
+        assert loop.time() - saved < 1.5  # not after the 2 s quiet time
+        assert len(first.paths) == 1
+        # Right after it: written in place, then renamed again; one trailing burst.
+        (tmp_path / "vs.yaml").write_text("a: 2\n")
+        (tmp_path / ".vs.yaml.tmp").write_text("a: 3\n")
+        os.replace(tmp_path / ".vs.yaml.tmp", tmp_path / "vs.yaml")
+        second = await bursts.next(timeout=6.0)
+        assert loop.time() - saved >= 2.0  # waited for the quiet time
+        assert len(second.paths) >= 2
+    finally:
+        watch.stop()
+
+
+async def test_a_write_in_progress_waits_for_the_quiet_time(tmp_path: Path) -> None:
+    """A file written in place (no rename) is not read at its first event."""
+    watch = DirectoryWatcher(tmp_path, quiet=1.0, max_wait=3.0)
+    watch.start()
+    try:
+        bursts = Bursts(watch)
+        loop = asyncio.get_running_loop()
+        with (tmp_path / "vs.yaml").open("w") as out:
+            out.write("a: 1\n")
+            out.flush()
+            written = loop.time()
+            await asyncio.sleep(0.3)  # still open: half a file, as far as anyone knows
+            out.write("b: 2\n")
+        burst = await bursts.next(timeout=4.0)
+        assert loop.time() - written >= 1.0
+        assert (tmp_path / "vs.yaml").read_text() == "a: 1\nb: 2\n"
+        assert len(burst.paths) >= 2
+    finally:
+        watch.stop()
