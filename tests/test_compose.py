@@ -379,10 +379,11 @@ def pod_members(pod: str) -> dict[str, dict[str, Any]]:
     return {n: s for n, s in services().items() if s.get("network_mode") == f"service:{pod}"}
 
 
-def test_apps_listen_behind_their_sidecar_in_a_pod_that_never_restarts() -> None:
+def test_apps_and_sidecars_share_a_pod_that_never_restarts_with_capture_installed() -> None:
     """A sidecar and its app join a third container's network namespace (the
     pod), which runs the `pause` role and nothing else. Were the sidecar in
-    the app's namespace, a restarted app would leave it on a dead network."""
+    the app's namespace, a restarted app would leave it on a dead network.
+    Both start once the pod's init service has installed the capture."""
     pods = 0
     for name, service in proxies().items():
         network = service.get("network_mode", "")
@@ -392,20 +393,54 @@ def test_apps_listen_behind_their_sidecar_in_a_pod_that_never_restarts() -> None
         assert services()[pod]["command"] == ["pause"], pod
         assert services()[pod]["image"] == "sailplane-weather-app:dev", pod
         members = pod_members(pod)
-        apps = {n: s for n, s in members.items() if n != name}
-        assert list(apps) == [f"{pod}-app"], (pod, sorted(members))
-        app = apps[f"{pod}-app"]
-        assert depends_on(app)[pod]["condition"] == "service_started", pod
-        assert depends_on(service)[pod]["condition"] == "service_started", name
+        assert sorted(members) == sorted([name, f"{pod}-app", f"{pod}-init"]), pod
+        app, init = members[f"{pod}-app"], members[f"{pod}-init"]
+        for member in (app, service):
+            assert depends_on(member)[f"{pod}-init"]["condition"] == COMPLETED, pod
+        assert depends_on(init)[pod]["condition"] == "service_started", pod
         env = app["environment"]
         assert env["APP_ROLE"] in {"frontend", "backend"}, pod
-        assert env["APP_LISTEN"] == "127.0.0.1:5000", name
-        assert env["APP_REUSE_PORT"] == "1", name  # see the comment in docker-compose.yml
+        # The app knows nothing of the mesh: all interfaces, no proxy.
+        assert env["APP_LISTEN"] == "0.0.0.0:5000", pod
+        assert not {k for k in env if k.upper().endswith("_PROXY")}, pod
         assert app["restart"] == "unless-stopped", pod
         assert "ports" not in app and "networks" not in app, "the pod has them"
         assert service["user"] == PROXY_USER, name
         pods += 1
     assert pods == 3
+
+
+def test_capture_lets_only_the_proxies_uid_by_and_only_init_has_net_admin() -> None:
+    """`sailplane capture` exempts the proxy's uid: the sidecars must run as
+    it and the apps must not, or an app's traffic would skip its sidecar."""
+    proxy_uid, proxy_gid = PROXY_USER.split(":")
+    app_user = re.search(r"^USER (\S+)$", stage("Dockerfile.apps"), flags=re.M)
+    assert app_user and app_user.group(1).split(":")[0] != proxy_uid
+    inits = 0
+    for name, service in services().items():
+        if service.get("cap_add"):
+            assert service["cap_add"] == ["NET_ADMIN"], name
+            assert service["build"]["target"] == "init", name
+            command = service["command"]
+            assert command[:2] == ["sailplane", "capture"], name
+            args = build_parser().parse_args(command[1:])  # exits on an unknown flag
+            assert (str(args.proxy_uid), str(args.proxy_gid)) == (proxy_uid, proxy_gid), name
+            assert not args.remove and not args.dry_run, name
+            assert service.get("restart", "no") == "no", name
+            inits += 1
+        else:
+            assert service.get("user") != "0:0", f"{name} runs as root"
+        assert not service.get("privileged"), name
+    assert inits == 3
+    init = stage("Dockerfile", "init")
+    assert "iptables" in init and "COPY --from=build /opt/sailplane" in init
+    # Each sidecar's bootstrap asks for transparent mode; the gateway's does not.
+    for name, proxy in proxies().items():
+        bootstrap = yaml.safe_load(
+            host_path(mounted_at(proxy, "/etc/envoy/envoy.yaml")).read_text()
+        )
+        mode = bootstrap["node"]["metadata"].get("INTERCEPTION_MODE")
+        assert mode == ("REDIRECT" if proxy.get("network_mode") else None), name
 
 
 def test_the_legacy_client_starts_once_the_backends_sidecars_are_ready() -> None:
@@ -624,6 +659,8 @@ def test_certs_services_write_each_proxys_own_credentials_and_envoy_validates_th
     for volume in compose()["volumes"]:
         (volumes / volume).mkdir(parents=True)
     for name in one_shot_services():
+        if services()[name]["command"][:2] == ["sailplane", "capture"]:
+            continue  # iptables in a pod's namespace: the real compose test runs it
         assert main(run_here(services()[name], volumes)) == 0, name
     capsys.readouterr()
 

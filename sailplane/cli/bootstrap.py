@@ -11,7 +11,9 @@ from sailplane.cli import ca
 from sailplane.cli.common import host_port, resolve_config_dir
 from sailplane.model.registry import Workload
 from sailplane.translate.bootstrap import BootstrapCredentials
-from sailplane.translate.proxy import Role
+from sailplane.translate.proxy import Capture, Role
+
+CAPTURE_MODES = {"transparent": Capture.TRANSPARENT, "proxy": Capture.PROXY}
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -45,6 +47,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--app-address",
         default="127.0.0.1",
         help="address the app listens on, behind the inbound listeners",
+    )
+    boot.add_argument(
+        "--capture",
+        choices=sorted(CAPTURE_MODES),
+        help="how the sidecar gets its app's traffic: 'transparent' (iptables, `sailplane "
+        "capture`; no HTTP proxy) or 'proxy' (the app's HTTP_PROXY); default: the "
+        "WorkloadEntry's sidecar.istio.io/interceptionMode annotation (REDIRECT or NONE), "
+        "else proxy",
     )
     boot.add_argument(
         "--role",
@@ -115,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             role=Role(args.role) if args.role else None,
             credentials=credentials,
             delta=args.delta,
+            capture=CAPTURE_MODES[args.capture] if args.capture else None,
         )
     )
     if args.output:
@@ -194,6 +205,7 @@ def _run_all(args: argparse.Namespace) -> int:
         cert_dir=args.cert_dir,
         trust_domain=args.trust_domain,
         secure=args.secure,
+        capture=CAPTURE_MODES[args.capture] if args.capture else None,
     )
     for path in written:
         print(path)

@@ -16,10 +16,14 @@ from sailplane.config.secret import check_client_credentials
 from sailplane.model.credentials import missing_credentials
 from sailplane.model.destinationrules import duplicate_subsets, merge_rule, rule_order
 from sailplane.model.gatewayports import exposed, gateway_port
+from sailplane.model.hosts import is_ip_address
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import DestinationRule, Gateway, VirtualService
-from sailplane.model.registry import Workload, selector_matches
+from sailplane.model.registry import Protocol, Service, Workload, selector_matches
 from sailplane.model.source import Diagnostic, FieldPath, Severity, Source, format_field_path
+
+# Routed by Host (HTTP, sniffed as such) or by SNI (TLS), not by address.
+_NOT_BY_ADDRESS = (Protocol.UNKNOWN, Protocol.TLS, Protocol.HTTPS)
 
 
 def _warn(source: Source, obj: str, path: FieldPath, message: str, code: str = "") -> Diagnostic:
@@ -232,6 +236,37 @@ def _merge_notes(first: DestinationRule, rule: DestinationRule) -> list[Diagnost
     return notes
 
 
+def check_shared_tcp_ports(mesh: MeshConfig) -> list[Diagnostic]:
+    """TCP services on one port that no address tells apart: a transparent
+    sidecar sends that port's connections to the first (hostname order), as
+    Istio keeps the listener it had (translate/transparent_outbound.py
+    matches by ServiceEntry addresses, else instance IP addresses)."""
+    first: dict[int, Service] = {}
+    notes = []
+    for service in sorted(mesh.services, key=lambda s: s.hostname):
+        if service.addresses or any(is_ip_address(e.address) for e in mesh.endpoints_of(service)):
+            continue
+        for index, port in enumerate(service.ports):
+            if port.protocol.is_http or port.protocol in _NOT_BY_ADDRESS:
+                continue
+            taken = first.setdefault(port.number, service)
+            if taken is service:
+                continue
+            notes.append(
+                Diagnostic(
+                    file=service.source.file,
+                    position=service.source.locate(("spec", "ports", index)),
+                    message=f"port {port.number} is also {taken.hostname}'s, and no address "
+                    "tells them apart: a transparent sidecar sends its connections to "
+                    f"{taken.hostname} (give spec.addresses to route by destination)",
+                    obj=f"{service.kind} {service.namespace}/{service.name}",
+                    field_path=f"spec.ports[{index}]",
+                    severity=Severity.INFO,
+                )
+            )
+    return notes
+
+
 def check_mesh(mesh: MeshConfig) -> list[Diagnostic]:
     problems: list[Diagnostic] = []
     for gateway in mesh.gateways:
@@ -240,4 +275,5 @@ def check_mesh(mesh: MeshConfig) -> list[Diagnostic]:
         problems.extend(check_route_order(vs))
     problems.extend(check_destination_rules(mesh))
     problems.extend(check_client_credentials(mesh))
+    problems.extend(check_shared_tcp_ports(mesh))
     return problems

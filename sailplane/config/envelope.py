@@ -119,7 +119,8 @@ ANNOTATIONS: dict[str, tuple[str, ...]] = {
     "sidecar.istio.io/logLevel": _POD,
     "sidecar.istio.io/componentLogLevel": _POD,
     "sidecar.istio.io/rewriteAppHTTPProbers": _POD,
-    "sidecar.istio.io/interceptionMode": _POD,
+    # On a WorkloadEntry: its proxy's capture mode (registry.parse_workload_entry).
+    "sidecar.istio.io/interceptionMode": ("Pod", "WorkloadEntry"),
     "sidecar.istio.io/bootstrapOverride": _POD,
     "sidecar.istio.io/agentLogLevel": _POD,
     "traffic.sidecar.istio.io/includeInboundPorts": _POD,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from sailplane.config.fieldcheck import check_declared_fields
-from sailplane.config.reader import ObjectReader
+from sailplane.config.reader import ObjectReader, did_you_mean
 from sailplane.model.hosts import is_ip_address, resolve_host
 from sailplane.model.registry import (
     Endpoint,
@@ -64,6 +66,23 @@ def _parse_se_ports(r: ObjectReader) -> list[ServicePort]:
         if number is not None:
             ports.append(ServicePort(number, name, protocol, target_port))
     return ports
+
+
+def _addresses(r: ObjectReader) -> tuple[str, ...]:
+    """``addresses``: IP addresses or CIDR blocks (Istio's ValidateIPSubnet)."""
+    out = []
+    for i, raw in enumerate(r.sequence(("spec", "addresses"))):
+        try:
+            ipaddress.ip_network(str(raw), strict=False)
+        except ValueError:
+            r.report(
+                ("spec", "addresses", i),
+                f"{raw!r} is not an IP address or CIDR block",
+                code="IST0106",
+            )
+            continue
+        out.append(str(raw))
+    return tuple(out)
 
 
 def parse_service_entry(r: ObjectReader, domain_suffix: str) -> list[Service]:
@@ -130,7 +149,7 @@ def parse_service_entry(r: ObjectReader, domain_suffix: str) -> list[Service]:
             endpoints=tuple(endpoints),
             location=location,
             resolution=resolution,
-            addresses=tuple(str(a) for a in r.sequence(("spec", "addresses"))),
+            addresses=_addresses(r),
             export_to=export_to,
         )
         for host in hosts
@@ -148,6 +167,7 @@ def parse_workload_entry(r: ObjectReader) -> Workload | None:
             ports[key] = port
     if not r.name:
         r.report(("metadata", "name"), "required field is missing", code="IST0106")
+    interception = _interception_mode(r)
     if r.failed or address is None:
         return None
     labels = r.labels(("spec", "labels"))
@@ -161,4 +181,30 @@ def parse_workload_entry(r: ObjectReader) -> Workload | None:
         service_account=r.string(("spec", "serviceAccount")) or "default",
         weight=r.integer(("spec", "weight")) or 1,
         locality=workload_locality(r.string(("spec", "locality")) or "", labels),
+        interception_mode=interception,
     )
+
+
+INTERCEPTION_ANNOTATION = "sidecar.istio.io/interceptionMode"
+INTERCEPTION_MODES = ("REDIRECT", "NONE")
+
+
+def _interception_mode(r: ObjectReader) -> str:
+    """The WorkloadEntry's capture mode annotation: REDIRECT (transparent,
+    iptables) or NONE (the app uses the sidecar as its HTTP proxy); Istio's
+    TPROXY is refused (not supported), as is any other value."""
+    path = ("metadata", "annotations", INTERCEPTION_ANNOTATION)
+    if not r.has(path):
+        return ""
+    value = r.string(path)
+    if value is None or value in INTERCEPTION_MODES:
+        return value or ""
+    if value == "TPROXY":
+        r.report(path, "interception mode TPROXY is not supported: use REDIRECT or NONE")
+    else:
+        r.report(
+            path,
+            f"unknown interception mode {value!r}: use REDIRECT (transparent capture) "
+            f"or NONE (HTTP proxy){did_you_mean(value, INTERCEPTION_MODES)}",
+        )
+    return ""

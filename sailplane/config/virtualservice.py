@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from sailplane.config.fieldcheck import check_declared_fields
@@ -313,6 +314,20 @@ def _mirrors(r: ObjectReader, path: FieldPath, domain: str) -> tuple[Mirror, ...
     return tuple(out)
 
 
+def _subnets(r: ObjectReader, path: FieldPath) -> tuple[str, ...]:
+    """``destinationSubnets``: IP addresses or CIDR blocks (Istio's
+    ValidateIPSubnet)."""
+    out = []
+    for i, raw in enumerate(r.sequence(path)):
+        try:
+            ipaddress.ip_network(str(raw), strict=False)
+        except ValueError:
+            r.report((*path, i), f"{raw!r} is not an IP address or CIDR block", code="IST0106")
+            continue
+        out.append(str(raw))
+    return tuple(out)
+
+
 def _tcp_route(r: ObjectReader, path: FieldPath, domain: str) -> TCPRoute:
     matches = []
     for i, _ in enumerate(r.sequence((*path, "match"))):
@@ -324,6 +339,7 @@ def _tcp_route(r: ObjectReader, path: FieldPath, domain: str) -> TCPRoute:
                 gateways=tuple(
                     resolve_gateway(str(g), r.namespace) for g in r.sequence((*base, "gateways"))
                 ),
+                destination_subnets=_subnets(r, (*base, "destinationSubnets")),
             )
         )
     return TCPRoute(tuple(matches), tuple(_route_destinations(r, (*path, "route"), domain)), path)
@@ -355,6 +371,7 @@ def _tls_route(r: ObjectReader, path: FieldPath, domain: str, hosts: list[str]) 
                 gateways=tuple(
                     resolve_gateway(str(g), r.namespace) for g in r.sequence((*base, "gateways"))
                 ),
+                destination_subnets=_subnets(r, (*base, "destinationSubnets")),
             )
         )
     if r.raw((*path, "match")) == []:

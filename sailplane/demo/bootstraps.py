@@ -21,10 +21,10 @@ from pathlib import Path
 
 from sailplane.ca import CertificateAuthority
 from sailplane.model.mesh import MeshConfig
-from sailplane.model.registry import Workload
+from sailplane.model.registry import Workload, selector_matches
 from sailplane.server.credentials import control_plane_identity, write_bootstrap_credentials
 from sailplane.translate.bootstrap import BootstrapCredentials, bootstrap_yaml, build_bootstrap
-from sailplane.translate.proxy import DEFAULT_APP_ADDRESS, DEFAULT_OUTBOUND_ADDRESS
+from sailplane.translate.proxy import DEFAULT_APP_ADDRESS, DEFAULT_OUTBOUND_ADDRESS, Capture
 
 # The first line `sailplane bootstrap` writes (see bootstrap_yaml): how
 # --all recognises its own files when it removes those of deleted workloads.
@@ -82,6 +82,7 @@ def write_bootstraps(
     *,
     credentials: Callable[[Workload], BootstrapCredentials | None] = lambda _: None,
     addresses: Callable[[Workload], ProxyAddresses] = lambda _: ProxyAddresses(),
+    capture: Callable[[Workload], Capture | None] = lambda _: None,
 ) -> list[Path]:
     """Write ``NAME.NAMESPACE.yaml`` for each workload into ``out_dir``, and
     remove bootstraps written there before for workloads that are gone."""
@@ -96,6 +97,7 @@ def write_bootstraps(
             outbound_address=where.outbound,
             app_address=where.app,
             credentials=credentials(workload),
+            capture=capture(workload),
         )
         path = out_dir / bootstrap_name(workload)
         path.write_text(bootstrap_yaml(bootstrap))
@@ -116,11 +118,19 @@ def write_mesh_bootstraps(
     cert_dir: Path | None = None,
     trust_domain: str = "cluster.local",
     secure: bool = False,
+    capture: Capture | None = None,
 ) -> list[Path]:
     """Every WorkloadEntry's bootstrap with the container defaults.
     ``secure``: use the mTLS xDS port; with ``authority`` the credentials are
     minted into ``out_dir``, without it they are only named (under
-    ``cert_dir``), for someone else to mint."""
+    ``cert_dir``), for someone else to mint. ``capture``: every sidecar's
+    interception mode (a gateway has none); None: each one's annotation."""
+
+    def capture_of(workload: Workload) -> Capture | None:
+        gateway = any(
+            g.selector and selector_matches(g.selector, workload.labels) for g in mesh.gateways
+        )
+        return None if gateway else capture
 
     def credentials(workload: Workload) -> BootstrapCredentials | None:
         if not secure:
@@ -129,4 +139,6 @@ def write_mesh_bootstraps(
             return named_credentials(workload, cert_dir or out_dir, trust_domain)
         return mint_credentials(authority, workload, out_dir, cert_dir)
 
-    return write_bootstraps(mesh.workloads, out_dir, xds_address, credentials=credentials)
+    return write_bootstraps(
+        mesh.workloads, out_dir, xds_address, credentials=credentials, capture=capture_of
+    )

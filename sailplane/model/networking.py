@@ -183,6 +183,7 @@ class L4Match:
     port: int | None = None
     source_labels: Mapping[str, str] = field(default_factory=dict)
     gateways: tuple[str, ...] = ()
+    destination_subnets: tuple[str, ...] = ()  # CIDRs or addresses, as written
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,7 @@ class TLSMatch:
     port: int | None = None
     source_labels: Mapping[str, str] = field(default_factory=dict)
     gateways: tuple[str, ...] = ()
+    destination_subnets: tuple[str, ...] = ()  # CIDRs or addresses, as written
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,6 +195,9 @@ class Workload:
     service_account: str = "default"
     weight: int = 1
     locality: Locality = NOWHERE
+    # Its ``sidecar.istio.io/interceptionMode`` annotation (REDIRECT or NONE;
+    # "" when absent): the capture mode `sailplane bootstrap` writes by default.
+    interception_mode: str = ""
     # Derived once: both are asked for millions of times in a large mesh, and
     # one Endpoint object per workload lets unchanged instance lists compare
     # by identity.

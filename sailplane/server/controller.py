@@ -40,6 +40,7 @@ from sailplane.translate import Proxy, Role, build_proxy_resources, build_routes
 from sailplane.translate.build import cluster_in_scope, routes_key, scope_key
 from sailplane.translate.impact import FULL, Impact, impact_of
 from sailplane.translate.mtls import build_secrets
+from sailplane.translate.proxy import Capture, bootstrap_metadata
 from sailplane.xds import (
     CLUSTER,
     ENDPOINT,
@@ -358,7 +359,9 @@ class Controller:
             proxy_mesh = self.mesh
             if proxy_mesh is None or node_id not in proxy_mesh.workloads_by_id:
                 return None
-            snapshot = self.snapshot_for(proxy_from_node(node_id, {}, proxy_mesh))
+            workload = proxy_mesh.workloads_by_id[node_id]
+            metadata = bootstrap_metadata(workload)
+            snapshot = self.snapshot_for(proxy_from_node(node_id, metadata, proxy_mesh))
         dump: dict[str, list[dict[str, object]]] = {
             SHORT_NAMES[t]: [
                 json_format.MessageToDict(m, preserving_proto_field_name=True)
@@ -398,7 +401,11 @@ def _rebuilds(impact: Impact, node_id: str, proxy: Proxy) -> bool:
     inbound clusters and inbound route configs; a gateway's routes too)."""
     if impact.full or node_id in impact.proxies:
         return True
-    return impact.gateways and proxy.role is Role.GATEWAY
+    if proxy.role is Role.GATEWAY:
+        return impact.gateways
+    # A transparent sidecar's outbound listeners follow every service's ports
+    # and addresses and the mesh's tcp/tls routes (transparent_outbound.py).
+    return proxy.capture is Capture.TRANSPARENT and (impact.gateways or bool(impact.services))
 
 
 def _types(type_url: str, messages: object, name_field: str = "name") -> TypeResources:

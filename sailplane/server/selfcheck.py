@@ -16,6 +16,7 @@ from sailplane.model.registry import Workload
 from sailplane.server.controller import Controller
 from sailplane.server.credentials import consistency_problems
 from sailplane.translate import proxy_from_node
+from sailplane.translate.proxy import bootstrap_metadata
 from sailplane.xds import Snapshot, SnapshotCache
 
 
@@ -28,7 +29,7 @@ def proxy_snapshots(
     controller = Controller(SnapshotCache(), identities, trust_domain=mesh.trust_domain)
     controller.apply(mesh)
     for workload in mesh.workloads:
-        proxy = proxy_from_node(workload.id, {}, mesh)
+        proxy = proxy_from_node(workload.id, bootstrap_metadata(workload), mesh)
         proven = mesh.spiffe_id(proxy.namespace, workload.service_account)
         yield workload, controller.snapshot_for(dataclasses.replace(proxy, proven_identity=proven))
 

@@ -27,7 +27,14 @@ from sailplane.model.hosts import is_ip_address
 from sailplane.model.registry import Endpoint, Protocol, ServicePort, Workload
 from sailplane.translate.common import ads_config_source, duration, pack, socket_address
 from sailplane.translate.endpoints import build_load_assignment, envoy_locality
-from sailplane.translate.proxy import META_APP_ADDRESS, META_OUTBOUND, META_ROLE, Role
+from sailplane.translate.proxy import (
+    META_APP_ADDRESS,
+    META_INTERCEPTION,
+    META_OUTBOUND,
+    META_ROLE,
+    Capture,
+    Role,
+)
 
 XDS_CLUSTER = "xds-grpc"
 MAX_DOWNSTREAM_CONNECTIONS = 2147483647
@@ -107,15 +114,24 @@ def build_bootstrap(
     role: Role | None = None,
     credentials: BootstrapCredentials | None = None,
     delta: bool = False,
+    capture: Capture | None = None,
 ) -> bootstrap_pb2.Bootstrap:
     """``credentials`` (see :func:`sailplane.server.credentials.write_bootstrap_credentials`)
     make the proxy use the mTLS xDS port; without them it uses plaintext.
-    ``delta``: incremental xDS (``DELTA_GRPC``) instead of state of the world."""
+    ``delta``: incremental xDS (``DELTA_GRPC``) instead of state of the world.
+    ``capture``: the proxy's INTERCEPTION_MODE; None: the WorkloadEntry's
+    ``sidecar.istio.io/interceptionMode`` annotation if it has one, else
+    nothing is written (proxy mode, the control plane's default)."""
+    if capture is None and workload.interception_mode:
+        capture = Capture(workload.interception_mode)
     metadata = struct_pb2.Struct()
-    values: dict[str, str] = {
-        META_OUTBOUND: f"{outbound_address[0]}:{outbound_address[1]}",
-        META_APP_ADDRESS: app_address,
-    }
+    values: dict[str, str] = {META_APP_ADDRESS: app_address}
+    if capture is not Capture.TRANSPARENT:
+        # Transparent capture has no HTTP proxy: iptables brings the app's
+        # connections to virtualOutbound, whatever the app's settings.
+        values[META_OUTBOUND] = f"{outbound_address[0]}:{outbound_address[1]}"
+    if capture is not None:
+        values[META_INTERCEPTION] = capture.value
     if role is not None:
         # Only when forced: otherwise the control plane decides (a workload a
         # Gateway selects is a gateway).

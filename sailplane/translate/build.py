@@ -33,7 +33,7 @@ from sailplane.translate.listeners import (
     inbound_ports,
     serves_http,
 )
-from sailplane.translate.proxy import Proxy, Role
+from sailplane.translate.proxy import Capture, Proxy, Role
 from sailplane.translate.routes import (
     build_inbound_route_config,
     build_outbound_route_config,
@@ -41,6 +41,12 @@ from sailplane.translate.routes import (
 )
 from sailplane.translate.sidecar_ingress import ingress_cluster, sidecar_ingress
 from sailplane.translate.telemetry_export import telemetry_clusters
+from sailplane.translate.transparent_inbound import (
+    build_virtual_inbound,
+    inbound_passthrough_cluster,
+    transparent_inbound_cluster,
+)
+from sailplane.translate.transparent_outbound import build_transparent_outbound
 from sailplane.translate.vshosts import add_virtual_service_hosts
 
 
@@ -134,31 +140,54 @@ def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
     modes = {port: mesh.mtls_mode(proxy.workload, port) for port in ports}
     policies = policies_for(mesh, proxy.workload)
     jwt = jwt_filters(request_authentications_for(mesh, proxy.workload))
-    listeners = [build_outbound_listener(proxy, telemetry)]
-    listeners.extend(
-        build_inbound_listener(
-            proxy,
-            port,
-            protocol,
-            modes[port],
-            mesh.trust_domain,
-            policies,
-            telemetry,
-            ingress.tls if (ingress := by_port.get(port)) is not None else None,
-            jwt,
+    if proxy.capture is Capture.TRANSPARENT:
+        # iptables capture: virtualOutbound / virtualInbound instead of the
+        # HTTP proxy and the bound ports (transparent_*.py).
+        outbound = build_transparent_outbound(mesh, proxy, telemetry)
+        listeners = [
+            *outbound.listeners,
+            build_virtual_inbound(
+                proxy,
+                ports,
+                modes,
+                mesh.mtls_mode(proxy.workload),
+                mesh.trust_domain,
+                policies,
+                telemetry,
+                by_port,
+                jwt,
+            ),
+        ]
+        inbound: list[cluster_pb2.Cluster] = [
+            ingress_cluster(ingress, proxy.app_address)
+            if (ingress := by_port.get(port)) is not None
+            else transparent_inbound_cluster(proxy, port, protocol)
+            for port, protocol in ports.items()
+        ]
+        inbound.extend((inbound_passthrough_cluster(proxy), *outbound.clusters))
+    else:
+        listeners = [build_outbound_listener(proxy, telemetry)]
+        listeners.extend(
+            build_inbound_listener(
+                proxy,
+                port,
+                protocol,
+                modes[port],
+                mesh.trust_domain,
+                policies,
+                telemetry,
+                ingress.tls if (ingress := by_port.get(port)) is not None else None,
+                jwt,
+            )
+            for port, protocol in ports.items()
         )
-        for port, protocol in ports.items()
-    )
-    own_clusters = (
-        *(
+        inbound = [
             ingress_cluster(ingress, proxy.app_address)
             if (ingress := by_port.get(port)) is not None
             else build_inbound_cluster(port, proxy.app_address, protocol)
             for port, protocol in ports.items()
-        ),
-        *telemetry_clusters(telemetry),
-        *_selected(mesh, proxy),
-    )
+        ]
+    own_clusters = (*inbound, *telemetry_clusters(telemetry), *_selected(mesh, proxy))
     own_routes = [
         build_inbound_route_config(port, policies, modes[port])
         for port, protocol in ports.items()

@@ -122,7 +122,7 @@ def bind_address(address: str) -> str:
     return address if is_ip_address(address) else "0.0.0.0"
 
 
-def build_inbound_listener(
+def inbound_chains(
     proxy: Proxy,
     workload_port: int,
     protocol: Protocol,
@@ -132,19 +132,18 @@ def build_inbound_listener(
     telemetry: WorkloadTelemetry | None = None,
     tls: IngressTLS | None = None,
     jwt: Sequence[hcm_pb2.HttpFilter] = (),
-) -> listener_pb2.Listener:
-    """Bind the workload address on its port and forward to the app, with the
-    port's PeerAuthentication mode deciding plaintext / mTLS (see mtls.py);
-    a Sidecar ingress's ``tls`` terminates TLS where that mode is DISABLE
-    (sidecar_ingress.py).
+) -> tuple[list[listener_components_pb2.FilterChain], bool]:
+    """The filter chains of one inbound port, and whether they need a TLS
+    inspector: the port's PeerAuthentication mode decides plaintext / mTLS
+    (see mtls.py); a Sidecar ingress's ``tls`` terminates TLS where that
+    mode is DISABLE (sidecar_ingress.py). Shared by the bound listener of
+    proxy mode and the port's chains in virtualInbound (transparent_inbound.py).
 
     HTTP ports take their routes, and with them their AuthorizationPolicies,
     over RDS (``inbound|PORT||``, see routes.build_inbound_route_config):
-    their listener does not change with policy. Plain TCP ports have no
-    routes: their network RBAC is in the listener, so a policy change there
+    their chains do not change with policy. Plain TCP ports have no
+    routes: their network RBAC is in the chain, so a policy change there
     reaches new connections only (existing ones drain)."""
-    address = bind_address(proxy.workload.address)
-    name = names.listener_name(address, workload_port)
     cluster = names.inbound_cluster_name(workload_port)
     http = serves_http(protocol)
 
@@ -175,16 +174,38 @@ def build_inbound_listener(
         return [network_filter("envoy.filters.network.http_connection_manager", manager)]
 
     if tls is not None and mtls_mode == "DISABLE":
-        chains = [
-            listener_components_pb2.FilterChain(
-                name="tls",
-                filters=filters(True),
-                transport_socket=ingress_tls_socket(tls, http),
-            )
-        ]
-        inspect = False
-    else:
-        chains, inspect = inbound_filter_chains(mtls_mode, trust_domain, filters)
+        chain = listener_components_pb2.FilterChain(
+            name="tls", filters=filters(True), transport_socket=ingress_tls_socket(tls, http)
+        )
+        return [chain], False
+    return inbound_filter_chains(mtls_mode, trust_domain, filters)
+
+
+def tls_inspector() -> listener_components_pb2.ListenerFilter:
+    return listener_components_pb2.ListenerFilter(
+        name="envoy.filters.listener.tls_inspector",
+        typed_config=pack(tls_inspector_pb2.TlsInspector()),
+    )
+
+
+def build_inbound_listener(
+    proxy: Proxy,
+    workload_port: int,
+    protocol: Protocol,
+    mtls_mode: str = "PERMISSIVE",
+    trust_domain: str = "cluster.local",
+    policies: Sequence[AuthorizationPolicy] = (),
+    telemetry: WorkloadTelemetry | None = None,
+    tls: IngressTLS | None = None,
+    jwt: Sequence[hcm_pb2.HttpFilter] = (),
+) -> listener_pb2.Listener:
+    """Bind the workload address on its port and forward to the app through
+    :func:`inbound_chains` (proxy mode: Istio's NONE interception)."""
+    address = bind_address(proxy.workload.address)
+    name = names.listener_name(address, workload_port)
+    chains, inspect = inbound_chains(
+        proxy, workload_port, protocol, mtls_mode, trust_domain, policies, telemetry, tls, jwt
+    )
     # Refuse the proxy's own connections to its app, come back here (loopguard.py).
     chains = with_loop_guards(chains, workload_port)
     listener = listener_pb2.Listener(
@@ -199,10 +220,5 @@ def build_inbound_listener(
         drain_type=listener_pb2.Listener.DEFAULT,
     )
     if inspect:
-        listener.listener_filters.append(
-            listener_components_pb2.ListenerFilter(
-                name="envoy.filters.listener.tls_inspector",
-                typed_config=pack(tls_inspector_pb2.TlsInspector()),
-            )
-        )
+        listener.listener_filters.append(tls_inspector())
     return listener

@@ -18,11 +18,37 @@ DEFAULT_APP_ADDRESS = "127.0.0.1"
 META_ROLE = "role"
 META_OUTBOUND = "sailplane.outbound_address"
 META_APP_ADDRESS = "sailplane.app_address"
+# Istio's own key (proxy metadata INTERCEPTION_MODE): how traffic reaches the proxy.
+META_INTERCEPTION = "INTERCEPTION_MODE"
 
 
 class Role(enum.Enum):
     SIDECAR = "sidecar"
     GATEWAY = "gateway"
+
+
+class Capture(enum.Enum):
+    """How a sidecar gets its app's traffic. PROXY: the app uses the
+    outbound listener as its HTTP_PROXY and inbound listeners bind the
+    workload's ports (Istio's NONE). TRANSPARENT: iptables redirect
+    (`sailplane capture`) to virtualOutbound 15001 / virtualInbound 15006
+    (Istio's REDIRECT). The values are Istio's INTERCEPTION_MODE ones."""
+
+    PROXY = "NONE"
+    TRANSPARENT = "REDIRECT"
+
+
+def parse_capture(value: object) -> Capture:
+    """INTERCEPTION_MODE -> Capture; ValueError for TPROXY (not supported:
+    it needs the listeners' ``transparent`` option and policy routing) or
+    anything else."""
+    text = str(value)
+    if text == "TPROXY":
+        raise ValueError("INTERCEPTION_MODE TPROXY is not supported (use REDIRECT or NONE)")
+    try:
+        return Capture(text)
+    except ValueError:
+        raise ValueError(f"INTERCEPTION_MODE {text!r} is not one of REDIRECT, NONE") from None
 
 
 def parse_host_port(value: str, default_port: int | None = None) -> tuple[str, int]:
@@ -53,6 +79,8 @@ class Proxy:
     # ``node.locality`` of its bootstrap: used only when the registry gives
     # its workload none (Istio's setTopologyLabels: the registry wins).
     node_locality: Locality = NOWHERE
+    # Gateways ignore it: their listeners always bind their ports.
+    capture: Capture = Capture.PROXY
 
     @property
     def id(self) -> str:
@@ -65,6 +93,14 @@ class Proxy:
     @property
     def locality(self) -> Locality:
         return self.workload.locality or self.node_locality
+
+
+def bootstrap_metadata(workload: Workload) -> dict[str, str]:
+    """The node metadata that matters to translation, as `sailplane bootstrap`
+    writes it by default for ``workload``: for checking a configuration
+    without a connected proxy (``sailplane validate``, debug dumps)."""
+    mode = workload.interception_mode
+    return {META_INTERCEPTION: mode} if mode else {}
 
 
 def proxy_from_node(
@@ -97,7 +133,14 @@ def proxy_from_node(
             if META_OUTBOUND in metadata
             else DEFAULT_OUTBOUND_ADDRESS
         )
+        capture = (
+            parse_capture(metadata[META_INTERCEPTION])
+            if META_INTERCEPTION in metadata
+            else Capture.PROXY
+        )
     except ValueError as exc:
         raise UnknownProxy(f"node {node_id!r}: bad metadata: {exc}") from exc
     app_address = str(metadata.get(META_APP_ADDRESS, DEFAULT_APP_ADDRESS))
-    return Proxy(workload, role, outbound, app_address, dict(metadata), None, node_locality)
+    return Proxy(
+        workload, role, outbound, app_address, dict(metadata), None, node_locality, capture
+    )

@@ -128,6 +128,10 @@ def strict_refuses_the_legacy_client(project: Project) -> None:
             timeout=30,
         )
         time.sleep(3)  # a few more calls: all of them refused
+        # The frontend's app has no proxy settings: its calls reach the
+        # backends through its sidecar only because capture put them there,
+        # and so they go on, over mTLS, where the legacy client's cannot.
+        frontend = frontend_backends(project.frontend_port, 100)
     after = _calls(project)[seen:]
     first = next(i for i, line in enumerate(after) if "refused" in line)
     later = after[first:]
@@ -135,8 +139,9 @@ def strict_refuses_the_legacy_client(project: Project) -> None:
         f"STRICT: the legacy client refused {took:.1f} s after the save; "
         f"then {sum('refused' in line for line in later)} of {len(later)} calls refused "
         f"({later[-1]!r}); the ingress meanwhile: {len(load.answers)} requests, "
-        f"{len(load.failures())} failed"
+        f"{len(load.failures())} failed; the frontend's captured calls: {dict(frontend)}"
     )
+    assert frontend["single"] + frontend["multiple"] == 100, frontend
     # Both backends' sidecars get the policy within milliseconds; a call in
     # between may still reach the one not yet STRICT, never a later one.
     assert len(later) >= 2 and all("refused" in line for line in later[1:]), later

@@ -129,20 +129,14 @@ _HTTP_ROUTE: Fields = {
     ),
     **at("headers", HEADERS),
 }
-# TCP routes are translated for gateways only: the port decides.
+# TCP routes: at gateways (the port decides) and at transparent sidecars
+# (translate/tcproute.py; sourceLabels, gateways, destinationSubnets there).
 _TCP_ROUTE: Fields = {
     **at(
         "match[]",
         {
-            "port": IMPLEMENTED,
-            **every(
-                UNSUPPORTED,
-                "sourceLabels",
-                "gateways",
-                "destinationSubnets",
-                "sourceNamespace",
-                "sourceSubnet",
-            ),
+            **every(IMPLEMENTED, "port", "sourceLabels", "gateways", "destinationSubnets"),
+            **every(UNSUPPORTED, "sourceNamespace", "sourceSubnet"),
         },
     ),
     **at("route[]", {**at("destination", DESTINATION), "weight": IMPLEMENTED}),
@@ -152,8 +146,10 @@ _TLS_ROUTE: Fields = {
     **at(
         "match[]",
         {
-            **every(IMPLEMENTED, "sniHosts", "port", "gateways", "sourceLabels"),
-            **every(UNSUPPORTED, "destinationSubnets", "sourceNamespace"),
+            **every(
+                IMPLEMENTED, "sniHosts", "port", "gateways", "sourceLabels", "destinationSubnets"
+            ),
+            **every(UNSUPPORTED, "sourceNamespace"),
         },
     ),
     **at("route[]", {**at("destination", DESTINATION), "weight": IMPLEMENTED}),
@@ -327,8 +323,10 @@ SERVICE_ENTRY: Fields = {
     **at("ports[]", every(IMPLEMENTED, "number", "protocol", "name", "targetPort")),
     **at("endpoints[]", _WORKLOAD),
     **at("workloadSelector", every(IMPLEMENTED, "labels")),
-    # Read, but routing is by host name: no virtual IPs.
-    **every(UNSUPPORTED, "addresses", "subjectAltNames"),
+    # addresses: what a transparent sidecar matches a connection's destination
+    # by (translate/transparent_outbound.py); the HTTP proxy routes by host.
+    "addresses": IMPLEMENTED,
+    "subjectAltNames": UNSUPPORTED,
 }
 WORKLOAD_ENTRY: Fields = _WORKLOAD
 # Kubernetes' ServiceSpec (core/v1): only ports and selector define a service.

@@ -1,0 +1,201 @@
+"""The inbound side of transparent capture (Istio's REDIRECT interception).
+
+iptables (``sailplane capture``) redirects every inbound TCP connection of
+the pod to 15006. ``virtualInbound`` listens there, recovers the original
+destination (``envoy.filters.listener.original_dst``) and picks a filter
+chain by destination port, as Istio's listener_inbound.go
+(buildInboundListeners / inboundVirtualListener) does:
+
+* one set of chains per inbound port, the same chains the bound listener of
+  proxy mode has (listeners.inbound_chains: PeerAuthentication mode per
+  port, HTTP over RDS with authorization, TCP with network RBAC, Sidecar
+  ingress, JWT, telemetry), each with ``destination_port`` set;
+* Istio's passthrough chains (buildInboundPassthroughChains) for ports no
+  service declares: a tcp_proxy to ``InboundPassthroughCluster``
+  (ORIGINAL_DST) under the workload's port-less PeerAuthentication mode,
+  so STRICT refuses plaintext there too (no chain matches raw_buffer and
+  the connection is closed), with the workload's network RBAC;
+* Istio's ``virtualInbound-blackhole`` chain for a connection whose original
+  destination is 15006 itself, which would otherwise be passed through to
+  the same port again and again.
+
+The sidecar's own connections to its app come from 127.0.0.6 (loopguard.py)
+and iptables never redirects that source nor the proxy's uid, so they reach
+the app directly; no listener binds the app's port, so with the app down
+they are refused rather than looped. The loop-guard twin chains of proxy
+mode therefore have nothing to catch here and are left out.
+
+Inbound clusters are ORIGINAL_DST, as Istio's buildInboundCluster (no bind
+address): the proxy connects to the address the caller dialled, the pod's
+IP and port, from 127.0.0.6, so the app listens on ``0.0.0.0:PORT`` as it
+would without a mesh and sees the connection addressed to its own IP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import wrappers_pb2
+
+from sailplane.model.authz import AuthorizationPolicy
+from sailplane.model.hosts import is_ip_address
+from sailplane.model.registry import Protocol
+from sailplane.model.sidecar import SidecarIngress
+from sailplane.model.telemetry import WorkloadTelemetry
+from sailplane.translate.authz import network_rbac_filters
+from sailplane.translate.clusters import DEFAULT_CONNECT_TIMEOUT_S, build_inbound_cluster
+from sailplane.translate.common import duration, pack, socket_address
+from sailplane.translate.egress import BLACKHOLE_CLUSTER
+from sailplane.translate.listeners import inbound_chains, network_filter, tls_inspector
+from sailplane.translate.loopguard import upstream_bind
+from sailplane.translate.mtls import inbound_filter_chains
+from sailplane.translate.proxy import Proxy
+from sailplane.translate.telemetry import decorate_tcp
+
+VIRTUAL_INBOUND = "virtualInbound"  # Istio's VirtualInboundListenerName
+INBOUND_CAPTURE_PORT = 15006  # Istio's MeshConfig.proxyInboundListenPort
+INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"
+BLACKHOLE_CHAIN = "virtualInbound-blackhole"  # Istio's VirtualInboundBlackholeFilterChainName
+PASSTHROUGH_STAT_PREFIX = "inbound_passthrough"
+
+
+def _original_dst_bind(proxy: Proxy) -> cluster_pb2.Cluster:
+    cluster = cluster_pb2.Cluster(
+        type=cluster_pb2.Cluster.ORIGINAL_DST,
+        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
+        connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT_S),
+    )
+    address = proxy.workload.address
+    # 127.0.0.6 for an IPv4 pod (and a pod named by DNS: IPv4 in compose).
+    bind = upstream_bind(address if is_ip_address(address) else "0.0.0.0")
+    if bind is not None:
+        cluster.upstream_bind_config.CopyFrom(bind)
+    return cluster
+
+
+def inbound_passthrough_cluster(proxy: Proxy) -> cluster_pb2.Cluster:
+    """Istio's buildInboundPassthroughCluster: the original destination,
+    connected to from 127.0.0.6 so iptables lets it through."""
+    cluster = _original_dst_bind(proxy)
+    cluster.name = INBOUND_PASSTHROUGH_CLUSTER
+    return cluster
+
+
+def transparent_inbound_cluster(
+    proxy: Proxy, workload_port: int, protocol: Protocol
+) -> cluster_pb2.Cluster:
+    """``inbound|PORT||`` as Istio's buildInboundCluster without a bind
+    address: ORIGINAL_DST, from 127.0.0.6, with the upstream HTTP protocol
+    of proxy mode's inbound cluster."""
+    cluster = build_inbound_cluster(workload_port, "127.0.0.1", protocol)
+    cluster.ClearField("load_assignment")
+    cluster.ClearField("upstream_bind_config")
+    # Envoy's default cleanup_interval (5 s) is kept: Istio's "never" (its
+    # maxSecondsValue) is a duration Envoy 1.40 refuses.
+    cluster.MergeFrom(_original_dst_bind(proxy))
+    return cluster
+
+
+def _on_port(
+    chains: Sequence[listener_components_pb2.FilterChain], port: int
+) -> list[listener_components_pb2.FilterChain]:
+    for chain in chains:
+        chain.filter_chain_match.destination_port.CopyFrom(wrappers_pb2.UInt32Value(value=port))
+        chain.name = f"{port}-{chain.name}"
+    return list(chains)
+
+
+def _passthrough_chains(
+    proxy: Proxy,
+    mode: str,
+    trust_domain: str,
+    policies: Sequence[AuthorizationPolicy],
+    telemetry: WorkloadTelemetry | None,
+) -> tuple[list[listener_components_pb2.FilterChain], bool]:
+    def filters(tls: bool) -> list[listener_components_pb2.Filter]:
+        tcp = tcp_proxy_pb2.TcpProxy(
+            stat_prefix=INBOUND_PASSTHROUGH_CLUSTER, cluster=INBOUND_PASSTHROUGH_CLUSTER
+        )
+        decorate_tcp(tcp, proxy, telemetry, outbound=False)
+        return [
+            *network_rbac_filters(list(policies), PASSTHROUGH_STAT_PREFIX),
+            network_filter("envoy.filters.network.tcp_proxy", tcp),
+        ]
+
+    chains, inspect = inbound_filter_chains(mode, trust_domain, filters)
+    for chain in chains:
+        chain.name = f"passthrough-{chain.name}"
+    return chains, inspect
+
+
+def _blackhole_chain() -> listener_components_pb2.FilterChain:
+    tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=BLACKHOLE_CLUSTER, cluster=BLACKHOLE_CLUSTER)
+    return listener_components_pb2.FilterChain(
+        name=BLACKHOLE_CHAIN,
+        filter_chain_match=listener_components_pb2.FilterChainMatch(
+            destination_port=wrappers_pb2.UInt32Value(value=INBOUND_CAPTURE_PORT)
+        ),
+        filters=[network_filter("envoy.filters.network.tcp_proxy", tcp)],
+    )
+
+
+def build_virtual_inbound(
+    proxy: Proxy,
+    ports: Mapping[int, Protocol],
+    modes: Mapping[int, str],
+    passthrough_mode: str,
+    trust_domain: str,
+    policies: Sequence[AuthorizationPolicy] = (),
+    telemetry: WorkloadTelemetry | None = None,
+    ingress: Mapping[int, SidecarIngress] | None = None,
+    jwt: Sequence[hcm_pb2.HttpFilter] = (),
+) -> listener_pb2.Listener:
+    """``virtualInbound`` on 0.0.0.0:15006 with the chains described above.
+    ``modes``: each port's PeerAuthentication mode; ``passthrough_mode``:
+    the workload's mode for ports no service declares."""
+    ingress = ingress or {}
+    chains, inspect = _passthrough_chains(
+        proxy, passthrough_mode, trust_domain, policies, telemetry
+    )
+    chains.insert(0, _blackhole_chain())
+    for port, protocol in ports.items():
+        entry = ingress.get(port)
+        port_chains, port_inspect = inbound_chains(
+            proxy,
+            port,
+            protocol,
+            modes[port],
+            trust_domain,
+            policies,
+            telemetry,
+            entry.tls if entry is not None else None,
+            jwt,
+        )
+        chains.extend(_on_port(port_chains, port))
+        inspect = inspect or port_inspect
+    listener = listener_pb2.Listener(
+        name=VIRTUAL_INBOUND,
+        address=socket_address("0.0.0.0", INBOUND_CAPTURE_PORT),
+        traffic_direction=1,  # INBOUND
+        filter_chains=chains,
+        # As Istio: a server-first protocol still gets its (plaintext) chain
+        # when the TLS inspector sees no first bytes in time.
+        continue_on_listener_filters_timeout=True,
+        drain_type=listener_pb2.Listener.DEFAULT,
+        listener_filters=[
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.original_dst",
+                typed_config=pack(original_dst_pb2.OriginalDst()),
+            )
+        ],
+    )
+    if inspect:
+        listener.listener_filters.append(tls_inspector())
+    return listener

@@ -1,0 +1,316 @@
+"""The outbound side of transparent capture (Istio's REDIRECT interception).
+
+iptables sends the app's outbound TCP to 15001. There, as Istio builds it
+(pilot/pkg/networking/core/listener_builder.go, buildVirtualOutboundListener
+and buildOutboundCatchAllNetworkFilterChains), ``virtualOutbound`` binds
+0.0.0.0:15001 with ``use_original_dst``: Envoy hands each connection to the
+listener of its original destination, which here is ``0.0.0.0_PORT`` per
+service port (``bind_to_port: false``, Istio's name for a listener without
+a VIP). What no listener takes stays on ``virtualOutbound``: to the
+``PassthroughCluster`` under ALLOW_ANY, to the ``BlackHoleCluster`` under
+REGISTRY_ONLY (the mesh's or the Sidecar's outboundTrafficPolicy), and a
+connection to 15001 itself always to the black hole.
+
+Per port (listener.go, buildSidecarOutboundListeners):
+
+* HTTP ports: one HTTP connection manager on the proxy's outbound route
+  table, the very one the HTTP-proxy mode uses (routes by Host; its
+  catch-all is the outbound traffic policy's).
+* TCP and TLS ports: filter chains from tcproute.py, by destination address
+  where the service's addresses are known (TCP: its ServiceEntry addresses,
+  else the IP addresses of its instances, there being no VIPs; TLS: its
+  ServiceEntry addresses only) and by SNI on TLS ports; where two
+  services cannot be told apart the first (hostname order) wins, as
+  Istio's TCP-over-TCP conflict keeps the listener it had
+  (pilot_conflict_outbound_listener_tcp_over_current_tcp), and ``notes``
+  says which was left out. What no chain matches takes the traffic policy's
+  way (Istio's passthrough ``default_filter_chain``).
+* A port with both: Istio's sniffing (HTTPOverTCP): http_inspector, the
+  HTTP chain for plaintext HTTP, the TCP chains for the rest.
+
+``PassthroughCluster``: Istio's is ORIGINAL_DST; the mesh-wide one (egress.py)
+is a dynamic forward proxy, for the HTTP-proxy mode where there is no
+original destination. A transparent sidecar gets its own ORIGINAL_DST
+cluster of that same name, replacing the shared one for it alone: the shared
+route table's ``allow_any`` route then reaches the original destination in
+transparent mode and the Host in proxy mode, so one table (one routes_key)
+serves both, and telemetry counts both as Istio's PassthroughCluster.
+IPv4 only: the listeners bind 0.0.0.0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
+from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf.message import Message
+
+from sailplane.model.hosts import is_ip_address
+from sailplane.model.mesh import MeshConfig
+from sailplane.model.registry import Protocol, Service, ServicePort
+from sailplane.model.telemetry import WorkloadTelemetry
+from sailplane.translate import names
+from sailplane.translate.common import duration, pack, socket_address
+from sailplane.translate.egress import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER
+from sailplane.translate.listeners import http_connection_manager, network_filter
+from sailplane.translate.proxy import Proxy
+from sailplane.translate.routes import exported_to
+from sailplane.translate.tcproute import L4Chain, tcp_chains, tls_chains
+from sailplane.translate.telemetry import decorate_http, decorate_tcp
+from sailplane.translate.transparent_inbound import INBOUND_CAPTURE_PORT
+
+Listener: TypeAlias = listener_pb2.Listener
+Cluster: TypeAlias = cluster_pb2.Cluster
+FilterChain: TypeAlias = listener_components_pb2.FilterChain
+
+VIRTUAL_OUTBOUND = "virtualOutbound"  # Istio's model.VirtualOutboundListenerName
+WILDCARD = "0.0.0.0"
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+# Istio's plaintextHTTPALPNs: what http_inspector reports for HTTP.
+PLAINTEXT_HTTP_ALPNS = ("http/1.0", "http/1.1", "h2c")
+# Sniffing a mixed port: how long to wait for a client's first bytes before
+# taking it for TCP (server-first protocols send nothing).
+SNIFF_TIMEOUT_S = 1.0
+_TLS_PROTOCOLS = (Protocol.TLS, Protocol.HTTPS)
+
+
+@dataclass(frozen=True)
+class TransparentOutbound:
+    """What a transparent sidecar gets instead of the HTTP-proxy listener:
+    its outbound listeners, the clusters only it needs, and what a reader
+    should know (services left out of a port they share, see the module)."""
+
+    listeners: tuple[Listener, ...]
+    clusters: tuple[Cluster, ...]
+    notes: tuple[str, ...] = ()
+
+
+def original_dst_passthrough_cluster() -> Cluster:
+    """Istio's PassthroughCluster (buildDefaultPassthroughCluster)."""
+    return Cluster(
+        name=PASSTHROUGH_CLUSTER,
+        type=Cluster.ORIGINAL_DST,
+        connect_timeout=duration(10),
+        lb_policy=Cluster.CLUSTER_PROVIDED,
+    )
+
+
+def _tcp_chain(
+    name: str, cluster: str, proxy: Proxy, telemetry: WorkloadTelemetry | None
+) -> FilterChain:
+    tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+    decorate_tcp(tcp, proxy, telemetry, outbound=True)
+    return FilterChain(name=name, filters=[network_filter(TCP_PROXY, tcp)])
+
+
+def build_virtual_outbound(
+    proxy: Proxy, telemetry: WorkloadTelemetry | None, catch_all: str
+) -> Listener:
+    """``virtualOutbound``: hands connections to the listener of their
+    original destination; keeps the rest for ``catch_all``."""
+    port = proxy.outbound_address[1]
+    blackhole = _tcp_chain(f"{VIRTUAL_OUTBOUND}-blackhole", BLACKHOLE_CLUSTER, proxy, telemetry)
+    # Never pass a connection made to 15001 itself back to 15001.
+    blackhole.filter_chain_match.destination_port.value = port
+    return Listener(
+        name=VIRTUAL_OUTBOUND,
+        address=socket_address(WILDCARD, port),
+        use_original_dst={"value": True},
+        traffic_direction=2,  # OUTBOUND
+        filter_chains=[
+            blackhole,
+            _tcp_chain(f"{VIRTUAL_OUTBOUND}-catchall-tcp", catch_all, proxy, telemetry),
+        ],
+    )
+
+
+def _cidr(value: str) -> address_pb2.CidrRange:
+    network = ipaddress.ip_network(value, strict=False)
+    return address_pb2.CidrRange(
+        address_prefix=str(network.network_address), prefix_len={"value": network.prefixlen}
+    )
+
+
+def service_addresses(mesh: MeshConfig, service: Service) -> tuple[str, ...]:
+    """Where a client's connection to ``service`` goes: its ServiceEntry
+    addresses, else the IP addresses of its instances (no VIPs here: a
+    client reaches an instance directly, as DNS would lead it); () when
+    neither is known (instances named by DNS)."""
+    if service.addresses:
+        return tuple(sorted(set(service.addresses)))
+    found = {e.address for e in mesh.endpoints_of(service) if is_ip_address(e.address)}
+    return tuple(sorted(found))
+
+
+def visible_ports(mesh: MeshConfig, proxy: Proxy) -> dict[int, list[tuple[Service, ServicePort]]]:
+    """Service port number -> the services the proxy may reach on it
+    (``exportTo`` and its Sidecar's egress hosts), in hostname order."""
+    sidecar = mesh.sidecar_for(proxy.workload)
+    ports: dict[int, list[tuple[Service, ServicePort]]] = {}
+    for service in sorted(mesh.services, key=lambda s: s.hostname):
+        if not exported_to(service.export_to, service.namespace, proxy.namespace):
+            continue
+        if sidecar is not None and not sidecar.allows(service.namespace, service.hostname):
+            continue
+        for port in service.ports:
+            # The capture ports are the proxy's own (virtualOutbound/Inbound bind them).
+            if port.number not in (proxy.outbound_address[1], INBOUND_CAPTURE_PORT):
+                ports.setdefault(port.number, []).append((service, port))
+    return dict(sorted(ports.items()))
+
+
+def _l4_chains(
+    mesh: MeshConfig, proxy: Proxy, entries: Sequence[tuple[Service, ServicePort]]
+) -> tuple[list[L4Chain], list[str]]:
+    """The TCP/TLS chains of a port. Envoy refuses two chains that match a
+    destination address and SNI alike, so the first chain to match one
+    keeps it (Istio: the listener it had wins); a later chain loses it, or
+    is left out when nothing is left, with a note."""
+    sidecar = mesh.sidecar_for(proxy.workload)
+    labels, namespace = proxy.workload.labels, proxy.namespace
+    chains: list[L4Chain] = []
+    taken: dict[tuple[str, str], str] = {}  # (CIDR or "", SNI or "") -> who has it
+    notes: list[str] = []
+    for service, port in entries:
+        if port.protocol.is_http or port.protocol is Protocol.UNKNOWN:
+            continue
+        if port.protocol in _TLS_PROTOCOLS:
+            # SNI tells TLS services apart; an instance's address is not
+            # where a client of a TLS host connects (as Istio: VIPs only).
+            build, cidrs = tls_chains, tuple(sorted(set(service.addresses)))
+        else:
+            build, cidrs = tcp_chains, service_addresses(mesh, service)
+        for chain in build(mesh, service, port, cidrs, labels, namespace, sidecar):
+            if chain in chains:
+                continue  # one rule for several hosts of the port: once
+            keep, lost = _unclaimed(chain, taken)
+            if lost:
+                owners = sorted({taken[k] for k in lost})
+                what = (
+                    "is left out"
+                    if keep is None
+                    else f"loses {sorted({c or '*' for c, _ in lost})}"
+                )
+                notes.append(
+                    f"port {port.number}: {chain.source} ({service.hostname}) {what}: "
+                    f"{', '.join(owners)} takes the same connections"
+                )
+            if keep is not None:
+                taken.update(dict.fromkeys(_claims(keep), keep.source))
+                chains.append(keep)
+    return chains, notes
+
+
+def _claims(chain: L4Chain) -> list[tuple[str, str]]:
+    snis = [s for s in chain.sni if s != "*"] or [""]
+    cidrs = [str(ipaddress.ip_network(c, strict=False)) for c in chain.cidrs] or [""]
+    return [(c, s) for c in cidrs for s in snis]
+
+
+def _unclaimed(
+    chain: L4Chain, taken: Mapping[tuple[str, str], str]
+) -> tuple[L4Chain | None, list[tuple[str, str]]]:
+    """``chain`` without the addresses already matched alike (None when
+    none is left), and the (address, SNI) pairs it lost."""
+    lost = [k for k in _claims(chain) if k in taken]
+    if not lost:
+        return chain, []
+    gone = {c for c, _ in lost}
+    cidrs = tuple(c for c in chain.cidrs if str(ipaddress.ip_network(c, strict=False)) not in gone)
+    if not chain.cidrs or not cidrs:
+        return None, lost
+    return dataclasses.replace(chain, cidrs=cidrs), lost
+
+
+def _filter_chain(chain: L4Chain, proxy: Proxy, telemetry: WorkloadTelemetry | None) -> FilterChain:
+    tcp = tcp_proxy_pb2.TcpProxy()
+    tcp.CopyFrom(chain.tcp)
+    decorate_tcp(tcp, proxy, telemetry, outbound=True)
+    out = FilterChain(name=chain.source, filters=[network_filter(TCP_PROXY, tcp)])
+    out.filter_chain_match.prefix_ranges.extend(_cidr(c) for c in sorted(chain.cidrs))
+    out.filter_chain_match.server_names.extend(sorted(s for s in chain.sni if s != "*"))
+    return out
+
+
+def _listener_filter(name: str, config: Message) -> listener_components_pb2.ListenerFilter:
+    return listener_components_pb2.ListenerFilter(name=name, typed_config=pack(config))
+
+
+def build_port_listener(
+    mesh: MeshConfig,
+    proxy: Proxy,
+    telemetry: WorkloadTelemetry | None,
+    number: int,
+    entries: Sequence[tuple[Service, ServicePort]],
+    catch_all: str,
+) -> tuple[Listener, list[str]]:
+    """``0.0.0.0_PORT``: reached only through virtualOutbound."""
+    name = names.listener_name(WILDCARD, number)
+    http = any(p.protocol.is_http or p.protocol is Protocol.UNKNOWN for _, p in entries)
+    l4, notes = _l4_chains(mesh, proxy, entries)
+    listener = Listener(
+        name=name,
+        address=socket_address(WILDCARD, number),
+        bind_to_port={"value": False},
+        traffic_direction=2,  # OUTBOUND
+    )
+    listener.filter_chains.extend(_filter_chain(c, proxy, telemetry) for c in l4)
+    if http:
+        route = names.outbound_route_name(proxy.outbound_address[1])
+        manager = http_connection_manager(f"outbound_{name}", route)
+        decorate_http(manager, proxy, telemetry, outbound=True)
+        chain = FilterChain(name=f"{name}-http", filters=[network_filter(HCM_FILTER, manager)])
+        if l4:  # Istio's HTTPOverTCP: sniff
+            chain.filter_chain_match.application_protocols.extend(PLAINTEXT_HTTP_ALPNS)
+            listener.listener_filters.append(
+                _listener_filter(
+                    "envoy.filters.listener.http_inspector", http_inspector_pb2.HttpInspector()
+                )
+            )
+            listener.listener_filters_timeout.CopyFrom(duration(SNIFF_TIMEOUT_S))
+            listener.continue_on_listener_filters_timeout = True
+        listener.filter_chains.append(chain)
+    if any(c.sni for c in l4):
+        listener.listener_filters.insert(
+            0,
+            _listener_filter(
+                "envoy.filters.listener.tls_inspector", tls_inspector_pb2.TlsInspector()
+            ),
+        )
+    if l4:
+        # What no chain matches: another address on this port.
+        listener.default_filter_chain.CopyFrom(
+            _tcp_chain(f"{name}-default", catch_all, proxy, telemetry)
+        )
+    return listener, notes
+
+
+def build_transparent_outbound(
+    mesh: MeshConfig, proxy: Proxy, telemetry: WorkloadTelemetry | None
+) -> TransparentOutbound:
+    """Listeners (and the clusters only this proxy needs) for outbound capture."""
+    mode = mesh.outbound_mode(proxy.workload)
+    catch_all = BLACKHOLE_CLUSTER if mode == "REGISTRY_ONLY" else PASSTHROUGH_CLUSTER
+    listeners = [build_virtual_outbound(proxy, telemetry, catch_all)]
+    notes: list[str] = []
+    for number, entries in visible_ports(mesh, proxy).items():
+        listener, port_notes = build_port_listener(
+            mesh, proxy, telemetry, number, entries, catch_all
+        )
+        listeners.append(listener)
+        notes.extend(port_notes)
+    return TransparentOutbound(
+        listeners=tuple(sorted(listeners, key=lambda x: x.name)),
+        clusters=(original_dst_passthrough_cluster(),),
+        notes=tuple(notes),
+    )

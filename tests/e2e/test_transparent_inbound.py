@@ -1,0 +1,241 @@
+"""Transparent capture, inbound: real iptables (`sailplane capture`) in pod B,
+B's Envoy (uid 1337, INTERCEPTION_MODE REDIRECT from its WorkloadEntry's
+annotation) with virtualInbound on 15006, and an app that knows nothing of
+the mesh on 0.0.0.0:8080 and on a port no service declares (9999). Pod C is
+a plaintext client outside the mesh. Pod A's sidecar calls B over mTLS:
+captured too (its app has no proxy settings; virtualOutbound, T-OUT's), or
+as its app's HTTP_PROXY; B's inbound side is the same either way.
+sailplane serve runs in pod CP.
+
+Root only; every namespace, rule and process goes with the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import peerecho
+from tests.support.netns import Pod, PodNetwork, skip_reason
+from tests.support.procs import ENVOY
+
+SKIP = skip_reason()
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(SKIP is not None, reason=SKIP or "")]
+
+PROXY_UID = 1337
+APP_UID = 1000
+PORT = 8080
+UNDECLARED = 9999
+HOST = "backend.default.svc.cluster.local"
+PEERECHO = peerecho.__file__
+
+MESH = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: backend}}
+spec:
+  selector: {{app: backend}}
+  ports: [{{name: http, port: {port}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: b
+  annotations: {{sidecar.istio.io/interceptionMode: REDIRECT}}
+spec:
+  address: {b}
+  serviceAccount: backend
+  labels: {{app: backend, security.istio.io/tlsMode: istio}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: a}}
+spec: {{address: {a}, serviceAccount: client, labels: {{app: client}}}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: deny-admin}}
+spec:
+  selector: {{matchLabels: {{app: backend}}}}
+  action: DENY
+  # Its port keeps it off the passthrough chains: there, on TCP, a DENY
+  # rule's HTTP-only fields are dropped and it would deny all (as Istio).
+  rules: [{{to: [{{operation: {{ports: ["{port}"], paths: [/admin]}}}}]}}]
+"""
+
+STRICT = """\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default}
+spec: {mtls: {mode: STRICT}}
+"""
+
+
+def _wait(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _sailplane(net: PodNetwork, pod: Pod, *argv: str, uid: int | None = None) -> str:
+    done = net.run(pod, [sys.executable, "-m", "sailplane", *argv], uid=uid)
+    assert done.returncode == 0, f"sailplane {argv[0]}: {done.stderr}"
+    return done.stdout
+
+
+def get(net: PodNetwork, pod: Pod, url: str, proxy: str = "", host: str = "") -> dict[str, Any]:
+    """One GET from ``pod`` as an app user: {"status", "body"} or {"error"}."""
+    argv = [sys.executable, "-I", PEERECHO, "get", url, proxy, host]
+    done = net.run(pod, argv, uid=APP_UID, timeout=10)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    if str(result.get("body", "")).startswith("{"):
+        result["body"] = json.loads(result["body"])
+    return result
+
+
+class Scene:
+    def __init__(self, net: PodNetwork, work: Path, client: str) -> None:
+        self.net, self.work, self.client = net, work, client
+        self.config = work / "mesh"
+        self.cp, self.a, self.b, self.c = net["cp"], net["a"], net["b"], net["c"]
+
+    def start(self) -> None:
+        self.config.mkdir()
+        (self.config / "mesh.yaml").write_text(MESH.format(port=PORT, a=self.a.ip, b=self.b.ip))
+        ca = self.work / "ca"
+        self.net.spawn(
+            self.cp,
+            [
+                *(sys.executable, "-m", "sailplane", "serve", "--config-dir", str(self.config)),
+                *("--ca-dir", str(ca), "--xds-address", f"{self.cp.ip}:15010"),
+                *("--secure-xds-address", f"{self.cp.ip}:15012"),
+                *("--monitor-address", f"{self.cp.ip}:15014", "--debounce", "0.1"),
+            ],
+        )
+        ready = f"http://{self.cp.ip}:15014/ready"
+        _wait(lambda: get(self.net, self.cp, ready).get("status") == 200, "sailplane ready")
+        # B: the app, knowing nothing of the mesh, then capture, then its sidecar.
+        app = self.net.spawn(
+            self.b, [sys.executable, "-I", PEERECHO, "serve", str(PORT), str(UNDECLARED)]
+        )
+        assert app.stdout is not None and app.stdout.readline() == "ready\n"
+        _sailplane(self.net, self.b, "capture")
+        self._sidecar(self.b, "b", ca)  # transparent: from its annotation
+        if self.client == "transparent":
+            _sailplane(self.net, self.a, "capture")
+        self._sidecar(self.a, "a", ca, "--capture", self.client)
+
+    def _sidecar(self, pod: Pod, name: str, ca: Path, *extra: str) -> None:
+        boot = self.work / f"{name}.yaml"
+        _sailplane(
+            self.net,
+            pod,
+            "bootstrap",
+            name,
+            "--config-dir",
+            str(self.config),
+            "--ca-dir",
+            str(ca),
+            "--xds-address",
+            f"{self.cp.ip}:15012",
+            "-o",
+            str(boot),
+            *extra,
+        )
+        for path in self.work.glob(f"{name}*"):  # the bootstrap and its credentials
+            os.chown(path, PROXY_UID, PROXY_UID)
+        argv = [ENVOY, "-c", str(boot), "--concurrency", "1", "--disable-hot-restart"]
+        argv += ["--drain-time-s", "1", "--log-level", "warning"]
+        self.net.spawn(pod, argv, uid=PROXY_UID)
+
+    def admin(self, pod: Pod, path: str) -> str:
+        code = (
+            "import urllib.request,sys;"
+            f"print(urllib.request.urlopen('http://127.0.0.1:15000{path}',timeout=3).read().decode())"
+        )
+        done = self.net.run(pod, [sys.executable, "-I", "-c", code])
+        return done.stdout if done.returncode == 0 else ""
+
+    def stat(self, pod: Pod, name: str) -> int:
+        query = urllib.parse.quote(f"^{re.escape(name)}$")
+        for line in self.admin(pod, f"/stats?filter={query}").splitlines():
+            key, _, value = line.rpartition(": ")
+            if key == name:
+                return int(value)
+        return 0
+
+    def from_a(self, path: str) -> dict[str, Any]:
+        if self.client == "transparent":
+            # No proxy settings: B's address, as DNS would give it, and the name.
+            return get(self.net, self.a, f"http://{self.b.ip}:{PORT}{path}", "", f"{HOST}:{PORT}")
+        return get(self.net, self.a, f"http://{HOST}:{PORT}{path}", "127.0.0.1:15001")
+
+    def from_c(self, path: str, port: int = PORT) -> dict[str, Any]:
+        return get(self.net, self.c, f"http://{self.b.ip}:{port}{path}")
+
+
+@pytest.fixture(params=["transparent", "proxy"])
+def scene(request: pytest.FixtureRequest) -> Iterator[Scene]:
+    """A's sidecar captures its app's traffic (T-OUT's virtualOutbound), or
+    is its HTTP_PROXY: B's inbound side is the same either way."""
+    work = Path(tempfile.mkdtemp(prefix="sailplane-transparent-"))
+    work.chmod(0o755)  # Envoy runs as the proxy uid
+    try:
+        with PodNetwork(["cp", "a", "b", "c"]) as net:
+            yield Scene(net, work, request.param)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_virtual_inbound_permissive_then_strict(scene: Scene) -> None:
+    scene.start()
+    # PERMISSIVE: a plaintext client outside the mesh reaches the app through
+    # virtualInbound; the app sees the sidecar's 127.0.0.6 as its peer.
+    first = _wait(lambda: (r := scene.from_c("/")).get("status") == 200 and r, "C -> B (plain)")
+    assert first["body"] == {"peer": "127.0.0.6", "port": PORT, "path": "/", "xfcc": ""}
+    assert scene.stat(scene.b, "listener.0.0.0.0_15006.downstream_cx_total") >= 1
+    # The captured caller with a sidecar: mTLS, its identity forwarded.
+    mtls = _wait(lambda: (r := scene.from_a("/")).get("status") == 200 and r, "A -> B (mTLS)")
+    assert "spiffe://cluster.local/ns/default/sa/client" in mtls["body"]["xfcc"]
+    assert mtls["body"]["peer"] == "127.0.0.6"
+    # The DENY policy applies to captured traffic, plaintext and mTLS alike.
+    assert scene.from_c("/admin")["status"] == 403
+    assert scene.from_a("/admin")["status"] == 403
+    # A port no service declares passes through to the app (PERMISSIVE).
+    undeclared = scene.from_c("/", UNDECLARED)
+    assert undeclared.get("status") == 200, undeclared
+    assert undeclared["body"]["peer"] == "127.0.0.6"
+    assert undeclared["body"]["port"] == UNDECLARED
+
+    # 15006 itself as a destination would pass through to itself forever:
+    # Istio's virtualInbound-blackhole chain closes it at once.
+    assert "error" in scene.from_c("/", 15006)
+    assert scene.stat(scene.b, "tcp.BlackHoleCluster.downstream_cx_total") == 1
+
+    # STRICT (the watched YAML edited): plaintext is refused on the service
+    # port and on the undeclared one; the sidecar's mTLS goes on.
+    (scene.config / "strict.yaml").write_text(STRICT)
+    refused = _wait(lambda: (r := scene.from_c("/")).get("error") and r, "C refused under STRICT")
+    assert "status" not in refused
+    assert "error" in scene.from_c("/", UNDECLARED)
+    still = scene.from_a("/")
+    assert still.get("status") == 200, still
+    assert "spiffe://cluster.local/ns/default/sa/client" in still["body"]["xfcc"]
+    assert scene.from_a("/admin")["status"] == 403
