@@ -399,15 +399,17 @@ def test_apps_and_sidecars_share_a_pod_that_never_restarts_with_capture_installe
             assert depends_on(member)[f"{pod}-init"]["condition"] == COMPLETED, pod
         assert depends_on(init)[pod]["condition"] == "service_started", pod
         env = app["environment"]
-        assert env["APP_ROLE"] in {"frontend", "backend"}, pod
+        assert env["APP_ROLE"] in {"frontend", "backend", "stations"}, pod
         # The app knows nothing of the mesh: all interfaces, no proxy.
-        assert env["APP_LISTEN"] == "0.0.0.0:5000", pod
+        assert env["APP_LISTEN"] == (
+            "0.0.0.0:7000" if env["APP_ROLE"] == "stations" else "0.0.0.0:5000"
+        ), pod
         assert not {k for k in env if k.upper().endswith("_PROXY")}, pod
         assert app["restart"] == "unless-stopped", pod
         assert "ports" not in app and "networks" not in app, "the pod has them"
         assert service["user"] == PROXY_USER, name
         pods += 1
-    assert pods == 3
+    assert pods == 5
 
 
 def test_capture_lets_only_the_proxies_uid_by_and_only_init_has_net_admin() -> None:
@@ -431,7 +433,7 @@ def test_capture_lets_only_the_proxies_uid_by_and_only_init_has_net_admin() -> N
         else:
             assert service.get("user") != "0:0", f"{name} runs as root"
         assert not service.get("privileged"), name
-    assert inits == 3
+    assert inits == 5
     init = stage("Dockerfile", "init")
     assert "iptables" in init and "COPY --from=build /opt/sailplane" in init
     # Each sidecar's bootstrap asks for transparent mode; the gateway's does not.

@@ -49,6 +49,7 @@ from sailplane.demo.traffic import Client, Tally, frontend_outcome
 from sailplane.errors import DemoError
 from sailplane.model.mesh import MeshConfig
 from sailplane.server.plane import ControlPlane, ServeOptions, embedded_example
+from sailplane.translate.proxy import Capture
 
 FRONTEND_APP = "weather-frontend"
 MESH_RATE = 5.0  # requests per second to the frontend
@@ -175,6 +176,9 @@ class Demo:
             addresses=lambda w: ProxyAddresses(
                 by_id[w.id].admin, by_id[w.id].outbound, by_id[w.id].app_address
             ),
+            # Unprivileged: the apps use their sidecar's HTTP proxy, whatever
+            # the WorkloadEntries' interceptionMode says (that is compose's).
+            capture=lambda _: Capture.PROXY,
         )
         try:
             envoy = envoy_binary()
@@ -190,7 +194,9 @@ class Demo:
                 [
                     sys.executable,
                     str(app_script()),
-                    "frontend" if labels.get("app") == FRONTEND_APP else "backend",
+                    {FRONTEND_APP: "frontend", "weather-stations": "stations"}.get(
+                        labels.get("app", ""), "backend"
+                    ),
                     "--listen",
                     f"{place.app_address}:{place.ports[0]}",
                     "--version",

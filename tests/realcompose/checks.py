@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,11 +19,15 @@ PROXIES = {
     "weather-frontend.default",
     "weather-backend-single.default",
     "weather-backend-multiple.default",
+    "weather-stations-v1.default",
+    "weather-stations-v2.default",
 }
 SIDECARS = (
     "weather-frontend-sidecar",
     "weather-backend-single-sidecar",
     "weather-backend-multiple-sidecar",
+    "weather-stations-v1-sidecar",
+    "weather-stations-v2-sidecar",
 )
 API = "/api/weather"
 
@@ -54,7 +59,7 @@ def up(project: Project) -> None:
             lambda: all_synced(project) and get(project.ingress_port, API).status == 200,
         )
         result(
-            f"up -d -> all 4 proxies synced and the ingress answering: "
+            f"up -d -> all {len(PROXIES)} proxies synced and the ingress answering: "
             f"{time.monotonic() - start:.1f} s ({ready:.1f} s after up returned)"
         )
 
@@ -82,6 +87,60 @@ def frontend_traffic(project: Project, n: int = 200) -> None:
     result(f"frontend -> backend over {n} calls: {dict(counts)} (round robin, no subset rule)")
     assert counts["single"] + counts["multiple"] == n, counts
     assert within_sigmas(counts["single"], n, 0.5), counts
+
+
+# Run by the frontend's app, in its pod: N connections to weather-stations:7000,
+# one station line each, and the frontend sidecar's counters for the stations'
+# clusters before and after (its admin is on the pod's loopback, never captured).
+TCP_CLIENT = """
+import json, socket, sys, time, urllib.request
+def counters():
+    url = "http://127.0.0.1:15000/stats?filter=weather-stations"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    found = {"connections": 0, "handshakes": 0}
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if not name.startswith("cluster.outbound|7000|"):
+            continue
+        if name.endswith(".upstream_cx_total"):
+            found["connections"] += int(value)
+        elif name.endswith(".ssl.handshake"):
+            found["handshakes"] += int(value)
+    return found
+before, versions = counters(), {}
+for _ in range(int(sys.argv[1])):
+    try:
+        with socket.create_connection(("weather-stations", 7000), timeout=5) as sock:
+            sock.sendall(b"zurich\\n")
+            line = sock.makefile("rb").readline()
+        answer = json.loads(line)["version"]
+    except (OSError, ValueError) as exc:
+        answer = f"error {type(exc).__name__}"
+    versions[answer] = versions.get(answer, 0) + 1
+time.sleep(0.5)
+after = counters()
+print(json.dumps({"versions": versions, **{k: after[k] - before[k] for k in after}}))
+"""
+
+
+def tcp_service_through_capture(project: Project, n: int = 200) -> None:
+    """A TCP client that knows nothing of the mesh, split 70/30 by connection
+    by the VirtualService's tcp route, every connection mTLS between sidecars."""
+    start = time.monotonic()
+    out = project.compose(
+        "exec", "-T", "weather-frontend-app", "python", "-c", TCP_CLIENT, str(n), timeout=60
+    )
+    took = time.monotonic() - start
+    seen = json.loads(out.strip().splitlines()[-1])
+    counts = seen["versions"]
+    result(
+        f"weather-frontend's app -> weather-stations:7000 (TCP, no proxy settings): {n} "
+        f"connections in {took:.1f} s: {counts} (expected 70% v1); the frontend sidecar's "
+        f"upstream connections to it {seen['connections']}, TLS handshakes {seen['handshakes']}"
+    )
+    assert counts.get("v1", 0) + counts.get("v2", 0) == n, counts
+    assert within_sigmas(counts["v1"], n, 0.7), counts
+    assert seen["connections"] == seen["handshakes"] == n, seen
 
 
 def edit(path: Path, *changes: tuple[str, str]) -> None:
@@ -196,7 +255,8 @@ def sailplane_restart_fails_nothing(project: Project) -> None:
         reconnected = project.wait("proxies back on sailplane", lambda: all_synced(project), 30)
         time.sleep(1)
     result(
-        f"sailplane restart: `docker compose restart sailplane` {restarted:.1f} s, all 4 "
+        f"sailplane restart: `docker compose restart sailplane` {restarted:.1f} s, "
+        f"all {len(PROXIES)} "
         f"proxies synced again {reconnected:.1f} s later; {len(load.answers)} requests "
         f"meanwhile, {len(load.failures())} failed"
     )
@@ -230,6 +290,7 @@ CHECKS: tuple[Callable[[Project], None], ...] = (
     legacy_client_started_after_the_sidecars,
     ingress_split,
     frontend_traffic,
+    tcp_service_through_capture,
     live_weight_edit,
     strict_refuses_the_legacy_client,
     app_crash_recovers,

@@ -110,9 +110,9 @@ def test_validate_translates_for_every_workload_and_checks_each_snapshot(
     monkeypatch.setattr(Snapshot, "consistent", consistent)
     code, out, err = run(capsys, "--config-dir", str(embedded_example()))
     assert code == 1
-    assert len(checked) == 4  # the example's four workloads
+    assert len(checked) == 6  # the example's six workloads
     assert (
         "internal error: the snapshot for proxy weather-frontend.default would be "
         "inconsistent (route config '5000' is named by a listener but not sent)"
     ) in out
-    assert "invalid: 4 errors" in err
+    assert "invalid: 6 errors" in err

@@ -4,6 +4,7 @@
     app.py backend  --version single   --listen 0.0.0.0:5000
     app.py frontend --backend http://weather-backend:5000 --listen 0.0.0.0:5000
     app.py client   --backend http://weather-backend:5000 --interval 1
+    app.py stations --version v1 --listen 0.0.0.0:7000
     app.py pause
 
 The backend answers ``GET /api/weather`` (one day for version ``single``,
@@ -33,6 +34,18 @@ ignored), with a 2 s timeout, and prints one line per call::
 
 (the left part is ``--name``/``--instance``, the right the backend's host).
 
+The stations role is weather-stations, a plain TCP service (no HTTP),
+line by line on one connection: the client sends a station's name, the
+server answers one JSON line with its reading, ``service``, ``version`` and
+``instance``, and closes the connection when the client does::
+
+    zurich
+    {"service": "weather-stations", "version": "v1", "instance": ..., "station": "zurich", ...}
+
+The reading depends only on the name; version ``v1`` reports the
+temperature, ``v2`` the wind as well (so the versions answer differently,
+as the backend's do).
+
 The pause role holds a network namespace for the containers of one
 workload, as Kubernetes' pause container holds a pod's: it prints one line
 and sleeps in the kernel until SIGTERM or SIGINT.
@@ -51,11 +64,13 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from urllib.parse import urlsplit
@@ -167,6 +182,44 @@ class AppServer(ThreadingHTTPServer):
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler())
 
 
+class StationsHandler(socketserver.StreamRequestHandler):
+    """One connection of the stations role: a line in, a JSON line out, until EOF."""
+
+    server: StationsServer
+
+    def handle(self) -> None:
+        srv = self.server
+        for raw in self.rfile:
+            station = raw.decode("utf-8", "replace").strip()
+            if not station:
+                continue
+            seed = zlib.crc32(station.encode())
+            reading: dict[str, object] = {"temperature_c": round(seed % 400 / 10 - 10, 1)}
+            if srv.version != "v1":
+                reading["wind_kmh"] = seed // 400 % 80
+            answer = {
+                "service": srv.service,
+                "version": srv.version,
+                "instance": srv.instance,
+                "station": station,
+                "reading": reading,
+            }
+            self.wfile.write((json.dumps(answer) + "\n").encode())
+            self.wfile.flush()
+
+
+class StationsServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], args: argparse.Namespace) -> None:
+        self.allow_reuse_port = bool(args.reuse_port)
+        super().__init__(address, StationsHandler)
+        self.version = args.version
+        self.service = args.service or "weather-stations"
+        self.instance = args.instance or f"{address[0]}:{address[1]}"
+
+
 def interrupt_on_sigterm() -> None:
     """SIGTERM stops the app as Ctrl-C does: KeyboardInterrupt in the main thread."""
 
@@ -232,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "role",
-        choices=["frontend", "backend", "client", "pause"],
+        choices=["frontend", "backend", "stations", "client", "pause"],
         default=os.environ.get("APP_ROLE"),
         nargs="?",
     )
@@ -262,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.role is None:
-        parser.error("give the role (frontend, backend, client or pause) or set APP_ROLE")
+        parser.error("give the role (frontend, backend, stations, client or pause) or set APP_ROLE")
     if args.role == "pause":
         run_pause()
         return 0
@@ -272,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
             run_client(args)
         return 0
     host, _, port = args.listen.rpartition(":")
-    server = AppServer((host, int(port)), args)
+    server: socketserver.TCPServer
+    if args.role == "stations":
+        server = StationsServer((host, int(port)), args)
+    else:
+        server = AppServer((host, int(port)), args)
     print(f"weather {args.role} {args.version} on {args.listen}", flush=True)
     try:
         with contextlib.suppress(KeyboardInterrupt):
