@@ -8,12 +8,13 @@ inbound TCP to its 15006.
 
 from __future__ import annotations
 
-from sailplane.capture.apply import install, remove, resolve
+from sailplane.capture.apply import install, remove
 from sailplane.capture.rules import (
     ALWAYS_EXCLUDED_INBOUND_PORTS,
     CHAINS,
+    INBOUND_CAPTURE_PORT,
+    OUTBOUND_CAPTURE_PORT,
     CaptureOptions,
-    Endpoint,
     Rule,
     install_script,
     installed,
@@ -24,8 +25,9 @@ from sailplane.capture.rules import (
 __all__ = [
     "ALWAYS_EXCLUDED_INBOUND_PORTS",
     "CHAINS",
+    "INBOUND_CAPTURE_PORT",
+    "OUTBOUND_CAPTURE_PORT",
     "CaptureOptions",
-    "Endpoint",
     "Rule",
     "install",
     "install_script",
@@ -33,5 +35,4 @@ __all__ = [
     "nat_rules",
     "remove",
     "remove_script",
-    "resolve",
 ]

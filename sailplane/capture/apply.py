@@ -9,16 +9,13 @@ it, and other rules of the nat table are left as they were.
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
-import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sailplane.capture.rules import (
     CaptureOptions,
-    Endpoint,
     Family,
     install_script,
     installed,
@@ -79,25 +76,21 @@ def install(options: CaptureOptions) -> None:
         _run([tools.restore, "--noflush"], script)
 
 
-def remove(families: Sequence[Family]) -> bool:
-    """Remove our jumps and chains; False when there was nothing to remove."""
+def remove() -> bool:
+    """Remove our jumps and chains, from ip6tables too wherever it is
+    installed (rules put there by ``--dual-stack`` go whatever the flags of
+    the removal); False when there was nothing to remove."""
     removed = False
-    for tools in [find_tools(family) for family in families]:
+    for family in (4, 6):
+        try:
+            tools = find_tools(family)
+        except CaptureError:
+            if family == 4:
+                raise
+            continue  # no ip6tables: no IPv6 rules either
         state = installed(saved_nat(tools))
         script = remove_script(state.jumps, state.chains)
         if script is not None:
             _run([tools.restore, "--noflush"], script)
             removed = True
     return removed
-
-
-def resolve(host: str, port: int) -> tuple[Endpoint, ...]:
-    """Every TCP address ``host`` resolves to now (an address resolves to itself)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError) as exc:
-        raise CaptureError(f"cannot resolve control plane {host!r}: {exc}") from exc
-    addresses = dict.fromkeys(
-        ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos
-    )
-    return tuple(Endpoint(address, port) for address in addresses)

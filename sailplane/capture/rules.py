@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Family = Literal[4, 6]
 
 INBOUND = "ISTIO_INBOUND"
@@ -32,6 +31,11 @@ CHAINS = (INBOUND, REDIRECT, IN_REDIRECT, OUTPUT)
 # Built-in chains that jump into ours, and the jump each one gets.
 JUMP_CHAINS = ("PREROUTING", "OUTPUT")
 
+# The proxy's capture ports (Istio's defaults). Fixed: the translation's
+# virtualOutbound and virtualInbound listen on exactly these.
+OUTBOUND_CAPTURE_PORT = 15001
+INBOUND_CAPTURE_PORT = 15006
+
 # Never captured inbound, as Istio's injector adds them (15090 Prometheus,
 # 15021 health, 15020 merged metrics) plus the proxy's admin port.
 ALWAYS_EXCLUDED_INBOUND_PORTS = (15000, 15020, 15021, 15090)
@@ -40,14 +44,6 @@ ALWAYS_EXCLUDED_INBOUND_PORTS = (15000, 15020, 15021, 15090)
 # InboundPassthroughBindIpv4/6).
 INBOUND_PASSTHROUGH_SOURCE: dict[Family, str] = {4: "127.0.0.6/32", 6: "::6/128"}
 LOOPBACK: dict[Family, str] = {4: "127.0.0.1/32", 6: "::1/128"}
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """An address and TCP port whose traffic is never captured (the control plane)."""
-
-    address: Address
-    port: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +58,18 @@ class CaptureOptions:
 
     proxy_uid: int = 1337
     proxy_gid: int = 1337
-    outbound_port: int = 15001
-    inbound_port: int = 15006
     inbound_ports: Literal["*"] | tuple[int, ...] = "*"
     exclude_inbound_ports: tuple[int, ...] = ()
     include_outbound_cidrs: Literal["*"] | tuple[Network, ...] = "*"
     exclude_outbound_cidrs: tuple[Network, ...] = ()
     exclude_outbound_ports: tuple[int, ...] = ()
     include_outbound_ports: tuple[int, ...] = ()
-    control_plane: tuple[Endpoint, ...] = ()
     dual_stack: bool = False  # IPv6 too, with ip6tables
     families: tuple[Family, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        ports = [self.outbound_port, self.inbound_port, *self.exclude_inbound_ports]
+        ports = [*self.exclude_inbound_ports]
         ports += [*self.exclude_outbound_ports, *self.include_outbound_ports]
-        ports += [e.port for e in self.control_plane]
         if self.inbound_ports != "*":
             ports += self.inbound_ports
         bad = [p for p in ports if not 0 < p < 65536]
@@ -109,8 +101,8 @@ def _of_family(items: Iterable[Network], family: Family) -> list[Network]:
 
 def _chain_heads(options: CaptureOptions) -> list[Rule]:
     return [
-        Rule(REDIRECT, ("-p", "tcp", "-j", "REDIRECT", "--to-ports", str(options.outbound_port))),
-        Rule(IN_REDIRECT, ("-p", "tcp", "-j", "REDIRECT", "--to-ports", str(options.inbound_port))),
+        Rule(REDIRECT, ("-p", "tcp", "-j", "REDIRECT", "--to-ports", str(OUTBOUND_CAPTURE_PORT))),
+        Rule(IN_REDIRECT, ("-p", "tcp", "-j", "REDIRECT", "--to-ports", str(INBOUND_CAPTURE_PORT))),
     ]
 
 
@@ -152,15 +144,9 @@ def _owner_rules(options: CaptureOptions, family: Family) -> list[Rule]:
 
 def outbound_rules(options: CaptureOptions, family: Family) -> list[Rule]:
     """OUTPUT -> ISTIO_OUTPUT -> ISTIO_REDIRECT (15001), in Istio's order."""
-    host = "/32" if family == 4 else "/128"
     rules = [Rule("OUTPUT", ("-j", OUTPUT))]
     for port in dict.fromkeys(options.exclude_outbound_ports):
         rules.append(Rule(OUTPUT, ("-p", "tcp", "--dport", str(port), "-j", "RETURN")))
-    # The control plane, even when the proxy runs under another uid.
-    for endpoint in dict.fromkeys(options.control_plane):
-        if endpoint.address.version == family:
-            match = ("-d", f"{endpoint.address}{host}", "-p", "tcp", "--dport", str(endpoint.port))
-            rules.append(Rule(OUTPUT, (*match, "-j", "RETURN")))
     source = INBOUND_PASSTHROUGH_SOURCE[family]
     rules.append(Rule(OUTPUT, ("-o", "lo", "-s", source, "-j", "RETURN")))
     rules += _owner_rules(options, family)

@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from sailplane.capture.rules import Endpoint, Network
+    from sailplane.capture.rules import Network
 
 # Exit status: 0 done (also: nothing to remove), 1 could not, 2 usage.
 EXIT_FAILED = 1
@@ -45,13 +45,6 @@ def _include_cidrs(value: str) -> Literal["*"] | tuple[Network, ...]:
     return "*" if value.strip() == "*" else _cidrs(value)
 
 
-def _host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT ([ADDRESS]:PORT for IPv6)")
-    return host.removeprefix("[").removesuffix("]"), _port(port)
-
-
 def _id(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError(f"{value!r} is not a numeric id")
@@ -62,14 +55,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     capture = sub.add_parser(
         "capture",
         parents=[common],
+        # No abbreviations: the old --inbound-port would be --inbound-ports.
+        allow_abbrev=False,
         help="redirect this network namespace's TCP into the sidecar with iptables "
         "(the init step of transparent mode; needs CAP_NET_ADMIN)",
         description="Install nat-table rules in the current network namespace, as Istio's "
-        "istio-iptables does: outbound TCP to the proxy's --outbound-port, inbound TCP to its "
-        "--inbound-port, except the proxy's own traffic (its uid or gid), loopback, the "
-        "control plane and what is excluded. Chains ISTIO_INBOUND, ISTIO_IN_REDIRECT, "
-        "ISTIO_OUTPUT and ISTIO_REDIRECT. Running it again replaces the rules (one copy); "
-        "--remove deletes exactly them. DNS is not captured. Exit status: 0 done, 1 could not "
+        "istio-iptables does: outbound TCP to the proxy's 15001, inbound TCP to its 15006 "
+        "(the ports of its virtualOutbound and virtualInbound), except the proxy's own "
+        "traffic (its uid or gid), loopback and what is excluded. Chains ISTIO_INBOUND, "
+        "ISTIO_IN_REDIRECT, ISTIO_OUTPUT and ISTIO_REDIRECT. Running it again replaces the "
+        "rules (one copy); --remove deletes exactly them (IPv6 too wherever ip6tables has "
+        "them). DNS is not captured. Exit status: 0 done, 1 could not "
         "(no iptables, no CAP_NET_ADMIN, a rule rejected), 2 usage.",
     )
     capture.add_argument(
@@ -77,20 +73,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     capture.add_argument(
         "--proxy-gid", type=_id, help="gid the proxy runs as (default: the --proxy-uid)"
-    )
-    capture.add_argument(
-        "--outbound-port",
-        "--envoy-port",
-        type=_port,
-        default=15001,
-        help="the proxy's outbound capture port (default 15001)",
-    )
-    capture.add_argument(
-        "--inbound-port",
-        "--inbound-capture-port",
-        type=_port,
-        default=15006,
-        help="the proxy's inbound capture port (default 15006)",
     )
     capture.add_argument(
         "--inbound-ports",
@@ -136,20 +118,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="outbound destination ports captured whatever the destination range",
     )
     capture.add_argument(
-        "--control-plane",
-        type=_host_port,
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="the control plane, never captured (repeatable; HOST is resolved now)",
-    )
-    capture.add_argument(
         "--dual-stack", action="store_true", help="IPv6 too: also install the rules with ip6tables"
     )
     capture.add_argument(
         "--remove",
         action="store_true",
-        help="remove the rules instead (with --dual-stack, the ip6tables ones too)",
+        help="remove the rules instead (the ip6tables ones too, wherever ip6tables has them)",
     )
     capture.add_argument(
         "--dry-run",
@@ -158,14 +132,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
 
 
-def _endpoints(host_ports: list[tuple[str, int]]) -> tuple[Endpoint, ...]:
-    from sailplane.capture import resolve
-
-    return tuple(e for host, port in host_ports for e in resolve(host, port))
-
-
 def run(args: argparse.Namespace) -> int:
-    from sailplane.capture import CaptureOptions, install, remove
+    from sailplane.capture import (
+        INBOUND_CAPTURE_PORT,
+        OUTBOUND_CAPTURE_PORT,
+        CaptureOptions,
+        install,
+        remove,
+    )
     from sailplane.capture.rules import install_script, nat_rules, remove_script
     from sailplane.errors import CaptureError
 
@@ -173,15 +147,12 @@ def run(args: argparse.Namespace) -> int:
         options = CaptureOptions(
             proxy_uid=args.proxy_uid,
             proxy_gid=args.proxy_uid if args.proxy_gid is None else args.proxy_gid,
-            outbound_port=args.outbound_port,
-            inbound_port=args.inbound_port,
             inbound_ports=args.inbound_ports,
             exclude_inbound_ports=args.exclude_inbound_ports,
             include_outbound_cidrs=args.include_outbound_cidrs,
             exclude_outbound_cidrs=args.exclude_outbound_cidrs,
             exclude_outbound_ports=args.exclude_outbound_ports,
             include_outbound_ports=args.include_outbound_ports,
-            control_plane=_endpoints(args.control_plane),
             dual_stack=args.dual_stack,
         )
         if args.dry_run:
@@ -198,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"# {tool} --noflush", text, sep="\n", end="")
             return 0
         if args.remove:
-            done = remove(options.families)
+            done = remove()
             print("sailplane capture: rules removed" if done else "sailplane capture: no rules")
             return 0
         install(options)
@@ -207,8 +178,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     names = " and ".join(f"IPv{f}" for f in options.families)
     print(
-        f"sailplane capture: {names} outbound TCP -> :{options.outbound_port}, "
-        f"inbound TCP -> :{options.inbound_port} (proxy uid {options.proxy_uid}, "
+        f"sailplane capture: {names} outbound TCP -> :{OUTBOUND_CAPTURE_PORT}, "
+        f"inbound TCP -> :{INBOUND_CAPTURE_PORT} (proxy uid {options.proxy_uid}, "
         f"gid {options.proxy_gid})"
     )
     return 0

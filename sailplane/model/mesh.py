@@ -259,6 +259,14 @@ class MeshConfig:
             return selector_matches(policy.selector, workload.labels)
         return any(s.name in policy.target_services for s in self.services_of(workload))
 
+    def mtls_port_levels(self, workload: Workload) -> tuple[int, ...]:
+        """The ports the workload's own PeerAuthentication sets a mode for
+        (``portLevelMtls``, Istio's PortLevelSetting), in order."""
+        for policy in self.peer_authentications:
+            if policy.workload_scoped and self._targets(policy, workload):
+                return tuple(sorted(policy.port_level))
+        return ()
+
     def mtls_mode(self, workload: Workload, port: int | None = None) -> str:
         """The effective PeerAuthentication mode (PERMISSIVE, STRICT or DISABLE)
         of ``workload`` on its ``port``: workload policy (port level first),

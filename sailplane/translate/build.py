@@ -17,6 +17,7 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 
 from sailplane.model.mesh import MeshConfig
+from sailplane.model.registry import Protocol
 from sailplane.model.telemetry import telemetry_for
 from sailplane.translate.authz import policies_for
 from sailplane.translate.clusters import build_inbound_cluster, build_selected_clusters
@@ -140,10 +141,27 @@ def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
     modes = {port: mesh.mtls_mode(proxy.workload, port) for port in ports}
     policies = policies_for(mesh, proxy.workload)
     jwt = jwt_filters(request_authentications_for(mesh, proxy.workload))
-    if proxy.capture is Capture.TRANSPARENT:
+    transparent = proxy.capture is Capture.TRANSPARENT
+
+    def inbound_cluster(port: int, protocol: Protocol) -> cluster_pb2.Cluster:
+        if (ingress := by_port.get(port)) is not None:
+            return ingress_cluster(ingress, proxy.app_address)
+        if transparent:
+            return transparent_inbound_cluster(proxy, port, protocol)
+        return build_inbound_cluster(port, proxy.app_address, protocol)
+
+    inbound = [inbound_cluster(port, protocol) for port, protocol in ports.items()]
+    if transparent:
         # iptables capture: virtualOutbound / virtualInbound instead of the
         # HTTP proxy and the bound ports (transparent_*.py).
         outbound = build_transparent_outbound(mesh, proxy, telemetry)
+        # Port-level modes of ports nothing declares get passthrough chains
+        # of their own (Istio's needPerPortPassthroughFilterChain).
+        undeclared = {
+            port: mesh.mtls_mode(proxy.workload, port)
+            for port in mesh.mtls_port_levels(proxy.workload)
+            if port not in ports
+        }
         listeners = [
             *outbound.listeners,
             build_virtual_inbound(
@@ -156,13 +174,8 @@ def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
                 telemetry,
                 by_port,
                 jwt,
+                undeclared,
             ),
-        ]
-        inbound: list[cluster_pb2.Cluster] = [
-            ingress_cluster(ingress, proxy.app_address)
-            if (ingress := by_port.get(port)) is not None
-            else transparent_inbound_cluster(proxy, port, protocol)
-            for port, protocol in ports.items()
         ]
         inbound.extend((inbound_passthrough_cluster(proxy), *outbound.clusters))
     else:
@@ -181,12 +194,6 @@ def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
             )
             for port, protocol in ports.items()
         )
-        inbound = [
-            ingress_cluster(ingress, proxy.app_address)
-            if (ingress := by_port.get(port)) is not None
-            else build_inbound_cluster(port, proxy.app_address, protocol)
-            for port, protocol in ports.items()
-        ]
     own_clusters = (*inbound, *telemetry_clusters(telemetry), *_selected(mesh, proxy))
     own_routes = [
         build_inbound_route_config(port, policies, modes[port])

@@ -28,7 +28,12 @@ from sailplane.model.registry import (
 )
 from sailplane.translate import names
 from sailplane.translate.common import ads_config_source, duration
-from sailplane.translate.egress import blackhole_cluster, passthrough_cluster
+from sailplane.translate.egress import (
+    PASSTHROUGH_CONNECT_TIMEOUT_S,
+    blackhole_cluster,
+    connect_authority_cluster,
+    passthrough_cluster,
+)
 from sailplane.translate.endpoints import build_load_assignment, uses_dns
 from sailplane.translate.locality import NEUTRAL_VIEW, balancing
 from sailplane.translate.loopguard import upstream_bind
@@ -41,7 +46,7 @@ from sailplane.translate.policy import (
 )
 
 # Istio's default connectTimeout (MeshConfig.connectTimeout).
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_CONNECT_TIMEOUT_S = PASSTHROUGH_CONNECT_TIMEOUT_S
 
 
 def _set_http2(cluster: cluster_pb2.Cluster) -> None:
@@ -104,6 +109,7 @@ def build_outbound_cluster(
             sni=istio_sni(port.number, subset, service.hostname),
             external_sni=service.hostname,
             server_identities=identities,
+            h2=http_options(cluster).explicit_http_config.HasField("http2_protocol_options"),
         )
     return cluster
 
@@ -185,7 +191,7 @@ def build_outbound_clusters(mesh: MeshConfig) -> list[cluster_pb2.Cluster]:
 def mesh_clusters() -> list[cluster_pb2.Cluster]:
     """The clusters every sidecar has whatever the services: the outbound
     traffic policy's pass-through and black hole."""
-    return [passthrough_cluster(), blackhole_cluster()]
+    return [passthrough_cluster(), connect_authority_cluster(), blackhole_cluster()]
 
 
 def build_inbound_cluster(

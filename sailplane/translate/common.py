@@ -6,6 +6,10 @@ from envoy.config.core.v3 import address_pb2, config_source_pb2
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 
+# Envoy's names of the two network filters every listener ends in.
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+
 
 def socket_address(address: str, port: int) -> address_pb2.Address:
     return address_pb2.Address(

@@ -11,9 +11,12 @@ cluster). Our sidecar is the app's HTTP proxy: an HTTPS client sends
 match becomes a virtual host whose domains are its ``sniHosts`` with the
 port, with one ``connect_matcher`` route that terminates the CONNECT and
 forwards the raw bytes (the TLS) to the destinations; a wildcard
-destination goes to the dynamic forward proxy (egress.py), which connects
-to the CONNECT authority, which the domain has already confined to the
-rule's names and port.
+destination goes to a dynamic forward proxy of its own
+(egress.connect_authority_cluster), which connects to the CONNECT
+authority, which the domain has already confined to the rule's names and
+port, in both capture modes: the route table is shared by both (one
+routes_key), and a transparent sidecar's PassthroughCluster would tunnel
+to the address the app dialled instead.
 
 What no rule names gets no CONNECT route: the outbound table's other
 routes match paths, which a CONNECT has none of, so Envoy answers 404. That
@@ -32,28 +35,14 @@ from google.protobuf import wrappers_pb2
 from sailplane.model.hosts import host_matches
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import RouteDestination, TLSMatch, VirtualService
-from sailplane.model.registry import Protocol, selector_matches
 from sailplane.model.sidecar import Sidecar
 from sailplane.translate.common import duration
-from sailplane.translate.egress import PASSTHROUGH_CLUSTER
+from sailplane.translate.egress import CONNECT_AUTHORITY_CLUSTER
 from sailplane.translate.httproute import RouteContext
-from sailplane.translate.routes import exported_to, route_context
+from sailplane.translate.routes import route_context
+from sailplane.translate.tcproute import TLS_PROTOCOLS, match_applies, sidecar_visible
 
-# Service port protocols Istio routes by SNI on the sidecar (TLS, HTTPS).
-_TLS_PROTOCOLS = (Protocol.TLS, Protocol.HTTPS)
 DEFAULT_TLS_PORT = 443
-
-
-def _applies(vs: VirtualService, match: TLSMatch, labels: Mapping[str, str]) -> bool:
-    if "mesh" not in (match.gateways or vs.gateways):
-        return False
-    return not match.source_labels or selector_matches(match.source_labels, labels)
-
-
-def _visible(vs: VirtualService, namespace: str, sidecar: Sidecar | None) -> bool:
-    if not exported_to(vs.export_to, vs.namespace, namespace):
-        return False
-    return sidecar is None or any(sidecar.allows(vs.namespace, host) for host in vs.hosts)
 
 
 def _ports(mesh: MeshConfig, vs: VirtualService, match: TLSMatch) -> list[int]:
@@ -67,14 +56,16 @@ def _ports(mesh: MeshConfig, vs: VirtualService, match: TLSMatch) -> list[int]:
         for service in mesh.services
         if any(host_matches(vs_host, service.hostname) for vs_host in vs.hosts)
         for port in service.ports
-        if port.protocol in _TLS_PROTOCOLS
+        if port.protocol in TLS_PROTOCOLS
     }
     return sorted(found) or [DEFAULT_TLS_PORT]
 
 
 def _cluster(ctx: RouteContext, target: RouteDestination) -> str:
     if "*" in target.destination.host:
-        return PASSTHROUGH_CLUSTER  # the CONNECT authority's own host
+        # The CONNECT authority's own host (never the PassthroughCluster:
+        # ORIGINAL_DST at a transparent sidecar, see egress.py).
+        return CONNECT_AUTHORITY_CLUSTER
     return ctx.cluster_for(target.destination)
 
 
@@ -116,13 +107,14 @@ def connect_virtual_hosts(
     taken = set(claimed)
     out = []
     for vs in mesh.virtual_services:
-        if not vs.tls or not _visible(vs, client_namespace, sidecar):
+        if not vs.tls or not sidecar_visible(vs, client_namespace, sidecar):
             continue
         for rule_index, rule in enumerate(vs.tls):
             if not rule.route:
                 continue
             for match_index, match in enumerate(rule.match):
-                if not _applies(vs, match, labels):
+                gateways = match.gateways or vs.gateways
+                if not match_applies(None, labels, gateways, match.source_labels):
                     continue
                 for port in _ports(mesh, vs, match):
                     domains = [f"{sni}:{port}" for sni in match.sni_hosts]

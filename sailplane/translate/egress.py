@@ -24,6 +24,9 @@ from sailplane.translate.common import duration, pack
 
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
 BLACKHOLE_CLUSTER = "BlackHoleCluster"
+CONNECT_AUTHORITY_CLUSTER = "ConnectAuthorityCluster"
+# Istio's default MeshConfig.connectTimeout.
+PASSTHROUGH_CONNECT_TIMEOUT_S = 10.0
 DFP_FILTER = "envoy.filters.http.dynamic_forward_proxy"
 
 
@@ -34,10 +37,10 @@ def _dns_cache() -> dns_cache_pb2.DnsCacheConfig:
     )
 
 
-def passthrough_cluster() -> cluster_pb2.Cluster:
+def _forward_proxy_cluster(name: str) -> cluster_pb2.Cluster:
     cluster = cluster_pb2.Cluster(
-        name=PASSTHROUGH_CLUSTER,
-        connect_timeout=duration(10),
+        name=name,
+        connect_timeout=duration(PASSTHROUGH_CONNECT_TIMEOUT_S),
         lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
     )
     cluster.cluster_type.name = "envoy.clusters.dynamic_forward_proxy"
@@ -47,9 +50,37 @@ def passthrough_cluster() -> cluster_pb2.Cluster:
     return cluster
 
 
+def passthrough_cluster() -> cluster_pb2.Cluster:
+    """The HTTP-proxy mode's PassthroughCluster: the Host the app asked for."""
+    return _forward_proxy_cluster(PASSTHROUGH_CLUSTER)
+
+
+def connect_authority_cluster() -> cluster_pb2.Cluster:
+    """Where a CONNECT to a wildcard host is tunnelled (connect.py): the
+    CONNECT authority's host, resolved, in both capture modes. Not the
+    PassthroughCluster, which a transparent sidecar replaces with its
+    original destination: that would tunnel to whatever address the app
+    dialled, not to the host the route allowed."""
+    return _forward_proxy_cluster(CONNECT_AUTHORITY_CLUSTER)
+
+
+def original_dst_cluster(name: str) -> cluster_pb2.Cluster:
+    """An ORIGINAL_DST cluster (Istio's PassthroughCluster and
+    InboundPassthroughCluster of an iptables capture): the address the
+    connection was made to."""
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.ORIGINAL_DST,
+        connect_timeout=duration(PASSTHROUGH_CONNECT_TIMEOUT_S),
+        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
+    )
+
+
 def blackhole_cluster() -> cluster_pb2.Cluster:
     return cluster_pb2.Cluster(
-        name=BLACKHOLE_CLUSTER, type=cluster_pb2.Cluster.STATIC, connect_timeout=duration(10)
+        name=BLACKHOLE_CLUSTER,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=duration(PASSTHROUGH_CONNECT_TIMEOUT_S),
     )
 
 

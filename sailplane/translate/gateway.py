@@ -29,7 +29,7 @@ from sailplane.model.registry import selector_matches
 from sailplane.model.telemetry import WorkloadTelemetry, telemetry_for
 from sailplane.translate import names
 from sailplane.translate.authz import http_rbac_filters, http_rbac_per_route, policies_for
-from sailplane.translate.common import pack, socket_address
+from sailplane.translate.common import HCM_FILTER, pack, socket_address
 from sailplane.translate.jwt import jwt_filters, request_authentications_for
 from sailplane.translate.listeners import bind_address, http_connection_manager, network_filter
 from sailplane.translate.proxy import Proxy
@@ -218,9 +218,7 @@ def _server_chains(
             [*shared.jwt, *http_rbac_filters()],
         )
         decorate_http(manager, proxy, shared.telemetry, outbound=True)
-        chain.filters.append(
-            network_filter("envoy.filters.network.http_connection_manager", manager)
-        )
+        chain.filters.append(network_filter(HCM_FILTER, manager))
     if tls is not None:
         chain.filter_chain_match.server_names.extend(hosts)
         chain.transport_socket.name = "envoy.transport_sockets.tls"

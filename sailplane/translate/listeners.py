@@ -25,8 +25,14 @@ from sailplane.model.sidecar import IngressTLS
 from sailplane.model.telemetry import WorkloadTelemetry
 from sailplane.translate import names
 from sailplane.translate.authz import http_rbac_filters, network_rbac_filters
-from sailplane.translate.common import ads_config_source, pack, socket_address
-from sailplane.translate.egress import forward_proxy_filter
+from sailplane.translate.common import (
+    HCM_FILTER,
+    TCP_PROXY,
+    ads_config_source,
+    pack,
+    socket_address,
+)
+from sailplane.translate.egress import BLACKHOLE_CLUSTER, forward_proxy_filter
 from sailplane.translate.httproute import CORS_FILTER, FAULT_FILTER
 from sailplane.translate.loopguard import with_loop_guards
 from sailplane.translate.mtls import inbound_filter_chains
@@ -56,6 +62,34 @@ def outbound_http_filters() -> list[hcm_pb2.HttpFilter]:
 
 def network_filter(name: str, config: Message) -> listener_components_pb2.Filter:
     return listener_components_pb2.Filter(name=name, typed_config=pack(config))
+
+
+def tcp_proxy_chain(
+    name: str,
+    cluster: str,
+    proxy: Proxy,
+    telemetry: WorkloadTelemetry | None,
+    outbound: bool,
+    port: int | None = None,
+) -> listener_components_pb2.FilterChain:
+    """A filter chain that tcp-proxies to ``cluster`` (on destination
+    ``port`` only, when given): the capture listeners' pass-through,
+    catch-all and black-hole chains."""
+    tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
+    decorate_tcp(tcp, proxy, telemetry, outbound=outbound)
+    chain = listener_components_pb2.FilterChain(name=name, filters=[network_filter(TCP_PROXY, tcp)])
+    if port is not None:
+        chain.filter_chain_match.destination_port.value = port
+    return chain
+
+
+def blackhole_chain(
+    name: str, port: int, proxy: Proxy, telemetry: WorkloadTelemetry | None, outbound: bool
+) -> listener_components_pb2.FilterChain:
+    """Istio's ``virtualInbound-blackhole`` / ``virtualOutbound-blackhole``:
+    a connection whose original destination is the capture port itself
+    would be handed to that port again and again; it is closed at once."""
+    return tcp_proxy_chain(name, BLACKHOLE_CLUSTER, proxy, telemetry, outbound, port)
 
 
 def http_connection_manager(
@@ -90,9 +124,7 @@ def build_outbound_listener(
         address=socket_address(address, port),
         traffic_direction=2,  # OUTBOUND
         filter_chains=[
-            listener_components_pb2.FilterChain(
-                filters=[network_filter("envoy.filters.network.http_connection_manager", manager)]
-            )
+            listener_components_pb2.FilterChain(filters=[network_filter(HCM_FILTER, manager)])
         ],
     )
 
@@ -153,7 +185,7 @@ def inbound_chains(
             decorate_tcp(tcp, proxy, telemetry, outbound=False)
             return [
                 *network_rbac_filters(list(policies), f"inbound_{workload_port}"),
-                network_filter("envoy.filters.network.tcp_proxy", tcp),
+                network_filter(TCP_PROXY, tcp),
             ]
         manager = HCM(
             stat_prefix=f"inbound_{workload_port}",
@@ -171,14 +203,14 @@ def inbound_chains(
             set_current_client_cert_details=HCM.SetCurrentClientCertDetails(uri=True),
         )
         decorate_http(manager, proxy, telemetry, outbound=False)
-        return [network_filter("envoy.filters.network.http_connection_manager", manager)]
+        return [network_filter(HCM_FILTER, manager)]
 
     if tls is not None and mtls_mode == "DISABLE":
         chain = listener_components_pb2.FilterChain(
             name="tls", filters=filters(True), transport_socket=ingress_tls_socket(tls, http)
         )
         return [chain], False
-    return inbound_filter_chains(mtls_mode, trust_domain, filters)
+    return inbound_filter_chains(mtls_mode, trust_domain, filters, plain_tls=not http)
 
 
 def tls_inspector() -> listener_components_pb2.ListenerFilter:

@@ -29,7 +29,7 @@ from envoy.config.listener.v3 import listener_components_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
-from sailplane.translate.common import pack
+from sailplane.translate.common import TCP_PROXY, pack
 from sailplane.translate.egress import BLACKHOLE_CLUSTER
 
 # Istio's InboundPassthroughBindIpv4 ("6 is the magical number for inbound").
@@ -60,7 +60,7 @@ def with_loop_guards(
     proxy itself makes from 127.0.0.6 and closes them (see above)."""
     chains = list(chains)
     refuse = listener_components_pb2.Filter(
-        name="envoy.filters.network.tcp_proxy",
+        name=TCP_PROXY,
         typed_config=pack(
             tcp_proxy_pb2.TcpProxy(
                 stat_prefix=loop_guard_stat_prefix(workload_port), cluster=BLACKHOLE_CLUSTER

@@ -41,6 +41,13 @@ WORKLOAD_SECRET = "default"
 ROOT_SECRET = "ROOTCA"
 TLS_SOCKET = "envoy.transport_sockets.tls"
 TLS_MATCH_KEY = "envoy.transport_socket_match"
+# Istio's allIstioMtlsALPNs (pilot/pkg/networking/core/listener.go): what a
+# mesh client offers in its ClientHello; a PERMISSIVE port tells its mTLS
+# from a plain TLS client's by them.
+ISTIO_MTLS_ALPNS = ("istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2")
+# Istio's ALPNInMeshWithMxc / ALPNInMeshH2WithMxc (cluster_tls.go): what
+# our own mTLS clusters offer.
+UPSTREAM_MTLS_ALPNS = ("istio-peer-exchange", "istio")
 
 
 def sds(name: str) -> secret_pb2.SdsSecretConfig:
@@ -110,10 +117,18 @@ def downstream_mtls_socket(trust_domain: str) -> base_pb2.TransportSocket:
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 
 
-def istio_mutual_socket(sni: str, server_identities: Iterable[str]) -> base_pb2.TransportSocket:
+def istio_mutual_socket(
+    sni: str, server_identities: Iterable[str], h2: bool = False
+) -> base_pb2.TransportSocket:
+    """ISTIO_MUTUAL origination, offering Istio's in-mesh ALPNs (and h2 for
+    an HTTP/2 cluster) so a PERMISSIVE server takes it for mTLS."""
     context = tls_pb2.UpstreamTlsContext(
         sni=sni, common_tls_context=_mesh_tls_context(server_identities)
     )
+    alpns = context.common_tls_context.alpn_protocols
+    alpns.extend(UPSTREAM_MTLS_ALPNS)
+    if h2:
+        alpns.append("h2")
     return base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(context))
 
 
@@ -168,9 +183,11 @@ def apply_client_tls(
     sni: str,
     external_sni: str,
     server_identities: Iterable[str],
+    h2: bool = False,
 ) -> None:
     """Set the cluster's upstream transport: explicit DestinationRule TLS,
-    or auto mTLS by endpoint metadata when the rule says nothing.
+    or auto mTLS by endpoint metadata when the rule says nothing (``h2``:
+    the cluster speaks HTTP/2, offered in ALPN as Istio does).
 
     Auto mTLS has one match, where Istio writes two: an endpoint without the
     ``tlsMode: istio`` metadata matches nothing and gets the cluster's own
@@ -182,11 +199,11 @@ def apply_client_tls(
             cluster_pb2.Cluster.TransportSocketMatch(
                 name="tlsMode-istio",
                 match=struct_pb2.Struct(fields={"tlsMode": struct_pb2.Value(string_value="istio")}),
-                transport_socket=istio_mutual_socket(sni, server_identities),
+                transport_socket=istio_mutual_socket(sni, server_identities, h2),
             )
         )
     elif tls.mode == "ISTIO_MUTUAL":
-        cluster.transport_socket.CopyFrom(istio_mutual_socket(sni, server_identities))
+        cluster.transport_socket.CopyFrom(istio_mutual_socket(sni, server_identities, h2))
     elif tls.mode in ("SIMPLE", "MUTUAL"):
         cluster.transport_socket.CopyFrom(file_tls_socket(tls, external_sni))
 
@@ -202,9 +219,16 @@ def inbound_filter_chains(
     mode: str,
     trust_domain: str,
     build_filters: Callable[[bool], list[listener_components_pb2.Filter]],
+    plain_tls: bool = False,
 ) -> tuple[list[listener_components_pb2.FilterChain], bool]:
     """Filter chains for one inbound port, and whether a TLS inspector is needed.
-    ``build_filters(tls)`` returns the network filters of a chain."""
+    ``build_filters(tls)`` returns the network filters of a chain.
+
+    ``plain_tls`` (TCP and passthrough ports, as Istio's
+    inboundPermissiveTCPFilterChainMatchWithMxcOptions): under PERMISSIVE
+    the mTLS chain takes only a ClientHello offering an Istio ALPN, and
+    another TLS client (one-way TLS to the app's own TLS server, from
+    outside the mesh) is passed to the app untouched."""
     if mode == "DISABLE":
         plain = listener_components_pb2.FilterChain(name="plaintext", filters=build_filters(False))
         return [plain], False
@@ -216,11 +240,25 @@ def inbound_filter_chains(
     if mode == "STRICT":
         return [tls_chain], False
     tls_chain.filter_chain_match.transport_protocol = "tls"
-    plain_chain = listener_components_pb2.FilterChain(
-        name="plaintext",
-        filter_chain_match=listener_components_pb2.FilterChainMatch(
-            transport_protocol="raw_buffer"
-        ),
-        filters=build_filters(False),
+    chains = [tls_chain]
+    if plain_tls:
+        tls_chain.filter_chain_match.application_protocols.extend(ISTIO_MTLS_ALPNS)
+        chains.append(
+            listener_components_pb2.FilterChain(
+                name="tls",
+                filter_chain_match=listener_components_pb2.FilterChainMatch(
+                    transport_protocol="tls"
+                ),
+                filters=build_filters(False),
+            )
+        )
+    chains.append(
+        listener_components_pb2.FilterChain(
+            name="plaintext",
+            filter_chain_match=listener_components_pb2.FilterChainMatch(
+                transport_protocol="raw_buffer"
+            ),
+            filters=build_filters(False),
+        )
     )
-    return [tls_chain, plain_chain], True
+    return chains, True

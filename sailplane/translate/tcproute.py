@@ -28,13 +28,22 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from sailplane.model.hosts import host_matches
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import Destination, VirtualService
-from sailplane.model.registry import Resolution, Service, ServicePort, selector_matches
+from sailplane.model.registry import (
+    Protocol,
+    Resolution,
+    Service,
+    ServicePort,
+    selector_matches,
+)
 from sailplane.model.sidecar import Sidecar
 from sailplane.translate import names
 from sailplane.translate.egress import PASSTHROUGH_CLUSTER
 from sailplane.translate.httproute import RouteContext
 from sailplane.translate.routes import exported_to, route_context
 from sailplane.translate.tlsroute import tcp_proxy_to
+
+# Service port protocols Istio routes by SNI on the sidecar.
+TLS_PROTOCOLS = (Protocol.TLS, Protocol.HTTPS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,25 +72,34 @@ def mesh_virtual_services(
         vs
         for vs in mesh.virtual_services
         if "mesh" in vs.gateways
-        and exported_to(vs.export_to, vs.namespace, namespace)
-        and (sidecar is None or any(sidecar.allows(vs.namespace, h) for h in vs.hosts))
+        and sidecar_visible(vs, namespace, sidecar)
         and any(host_matches(h, hostname) for h in vs.hosts)
     ]
 
 
-def _applies(
+def sidecar_visible(vs: VirtualService, namespace: str, sidecar: Sidecar | None) -> bool:
+    """Whether a sidecar of ``namespace`` under ``sidecar`` may see ``vs``:
+    exported to the namespace and in the Sidecar's scope (the gateways
+    are the caller's: per match, see :func:`match_applies`)."""
+    return exported_to(vs.export_to, vs.namespace, namespace) and (
+        sidecar is None or any(sidecar.allows(vs.namespace, h) for h in vs.hosts)
+    )
+
+
+def match_applies(
     port: int | None,
     labels: Mapping[str, str],
     gateways: tuple[str, ...],
     source_labels: Mapping[str, str],
-    listener_port: int,
+    listener_port: int | None = None,
 ) -> bool:
-    """Istio's matchTCP / matchTLS: the static part of a match."""
+    """Istio's matchTCP / matchTLS: the static part of a match (its port
+    only where ``listener_port`` is given)."""
     if gateways and "mesh" not in gateways:
         return False
     if source_labels and not selector_matches(source_labels, labels):
         return False
-    return port is None or port == listener_port
+    return port is None or listener_port is None or port == listener_port
 
 
 def l4_context(mesh: MeshConfig, port: int) -> RouteContext:
@@ -131,7 +149,7 @@ def tcp_chains(
                 return [*out, L4Chain(cidrs, (), tcp, label)]
             subnets: list[str] = []
             for match in rule.match:
-                if not _applies(
+                if not match_applies(
                     match.port, labels, match.gateways, match.source_labels, port.number
                 ):
                     continue
@@ -166,7 +184,7 @@ def tls_chains(
             if tcp is None:
                 continue
             for number, match in enumerate(rule.match):
-                if not _applies(
+                if not match_applies(
                     match.port, labels, match.gateways, match.source_labels, port.number
                 ):
                     continue

@@ -38,14 +38,11 @@ from sailplane.model.networking import (
 from sailplane.model.registry import Location, Service, ServicePort, subset_endpoints
 from sailplane.translate import names
 from sailplane.translate.clusters import build_outbound_cluster
+from sailplane.translate.common import TCP_PROXY
 from sailplane.translate.httproute import RouteContext
 from sailplane.translate.listeners import network_filter
-from sailplane.translate.mtls import istio_sni
+from sailplane.translate.mtls import ISTIO_MTLS_ALPNS, istio_sni
 from sailplane.translate.routes import route_context
-
-# Istio's allIstioMtlsALPNs: what its sidecars offer on mesh mTLS.
-ISTIO_MTLS_ALPNS = ("istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2")
-TCP_PROXY = "envoy.filters.network.tcp_proxy"
 
 
 def is_passthrough(server: GatewayServer) -> bool:

@@ -14,7 +14,11 @@ chain by destination port, as Istio's listener_inbound.go
   service declares: a tcp_proxy to ``InboundPassthroughCluster``
   (ORIGINAL_DST) under the workload's port-less PeerAuthentication mode,
   so STRICT refuses plaintext there too (no chain matches raw_buffer and
-  the connection is closed), with the workload's network RBAC;
+  the connection is closed), with the workload's network RBAC; and, as
+  Istio's ForPassthrough / needPerPortPassthroughFilterChain, the same
+  chains on their ``destination_port`` under that port's mode for each
+  port the workload's PeerAuthentication sets (``portLevelMtls``) that no
+  service (or Sidecar ingress) declares;
 * Istio's ``virtualInbound-blackhole`` chain for a connection whose original
   destination is 15006 itself, which would otherwise be passed through to
   the same port again and again.
@@ -41,7 +45,6 @@ from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
 from sailplane.model.authz import AuthorizationPolicy
@@ -50,28 +53,29 @@ from sailplane.model.registry import Protocol
 from sailplane.model.sidecar import SidecarIngress
 from sailplane.model.telemetry import WorkloadTelemetry
 from sailplane.translate.authz import network_rbac_filters
-from sailplane.translate.clusters import DEFAULT_CONNECT_TIMEOUT_S, build_inbound_cluster
+from sailplane.translate.clusters import build_inbound_cluster
 from sailplane.translate.common import duration, pack, socket_address
-from sailplane.translate.egress import BLACKHOLE_CLUSTER
-from sailplane.translate.listeners import inbound_chains, network_filter, tls_inspector
+from sailplane.translate.egress import original_dst_cluster
+from sailplane.translate.listeners import (
+    blackhole_chain,
+    inbound_chains,
+    tcp_proxy_chain,
+    tls_inspector,
+)
 from sailplane.translate.loopguard import upstream_bind
 from sailplane.translate.mtls import inbound_filter_chains
 from sailplane.translate.proxy import Proxy
-from sailplane.translate.telemetry import decorate_tcp
 
 VIRTUAL_INBOUND = "virtualInbound"  # Istio's VirtualInboundListenerName
 INBOUND_CAPTURE_PORT = 15006  # Istio's MeshConfig.proxyInboundListenPort
 INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"
 BLACKHOLE_CHAIN = "virtualInbound-blackhole"  # Istio's VirtualInboundBlackholeFilterChainName
 PASSTHROUGH_STAT_PREFIX = "inbound_passthrough"
+INSPECT_TIMEOUT_S = 15.0  # Envoy's default listener_filters_timeout, see below
 
 
-def _original_dst_bind(proxy: Proxy) -> cluster_pb2.Cluster:
-    cluster = cluster_pb2.Cluster(
-        type=cluster_pb2.Cluster.ORIGINAL_DST,
-        lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED,
-        connect_timeout=duration(DEFAULT_CONNECT_TIMEOUT_S),
-    )
+def _original_dst_bind(proxy: Proxy, name: str) -> cluster_pb2.Cluster:
+    cluster = original_dst_cluster(name)
     address = proxy.workload.address
     # 127.0.0.6 for an IPv4 pod (and a pod named by DNS: IPv4 in compose).
     bind = upstream_bind(address if is_ip_address(address) else "0.0.0.0")
@@ -83,9 +87,7 @@ def _original_dst_bind(proxy: Proxy) -> cluster_pb2.Cluster:
 def inbound_passthrough_cluster(proxy: Proxy) -> cluster_pb2.Cluster:
     """Istio's buildInboundPassthroughCluster: the original destination,
     connected to from 127.0.0.6 so iptables lets it through."""
-    cluster = _original_dst_bind(proxy)
-    cluster.name = INBOUND_PASSTHROUGH_CLUSTER
-    return cluster
+    return _original_dst_bind(proxy, INBOUND_PASSTHROUGH_CLUSTER)
 
 
 def transparent_inbound_cluster(
@@ -99,7 +101,7 @@ def transparent_inbound_cluster(
     cluster.ClearField("upstream_bind_config")
     # Envoy's default cleanup_interval (5 s) is kept: Istio's "never" (its
     # maxSecondsValue) is a duration Envoy 1.40 refuses.
-    cluster.MergeFrom(_original_dst_bind(proxy))
+    cluster.MergeFrom(_original_dst_bind(proxy, cluster.name))
     return cluster
 
 
@@ -120,30 +122,16 @@ def _passthrough_chains(
     telemetry: WorkloadTelemetry | None,
 ) -> tuple[list[listener_components_pb2.FilterChain], bool]:
     def filters(tls: bool) -> list[listener_components_pb2.Filter]:
-        tcp = tcp_proxy_pb2.TcpProxy(
-            stat_prefix=INBOUND_PASSTHROUGH_CLUSTER, cluster=INBOUND_PASSTHROUGH_CLUSTER
-        )
-        decorate_tcp(tcp, proxy, telemetry, outbound=False)
+        chain = tcp_proxy_chain("", INBOUND_PASSTHROUGH_CLUSTER, proxy, telemetry, outbound=False)
         return [
             *network_rbac_filters(list(policies), PASSTHROUGH_STAT_PREFIX),
-            network_filter("envoy.filters.network.tcp_proxy", tcp),
+            *chain.filters,
         ]
 
-    chains, inspect = inbound_filter_chains(mode, trust_domain, filters)
+    chains, inspect = inbound_filter_chains(mode, trust_domain, filters, plain_tls=True)
     for chain in chains:
         chain.name = f"passthrough-{chain.name}"
     return chains, inspect
-
-
-def _blackhole_chain() -> listener_components_pb2.FilterChain:
-    tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=BLACKHOLE_CLUSTER, cluster=BLACKHOLE_CLUSTER)
-    return listener_components_pb2.FilterChain(
-        name=BLACKHOLE_CHAIN,
-        filter_chain_match=listener_components_pb2.FilterChainMatch(
-            destination_port=wrappers_pb2.UInt32Value(value=INBOUND_CAPTURE_PORT)
-        ),
-        filters=[network_filter("envoy.filters.network.tcp_proxy", tcp)],
-    )
 
 
 def build_virtual_inbound(
@@ -156,15 +144,26 @@ def build_virtual_inbound(
     telemetry: WorkloadTelemetry | None = None,
     ingress: Mapping[int, SidecarIngress] | None = None,
     jwt: Sequence[hcm_pb2.HttpFilter] = (),
+    passthrough_ports: Mapping[int, str] | None = None,
 ) -> listener_pb2.Listener:
     """``virtualInbound`` on 0.0.0.0:15006 with the chains described above.
     ``modes``: each port's PeerAuthentication mode; ``passthrough_mode``:
-    the workload's mode for ports no service declares."""
+    the workload's mode for ports no service declares, but for those in
+    ``passthrough_ports`` (port-level modes, see the module)."""
     ingress = ingress or {}
     chains, inspect = _passthrough_chains(
         proxy, passthrough_mode, trust_domain, policies, telemetry
     )
-    chains.insert(0, _blackhole_chain())
+    for port, mode in sorted((passthrough_ports or {}).items()):
+        port_chains, port_inspect = _passthrough_chains(
+            proxy, mode, trust_domain, policies, telemetry
+        )
+        chains.extend(_on_port(port_chains, port))
+        inspect = inspect or port_inspect
+    chains.insert(
+        0,
+        blackhole_chain(BLACKHOLE_CHAIN, INBOUND_CAPTURE_PORT, proxy, telemetry, outbound=False),
+    )
     for port, protocol in ports.items():
         entry = ingress.get(port)
         port_chains, port_inspect = inbound_chains(
@@ -185,8 +184,13 @@ def build_virtual_inbound(
         address=socket_address("0.0.0.0", INBOUND_CAPTURE_PORT),
         traffic_direction=1,  # INBOUND
         filter_chains=chains,
-        # As Istio: a server-first protocol still gets its (plaintext) chain
-        # when the TLS inspector sees no first bytes in time.
+        # A server-first protocol on a PERMISSIVE port sends nothing for
+        # the TLS inspector to read: after this long it gets the plaintext
+        # chain. Istio sets its protocolDetectionTimeout here, 0 by default,
+        # which is no timeout at all (such a client waits forever); Envoy's
+        # default, 15 s, is kept and said, so it works, slowly. For such
+        # a port, set STRICT or DISABLE (portLevelMtls): no inspector waits.
+        listener_filters_timeout=duration(INSPECT_TIMEOUT_S),
         continue_on_listener_filters_timeout=True,
         drain_type=listener_pb2.Listener.DEFAULT,
         listener_filters=[

@@ -34,7 +34,10 @@ original destination. A transparent sidecar gets its own ORIGINAL_DST
 cluster of that same name, replacing the shared one for it alone: the shared
 route table's ``allow_any`` route then reaches the original destination in
 transparent mode and the Host in proxy mode, so one table (one routes_key)
-serves both, and telemetry counts both as Istio's PassthroughCluster.
+serves both, and telemetry counts both as Istio's PassthroughCluster. The
+table's CONNECT routes (connect.py) never name it: they tunnel to the
+CONNECT authority's host (egress.connect_authority_cluster) in both modes,
+not to whatever address a captured app dialled.
 IPv4 only: the listeners bind 0.0.0.0.
 """
 
@@ -50,7 +53,6 @@ from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
-from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf.message import Message
 
@@ -59,12 +61,22 @@ from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Protocol, Service, ServicePort
 from sailplane.model.telemetry import WorkloadTelemetry
 from sailplane.translate import names
-from sailplane.translate.common import duration, pack, socket_address
-from sailplane.translate.egress import BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER
-from sailplane.translate.listeners import http_connection_manager, network_filter
+from sailplane.translate.common import HCM_FILTER, TCP_PROXY, duration, pack, socket_address
+from sailplane.translate.egress import (
+    BLACKHOLE_CLUSTER,
+    PASSTHROUGH_CLUSTER,
+    original_dst_cluster,
+)
+from sailplane.translate.listeners import (
+    blackhole_chain,
+    http_connection_manager,
+    network_filter,
+    tcp_proxy_chain,
+    tls_inspector,
+)
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.routes import exported_to
-from sailplane.translate.tcproute import L4Chain, tcp_chains, tls_chains
+from sailplane.translate.tcproute import TLS_PROTOCOLS, L4Chain, tcp_chains, tls_chains
 from sailplane.translate.telemetry import decorate_http, decorate_tcp
 from sailplane.translate.transparent_inbound import INBOUND_CAPTURE_PORT
 
@@ -74,14 +86,11 @@ FilterChain: TypeAlias = listener_components_pb2.FilterChain
 
 VIRTUAL_OUTBOUND = "virtualOutbound"  # Istio's model.VirtualOutboundListenerName
 WILDCARD = "0.0.0.0"
-TCP_PROXY = "envoy.filters.network.tcp_proxy"
-HCM_FILTER = "envoy.filters.network.http_connection_manager"
 # Istio's plaintextHTTPALPNs: what http_inspector reports for HTTP.
 PLAINTEXT_HTTP_ALPNS = ("http/1.0", "http/1.1", "h2c")
 # Sniffing a mixed port: how long to wait for a client's first bytes before
 # taking it for TCP (server-first protocols send nothing).
 SNIFF_TIMEOUT_S = 1.0
-_TLS_PROTOCOLS = (Protocol.TLS, Protocol.HTTPS)
 
 
 @dataclass(frozen=True)
@@ -95,41 +104,20 @@ class TransparentOutbound:
     notes: tuple[str, ...] = ()
 
 
-def original_dst_passthrough_cluster() -> Cluster:
-    """Istio's PassthroughCluster (buildDefaultPassthroughCluster)."""
-    return Cluster(
-        name=PASSTHROUGH_CLUSTER,
-        type=Cluster.ORIGINAL_DST,
-        connect_timeout=duration(10),
-        lb_policy=Cluster.CLUSTER_PROVIDED,
-    )
-
-
-def _tcp_chain(
-    name: str, cluster: str, proxy: Proxy, telemetry: WorkloadTelemetry | None
-) -> FilterChain:
-    tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
-    decorate_tcp(tcp, proxy, telemetry, outbound=True)
-    return FilterChain(name=name, filters=[network_filter(TCP_PROXY, tcp)])
-
-
 def build_virtual_outbound(
     proxy: Proxy, telemetry: WorkloadTelemetry | None, catch_all: str
 ) -> Listener:
     """``virtualOutbound``: hands connections to the listener of their
     original destination; keeps the rest for ``catch_all``."""
     port = proxy.outbound_address[1]
-    blackhole = _tcp_chain(f"{VIRTUAL_OUTBOUND}-blackhole", BLACKHOLE_CLUSTER, proxy, telemetry)
-    # Never pass a connection made to 15001 itself back to 15001.
-    blackhole.filter_chain_match.destination_port.value = port
     return Listener(
         name=VIRTUAL_OUTBOUND,
         address=socket_address(WILDCARD, port),
         use_original_dst={"value": True},
         traffic_direction=2,  # OUTBOUND
         filter_chains=[
-            blackhole,
-            _tcp_chain(f"{VIRTUAL_OUTBOUND}-catchall-tcp", catch_all, proxy, telemetry),
+            blackhole_chain(f"{VIRTUAL_OUTBOUND}-blackhole", port, proxy, telemetry, True),
+            tcp_proxy_chain(f"{VIRTUAL_OUTBOUND}-catchall-tcp", catch_all, proxy, telemetry, True),
         ],
     )
 
@@ -184,7 +172,7 @@ def _l4_chains(
     for service, port in entries:
         if port.protocol.is_http or port.protocol is Protocol.UNKNOWN:
             continue
-        if port.protocol in _TLS_PROTOCOLS:
+        if port.protocol in TLS_PROTOCOLS:
             # SNI tells TLS services apart; an instance's address is not
             # where a client of a TLS host connects (as Istio: VIPs only).
             build, cidrs = tls_chains, tuple(sorted(set(service.addresses)))
@@ -281,16 +269,11 @@ def build_port_listener(
             listener.continue_on_listener_filters_timeout = True
         listener.filter_chains.append(chain)
     if any(c.sni for c in l4):
-        listener.listener_filters.insert(
-            0,
-            _listener_filter(
-                "envoy.filters.listener.tls_inspector", tls_inspector_pb2.TlsInspector()
-            ),
-        )
+        listener.listener_filters.insert(0, tls_inspector())
     if l4:
         # What no chain matches: another address on this port.
         listener.default_filter_chain.CopyFrom(
-            _tcp_chain(f"{name}-default", catch_all, proxy, telemetry)
+            tcp_proxy_chain(f"{name}-default", catch_all, proxy, telemetry, True)
         )
     return listener, notes
 
@@ -311,6 +294,6 @@ def build_transparent_outbound(
         notes.extend(port_notes)
     return TransparentOutbound(
         listeners=tuple(sorted(listeners, key=lambda x: x.name)),
-        clusters=(original_dst_passthrough_cluster(),),
+        clusters=(original_dst_cluster(PASSTHROUGH_CLUSTER),),
         notes=tuple(notes),
     )

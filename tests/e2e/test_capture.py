@@ -65,12 +65,11 @@ def net() -> Iterator[PodNetwork]:
 def captured() -> Iterator[PodNetwork]:
     """Pods with A captured, shared by the tests that only connect."""
     with pods() as network:
-        b, c = network["b"].ip, network["c"].ip
+        c = network["c"].ip
         code, out, err = capture(
             network,
             f"--exclude-outbound-ports={EXCLUDED_OUT_PORT}",
             f"--exclude-outbound-cidrs={c}/32",
-            f"--control-plane={b}:{CONTROL_PLANE_PORT}",
             f"--exclude-inbound-ports={EXCLUDED_IN_PORT}",
         )
         assert code == 0, err
@@ -97,13 +96,15 @@ def test_the_proxys_own_connections_go_straight_out(captured: PodNetwork) -> Non
     assert from_a(captured, b, PORT, APP_UID, gid=PROXY_UID).listener == "b"
 
 
-def test_excluded_ports_ranges_and_the_control_plane_go_straight_out(
-    captured: PodNetwork,
-) -> None:
+def test_excluded_ports_and_ranges_go_straight_out(captured: PodNetwork) -> None:
     b, c = captured["b"].ip, captured["c"].ip
     assert from_a(captured, b, EXCLUDED_OUT_PORT, APP_UID).listener == "b"
     assert from_a(captured, c, PORT, APP_UID).listener == "c"
-    assert from_a(captured, b, CONTROL_PLANE_PORT, APP_UID).listener == "b"
+    # The control plane is no exception for an app (as Istio): only the
+    # proxy's uid reaches it directly.
+    landed = from_a(captured, b, CONTROL_PLANE_PORT, APP_UID)
+    assert (landed.listener, landed.orig) == ("outbound", f"{b}:{CONTROL_PLANE_PORT}")
+    assert from_a(captured, b, CONTROL_PLANE_PORT, PROXY_UID).listener == "b"
 
 
 def test_inbound_connections_land_on_15006_but_excluded_ports(captured: PodNetwork) -> None:
@@ -160,7 +161,7 @@ def test_without_cap_net_admin_it_says_so_in_one_line(net: PodNetwork) -> None:
     assert "ISTIO_" not in nat_table(net)
 
 
-def test_dual_stack_installs_and_removes_the_ip6tables_rules_too(net: PodNetwork) -> None:
+def test_dual_stack_installs_the_ip6tables_rules_and_remove_takes_them_out(net: PodNetwork) -> None:
     def nat6() -> str:
         done = net.run(net["a"], ["ip6tables-save", "-t", "nat"])
         assert done.returncode == 0, done.stderr
@@ -171,5 +172,6 @@ def test_dual_stack_installs_and_removes_the_ip6tables_rules_too(net: PodNetwork
     assert "-A OUTPUT -j ISTIO_OUTPUT" in saved
     assert "-s ::6/128" in saved  # the proxy inbound side's own source
     assert "ISTIO_OUTPUT" in nat_table(net)
-    assert capture(net, "--remove", "--dual-stack")[0] == 0
+    # --remove takes the IPv6 rules out too, without being told --dual-stack.
+    assert capture(net, "--remove")[0] == 0
     assert "ISTIO_" not in nat6() + nat_table(net)

@@ -26,9 +26,10 @@ from typing import Any
 
 import pytest
 
-from tests.support import peerecho
+from tests.support import l4apps, peerecho
 from tests.support.netns import Pod, PodNetwork, skip_reason
 from tests.support.procs import ENVOY
+from tests.support.tlsparts import CertAuthority
 
 SKIP = skip_reason()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(SKIP is not None, reason=SKIP or "")]
@@ -37,8 +38,12 @@ PROXY_UID = 1337
 APP_UID = 1000
 PORT = 8080
 UNDECLARED = 9999
+TCP_PORT = 7070  # declared TCP: the app's HTTP, unseen by the sidecars
+TLS_PORT = 8444  # declared TCP: the app's own TLS server
+UNDECLARED_TLS = 8443  # the app's own TLS server on a port no service declares
 HOST = "backend.default.svc.cluster.local"
 PEERECHO = peerecho.__file__
+L4APPS = l4apps.__file__
 
 MESH = """\
 apiVersion: v1
@@ -46,7 +51,10 @@ kind: Service
 metadata: {{name: backend}}
 spec:
   selector: {{app: backend}}
-  ports: [{{name: http, port: {port}}}]
+  ports:
+  - {{name: http, port: {port}}}
+  - {{name: tcp-raw, port: {tcp}}}
+  - {{name: tcp-tls, port: {tls}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -72,6 +80,16 @@ spec:
   # Its port keeps it off the passthrough chains: there, on TCP, a DENY
   # rule's HTTP-only fields are dropped and it would deny all (as Istio).
   rules: [{{to: [{{operation: {{ports: ["{port}"], paths: [/admin]}}}}]}}]
+"""
+
+PORT_STRICT = """\
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: backend}}
+spec:
+  selector: {{matchLabels: {{app: backend}}}}
+  mtls: {{mode: {mode}}}
+  portLevelMtls: {{{port}: {{mode: {port_mode}}}}}
 """
 
 STRICT = """\
@@ -118,7 +136,9 @@ class Scene:
 
     def start(self) -> None:
         self.config.mkdir()
-        (self.config / "mesh.yaml").write_text(MESH.format(port=PORT, a=self.a.ip, b=self.b.ip))
+        (self.config / "mesh.yaml").write_text(
+            MESH.format(port=PORT, tcp=TCP_PORT, tls=TLS_PORT, a=self.a.ip, b=self.b.ip)
+        )
         ca = self.work / "ca"
         self.net.spawn(
             self.cp,
@@ -133,7 +153,8 @@ class Scene:
         _wait(lambda: get(self.net, self.cp, ready).get("status") == 200, "sailplane ready")
         # B: the app, knowing nothing of the mesh, then capture, then its sidecar.
         app = self.net.spawn(
-            self.b, [sys.executable, "-I", PEERECHO, "serve", str(PORT), str(UNDECLARED)]
+            self.b,
+            [sys.executable, "-I", PEERECHO, "serve", str(PORT), str(UNDECLARED), str(TCP_PORT)],
         )
         assert app.stdout is not None and app.stdout.readline() == "ready\n"
         _sailplane(self.net, self.b, "capture")
@@ -239,3 +260,60 @@ def test_virtual_inbound_permissive_then_strict(scene: Scene) -> None:
     assert still.get("status") == 200, still
     assert "spiffe://cluster.local/ns/default/sa/client" in still["body"]["xfcc"]
     assert scene.from_a("/admin")["status"] == 403
+
+
+def _c_line(scene: Scene, port: int) -> dict[str, int]:
+    """C (outside the mesh) opens one-way TLS to B's app on ``port``."""
+    argv = [sys.executable, "-I", L4APPS, "tcp", scene.b.ip, str(port), "1", "backend.test"]
+    done = scene.net.run(scene.c, argv, uid=APP_UID, timeout=30)
+    assert done.returncode == 0, done.stderr
+    seen: dict[str, int] = json.loads(done.stdout)
+    return seen
+
+
+@pytest.mark.parametrize("scene", ["transparent"], indirect=True)
+def test_permissive_tells_mesh_mtls_from_plain_tls_by_alpn(scene: Scene) -> None:
+    """PERMISSIVE on a TCP port and on a passthrough port: a mesh client's
+    mTLS (Istio's ALPNs, offered by A's cluster) is terminated by B's
+    sidecar; an outside client's own one-way TLS reaches the app's TLS
+    server untouched (Istio's plain-TLS chain)."""
+    issued = CertAuthority().issue("backend.test")
+    cert, key = scene.work / "tls.crt", scene.work / "tls.key"
+    cert.write_bytes(issued.cert_pem)
+    key.write_bytes(issued.key_pem)
+    specs = [f"tls:{p}:{cert}:{key}" for p in (TLS_PORT, UNDECLARED_TLS)]
+    tls_app = scene.net.spawn(scene.b, [sys.executable, "-I", L4APPS, "serve", "b-tls", *specs])
+    assert tls_app.stdout is not None and tls_app.stdout.readline() == "ready\n"
+    scene.start()
+    _wait(lambda: scene.from_c("/").get("status") == 200, "C -> B (plain)")
+    assert _c_line(scene, UNDECLARED_TLS) == {"b-tls": 1}
+    assert _c_line(scene, TLS_PORT) == {"b-tls": 1}
+    # A's app dials B's TCP port; A's sidecar originates mTLS: terminated
+    # by B's (a plain-TLS pass-through would hand the app TLS bytes).
+    url = f"http://{scene.b.ip}:{TCP_PORT}/"
+    mtls = _wait(lambda: (r := get(scene.net, scene.a, url)).get("status") == 200 and r, "A -> B")
+    assert mtls["body"]["peer"] == "127.0.0.6" and mtls["body"]["port"] == TCP_PORT
+    handshakes = f"cluster.outbound|{TCP_PORT}||{HOST}.ssl.handshake"
+    assert scene.stat(scene.a, handshakes) >= 1
+
+
+@pytest.mark.parametrize("scene", ["proxy"], indirect=True)
+def test_port_level_mtls_on_a_port_no_service_declares(scene: Scene) -> None:
+    """portLevelMtls on the undeclared port gets passthrough chains of its
+    own (Istio's needPerPortPassthroughFilterChain): STRICT there refuses
+    plaintext while the rest is PERMISSIVE; DISABLE there lets it in while
+    the rest is STRICT."""
+    scene.start()
+    _wait(lambda: scene.from_c("/", UNDECLARED).get("status") == 200, "C -> B:9999")
+    policy = scene.config / "port-level.yaml"
+    policy.write_text(PORT_STRICT.format(mode="PERMISSIVE", port=UNDECLARED, port_mode="STRICT"))
+    _wait(lambda: "error" in scene.from_c("/", UNDECLARED), "C refused on 9999")
+    assert scene.from_c("/").get("status") == 200
+    assert scene.from_a("/").get("status") == 200
+
+    policy.write_text(PORT_STRICT.format(mode="STRICT", port=UNDECLARED, port_mode="DISABLE"))
+    _wait(lambda: "error" in scene.from_c("/"), "C refused on 8080")
+    undeclared = scene.from_c("/", UNDECLARED)
+    assert undeclared.get("status") == 200, undeclared
+    assert undeclared["body"]["port"] == UNDECLARED
+    assert scene.from_a("/").get("status") == 200

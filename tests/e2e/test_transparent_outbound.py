@@ -120,6 +120,45 @@ spec:
     route: [{{destination: {{host: two.example.test, port: {{number: {tls}}}}}}}]
 """
 
+# A wildcard host the app may tunnel to with CONNECT (connect.py); nothing
+# resolves *.wild.test here, so a tunnel to the CONNECT authority fails (503).
+WILD = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild}
+spec:
+  hosts: ["*.wild.test"]
+  location: MESH_EXTERNAL
+  resolution: NONE
+  ports: [{number: 443, name: tls, protocol: TLS}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wild}
+spec:
+  hosts: ["*.wild.test"]
+  tls:
+  - match: [{port: 443, sniHosts: ["*.wild.test"]}]
+    route: [{destination: {host: "*.wild.test"}}]
+"""
+
+# CONNECT AUTHORITY over a connection to HOST:PORT, then a GET in the
+# tunnel: prints the CONNECT's status and whatever came back.
+CONNECT = """\
+import socket, sys
+host, port, authority = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+with socket.create_connection((host, port), timeout=5) as s:
+    s.sendall(f"CONNECT {authority} HTTP/1.1\\r\\nHost: {authority}\\r\\n\\r\\n".encode())
+    s.sendall(b"GET / HTTP/1.1\\r\\nHost: c\\r\\nConnection: close\\r\\n\\r\\n")
+    data = b""
+    try:
+        while chunk := s.recv(4096):
+            data += chunk
+    except OSError:
+        pass
+print(data.decode(errors="replace"))
+"""
+
 REGISTRY_ONLY = """\
 apiVersion: networking.istio.io/v1
 kind: Sidecar
@@ -161,6 +200,7 @@ class Scene:
         (self.config / "mesh.yaml").write_text(
             MESH.format(http=HTTP, tcp=TCP, tls=TLS, a=self.a.ip, b1=self.b1.ip, b2=self.b2.ip)
         )
+        (self.config / "wild.yaml").write_text(WILD)
         issued = CertAuthority().issue("*.example.test")
         cert, key = self.work / "tls.crt", self.work / "tls.key"
         cert.write_bytes(issued.cert_pem)
@@ -211,6 +251,13 @@ class Scene:
         self, pod: Pod, ip: str, port: int, host: str, count: int, uid: int | None = APP_UID
     ) -> dict[str, int]:
         return self._client(pod, ["http", ip, str(port), host, str(count)], uid)
+
+    def connect(self, ip: str, port: int, authority: str) -> str:
+        """The app's CONNECT, sent to ip:port: what came back."""
+        argv = [sys.executable, "-I", "-c", CONNECT, ip, str(port), authority]
+        done = self.net.run(self.a, argv, uid=APP_UID, timeout=30)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
 
     def tcp(
         self, ip: str, port: int, count: int = 1, sni: str = "", uid: int = APP_UID
@@ -266,6 +313,32 @@ def test_tls_route_by_sni(scene: Scene) -> None:
     assert scene.tcp(c, TLS, sni="secure.example.test") == {"b2": 1}
     assert scene.tcp(c, TLS, sni="one.example.test") == {"b1": 1}
     assert scene.tcp(c, TLS, sni="elsewhere.test") == {"c": 1}
+
+
+def test_connect_goes_to_its_authority_never_to_the_dialled_address(scene: Scene) -> None:
+    """The shared route table's CONNECT routes (VirtualService tls rules at
+    a sidecar, connect.py) on a captured HTTP port: the app dials C, an
+    address of its choosing, and CONNECTs to a wildcard name the rule
+    allows. The tunnel goes to the name (which does not resolve: 503),
+    never to C, which a PassthroughCluster (ORIGINAL_DST here) would reach."""
+    c = scene.c.ip
+    assert scene.http(scene.a, c, HTTP, "c.outside.test", 1) == {"c": 1}  # C is reachable
+    answer = scene.connect(c, HTTP, "x.wild.test:443")
+    assert answer.startswith("HTTP/1.1 503"), answer
+    assert "\r\n\r\nc" not in answer  # C's HTTP app says "c"
+    # A name no rule allows gets no tunnel at all.
+    assert scene.connect(c, HTTP, f"{c}:{HTTP}").startswith("HTTP/1.1 404")
+
+    (scene.config / "sidecar.yaml").write_text(REGISTRY_ONLY)
+    try:
+        _wait(lambda: "c" not in scene.tcp(c, OUTSIDE), "REGISTRY_ONLY in force")
+        answer = scene.connect(c, HTTP, "x.wild.test:443")
+        assert answer.startswith("HTTP/1.1 503"), answer
+        assert "\r\n\r\nc" not in answer
+        assert not scene.connect(c, HTTP, f"{c}:{HTTP}").startswith("HTTP/1.1 200")
+    finally:
+        (scene.config / "sidecar.yaml").unlink()
+        _wait(lambda: scene.tcp(c, OUTSIDE) == {"c": 1}, "ALLOW_ANY again")
 
 
 def test_outbound_traffic_policy_and_removing_the_rules(scene: Scene) -> None:

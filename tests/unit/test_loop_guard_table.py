@@ -58,7 +58,7 @@ ROWS: list[tuple[str, str, dict[str, Any], dict[int, list[str]], dict[str, str]]
         "permissive",
         "",
         {},
-        {80: ["mtls", "plaintext"], 5432: ["mtls", "plaintext"]},
+        {80: ["mtls", "plaintext"], 5432: ["mtls", "tls", "plaintext"]},
         {"inbound|80||": "127.0.0.6", "inbound|5432||": "127.0.0.6"},
     ),
     (
@@ -89,7 +89,7 @@ ROWS: list[tuple[str, str, dict[str, Any], dict[int, list[str]], dict[str, str]]
         "ipv6-app",
         "",
         {"sailplane.app_address": "::1"},
-        {80: ["mtls", "plaintext"], 5432: ["mtls", "plaintext"]},
+        {80: ["mtls", "plaintext"], 5432: ["mtls", "tls", "plaintext"]},
         {"inbound|80||": "", "inbound|5432||": ""},  # ::6 is no address of the host
     ),
 ]

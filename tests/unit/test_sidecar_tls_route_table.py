@@ -235,7 +235,7 @@ def test_wildcard_service_entry_goes_to_the_forward_proxy(tmp_path: Path) -> Non
     result = load(tmp_path, text.replace("name: wikipedia\n", "name: wikipedia-vs\n", 1))
     assert not [d.format() for d in result.diagnostics if "tls" in d.format()]
     assert result.mesh is not None
-    assert tunnels(result.mesh) == [(("*.wikipedia.org:443",), "PassthroughCluster")]
+    assert tunnels(result.mesh) == [(("*.wikipedia.org:443",), "ConnectAuthorityCluster")]
 
 
 def test_domain_of_an_http_virtual_host_is_not_duplicated(tmp_path: Path) -> None:

@@ -17,10 +17,11 @@ from sailplane.config.loader import load_dir
 from sailplane.errors import UnknownProxy
 from sailplane.model.mesh import MeshConfig
 from sailplane.server.controller import Controller
-from sailplane.server.envoycheck import check_configs, envoy_runner, find_envoy
+from sailplane.server.envoycheck import EnvoyNotFound, check_configs, envoy_runner, find_envoy
 from sailplane.server.envoystatic import static_config
 from sailplane.translate import build_proxy_resources, proxy_from_node
 from sailplane.translate.bootstrap import build_bootstrap
+from sailplane.translate.build import build_routes, routes_key
 from sailplane.translate.proxy import Capture
 from sailplane.translate.transparent_inbound import VIRTUAL_INBOUND
 from sailplane.xds import SnapshotCache
@@ -76,17 +77,20 @@ def test_transparent_sidecars_get_virtual_inbound_instead_of_bound_ports(mesh: M
 
 
 def test_routes_are_the_same_in_both_modes(mesh: MeshConfig) -> None:
-    """The route tables are shared by routes_key, which has no mode in it."""
+    """The route tables are shared by routes_key, which has no mode in it:
+    the shared outbound table and the proxy's own inbound ones alike."""
     proxy = proxy_from_node("backend-1.shop", {"INTERCEPTION_MODE": "REDIRECT"}, mesh)
+    bound_proxy = dataclasses.replace(proxy, capture=Capture.PROXY)
+    assert routes_key(mesh, proxy) == routes_key(mesh, bound_proxy)
+    assert build_routes(mesh, proxy) == build_routes(mesh, bound_proxy)
     transparent = build_proxy_resources(mesh, proxy).own_routes
-    bound = build_proxy_resources(mesh, dataclasses.replace(proxy, capture=Capture.PROXY))
-    assert transparent == bound.own_routes
+    assert transparent == build_proxy_resources(mesh, bound_proxy).own_routes
 
 
 def test_envoy_accepts_virtual_inbound_and_its_clusters(mesh: MeshConfig) -> None:
     try:
         envoy = find_envoy()
-    except Exception as exc:  # EnvoyNotFound
+    except EnvoyNotFound as exc:
         pytest.skip(str(exc))
     controller = Controller(SnapshotCache(), trust_domain=mesh.trust_domain)
     controller.apply(mesh)
@@ -141,7 +145,7 @@ def test_bad_annotations_name_file_line_and_field() -> None:
     assert result.mesh is not None
     found = [d.format() for d in result.diagnostics if "interceptionMode" in d.format()]
     assert len(found) == 2, found
-    assert found[0].startswith("mesh.yaml:93:") and "TPROXY is not supported" in found[0]
+    assert found[0].startswith("mesh.yaml:108:") and "TPROXY is not supported" in found[0]
     assert "metadata.annotations.sidecar.istio.io/interceptionMode" in found[0]
     assert "did you mean 'REDIRECT'" in found[1]
     # A bad annotation drops only its own WorkloadEntry.

@@ -12,7 +12,7 @@ import pytest
 from sailplane.config.loader import load_dir
 from sailplane.model.mesh import MeshConfig
 from sailplane.server.controller import Controller
-from sailplane.server.envoycheck import check_configs, envoy_runner, find_envoy
+from sailplane.server.envoycheck import EnvoyNotFound, check_configs, envoy_runner, find_envoy
 from sailplane.server.envoystatic import static_config
 from sailplane.translate import build_proxy_resources, proxy_from_node
 from sailplane.translate.proxy import Capture
@@ -112,7 +112,7 @@ def test_transparent_mode_replaces_the_http_proxy_listener(mesh: MeshConfig) -> 
 def test_envoy_accepts_the_outbound_side(case: str) -> None:
     try:
         envoy = find_envoy()
-    except Exception as exc:  # EnvoyNotFound
+    except EnvoyNotFound as exc:
         pytest.skip(str(exc))
     m = _mesh(case)
     controller = Controller(SnapshotCache(), trust_domain=m.trust_domain)
