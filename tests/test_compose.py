@@ -445,6 +445,23 @@ def test_capture_lets_only_the_proxies_uid_by_and_only_init_has_net_admin() -> N
         assert mode == ("REDIRECT" if proxy.get("network_mode") else None), name
 
 
+def test_every_service_drops_all_capabilities_and_gains_none() -> None:
+    """An app (uid 10002) must never become the proxies' 10001, which capture
+    lets by; no container here needs a capability but init's NET_ADMIN. Only
+    the observability profile's third-party images are left as they come."""
+    one_shot = set(one_shot_services())
+    long_running = 0
+    for name, service in services().items():
+        if service.get("profiles"):
+            continue
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        if name not in one_shot:
+            assert not service.get("cap_add"), name
+            long_running += 1
+    assert long_running == 18  # sailplane, 5 pods, 5 apps, 5 sidecars, gateway, client
+
+
 def test_the_legacy_client_starts_once_the_backends_sidecars_are_ready() -> None:
     client = services()["legacy-client"]
     assert client["command"] == ["client"]

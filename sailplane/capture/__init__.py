@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from sailplane.capture.apply import install, remove
 from sailplane.capture.rules import (
-    ALWAYS_EXCLUDED_INBOUND_PORTS,
     CHAINS,
     INBOUND_CAPTURE_PORT,
     OUTBOUND_CAPTURE_PORT,
@@ -23,7 +22,6 @@ from sailplane.capture.rules import (
 )
 
 __all__ = [
-    "ALWAYS_EXCLUDED_INBOUND_PORTS",
     "CHAINS",
     "INBOUND_CAPTURE_PORT",
     "OUTBOUND_CAPTURE_PORT",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sailplane.capture.rules import (
     CaptureOptions,
     Family,
+    global_ipv6_addresses,
     install_script,
     installed,
     nat_rules,
@@ -25,6 +26,8 @@ from sailplane.capture.rules import (
 from sailplane.errors import CaptureError
 
 TIMEOUT_SECONDS = 30.0
+# This network namespace's IPv6 addresses (/proc/net follows the reader's netns).
+IF_INET6 = "/proc/net/if_inet6"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +71,36 @@ def saved_nat(tools: Tools) -> str:
     return _run([tools.save, "-t", "nat"])
 
 
+def uncaptured_ipv6(options: CaptureOptions, if_inet6: str | None = None) -> list[str]:
+    """The global IPv6 addresses of this network namespace whose TCP the
+    rules of ``options`` would let by (all of them unless ``dual_stack``)."""
+    if 6 in options.families:
+        return []
+    if_inet6 = if_inet6 or IF_INET6
+    try:
+        with open(if_inet6, encoding="ascii") as table:
+            return global_ipv6_addresses(table.read())
+    except FileNotFoundError:
+        return []  # IPv6 is off in this kernel
+    except OSError as exc:
+        raise CaptureError(f"cannot read {if_inet6}: {exc}") from exc
+
+
 def install(options: CaptureOptions) -> None:
-    """Install (or replace) the rules of every family of ``options``."""
-    for tools in [find_tools(family) for family in options.families]:
+    """Install (or replace) the rules of every family of ``options``.
+
+    Refused when the namespace has a global IPv6 address and ``options`` are
+    IPv4 only: its TCP would go around the proxy (past STRICT and
+    REGISTRY_ONLY) with nothing said."""
+    found = [find_tools(family) for family in options.families]
+    addresses = uncaptured_ipv6(options)
+    if addresses:
+        raise CaptureError(
+            f"this network namespace has global IPv6 addresses ({', '.join(addresses)}) "
+            "whose TCP IPv4-only rules would not capture: pass --dual-stack, "
+            "or turn IPv6 off in it (net.ipv6.conf.all.disable_ipv6=1)"
+        )
+    for tools in found:
         state = installed(saved_nat(tools))
         script = install_script(nat_rules(options, tools.family), state.jumps)
         _run([tools.restore, "--noflush"], script)

@@ -36,9 +36,11 @@ JUMP_CHAINS = ("PREROUTING", "OUTPUT")
 OUTBOUND_CAPTURE_PORT = 15001
 INBOUND_CAPTURE_PORT = 15006
 
-# Never captured inbound, as Istio's injector adds them (15090 Prometheus,
-# 15021 health, 15020 merged metrics) plus the proxy's admin port.
-ALWAYS_EXCLUDED_INBOUND_PORTS = (15000, 15020, 15021, 15090)
+# No inbound port is excluded unless asked. Istio's injector excludes its
+# agent's 15020/15021/15090, which nothing of sailplane binds: an app
+# listening there would bypass STRICT. The proxy's admin (15000) listens on
+# 127.0.0.1, which inbound capture (PREROUTING) never sees; an admin bound
+# beyond loopback had better go through virtualInbound than around it.
 
 # The proxy's inbound side binds this source to reach its app (Istio's
 # InboundPassthroughBindIpv4/6).
@@ -80,8 +82,8 @@ class CaptureOptions:
         object.__setattr__(self, "families", (4, 6) if self.dual_stack else (4,))
 
     def excluded_inbound_ports(self) -> tuple[int, ...]:
-        """Istio's order: the always-excluded ports, then the user's, once each."""
-        return tuple(dict.fromkeys((*ALWAYS_EXCLUDED_INBOUND_PORTS, *self.exclude_inbound_ports)))
+        """The user's, in their order, once each."""
+        return tuple(dict.fromkeys(self.exclude_inbound_ports))
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,21 @@ def remove_script(installed_jumps: Iterable[str], installed_chains: Iterable[str
         return None
     flushes = [f":{chain} - [0:0]" for chain in chains]
     return _script([*deletions, *flushes, *(f"-X {chain}" for chain in chains)])
+
+
+def global_ipv6_addresses(if_inet6: str) -> list[str]:
+    """The addresses of ``/proc/net/if_inet6`` (one per line: address in 32
+    hex digits, ifindex, prefix length, scope, flags, interface) whose scope
+    is global, as ``ADDRESS (INTERFACE)``. The kernel's scope, not Python's
+    ``is_global``: a unique-local address (fd00::/8, Docker's usual IPv6)
+    routes beyond the pod as well as a public one does."""
+    found = []
+    for line in if_inet6.splitlines():
+        words = line.split()
+        if len(words) == 6 and words[3] == "00" and len(words[0]) == 32:
+            address = ipaddress.IPv6Address(int(words[0], 16))
+            found.append(f"{address} ({words[5]})")
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,8 +65,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "traffic (its uid or gid), loopback and what is excluded. Chains ISTIO_INBOUND, "
         "ISTIO_IN_REDIRECT, ISTIO_OUTPUT and ISTIO_REDIRECT. Running it again replaces the "
         "rules (one copy); --remove deletes exactly them (IPv6 too wherever ip6tables has "
-        "them). DNS is not captured. Exit status: 0 done, 1 could not "
-        "(no iptables, no CAP_NET_ADMIN, a rule rejected), 2 usage.",
+        "them). DNS is not captured. Without --dual-stack it refuses a namespace with a "
+        "global IPv6 address, whose TCP would go around the proxy. Exit status: 0 done, "
+        "1 could not (no iptables, no CAP_NET_ADMIN, a rule rejected, uncaptured IPv6), "
+        "2 usage.",
     )
     capture.add_argument(
         "--proxy-uid", type=_id, default=1337, help="uid the proxy runs as (default 1337)"
@@ -86,7 +88,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         type=_ports,
         default=(),
         metavar="PORTS",
-        help="inbound ports never captured with '*' (15000, 15020, 15021, 15090 always are)",
+        help="inbound ports never captured with '*' (none unless listed)",
     )
     capture.add_argument(
         "--include-outbound-cidrs",

@@ -10,11 +10,13 @@ from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.cors.v3 import cors_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from envoy.type.v3 import range_pb2
 from google.protobuf.message import Message
 
 from sailplane.model.authz import AuthorizationPolicy
@@ -35,7 +37,7 @@ from sailplane.translate.common import (
 from sailplane.translate.egress import BLACKHOLE_CLUSTER, forward_proxy_filter
 from sailplane.translate.httproute import CORS_FILTER, FAULT_FILTER
 from sailplane.translate.loopguard import with_loop_guards
-from sailplane.translate.mtls import inbound_filter_chains
+from sailplane.translate.mtls import inbound_filter_chains, sniffed_filter_chains
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.sidecar_ingress import ingress_tls_socket
 from sailplane.translate.telemetry import decorate_http, decorate_tcp
@@ -164,12 +166,19 @@ def inbound_chains(
     telemetry: WorkloadTelemetry | None = None,
     tls: IngressTLS | None = None,
     jwt: Sequence[hcm_pb2.HttpFilter] = (),
+    sniff: bool = False,
 ) -> tuple[list[listener_components_pb2.FilterChain], bool]:
     """The filter chains of one inbound port, and whether they need a TLS
     inspector: the port's PeerAuthentication mode decides plaintext / mTLS
     (see mtls.py); a Sidecar ingress's ``tls`` terminates TLS where that
     mode is DISABLE (sidecar_ingress.py). Shared by the bound listener of
     proxy mode and the port's chains in virtualInbound (transparent_inbound.py).
+
+    ``sniff`` (virtualInbound, where every connection is captured): a port
+    of unknown protocol gets Istio's sniffed chains, HTTP and TCP side by
+    side (mtls.sniffed_filter_chains; the listener adds http_inspector).
+    Proxy mode's bound listener serves it as HTTP (serves_http): it faces
+    the clients of the HTTP proxy.
 
     HTTP ports take their routes, and with them their AuthorizationPolicies,
     over RDS (``inbound|PORT||``, see routes.build_inbound_route_config):
@@ -179,7 +188,7 @@ def inbound_chains(
     cluster = names.inbound_cluster_name(workload_port)
     http = serves_http(protocol)
 
-    def filters(tls: bool) -> list[listener_components_pb2.Filter]:
+    def filters(tls: bool, http: bool = http) -> list[listener_components_pb2.Filter]:
         if not http:
             tcp = tcp_proxy_pb2.TcpProxy(stat_prefix=cluster, cluster=cluster)
             decorate_tcp(tcp, proxy, telemetry, outbound=False)
@@ -210,6 +219,11 @@ def inbound_chains(
             name="tls", filters=filters(True), transport_socket=ingress_tls_socket(tls, http)
         )
         return [chain], False
+    if sniff and protocol is Protocol.UNKNOWN:
+        chains = sniffed_filter_chains(
+            mtls_mode, trust_domain, lambda http, tls: filters(tls, http)
+        )
+        return chains, mtls_mode != "DISABLE"
     return inbound_filter_chains(mtls_mode, trust_domain, filters, plain_tls=not http)
 
 
@@ -218,6 +232,29 @@ def tls_inspector() -> listener_components_pb2.ListenerFilter:
         name="envoy.filters.listener.tls_inspector",
         typed_config=pack(tls_inspector_pb2.TlsInspector()),
     )
+
+
+def http_inspector(
+    ports: Sequence[int] = (),
+) -> listener_components_pb2.ListenerFilter:
+    """Envoy's http_inspector: reports http/1.0, http/1.1 or h2c as the
+    connection's application protocol, for chains that sniff. Given
+    ``ports``, it runs for connections to those destination ports only
+    (Istio's buildHTTPInspector: the others never wait for it)."""
+    inspector = listener_components_pb2.ListenerFilter(
+        name="envoy.filters.listener.http_inspector",
+        typed_config=pack(http_inspector_pb2.HttpInspector()),
+    )
+    predicate = listener_components_pb2.ListenerFilterChainMatchPredicate
+    rules = [
+        predicate(destination_port_range=range_pb2.Int32Range(start=p, end=p + 1))
+        for p in sorted(set(ports))
+    ]
+    if len(rules) == 1:
+        inspector.filter_disabled.not_match.CopyFrom(rules[0])
+    elif rules:
+        inspector.filter_disabled.not_match.or_match.rules.extend(rules)
+    return inspector
 
 
 def build_inbound_listener(

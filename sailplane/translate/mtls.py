@@ -23,7 +23,7 @@ its workload certificate (SDS secret ``default``) and the mesh trust bundle
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
@@ -46,8 +46,13 @@ TLS_MATCH_KEY = "envoy.transport_socket_match"
 # from a plain TLS client's by them.
 ISTIO_MTLS_ALPNS = ("istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2")
 # Istio's ALPNInMeshWithMxc / ALPNInMeshH2WithMxc (cluster_tls.go): what
-# our own mTLS clusters offer.
+# our own mTLS clusters offer (Istio's mtlsTCPWithMxcALPNs: not known HTTP).
 UPSTREAM_MTLS_ALPNS = ("istio-peer-exchange", "istio")
+# Istio's mtlsHTTPALPNs: what a client sidecar offers instead when it has
+# taken a sniffed port's connection for HTTP (transparent_outbound.py).
+MTLS_HTTP_ALPNS = ("istio-http/1.0", "istio-http/1.1", "istio-h2")
+# Istio's plaintextHTTPALPNs: what http_inspector reports for HTTP.
+PLAINTEXT_HTTP_ALPNS = ("http/1.0", "http/1.1", "h2c")
 
 
 def sds(name: str) -> secret_pb2.SdsSecretConfig:
@@ -262,3 +267,46 @@ def inbound_filter_chains(
         )
     )
     return chains, True
+
+
+def sniffed_filter_chains(
+    mode: str,
+    trust_domain: str,
+    build_filters: Callable[[bool, bool], list[listener_components_pb2.Filter]],
+) -> list[listener_components_pb2.FilterChain]:
+    """The chains of an inbound port whose protocol is sniffed (Istio's
+    ListenerProtocolAuto options in filterchain_options.go):
+    ``build_filters(http, tls)``. Plaintext is told apart by http_inspector
+    (PLAINTEXT_HTTP_ALPNS), mTLS by the client sidecar's ALPN
+    (MTLS_HTTP_ALPNS for HTTP, Istio's others for TCP); under PERMISSIVE
+    an outside client's own TLS passes to the app. Needs the TLS inspector
+    (but under DISABLE) and then http_inspector (but under STRICT)."""
+
+    def chain(
+        name: str, http: bool, transport: str, alpns: Sequence[str], mtls: bool
+    ) -> listener_components_pb2.FilterChain:
+        out = listener_components_pb2.FilterChain(
+            name=name,
+            filter_chain_match=listener_components_pb2.FilterChainMatch(
+                transport_protocol=transport, application_protocols=alpns
+            ),
+            filters=build_filters(http, mtls),
+        )
+        if mtls:
+            out.transport_socket.CopyFrom(downstream_mtls_socket(trust_domain))
+        return out
+
+    plaintext = [
+        chain("plaintext-http", True, "raw_buffer", PLAINTEXT_HTTP_ALPNS, False),
+        chain("plaintext", False, "raw_buffer", (), False),
+    ]
+    if mode == "DISABLE":
+        return plaintext
+    mtls = [
+        chain("mtls-http", True, "tls", MTLS_HTTP_ALPNS, True),
+        # STRICT: any other TLS is mTLS for TCP (Istio's inboundStrictFilterChainMatchOptions).
+        chain("mtls", False, "tls", () if mode == "STRICT" else UPSTREAM_MTLS_ALPNS, True),
+    ]
+    if mode == "STRICT":
+        return mtls
+    return [*mtls, chain("tls", False, "tls", (), False), *plaintext]

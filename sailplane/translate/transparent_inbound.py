@@ -9,7 +9,12 @@ chain by destination port, as Istio's listener_inbound.go
 * one set of chains per inbound port, the same chains the bound listener of
   proxy mode has (listeners.inbound_chains: PeerAuthentication mode per
   port, HTTP over RDS with authorization, TCP with network RBAC, Sidecar
-  ingress, JWT, telemetry), each with ``destination_port`` set;
+  ingress, JWT, telemetry), each with ``destination_port`` set; but a
+  port of unknown protocol, HTTP-only in proxy mode, is sniffed as Istio
+  does (mtls.sniffed_filter_chains): an HTTP chain for what http_inspector
+  (plaintext) or the client sidecar's ALPN (mTLS) says is HTTP, a TCP
+  chain for the rest (raw TCP, server-first protocols after the listener
+  filters' timeout, below); http_inspector runs for those ports only;
 * Istio's passthrough chains (buildInboundPassthroughChains) for ports no
   service declares: a tcp_proxy to ``InboundPassthroughCluster``
   (ORIGINAL_DST) under the workload's port-less PeerAuthentication mode,
@@ -58,12 +63,13 @@ from sailplane.translate.common import duration, pack, socket_address
 from sailplane.translate.egress import original_dst_cluster
 from sailplane.translate.listeners import (
     blackhole_chain,
+    http_inspector,
     inbound_chains,
     tcp_proxy_chain,
     tls_inspector,
 )
 from sailplane.translate.loopguard import upstream_bind
-from sailplane.translate.mtls import inbound_filter_chains
+from sailplane.translate.mtls import PLAINTEXT_HTTP_ALPNS, inbound_filter_chains
 from sailplane.translate.proxy import Proxy
 
 VIRTUAL_INBOUND = "virtualInbound"  # Istio's VirtualInboundListenerName
@@ -72,6 +78,7 @@ INBOUND_PASSTHROUGH_CLUSTER = "InboundPassthroughCluster"
 BLACKHOLE_CHAIN = "virtualInbound-blackhole"  # Istio's VirtualInboundBlackholeFilterChainName
 PASSTHROUGH_STAT_PREFIX = "inbound_passthrough"
 INSPECT_TIMEOUT_S = 15.0  # Envoy's default listener_filters_timeout, see below
+_PLAINTEXT = list(PLAINTEXT_HTTP_ALPNS)
 
 
 def _original_dst_bind(proxy: Proxy, name: str) -> cluster_pb2.Cluster:
@@ -164,6 +171,7 @@ def build_virtual_inbound(
         0,
         blackhole_chain(BLACKHOLE_CHAIN, INBOUND_CAPTURE_PORT, proxy, telemetry, outbound=False),
     )
+    sniffed: list[int] = []
     for port, protocol in ports.items():
         entry = ingress.get(port)
         port_chains, port_inspect = inbound_chains(
@@ -176,7 +184,10 @@ def build_virtual_inbound(
             telemetry,
             entry.tls if entry is not None else None,
             jwt,
+            sniff=True,
         )
+        if any(c.filter_chain_match.application_protocols == _PLAINTEXT for c in port_chains):
+            sniffed.append(port)
         chains.extend(_on_port(port_chains, port))
         inspect = inspect or port_inspect
     listener = listener_pb2.Listener(
@@ -202,4 +213,7 @@ def build_virtual_inbound(
     )
     if inspect:
         listener.listener_filters.append(tls_inspector())
+    if sniffed:
+        # After the TLS inspector: it skips what that one found to be TLS.
+        listener.listener_filters.append(http_inspector(sniffed))
     return listener

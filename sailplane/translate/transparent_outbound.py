@@ -25,8 +25,16 @@ Per port (listener.go, buildSidecarOutboundListeners):
   (pilot_conflict_outbound_listener_tcp_over_current_tcp), and ``notes``
   says which was left out. What no chain matches takes the traffic policy's
   way (Istio's passthrough ``default_filter_chain``).
-* A port with both: Istio's sniffing (HTTPOverTCP): http_inspector, the
-  HTTP chain for plaintext HTTP, the TCP chains for the rest.
+* A port with both, or of unknown protocol (no name prefix, no
+  appProtocol): Istio's sniffing (HTTPOverTCP, AUTO): http_inspector, the
+  HTTP chain for what it says is HTTP, the TCP chains for the rest (a
+  sniffed service's TCP chain is a TCP port's). Envoy matches the
+  destination address before the application protocol, so a sniffed
+  service's addresses get an HTTP chain of their own too. A client that
+  sends nothing (a server-first protocol) is TCP after SNIFF_TIMEOUT_S.
+  On a sniffed port the HCM asks for Istio's mtlsHTTPALPNs on the mTLS it
+  originates (Istio's istio.alpn filter; here set_filter_state): the
+  server sidecar, sniffing too, tells HTTP from TCP by them.
 
 ``PassthroughCluster``: Istio's is ORIGINAL_DST; the mesh-wide one (egress.py)
 is a dynamic forward proxy, for the HTTP-proxy mode where there is no
@@ -50,11 +58,14 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, substitution_format_string_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2
+from envoy.extensions.filters.common.set_filter_state.v3 import value_pb2
+from envoy.extensions.filters.http.set_filter_state.v3 import set_filter_state_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
-from google.protobuf.message import Message
 
 from sailplane.model.hosts import is_ip_address
 from sailplane.model.mesh import MeshConfig
@@ -70,10 +81,12 @@ from sailplane.translate.egress import (
 from sailplane.translate.listeners import (
     blackhole_chain,
     http_connection_manager,
+    http_inspector,
     network_filter,
     tcp_proxy_chain,
     tls_inspector,
 )
+from sailplane.translate.mtls import MTLS_HTTP_ALPNS, PLAINTEXT_HTTP_ALPNS
 from sailplane.translate.proxy import Proxy
 from sailplane.translate.routes import exported_to
 from sailplane.translate.tcproute import TLS_PROTOCOLS, L4Chain, tcp_chains, tls_chains
@@ -86,11 +99,13 @@ FilterChain: TypeAlias = listener_components_pb2.FilterChain
 
 VIRTUAL_OUTBOUND = "virtualOutbound"  # Istio's model.VirtualOutboundListenerName
 WILDCARD = "0.0.0.0"
-# Istio's plaintextHTTPALPNs: what http_inspector reports for HTTP.
-PLAINTEXT_HTTP_ALPNS = ("http/1.0", "http/1.1", "h2c")
-# Sniffing a mixed port: how long to wait for a client's first bytes before
-# taking it for TCP (server-first protocols send nothing).
+# Sniffing a port: how long to wait for a client's first bytes before
+# taking it for TCP (server-first protocols send nothing). Istio's
+# protocolDetectionTimeout is 0 by default, no timeout: a server-first
+# client of an unnamed port waits forever (its docs: name such ports).
 SNIFF_TIMEOUT_S = 1.0
+# The ALPN a sniffed port's HTTP asks its mTLS to offer (mtls.py).
+_HTTP_ALPN_STATE = "envoy.network.application_protocols"
 
 
 @dataclass(frozen=True)
@@ -159,18 +174,20 @@ def visible_ports(mesh: MeshConfig, proxy: Proxy) -> dict[int, list[tuple[Servic
 
 def _l4_chains(
     mesh: MeshConfig, proxy: Proxy, entries: Sequence[tuple[Service, ServicePort]]
-) -> tuple[list[L4Chain], list[str]]:
-    """The TCP/TLS chains of a port. Envoy refuses two chains that match a
-    destination address and SNI alike, so the first chain to match one
-    keeps it (Istio: the listener it had wins); a later chain loses it, or
-    is left out when nothing is left, with a note."""
+) -> tuple[list[L4Chain], list[str], set[str]]:
+    """The TCP/TLS chains of a port (sniffed services' too), the notes, and
+    the addresses of the sniffed services' chains. Envoy refuses two
+    chains that match a destination address and SNI alike, so the first
+    chain to match one keeps it (Istio: the listener it had wins); a later
+    chain loses it, or is left out when nothing is left, with a note."""
     sidecar = mesh.sidecar_for(proxy.workload)
     labels, namespace = proxy.workload.labels, proxy.namespace
     chains: list[L4Chain] = []
     taken: dict[tuple[str, str], str] = {}  # (CIDR or "", SNI or "") -> who has it
     notes: list[str] = []
+    sniffed: set[str] = set()
     for service, port in entries:
-        if port.protocol.is_http or port.protocol is Protocol.UNKNOWN:
+        if port.protocol.is_http:
             continue
         if port.protocol in TLS_PROTOCOLS:
             # SNI tells TLS services apart; an instance's address is not
@@ -196,7 +213,9 @@ def _l4_chains(
             if keep is not None:
                 taken.update(dict.fromkeys(_claims(keep), keep.source))
                 chains.append(keep)
-    return chains, notes
+                if port.protocol is Protocol.UNKNOWN:
+                    sniffed.update(keep.cidrs)
+    return chains, notes, sniffed
 
 
 def _claims(chain: L4Chain) -> list[tuple[str, str]]:
@@ -230,8 +249,44 @@ def _filter_chain(chain: L4Chain, proxy: Proxy, telemetry: WorkloadTelemetry | N
     return out
 
 
-def _listener_filter(name: str, config: Message) -> listener_components_pb2.ListenerFilter:
-    return listener_components_pb2.ListenerFilter(name=name, typed_config=pack(config))
+def _http_alpn_filter() -> hcm_pb2.HttpFilter:
+    """Istio's istio.alpn: the upstream mTLS of this request offers
+    mtlsHTTPALPNs, so a sniffing server sidecar takes it for HTTP."""
+    value = value_pb2.FilterStateValue(
+        object_key=_HTTP_ALPN_STATE,
+        format_string=substitution_format_string_pb2.SubstitutionFormatString(
+            text_format_source=base_pb2.DataSource(inline_string=",".join(MTLS_HTTP_ALPNS))
+        ),
+        shared_with_upstream=value_pb2.FilterStateValue.ONCE,
+    )
+    return hcm_pb2.HttpFilter(
+        name="envoy.filters.http.set_filter_state",
+        typed_config=pack(set_filter_state_pb2.Config(on_request_headers=[value])),
+    )
+
+
+def _http_chains(
+    name: str, proxy: Proxy, telemetry: WorkloadTelemetry | None, sniff: bool, cidrs: set[str]
+) -> list[FilterChain]:
+    """The HTTP chain(s) of a port: on the shared outbound route table, by
+    Host. Sniffing, they take what http_inspector says is HTTP: one for
+    any address, one for the sniffed services' own (see the module)."""
+    route = names.outbound_route_name(proxy.outbound_address[1])
+    extra = [_http_alpn_filter()] if sniff else []
+    manager = http_connection_manager(f"outbound_{name}", route, extra)
+    decorate_http(manager, proxy, telemetry, outbound=True)
+    chain = FilterChain(name=f"{name}-http", filters=[network_filter(HCM_FILTER, manager)])
+    if not sniff:
+        return [chain]
+    chain.filter_chain_match.application_protocols.extend(PLAINTEXT_HTTP_ALPNS)
+    chains = [chain]
+    if cidrs:
+        own = FilterChain()
+        own.CopyFrom(chain)
+        own.name = f"{name}-http-sniffed"
+        own.filter_chain_match.prefix_ranges.extend(_cidr(c) for c in sorted(cidrs))
+        chains.append(own)
+    return chains
 
 
 def build_port_listener(
@@ -245,7 +300,7 @@ def build_port_listener(
     """``0.0.0.0_PORT``: reached only through virtualOutbound."""
     name = names.listener_name(WILDCARD, number)
     http = any(p.protocol.is_http or p.protocol is Protocol.UNKNOWN for _, p in entries)
-    l4, notes = _l4_chains(mesh, proxy, entries)
+    l4, notes, sniffed = _l4_chains(mesh, proxy, entries)
     listener = Listener(
         name=name,
         address=socket_address(WILDCARD, number),
@@ -254,20 +309,12 @@ def build_port_listener(
     )
     listener.filter_chains.extend(_filter_chain(c, proxy, telemetry) for c in l4)
     if http:
-        route = names.outbound_route_name(proxy.outbound_address[1])
-        manager = http_connection_manager(f"outbound_{name}", route)
-        decorate_http(manager, proxy, telemetry, outbound=True)
-        chain = FilterChain(name=f"{name}-http", filters=[network_filter(HCM_FILTER, manager)])
-        if l4:  # Istio's HTTPOverTCP: sniff
-            chain.filter_chain_match.application_protocols.extend(PLAINTEXT_HTTP_ALPNS)
-            listener.listener_filters.append(
-                _listener_filter(
-                    "envoy.filters.listener.http_inspector", http_inspector_pb2.HttpInspector()
-                )
-            )
+        sniff = bool(l4)  # Istio's HTTPOverTCP / AUTO
+        listener.filter_chains.extend(_http_chains(name, proxy, telemetry, sniff, sniffed))
+        if sniff:
+            listener.listener_filters.append(http_inspector())
             listener.listener_filters_timeout.CopyFrom(duration(SNIFF_TIMEOUT_S))
             listener.continue_on_listener_filters_timeout = True
-        listener.filter_chains.append(chain)
     if any(c.sni for c in l4):
         listener.listener_filters.insert(0, tls_inspector())
     if l4:

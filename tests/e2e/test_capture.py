@@ -27,6 +27,9 @@ PORT = 9000  # A's app port and B's service port
 EXCLUDED_OUT_PORT = 9001
 CONTROL_PLANE_PORT = 9002
 EXCLUDED_IN_PORT = 9001
+# Istio's injector excludes its agent's ports; nothing of sailplane binds
+# them, so an app listening there is captured like any other.
+ISTIO_AGENT_PORTS = (15020, 15021, 15090)
 
 
 def capture(net: PodNetwork, *argv: str, uid: int | None = None) -> tuple[int, str, str]:
@@ -48,7 +51,7 @@ def pods() -> Iterator[PodNetwork]:
         a = network["a"]
         start_server(network, a, "outbound", [15001])
         start_server(network, a, "inbound", [15006])
-        start_server(network, a, "app-a", [PORT, EXCLUDED_IN_PORT, 15020])
+        start_server(network, a, "app-a", [PORT, EXCLUDED_IN_PORT, *ISTIO_AGENT_PORTS])
         start_server(network, network["b"], "b", [PORT, EXCLUDED_OUT_PORT, CONTROL_PLANE_PORT])
         start_server(network, network["c"], "c", [PORT])
         yield network
@@ -112,7 +115,9 @@ def test_inbound_connections_land_on_15006_but_excluded_ports(captured: PodNetwo
     landed = probe(captured, captured["b"], a, PORT)
     assert (landed.listener, landed.orig) == ("inbound", f"{a}:{PORT}")
     assert probe(captured, captured["b"], a, EXCLUDED_IN_PORT).listener == "app-a"
-    assert probe(captured, captured["b"], a, 15020).listener == "app-a"  # always excluded
+    for port in ISTIO_AGENT_PORTS:
+        landed = probe(captured, captured["b"], a, port)
+        assert (landed.listener, landed.orig) == ("inbound", f"{a}:{port}")
 
 
 def test_loopback_as_istio(captured: PodNetwork) -> None:
@@ -175,3 +180,20 @@ def test_dual_stack_installs_the_ip6tables_rules_and_remove_takes_them_out(net: 
     # --remove takes the IPv6 rules out too, without being told --dual-stack.
     assert capture(net, "--remove")[0] == 0
     assert "ISTIO_" not in nat6() + nat_table(net)
+
+
+def test_a_global_ipv6_address_is_refused_without_dual_stack(net: PodNetwork) -> None:
+    """Its TCP would go around the proxy; link-local ones (every pod here
+    has one on eth0) are no reason to refuse."""
+    assert capture(net)[0] == 0
+    assert capture(net, "--remove")[0] == 0
+    add = ["ip", "-6", "addr", "add", "fd00:250::11/64", "dev", "eth0", "nodad"]
+    assert net.run(net["a"], add).returncode == 0
+
+    code, out, err = capture(net)
+    assert (code, out) == (1, "")
+    assert "fd00:250::11 (eth0)" in err and "--dual-stack" in err, err
+    assert "ISTIO_" not in nat_table(net)
+
+    assert capture(net, "--dual-stack")[0] == 0
+    assert "ISTIO_OUTPUT" in nat_table(net)

@@ -317,3 +317,73 @@ def test_port_level_mtls_on_a_port_no_service_declares(scene: Scene) -> None:
     assert undeclared.get("status") == 200, undeclared
     assert undeclared["body"]["port"] == UNDECLARED
     assert scene.from_a("/").get("status") == 200
+
+
+SNIFF_ECHO, SNIFF_BANNER, SNIFF_HTTP = 7071, 7072, 7073  # ports of unknown protocol
+
+SNIFFED = """\
+apiVersion: v1
+kind: Service
+metadata: {{name: sniffed}}
+spec:
+  selector: {{app: backend}}
+  ports: [{{port: {echo}}}, {{name: banner, port: {banner}}}, {{name: web, port: {http}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: sniffed}}
+spec:
+  hosts: [sniffed]
+  http:
+  - match: [{{port: {http}}}]
+    rewrite: {{uri: /rewritten/}}
+    route: [{{destination: {{host: sniffed, port: {{number: {http}}}}}}}]
+"""
+
+
+@pytest.mark.parametrize("scene", ["transparent"], indirect=True)
+def test_ports_of_unknown_protocol_are_sniffed(scene: Scene) -> None:
+    """Ports no name or appProtocol types (Istio's sniffing): a raw TCP
+    echo and a server-first banner reach B's apps from A's captured app
+    through both sidecars (A: TCP after http_inspector; B: mTLS with
+    Istio's TCP ALPNs, its TCP chain), and HTTP on another such port is
+    still routed by Host (the VirtualService's rewrite applies) and
+    reaches B's HTTP chain (A's identity in XFCC: istio-http ALPN)."""
+    specs = [f"echo:{SNIFF_ECHO}", f"tcp:{SNIFF_BANNER}"]
+    apps = scene.net.spawn(scene.b, [sys.executable, "-I", L4APPS, "serve", "b-l4", *specs])
+    assert apps.stdout is not None and apps.stdout.readline() == "ready\n"
+    web = scene.net.spawn(scene.b, [sys.executable, "-I", PEERECHO, "serve", str(SNIFF_HTTP)])
+    assert web.stdout is not None and web.stdout.readline() == "ready\n"
+    scene.start()
+    (scene.config / "sniffed.yaml").write_text(
+        SNIFFED.format(echo=SNIFF_ECHO, banner=SNIFF_BANNER, http=SNIFF_HTTP)
+    )
+    host = f"sniffed.default.svc.cluster.local:{SNIFF_HTTP}"
+    url = f"http://{scene.b.ip}:{SNIFF_HTTP}/path"
+
+    def via_a() -> dict[str, Any]:
+        return get(scene.net, scene.a, url, "", host)
+
+    http = _wait(
+        lambda: (
+            (r := via_a()).get("status") == 200 and r["body"]["path"] == "/rewritten/path" and r
+        ),
+        "A -> B sniffed HTTP, rewritten",
+    )
+    assert "spiffe://cluster.local/ns/default/sa/client" in http["body"]["xfcc"]
+
+    def l4(kind: str, pod: Pod, port: int) -> dict[str, int]:
+        argv = [sys.executable, "-I", L4APPS, kind, scene.b.ip, str(port), "2"]
+        done = scene.net.run(pod, argv, uid=APP_UID, timeout=60)
+        assert done.returncode == 0, done.stderr
+        seen: dict[str, int] = json.loads(done.stdout)
+        return seen
+
+    assert l4("echo", scene.a, SNIFF_ECHO) == {"b-l4:ping": 2}
+    assert l4("tcp", scene.a, SNIFF_BANNER) == {"b-l4": 2}  # after A's sniffing timeout
+    mtls = f"cluster.outbound|{SNIFF_ECHO}||sniffed.default.svc.cluster.local.ssl.handshake"
+    assert scene.stat(scene.a, mtls) >= 2
+    # C, plaintext from outside the mesh (PERMISSIVE): B sniffs it too.
+    assert l4("echo", scene.c, SNIFF_ECHO) == {"b-l4:ping": 2}
+    plain = get(scene.net, scene.c, f"http://{scene.b.ip}:{SNIFF_HTTP}/p")
+    assert plain.get("status") == 200 and plain["body"]["path"] == "/p", plain

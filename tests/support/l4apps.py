@@ -2,14 +2,18 @@
 count the answers; stdlib only, so any uid can run them inside a pod
 (tests/support/netns.py) with no proxy settings.
 
-    l4apps.py serve NAME [http:PORT] [tcp:PORT] [tls:PORT:CERT:KEY]...
+    l4apps.py serve NAME [http:PORT] [tcp:PORT] [tls:PORT:CERT:KEY] [echo:PORT]...
         print "ready", then answer: HTTP GET with the body NAME, TCP and TLS
         connections (after the handshake) with the line NAME, then close
+        (the server speaks first); echo connections read a line LINE first
+        and answer NAME:LINE (the client speaks first, not HTTP)
     l4apps.py http HOST PORT HOSTHEADER COUNT
         COUNT GETs on one kept-alive connection, Host: HOSTHEADER
     l4apps.py tcp HOST PORT COUNT [SNI]
         COUNT connections (TLS with server_hostname SNI when given), each
         reading one line
+    l4apps.py echo HOST PORT COUNT
+        COUNT connections, each sending the line "ping" and reading one line
 
 The clients print JSON: answer -> how many times ("error:..." for failures).
 """
@@ -42,6 +46,11 @@ def _serve(name: str, specs: list[str]) -> None:
         def log_message(self, *args: object) -> None:
             pass
 
+    class Echo(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            line = self.rfile.readline().decode().strip()
+            self.wfile.write(f"{name}:{line}\n".encode())
+
     class Line(socketserver.BaseRequestHandler):
         context: ssl.SSLContext | None = None
 
@@ -58,12 +67,15 @@ def _serve(name: str, specs: list[str]) -> None:
         if kind == "http":
             servers.append(http.server.ThreadingHTTPServer(("0.0.0.0", int(port)), Http))
             continue
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        if kind == "echo":
+            servers.append(socketserver.ThreadingTCPServer(("0.0.0.0", int(port)), Echo))
+            continue
         handler: type[Line] = Line
         if kind == "tls":
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(files[0], files[1])
             handler = type("Tls", (Line,), {"context": context})
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
         servers.append(socketserver.ThreadingTCPServer(("0.0.0.0", int(port)), handler))
     for server in servers:
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -87,10 +99,12 @@ def _http(host: str, port: int, authority: str, count: int) -> Counter[str]:
     return seen
 
 
-def _line(host: str, port: int, sni: str) -> str:
+def _line(host: str, port: int, sni: str, send: bytes = b"") -> str:
     try:
         with socket.create_connection((host, port), timeout=5) as raw:
             sock: socket.socket = raw
+            if send:
+                sock.sendall(send)
             if sni:
                 context = ssl.create_default_context()
                 context.check_hostname = False
@@ -114,6 +128,8 @@ def main(argv: list[str]) -> None:
         return
     if command == "http":
         seen = _http(rest[0], int(rest[1]), rest[2], int(rest[3]))
+    elif command == "echo":
+        seen = Counter(_line(rest[0], int(rest[1]), "", b"ping\n") for _ in range(int(rest[2])))
     else:
         sni = rest[3] if len(rest) > 3 else ""
         seen = Counter(_line(rest[0], int(rest[1]), sni) for _ in range(int(rest[2])))

@@ -5,15 +5,20 @@ they do to real connections is tests/e2e/test_capture.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sailplane.capture import (
     CaptureOptions,
+    apply,
     install_script,
     installed,
     nat_rules,
     remove_script,
 )
+from sailplane.capture.apply import uncaptured_ipv6
+from sailplane.capture.rules import global_ipv6_addresses
 from sailplane.cli import main
 
 SAVED = """\
@@ -127,3 +132,45 @@ def test_removed_flags_are_unknown(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["capture", "--dry-run", *argv])
     assert exit_.value.code == 2
+
+
+IF_INET6 = """\
+00000000000000000000000000000001 01 80 10 80       lo
+fe8000000000000000fc00fffe000001 04 40 20 80     eth0
+fd000000000000000000000000000002 04 40 00 82     eth0
+20010db8000000000000000000000005 05 40 00 80   eth1
+"""
+
+
+def test_global_ipv6_addresses_are_the_kernels_global_scope() -> None:
+    """Loopback (host scope) and link-local are not; a unique-local is."""
+    assert global_ipv6_addresses(IF_INET6) == ["fd00::2 (eth0)", "2001:db8::5 (eth1)"]
+    assert global_ipv6_addresses("") == []
+
+
+def test_ipv4_only_capture_refuses_a_namespace_with_global_ipv6(tmp_path: Path) -> None:
+    table = tmp_path / "if_inet6"
+    table.write_text(IF_INET6)
+    assert uncaptured_ipv6(CaptureOptions(), str(table)) == ["fd00::2 (eth0)", "2001:db8::5 (eth1)"]
+    assert uncaptured_ipv6(CaptureOptions(dual_stack=True), str(table)) == []
+    table.write_text(IF_INET6.splitlines(True)[0] + IF_INET6.splitlines(True)[1])
+    assert uncaptured_ipv6(CaptureOptions(), str(table)) == []
+    assert uncaptured_ipv6(CaptureOptions(), str(tmp_path / "absent")) == []
+
+
+def test_ipv4_only_capture_with_global_ipv6_fails_in_one_line_before_any_change(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "if_inet6"
+    table.write_text(IF_INET6)
+    monkeypatch.setattr(apply, "IF_INET6", str(table))
+    monkeypatch.setattr(apply, "find_tools", lambda family: apply.Tools(family, "save", "restore"))
+
+    def no_iptables(*args: object, **kwargs: object) -> str:
+        raise AssertionError("iptables run")
+
+    monkeypatch.setattr(apply, "_run", no_iptables)
+    assert main(["capture"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert "fd00::2 (eth0), 2001:db8::5 (eth1)" in err and "--dual-stack" in err, err

@@ -145,7 +145,7 @@ def test_bad_annotations_name_file_line_and_field() -> None:
     assert result.mesh is not None
     found = [d.format() for d in result.diagnostics if "interceptionMode" in d.format()]
     assert len(found) == 2, found
-    assert found[0].startswith("mesh.yaml:108:") and "TPROXY is not supported" in found[0]
+    assert found[0].startswith("mesh.yaml:116:") and "TPROXY is not supported" in found[0]
     assert "metadata.annotations.sidecar.istio.io/interceptionMode" in found[0]
     assert "did you mean 'REDIRECT'" in found[1]
     # A bad annotation drops only its own WorkloadEntry.

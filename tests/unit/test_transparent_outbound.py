@@ -68,7 +68,15 @@ def test_port_listeners_are_reached_only_through_virtual_outbound(mesh: MeshConf
     out = build_transparent_outbound(mesh, proxy_from_node("client.default", REDIRECT, mesh), None)
     ports = {x.name: x.bind_to_port.value for x in out.listeners if x.name != VIRTUAL_OUTBOUND}
     assert ports == dict.fromkeys(
-        ["0.0.0.0_443", "0.0.0.0_7000", "0.0.0.0_8080", "0.0.0.0_9000"], False
+        [
+            "0.0.0.0_443",
+            "0.0.0.0_6000",
+            "0.0.0.0_6001",
+            "0.0.0.0_7000",
+            "0.0.0.0_8080",
+            "0.0.0.0_9000",
+        ],
+        False,
     )
 
 
@@ -158,3 +166,24 @@ def test_addresses_and_destination_subnets_are_checked(tmp_path: Path) -> None:
     assert "'not-an-address' is not an IP address or CIDR block" in addresses
     assert subnets.startswith("mesh.yaml:15:")
     assert "spec.tcp[0].match[0].destinationSubnets[1]: '10.1.0.300'" in subnets
+
+
+def test_a_port_of_unknown_protocol_is_sniffed(mesh: MeshConfig) -> None:
+    """Istio's sniffing: http_inspector with a timeout it goes on after;
+    HTTP (by http_inspector's ALPN) to the HCM, for any address and for
+    the service's own (Envoy matches addresses first), asking for Istio's
+    HTTP mTLS ALPNs; the rest to the service's TCP chain."""
+    out = build_transparent_outbound(mesh, proxy_from_node("client.default", REDIRECT, mesh), None)
+    (listener,) = [x for x in out.listeners if x.name == "0.0.0.0_6000"]
+    assert [f.name for f in listener.listener_filters] == ["envoy.filters.listener.http_inspector"]
+    assert listener.continue_on_listener_filters_timeout
+    assert listener.listener_filters_timeout.seconds == 1
+    chains = {c.name: c for c in listener.filter_chains}
+    tcp = chains["sniffed.default.svc.cluster.local"]
+    assert not tcp.filter_chain_match.application_protocols
+    assert [r.address_prefix for r in tcp.filter_chain_match.prefix_ranges] == ["10.8.0.21"]
+    for name, prefixes in (("0.0.0.0_6000-http", []), ("0.0.0.0_6000-http-sniffed", ["10.8.0.21"])):
+        match = chains[name].filter_chain_match
+        assert list(match.application_protocols) == ["http/1.0", "http/1.1", "h2c"]
+        assert [r.address_prefix for r in match.prefix_ranges] == prefixes
+        assert "istio-http/1.1" in str(chains[name].filters[0].typed_config.value)
