@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import pytest
 from cryptography import x509
 
 from tests.support.mesh import Mesh, WorkloadSpec, service
-from tests.support.tlsparts import CertAuthority, client_context, tls_backend
+from tests.support.tlsparts import CertAuthority, accepting, client_context, tls_backend
 
 pytestmark = pytest.mark.e2e
 
@@ -143,29 +142,13 @@ def connect(client: WorkloadSpec, authority: str, context: ssl.SSLContext) -> Tu
 def counting_listener(address: str, port: int) -> Iterator[list[int]]:
     """A TCP listener that counts the connections it is offered."""
     accepted: list[int] = []
-    listener = socket.create_server((address, port))
-    listener.settimeout(0.2)
-    stop = threading.Event()
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            accepted.append(1)
-            conn.close()
+    def count(conn: socket.socket) -> None:
+        accepted.append(1)
+        conn.close()
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with accepting(address, port, count):
         yield accepted
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
 
 
 def test_sidecar_tunnels_tls_by_sni_split_70_30_and_nothing_else(mesh: Mesh) -> None:

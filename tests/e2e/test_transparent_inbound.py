@@ -13,29 +13,26 @@ Root only; every namespace, rule and process goes with the network.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sys
 import tempfile
-import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support import l4apps, peerecho
+from tests.support.meshpods import APP_UID, sailplane, serve, sidecar
 from tests.support.netns import Pod, PodNetwork, skip_reason
-from tests.support.procs import ENVOY
+from tests.support.procs import wait_for
 from tests.support.tlsparts import CertAuthority
 
 SKIP = skip_reason()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(SKIP is not None, reason=SKIP or "")]
 
-PROXY_UID = 1337
-APP_UID = 1000
 PORT = 8080
 UNDECLARED = 9999
 TCP_PORT = 7070  # declared TCP: the app's HTTP, unseen by the sidecars
@@ -100,23 +97,6 @@ spec: {mtls: {mode: STRICT}}
 """
 
 
-def _wait(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def _sailplane(net: PodNetwork, pod: Pod, *argv: str, uid: int | None = None) -> str:
-    done = net.run(pod, [sys.executable, "-m", "sailplane", *argv], uid=uid)
-    assert done.returncode == 0, f"sailplane {argv[0]}: {done.stderr}"
-    return done.stdout
-
-
 def get(net: PodNetwork, pod: Pod, url: str, proxy: str = "", host: str = "") -> dict[str, Any]:
     """One GET from ``pod`` as an app user: {"status", "body"} or {"error"}."""
     argv = [sys.executable, "-I", PEERECHO, "get", url, proxy, host]
@@ -140,51 +120,23 @@ class Scene:
             MESH.format(port=PORT, tcp=TCP_PORT, tls=TLS_PORT, a=self.a.ip, b=self.b.ip)
         )
         ca = self.work / "ca"
-        self.net.spawn(
-            self.cp,
-            [
-                *(sys.executable, "-m", "sailplane", "serve", "--config-dir", str(self.config)),
-                *("--ca-dir", str(ca), "--xds-address", f"{self.cp.ip}:15010"),
-                *("--secure-xds-address", f"{self.cp.ip}:15012"),
-                *("--monitor-address", f"{self.cp.ip}:15014", "--debounce", "0.1"),
-            ],
-        )
+        serve(self.net, self.cp, self.config, ca)
         ready = f"http://{self.cp.ip}:15014/ready"
-        _wait(lambda: get(self.net, self.cp, ready).get("status") == 200, "sailplane ready")
+        wait_for(lambda: get(self.net, self.cp, ready).get("status") == 200, what="sailplane ready")
         # B: the app, knowing nothing of the mesh, then capture, then its sidecar.
         app = self.net.spawn(
             self.b,
             [sys.executable, "-I", PEERECHO, "serve", str(PORT), str(UNDECLARED), str(TCP_PORT)],
         )
         assert app.stdout is not None and app.stdout.readline() == "ready\n"
-        _sailplane(self.net, self.b, "capture")
-        self._sidecar(self.b, "b", ca)  # transparent: from its annotation
+        sailplane(self.net, self.b, "capture")
+        # B: transparent, from its annotation; A: as the test asks.
+        sidecar(self.net, self.b, "b", self.cp, self.config, ca, self.work)
         if self.client == "transparent":
-            _sailplane(self.net, self.a, "capture")
-        self._sidecar(self.a, "a", ca, "--capture", self.client)
-
-    def _sidecar(self, pod: Pod, name: str, ca: Path, *extra: str) -> None:
-        boot = self.work / f"{name}.yaml"
-        _sailplane(
-            self.net,
-            pod,
-            "bootstrap",
-            name,
-            "--config-dir",
-            str(self.config),
-            "--ca-dir",
-            str(ca),
-            "--xds-address",
-            f"{self.cp.ip}:15012",
-            "-o",
-            str(boot),
-            *extra,
+            sailplane(self.net, self.a, "capture")
+        sidecar(
+            self.net, self.a, "a", self.cp, self.config, ca, self.work, "--capture", self.client
         )
-        for path in self.work.glob(f"{name}*"):  # the bootstrap and its credentials
-            os.chown(path, PROXY_UID, PROXY_UID)
-        argv = [ENVOY, "-c", str(boot), "--concurrency", "1", "--disable-hot-restart"]
-        argv += ["--drain-time-s", "1", "--log-level", "warning"]
-        self.net.spawn(pod, argv, uid=PROXY_UID)
 
     def admin(self, pod: Pod, path: str) -> str:
         code = (
@@ -229,11 +181,15 @@ def test_virtual_inbound_permissive_then_strict(scene: Scene) -> None:
     scene.start()
     # PERMISSIVE: a plaintext client outside the mesh reaches the app through
     # virtualInbound; the app sees the sidecar's 127.0.0.6 as its peer.
-    first = _wait(lambda: (r := scene.from_c("/")).get("status") == 200 and r, "C -> B (plain)")
+    first = wait_for(
+        lambda: (r := scene.from_c("/")).get("status") == 200 and r, what="C -> B (plain)"
+    )
     assert first["body"] == {"peer": "127.0.0.6", "port": PORT, "path": "/", "xfcc": ""}
     assert scene.stat(scene.b, "listener.0.0.0.0_15006.downstream_cx_total") >= 1
     # The captured caller with a sidecar: mTLS, its identity forwarded.
-    mtls = _wait(lambda: (r := scene.from_a("/")).get("status") == 200 and r, "A -> B (mTLS)")
+    mtls = wait_for(
+        lambda: (r := scene.from_a("/")).get("status") == 200 and r, what="A -> B (mTLS)"
+    )
     assert "spiffe://cluster.local/ns/default/sa/client" in mtls["body"]["xfcc"]
     assert mtls["body"]["peer"] == "127.0.0.6"
     # The DENY policy applies to captured traffic, plaintext and mTLS alike.
@@ -253,7 +209,9 @@ def test_virtual_inbound_permissive_then_strict(scene: Scene) -> None:
     # STRICT (the watched YAML edited): plaintext is refused on the service
     # port and on the undeclared one; the sidecar's mTLS goes on.
     (scene.config / "strict.yaml").write_text(STRICT)
-    refused = _wait(lambda: (r := scene.from_c("/")).get("error") and r, "C refused under STRICT")
+    refused = wait_for(
+        lambda: (r := scene.from_c("/")).get("error") and r, what="C refused under STRICT"
+    )
     assert "status" not in refused
     assert "error" in scene.from_c("/", UNDECLARED)
     still = scene.from_a("/")
@@ -285,13 +243,15 @@ def test_permissive_tells_mesh_mtls_from_plain_tls_by_alpn(scene: Scene) -> None
     tls_app = scene.net.spawn(scene.b, [sys.executable, "-I", L4APPS, "serve", "b-tls", *specs])
     assert tls_app.stdout is not None and tls_app.stdout.readline() == "ready\n"
     scene.start()
-    _wait(lambda: scene.from_c("/").get("status") == 200, "C -> B (plain)")
+    wait_for(lambda: scene.from_c("/").get("status") == 200, what="C -> B (plain)")
     assert _c_line(scene, UNDECLARED_TLS) == {"b-tls": 1}
     assert _c_line(scene, TLS_PORT) == {"b-tls": 1}
     # A's app dials B's TCP port; A's sidecar originates mTLS: terminated
     # by B's (a plain-TLS pass-through would hand the app TLS bytes).
     url = f"http://{scene.b.ip}:{TCP_PORT}/"
-    mtls = _wait(lambda: (r := get(scene.net, scene.a, url)).get("status") == 200 and r, "A -> B")
+    mtls = wait_for(
+        lambda: (r := get(scene.net, scene.a, url)).get("status") == 200 and r, what="A -> B"
+    )
     assert mtls["body"]["peer"] == "127.0.0.6" and mtls["body"]["port"] == TCP_PORT
     handshakes = f"cluster.outbound|{TCP_PORT}||{HOST}.ssl.handshake"
     assert scene.stat(scene.a, handshakes) >= 1
@@ -304,15 +264,15 @@ def test_port_level_mtls_on_a_port_no_service_declares(scene: Scene) -> None:
     plaintext while the rest is PERMISSIVE; DISABLE there lets it in while
     the rest is STRICT."""
     scene.start()
-    _wait(lambda: scene.from_c("/", UNDECLARED).get("status") == 200, "C -> B:9999")
+    wait_for(lambda: scene.from_c("/", UNDECLARED).get("status") == 200, what="C -> B:9999")
     policy = scene.config / "port-level.yaml"
     policy.write_text(PORT_STRICT.format(mode="PERMISSIVE", port=UNDECLARED, port_mode="STRICT"))
-    _wait(lambda: "error" in scene.from_c("/", UNDECLARED), "C refused on 9999")
+    wait_for(lambda: "error" in scene.from_c("/", UNDECLARED), what="C refused on 9999")
     assert scene.from_c("/").get("status") == 200
     assert scene.from_a("/").get("status") == 200
 
     policy.write_text(PORT_STRICT.format(mode="STRICT", port=UNDECLARED, port_mode="DISABLE"))
-    _wait(lambda: "error" in scene.from_c("/"), "C refused on 8080")
+    wait_for(lambda: "error" in scene.from_c("/"), what="C refused on 8080")
     undeclared = scene.from_c("/", UNDECLARED)
     assert undeclared.get("status") == 200, undeclared
     assert undeclared["body"]["port"] == UNDECLARED
@@ -364,11 +324,11 @@ def test_ports_of_unknown_protocol_are_sniffed(scene: Scene) -> None:
     def via_a() -> dict[str, Any]:
         return get(scene.net, scene.a, url, "", host)
 
-    http = _wait(
+    http = wait_for(
         lambda: (
             (r := via_a()).get("status") == 200 and r["body"]["path"] == "/rewritten/path" and r
         ),
-        "A -> B sniffed HTTP, rewritten",
+        what="A -> B sniffed HTTP, rewritten",
     )
     assert "spiffe://cluster.local/ns/default/sa/client" in http["body"]["xfcc"]
 

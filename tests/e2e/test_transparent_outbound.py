@@ -12,27 +12,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support import l4apps
+from tests.support.meshpods import APP_UID, PROXY_UID, sailplane, serve, sidecar
 from tests.support.netns import Pod, PodNetwork, skip_reason
-from tests.support.procs import ENVOY
+from tests.support.procs import wait_for
 from tests.support.tlsparts import CertAuthority
 
 SKIP = skip_reason()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(SKIP is not None, reason=SKIP or "")]
 
-PROXY_UID = 1337
-APP_UID = 1000
 HTTP, TCP, TLS, OUTSIDE = 8080, 9000, 443, 7777
 L4APPS = l4apps.__file__
 
@@ -168,28 +164,12 @@ spec:
 """
 
 
-def _wait(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 class Scene:
     def __init__(self, net: PodNetwork, work: Path) -> None:
         self.net, self.work = net, work
         self.config = work / "mesh"
         self.cp, self.a, self.c = net["cp"], net["a"], net["c"]
         self.b1, self.b2 = net["b1"], net["b2"]
-
-    def sailplane(self, pod: Pod, *argv: str) -> str:
-        done = self.net.run(pod, [sys.executable, "-m", "sailplane", *argv])
-        assert done.returncode == 0, f"sailplane {argv[0]}: {done.stderr}"
-        return done.stdout
 
     def app(self, pod: Pod, name: str, *specs: str) -> None:
         process = self.net.spawn(pod, [sys.executable, "-I", L4APPS, "serve", name, *specs])
@@ -210,36 +190,19 @@ class Scene:
             self.app(pod, name, f"http:{HTTP}", f"tcp:{TCP}", tls)
         self.app(self.c, "c", f"http:{HTTP}", f"tcp:{OUTSIDE}", f"tls:{TLS}:{cert}:{key}")
         ca = self.work / "ca"
-        self.net.spawn(
-            self.cp,
-            [
-                *(sys.executable, "-m", "sailplane", "serve", "--config-dir", str(self.config)),
-                *("--ca-dir", str(ca), "--xds-address", f"{self.cp.ip}:15010"),
-                *("--secure-xds-address", f"{self.cp.ip}:15012"),
-                *("--monitor-address", f"{self.cp.ip}:15014", "--debounce", "0.1"),
-            ],
-        )
-        _wait(
+        serve(self.net, self.cp, self.config, ca)
+        wait_for(
             lambda: (
                 "status:404" in self.http(self.cp, self.cp.ip, 15014, "x", 1, uid=None)
                 or "status:200" in self.http(self.cp, self.cp.ip, 15014, "x", 1, uid=None)
             ),
-            "sailplane up",
+            what="sailplane up",
         )
         # A: capture first, then its sidecar (the proxy uid is not captured).
-        self.sailplane(self.a, "capture")
-        boot = self.work / "a.yaml"
-        self.sailplane(
-            self.a,
-            *("bootstrap", "a", "--config-dir", str(self.config), "--ca-dir", str(ca)),
-            *("--xds-address", f"{self.cp.ip}:15012", "--capture", "transparent"),
-            *("-o", str(boot)),
+        sailplane(self.net, self.a, "capture")
+        sidecar(
+            self.net, self.a, "a", self.cp, self.config, ca, self.work, "--capture", "transparent"
         )
-        for path in self.work.glob("a*"):  # the bootstrap and its credentials
-            os.chown(path, PROXY_UID, PROXY_UID)
-        argv = [ENVOY, "-c", str(boot), "--concurrency", "1", "--disable-hot-restart"]
-        argv += ["--drain-time-s", "1", "--log-level", "warning"]
-        self.net.spawn(self.a, argv, uid=PROXY_UID)
 
     def _client(self, pod: Pod, argv: list[str], uid: int | None) -> dict[str, int]:
         done = self.net.run(pod, [sys.executable, "-I", L4APPS, *argv], uid=uid, timeout=60)
@@ -275,12 +238,12 @@ def scene() -> Iterator[Scene]:
             scene = Scene(net, work)
             scene.start()
             # Ready when A's sidecar routes the backend by name.
-            _wait(
+            wait_for(
                 lambda: (
                     set(scene.http(scene.a, scene.b1.ip, HTTP, f"backend:{HTTP}", 20))
                     == {"b1", "b2"}
                 ),
-                "A's sidecar routing the backend",
+                what="A's sidecar routing the backend",
             )
             yield scene
     finally:
@@ -331,14 +294,14 @@ def test_connect_goes_to_its_authority_never_to_the_dialled_address(scene: Scene
 
     (scene.config / "sidecar.yaml").write_text(REGISTRY_ONLY)
     try:
-        _wait(lambda: "c" not in scene.tcp(c, OUTSIDE), "REGISTRY_ONLY in force")
+        wait_for(lambda: "c" not in scene.tcp(c, OUTSIDE), what="REGISTRY_ONLY in force")
         answer = scene.connect(c, HTTP, "x.wild.test:443")
         assert answer.startswith("HTTP/1.1 503"), answer
         assert "\r\n\r\nc" not in answer
         assert not scene.connect(c, HTTP, f"{c}:{HTTP}").startswith("HTTP/1.1 200")
     finally:
         (scene.config / "sidecar.yaml").unlink()
-        _wait(lambda: scene.tcp(c, OUTSIDE) == {"c": 1}, "ALLOW_ANY again")
+        wait_for(lambda: scene.tcp(c, OUTSIDE) == {"c": 1}, what="ALLOW_ANY again")
 
 
 def test_outbound_traffic_policy_and_removing_the_rules(scene: Scene) -> None:
@@ -349,7 +312,7 @@ def test_outbound_traffic_policy_and_removing_the_rules(scene: Scene) -> None:
     assert scene.http(scene.a, c, HTTP, "c.outside.test", 1) == {"c": 1}
 
     (scene.config / "sidecar.yaml").write_text(REGISTRY_ONLY)
-    _wait(lambda: "c" not in scene.tcp(c, OUTSIDE), "REGISTRY_ONLY in force")
+    wait_for(lambda: "c" not in scene.tcp(c, OUTSIDE), what="REGISTRY_ONLY in force")
     assert scene.tcp(c, OUTSIDE) == {"error:closed": 1}
     assert scene.http(scene.a, c, HTTP, "c.outside.test", 1) == {"status:502": 1}
     # The mesh's own destinations still work; the proxy's own traffic is
@@ -358,6 +321,6 @@ def test_outbound_traffic_policy_and_removing_the_rules(scene: Scene) -> None:
     assert scene.tcp(c, OUTSIDE, uid=PROXY_UID) == {"c": 1}
 
     # Without the rules the app's connections go straight out again.
-    scene.sailplane(scene.a, "capture", "--remove")
+    sailplane(scene.net, scene.a, "capture", "--remove")
     assert scene.tcp(c, OUTSIDE) == {"c": 1}
     assert scene.http(scene.a, scene.b1.ip, HTTP, f"backend:{HTTP}", 20) == {"b1": 20}

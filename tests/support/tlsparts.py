@@ -10,7 +10,7 @@ import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,15 +149,9 @@ def https_get(
 
 
 @contextlib.contextmanager
-def tls_backend(address: str, port: int, issued: Issued, name: str) -> Iterator[None]:
-    """A TLS server that answers every connection with ``name`` and closes:
-    its own certificate and its name reach a client only through passthrough."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
-        cert.write_bytes(issued.cert_pem)
-        key.write_bytes(issued.key_pem)
-        context.load_cert_chain(cert, key)
+def accepting(address: str, port: int, handle: Callable[[socket.socket], None]) -> Iterator[None]:
+    """A TCP listener whose thread hands every accepted connection to
+    ``handle`` (which closes it), until the block ends."""
     listener = socket.create_server((address, port))
     listener.settimeout(0.2)
     stop = threading.Event()
@@ -170,13 +164,7 @@ def tls_backend(address: str, port: int, issued: Issued, name: str) -> Iterator[
                 continue
             except OSError:
                 return
-            try:
-                conn.settimeout(5)
-                with context.wrap_socket(conn, server_side=True) as tls:
-                    tls.recv(1024)
-                    tls.sendall(name.encode())
-            except (OSError, ssl.SSLError):
-                conn.close()
+            handle(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -186,3 +174,27 @@ def tls_backend(address: str, port: int, issued: Issued, name: str) -> Iterator[
         stop.set()
         thread.join(timeout=5)
         listener.close()
+
+
+@contextlib.contextmanager
+def tls_backend(address: str, port: int, issued: Issued, name: str) -> Iterator[None]:
+    """A TLS server that answers every connection with ``name`` and closes:
+    its own certificate and its name reach a client only through passthrough."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
+        cert.write_bytes(issued.cert_pem)
+        key.write_bytes(issued.key_pem)
+        context.load_cert_chain(cert, key)
+
+    def answer(conn: socket.socket) -> None:
+        try:
+            conn.settimeout(5)
+            with context.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1024)
+                tls.sendall(name.encode())
+        except (OSError, ssl.SSLError):
+            conn.close()
+
+    with accepting(address, port, answer):
+        yield
