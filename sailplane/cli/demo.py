@@ -32,8 +32,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="run the weather mesh on this machine: control plane, apps, one Envoy per "
         "workload, ingress gateway, legacy client, and a live view",
-        description="Start the weather mesh without containers or privileges: sailplane, the "
-        "apps and one Envoy per WorkloadEntry, each workload on its own 127.x.y.z address, "
+        description="Start the weather mesh without containers: sailplane, the apps and one "
+        "Envoy per WorkloadEntry, each workload on its own 127.x.y.z address (or, as root, in "
+        "a network namespace of its own with iptables capture), "
         "an ingress gateway and a legacy client without a sidecar. Shows requests per second "
         "through the ingress, the share per backend version, the mTLS state per service and "
         "the last configuration change, every second. Edit the YAML in the config dir it "
@@ -44,7 +45,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         type=Path,
         help="mesh YAML to run and watch. Default: a copy of the weather example in a "
         "temporary directory. An empty or missing DIR gets that copy and keeps it; a DIR "
-        "with YAML is used as it is (WorkloadEntry addresses must be 127.x.y.z)",
+        "with YAML is used as it is (WorkloadEntry addresses must be 127.x.y.z, or for "
+        "transparent capture private addresses A.B.C.K on one /24, K from 11)",
     )
     demo.add_argument(
         "--duration",
@@ -64,6 +66,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         action="store_true",
         help="one plain line per second instead of the live view (the default without a terminal)",
     )
+    demo.add_argument(
+        "--capture",
+        choices=["auto", "transparent", "proxy"],
+        default="auto",
+        help="how the apps' traffic reaches their sidecars: transparent (each workload in a "
+        "network namespace of its own, iptables redirect as Istio's; needs root), proxy (the "
+        "apps use their sidecar's HTTP proxy; no privileges), or auto (default): transparent "
+        "when run as root, else proxy. The demo says which",
+    )
     ca.add_ca_flags(demo)
     for action in demo._actions:
         if action.dest == "ca_dir":
@@ -74,6 +85,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace) -> int:
+    from sailplane.demo.capturemode import CaptureChoice
     from sailplane.demo.run import DemoOptions, run_demo
 
     # The demo's CA lives and dies with its temporary directory, unless the
@@ -94,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         duration=args.duration,
         rate=args.rate,
         plain=args.plain or not sys.stdout.isatty(),
+        capture=CaptureChoice(args.capture),
         authority=authority,
         new_authority=new_authority,
     )

@@ -14,6 +14,11 @@ position in the mesh. The example's addresses are compose service names;
 :func:`rewrite_addresses` puts loopback addresses in their place in a copy
 of the YAML, keeping comments and layout, so the copy reads like the
 original.
+
+As root, with transparent capture, every workload is a pod instead (its own
+network namespace, see pods.py) at ``10.251.N.K`` (K from 11), where its app
+listens on all addresses, its sidecar captures with iptables and its Envoy
+admin answers on the pod's 127.0.0.1:15000 only, as in Istio.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ from sailplane.translate.proxy import Proxy
 WORKLOAD_OCTET = 77  # 127.77.N.K: workloads; 127.78.N.K: their apps
 ADMIN_PORT = 15000
 OUTBOUND_PORT = 15001
+POD_SUBNETS = tuple(f"10.251.{n}" for n in range(256))  # where pods may go
+POD_APP_ADDRESS = "127.0.0.1"  # where a pod's sidecar finds its app
+FIRST_POD_HOST = 11
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,8 @@ class Placement:
     app_address: str
     ports: tuple[int, ...]  # where the app listens and the sidecar binds
     gateway_ports: tuple[int, ...] = ()  # a gateway's listeners (no app)
+    in_pod: bool = False  # transparent capture: the workload is a pod
+    netns: str | None = None  # the pod's network namespace, once made
 
     @property
     def address(self) -> str:
@@ -58,14 +68,24 @@ class Placement:
 
     @property
     def admin(self) -> tuple[str, int]:
-        return (self.address, ADMIN_PORT)
+        """Envoy's admin: a pod's own loopback (reached from inside), else
+        the workload's address."""
+        return ("127.0.0.1" if self.in_pod else self.address, ADMIN_PORT)
 
     @property
     def outbound(self) -> tuple[str, int]:
-        return (self.address, OUTBOUND_PORT)
+        return ("127.0.0.1" if self.in_pod else self.address, OUTBOUND_PORT)
+
+    @property
+    def app_listen(self) -> str:
+        """Where the app listens: everywhere in its pod, else its own address."""
+        return "0.0.0.0" if self.in_pod else self.app_address
 
     def sockets(self) -> list[tuple[str, int]]:
-        """Every address and port the demo will listen on for this workload."""
+        """Every address and port of the host's namespace the demo will
+        listen on for this workload (none for a pod)."""
+        if self.in_pod:
+            return []
         found = [self.admin, *((self.address, p) for p in self.gateway_ports)]
         if not self.is_gateway:
             found.append(self.outbound)
@@ -107,19 +127,75 @@ def app_address_for(address: str) -> str:
     return str(ipaddress.IPv4Address(bytes(octets)))
 
 
-def placements(mesh: MeshConfig) -> list[Placement]:
-    """Where every WorkloadEntry of ``mesh`` runs (addresses must be loopback)."""
+def placements(mesh: MeshConfig, in_pods: bool = False) -> list[Placement]:
+    """Where every WorkloadEntry of ``mesh`` runs: on loopback addresses, or
+    (``in_pods``) in pods at their addresses (see :func:`pod_subnet`)."""
     found = []
     for workload in sorted(mesh.workloads, key=lambda w: w.id):
         found.append(
             Placement(
                 workload,
-                app_address_for(workload.address),
+                POD_APP_ADDRESS if in_pods else app_address_for(workload.address),
                 workload_ports(mesh, workload),
                 gateway_ports(mesh, workload),
+                in_pod=in_pods,
             )
         )
     return found
+
+
+def pod_addresses(mesh: MeshConfig, subnet: str) -> dict[str, str]:
+    """Workload id -> ``SUBNET.K``, K counting from 11 in id order."""
+    ordered = sorted(w.id for w in mesh.workloads)
+    if len(ordered) > 240:
+        raise DemoError(f"{len(ordered)} workloads: the demo runs at most 240 in pods")
+    return {wid: f"{subnet}.{k}" for k, wid in enumerate(ordered, FIRST_POD_HOST)}
+
+
+def pod_subnet(mesh: MeshConfig) -> str:
+    """``A.B.C`` when every WorkloadEntry address is a distinct private IPv4
+    address ``A.B.C.K`` with 11 <= K <= 254 (the /24 the pods get; .1 is the
+    host's end), else a DemoError saying which address does not fit."""
+    subnets = set()
+    seen: set[str] = set()
+    for workload in sorted(mesh.workloads, key=lambda w: w.id):
+        try:
+            ip = ipaddress.IPv4Address(workload.address)
+        except ValueError:
+            ip = None
+        if (
+            ip is None
+            or not ip.is_private
+            or ip.is_loopback
+            or not (FIRST_POD_HOST <= ip.packed[3] <= 254)
+        ):
+            raise DemoError(
+                f"WorkloadEntry {workload.id} has address {workload.address!r}: pods need "
+                f"private IPv4 addresses A.B.C.K with {FIRST_POD_HOST} <= K <= 254"
+            )
+        if workload.address in seen:
+            raise DemoError(f"two WorkloadEntries have the address {workload.address}")
+        seen.add(workload.address)
+        subnets.add(workload.address.rsplit(".", 1)[0])
+    if len(subnets) != 1:
+        raise DemoError(f"pods need every WorkloadEntry address on one /24, not {sorted(subnets)}")
+    return subnets.pop()
+
+
+def pod_hosts(mesh: MeshConfig) -> dict[str, str]:
+    """What a pod's /etc/hosts says: each Service's names (short, with its
+    namespace, and the FQDN) -> an instance's address (the sidecar routes by
+    the name, whatever address it was dialled at), and each workload's name."""
+    hosts = {w.name: w.address for w in mesh.workloads}
+    for service in mesh.services:
+        members = sorted(
+            mesh.selected_workloads(service.namespace, service.selector or {}), key=lambda w: w.id
+        )
+        if not members or not service.selector:
+            continue
+        names = (service.name, f"{service.name}.{service.namespace}", service.hostname)
+        hosts.update(dict.fromkeys(names, members[0].address))
+    return hosts
 
 
 def port_free(address: tuple[str, int]) -> bool:

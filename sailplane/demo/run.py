@@ -1,13 +1,15 @@
 """``sailplane demo``: the weather mesh on this machine, and a view of it.
 
-Order of events: prepare the config dir (a copy of the example with loopback
-addresses, unless the user gave one), start the control plane (in this
-process, on a thread of its own, so the view reads its state directly),
+Order of events: choose the capture mode (transparent as root, else
+proxy), prepare the config dir (a copy of the example with loopback or pod
+addresses, unless the user gave one), make the pods (transparent: one
+network namespace per workload, see pods.py), start the control plane (in
+this process, on a thread of its own, so the view reads its state directly),
 write one bootstrap per WorkloadEntry with a certificate for the mTLS xDS
-port, start the apps and one Envoy per workload, wait until traffic flows
-through the ingress, then run the clients and draw a frame four times a
-second until --duration or Ctrl-C. Everything started is stopped in a
-``finally``, whatever happened.
+port, capture each sidecar's traffic (transparent), start the apps and one
+Envoy per workload, wait until traffic flows through the ingress, then run
+the clients and draw a frame four times a second until --duration or Ctrl-C.
+Everything started is stopped in a ``finally``, whatever happened.
 """
 
 from __future__ import annotations
@@ -24,13 +26,26 @@ from typing import TextIO
 
 from sailplane.ca import CAError, CertificateAuthority, load_or_create_authority
 from sailplane.config.loader import config_files, load_dir
+from sailplane.demo import pods
 from sailplane.demo.bootstraps import ProxyAddresses, mint_credentials, write_bootstraps
+from sailplane.demo.capturemode import (
+    PROXY_GID,
+    CaptureChoice,
+    CaptureMode,
+    choose,
+    in_place,
+    inside,
+    make_pods,
+)
 from sailplane.demo.layout import (
+    POD_SUBNETS,
     Placement,
     busy,
     copy_with_addresses,
     free_network,
     placements,
+    pod_addresses,
+    pod_subnet,
 )
 from sailplane.demo.plane import ChangeLog, PlaneThread
 from sailplane.demo.processes import (
@@ -63,6 +78,7 @@ class DemoOptions:
     duration: float | None = None
     rate: float = 50.0
     plain: bool = True
+    capture: CaptureChoice = CaptureChoice.AUTO
     authority: CertificateAuthority | None = None
     # Without ``authority``: makes the CA in a directory, the demo's temporary
     # one (a demo must not leave a CA behind, nor reuse the user's).
@@ -96,6 +112,9 @@ class Demo:
         self.gateway: Placement | None = None
         self.ingress_url = "-"
         self.metrics_url = "-"
+        self.pods: pods.PodNetwork | None = None
+        self.xds_host = "127.0.0.1"
+        self.mode = CaptureMode(False)
         self.screen = Screen(self)
 
     def say(self, text: str = "") -> None:
@@ -115,10 +134,15 @@ class Demo:
         result = load_dir(source)
         if result.mesh is None:
             raise DemoError(f"the embedded example does not load: {result.diagnostics}")
-        addresses = free_network(result.mesh)
+        if self.mode.transparent:
+            subnet = pods.free_subnet(POD_SUBNETS)
+            addresses = pod_addresses(result.mesh, subnet)
+        else:
+            addresses = free_network(result.mesh)
         copy_with_addresses(source, target, addresses)
         if given is not None:
-            self.say(f"wrote the weather example, with loopback addresses, into {given}")
+            kind = "pod" if self.mode.transparent else "loopback"
+            self.say(f"wrote the weather example, with {kind} addresses, into {given}")
         return target
 
     def load(self, config_dir: Path) -> tuple[MeshConfig, list[Placement]]:
@@ -127,7 +151,9 @@ class Demo:
             lines = "\n".join(d.format() for d in result.errors)
             raise DemoError(f"{config_dir} does not load:\n{lines}")
         try:
-            where = placements(result.mesh)
+            if self.mode.transparent:
+                pods.free_subnet([pod_subnet(result.mesh)])
+            where = placements(result.mesh, in_pods=self.mode.transparent)
         except DemoError as exc:
             raise DemoError(f"{config_dir}: {exc}") from None
         taken = busy(a for p in where for a in p.sockets())
@@ -150,16 +176,21 @@ class Demo:
 
     def start_plane(self, config_dir: Path) -> ControlPlane:
         host = "127.0.0.1"
+        # Pods reach this namespace at their link's host end, and only the
+        # mTLS xDS port is there.
+        pod_side = self.pods.host_ip if self.pods is not None else None
+        secure = pod_side or host
         serve = ServeOptions(
             config_dir=config_dir,
             xds_address=(host, preferred_port(host, 15010)),
-            secure_xds_address=(host, preferred_port(host, 15012)),
+            secure_xds_address=(secure, preferred_port(secure, 15012)),
             monitor_address=(host, preferred_port(host, 15014)),
             authority=self.authority(),
         )
         logging.getLogger("sailplane.config").addHandler(self.changes)
         self.plane_thread = PlaneThread(serve)
         plane = self.plane_thread.start()
+        self.xds_host = secure
         self.metrics_url = f"http://{host}:{plane.monitor_port}/metrics"
         return plane
 
@@ -171,14 +202,20 @@ class Demo:
         bootstraps = write_bootstraps(
             [p.workload for p in where],
             self.work / "bootstrap",
-            ("127.0.0.1", plane.secure_xds_port),
+            (self.xds_host, plane.secure_xds_port),
             credentials=lambda w: mint_credentials(plane.authority, w, certs, None),
             addresses=lambda w: ProxyAddresses(
                 by_id[w.id].admin, by_id[w.id].outbound, by_id[w.id].app_address
             ),
-            # Unprivileged: the apps use their sidecar's HTTP proxy, whatever
-            # the WorkloadEntries' interceptionMode says (that is compose's).
-            capture=lambda _: Capture.PROXY,
+            # Whatever the WorkloadEntries' interceptionMode says (that is
+            # compose's): the mode this demo runs in.
+            capture=lambda w: (
+                None
+                if by_id[w.id].is_gateway
+                else Capture.TRANSPARENT
+                if self.mode.transparent
+                else Capture.PROXY
+            ),
         )
         try:
             envoy = envoy_binary()
@@ -189,33 +226,41 @@ class Demo:
                 continue
             labels = place.workload.labels
             outbound = f"http://{place.outbound[0]}:{place.outbound[1]}"
+            # Captured apps know nothing of the mesh: no proxy at all.
+            env = {"NO_PROXY": "*", "no_proxy": "*"} if place.in_pod else {
+                "HTTP_PROXY": outbound, "NO_PROXY": ""}  # fmt: skip
             self.supervisor.start(
                 f"app-{place.workload.name}",
-                [
-                    sys.executable,
-                    str(app_script()),
-                    {FRONTEND_APP: "frontend", "weather-stations": "stations"}.get(
-                        labels.get("app", ""), "backend"
-                    ),
-                    "--listen",
-                    f"{place.app_address}:{place.ports[0]}",
-                    "--version",
-                    labels.get("version", "v1"),
-                    "--instance",
-                    place.workload.name,
-                    "--service",
-                    labels.get("app", place.workload.name),
-                ],
-                env={"HTTP_PROXY": outbound, "NO_PROXY": ""},
+                in_place(
+                    self.pods,
+                    place,
+                    [
+                        sys.executable,
+                        str(app_script()),
+                        {FRONTEND_APP: "frontend", "weather-stations": "stations"}.get(
+                            labels.get("app", ""), "backend"
+                        ),
+                        "--listen",
+                        f"{place.app_listen}:{place.ports[0]}",
+                        "--version",
+                        labels.get("version", "v1"),
+                        "--instance",
+                        place.workload.name,
+                        "--service",
+                        labels.get("app", place.workload.name),
+                    ],
+                ),
+                env=env,
             )
         # Drain flags as Istio's agent sets its own: a replaced listener (an
         # mTLS mode switch) closes its old connections within a second.
         for place, bootstrap in zip(where, bootstraps, strict=True):
             self.supervisor.start(
                 f"envoy-{place.workload.name}",
-                [envoy, "-c", str(bootstrap), "--concurrency", "1", "--disable-hot-restart",
-                 "--log-level", "warning", "--drain-time-s", "1",
-                 "--drain-strategy", "immediate"],
+                in_place(self.pods, place, [
+                    envoy, "-c", str(bootstrap), "--concurrency", "1", "--disable-hot-restart",
+                    "--log-level", "warning", "--drain-time-s", "1",
+                    "--drain-strategy", "immediate"], gid=PROXY_GID),
             )  # fmt: skip
 
     def wait_until(self, what: str, ready: Callable[[], bool]) -> None:
@@ -280,6 +325,8 @@ class Demo:
                     client.stop()
                 if self.plane_thread is not None:
                     self.plane_thread.stop()
+                if self.pods is not None:
+                    self.pods.close()
                 logging.getLogger("sailplane.config").removeHandler(self.changes)
                 for handler, level in zip(console, levels, strict=True):
                     handler.setLevel(level)
@@ -287,18 +334,22 @@ class Demo:
                     self.say("sailplane demo: stopped; every process it started has exited.")
 
     def _run(self) -> int:
+        self.mode = choose(self.options.capture, pods.missing())
         config_dir = self.prepare_config_dir()
         mesh, where = self.load(config_dir)
+        self.say(self.mode.line())
+        if self.mode.transparent:
+            self.pods, where = make_pods(mesh, where)
         self.gateway = next((p for p in where if p.is_gateway), None)
         plane = self.start_plane(config_dir)
         self.start_mesh(plane, where)
         for place in where:
             if not place.is_gateway and place.ports:
-                app = (place.app_address, place.ports[0])
-                self.wait_until(f"app {place.workload.name} to listen", listens(app))
+                app = listens((place.app_address, place.ports[0]))
+                self.wait_until(f"app {place.workload.name} to listen", inside(place, app))
         for place in where:
-            admin = f"http://{place.admin[0]}:{place.admin[1]}/ready"
-            self.wait_until(f"Envoy {place.workload.id} to be ready", answers(admin))
+            admin = answers(f"http://{place.admin[0]}:{place.admin[1]}/ready")
+            self.wait_until(f"Envoy {place.workload.id} to be ready", inside(place, admin))
         if self.gateway is not None:
             host, port = self.gateway.address, self.gateway.gateway_ports[0]
             self.ingress_url = f"http://{host}:{port}/api/weather"

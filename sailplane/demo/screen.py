@@ -57,8 +57,8 @@ class Screen:
             WorkloadRow(
                 p.workload.id,
                 p.address,
-                "-" if p.is_gateway else f"{p.app_address}:{p.ports[0]}",
-                f"{p.admin[0]}:{p.admin[1]}",
+                "-" if p.is_gateway else f"{p.app_listen}:{p.ports[0]}",
+                f"{p.admin[0]}:{p.admin[1]}" if p.netns is None else f"pod {p.netns}",
                 [
                     pids[n]
                     for n in (f"envoy-{p.workload.name}", f"app-{p.workload.name}")
@@ -76,6 +76,8 @@ class Screen:
             rows=rows,
             legacy_target=LEGACY_TARGET if "legacy" in self.demo.labels else None,
             duration=self.demo.options.duration,
+            pods=self.demo.pods.prefix if self.demo.pods is not None else None,
+            xds_host=self.demo.xds_host,
         )
         for line in lines:
             self.demo.say(line)

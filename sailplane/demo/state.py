@@ -8,10 +8,13 @@ import urllib.request
 from collections.abc import Sequence
 
 from sailplane.demo.layout import Placement
+from sailplane.demo.pods import call_in
 from sailplane.demo.view import ServiceTLS
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Service, Workload, selector_matches
 from sailplane.model.security import TLS_MODE_LABEL
+
+VIRTUAL_INBOUND_PORT = 15006
 
 
 def instances(mesh: MeshConfig, service: Service) -> tuple[Workload, ...]:
@@ -20,16 +23,25 @@ def instances(mesh: MeshConfig, service: Service) -> tuple[Workload, ...]:
 
 def listener_stats(place: Placement, timeout: float = 0.5) -> tuple[int, int, int] | None:
     """(mTLS, plaintext, refused) connections accepted so far by the sidecar's
-    inbound listeners, from its admin stats (listeners are named by address)."""
+    inbound listeners, from its admin stats (listeners are named by address;
+    a pod's admin answers inside the pod only)."""
     host, port = place.admin
-    try:
-        with urllib.request.urlopen(
-            f"http://{host}:{port}/stats?filter=^listener\\.", timeout=timeout
-        ) as response:
-            text = response.read().decode()
-    except (urllib.error.URLError, OSError):
+    url = f"http://{host}:{port}/stats?filter=^listener\\."
+
+    def fetch() -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                return str(response.read().decode())
+        except (urllib.error.URLError, OSError):
+            return None
+
+    text = fetch() if place.netns is None else call_in(place.netns, fetch, timeout + 1)
+    if text is None:
         return None
-    prefixes = [f"listener.{place.address}_{p}." for p in place.ports]
+    # A pod's sidecar takes every inbound connection on virtualInbound.
+    ports = [VIRTUAL_INBOUND_PORT] if place.in_pod else place.ports
+    address = "0.0.0.0" if place.in_pod else place.address
+    prefixes = [f"listener.{address}_{p}." for p in ports]
     values: dict[str, int] = {}
     for line in text.splitlines():
         name, _, value = line.partition(": ")

@@ -286,16 +286,24 @@ def where_to_look(
     rows: Sequence[WorkloadRow],
     legacy_target: str | None,
     duration: float | None,
+    pods: str | None = None,
+    xds_host: str = "127.0.0.1",
 ) -> list[str]:
-    """What the demo prints once the mesh is up: where everything is."""
+    """What the demo prints once the mesh is up: where everything is.
+    ``pods``: the pods' namespaces (``spd123-abc-``), when they are pods."""
+    setting = (
+        "in network namespaces, captured by iptables (as root)"
+        if pods
+        else "on loopback addresses (no containers, no privileges)"
+    )
     lines = [
-        "sailplane demo: the weather mesh on loopback addresses (no containers, no privileges)",
+        f"sailplane demo: the weather mesh {setting}",
         "",
         f"  config dir  {config_dir}  (watched: edit the YAML and the view follows)",
         f"  ingress     {ingress_url}",
         f"  metrics     {metrics_url}",
         f"  xDS         127.0.0.1:{xds_ports[0]} (plaintext), "
-        f"127.0.0.1:{xds_ports[1]} (mTLS, used by the demo's proxies)",
+        f"{xds_host}:{xds_ports[1]} (mTLS, used by the demo's proxies)",
         f"  status      sailplane status --monitor-address 127.0.0.1:{monitor_port}",
         "",
         f"  {'workload':<34} {'address':<14} {'app':<20} {'envoy admin':<20} pids",
@@ -303,6 +311,11 @@ def where_to_look(
     for row in rows:
         pids = " ".join(map(str, row.pids))
         lines.append(f"  {row.workload:<34} {row.address:<14} {row.app:<20} {row.admin:<20} {pids}")
+    if pods:
+        lines.append(
+            f"  an Envoy admin answers inside its pod: ip netns exec {pods}N curl -s "
+            "127.0.0.1:15000/stats (N: the pod's number)"
+        )
     if legacy_target:
         lines.append(f"  {'legacy-client (no sidecar)':<34} calls {legacy_target} directly")
     lines.append("")

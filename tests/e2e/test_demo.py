@@ -19,9 +19,23 @@ from pathlib import Path
 import pytest
 
 from tests.support.mesh import Mesh
+from tests.support.netns import skip_reason
 from tests.support.procs import APP, ENVOY, PYTHON, free_port, http_get, wait_for
 
 pytestmark = pytest.mark.e2e
+
+NO_PODS = skip_reason()
+# Each run both ways: without privileges (proxy mode, the apps use their
+# sidecar's HTTP proxy) and as root (transparent: pods captured by iptables).
+MODES = [
+    pytest.param("proxy", id="proxy"),
+    pytest.param(
+        "transparent",
+        id="transparent",
+        marks=pytest.mark.skipif(NO_PODS is not None, reason=NO_PODS or ""),
+    ),
+]
+PODS = re.compile(r"ip netns exec (spd\d+-[0-9a-f]+-)N ")
 
 SUMMARY = re.compile(
     r"^(?P<label>[^:\n]+): (?P<count>\d+) requests since the last config change: "
@@ -159,7 +173,7 @@ def printed_pids(output: str) -> list[int]:
     return [int(p) for p in re.findall(r"(?<=\s)(\d{2,7})(?=\s|$)", table)]
 
 
-def assert_nothing_left(run: DemoRun, tmp_path: Path) -> None:
+def assert_nothing_left(run: DemoRun, tmp_path: Path, mode: str) -> None:
     header = run.stdout.split("\n[", 1)[0]
     pids = printed_pids(run.stdout)
     assert len(pids) >= 7, header  # four Envoys and three apps
@@ -167,20 +181,48 @@ def assert_nothing_left(run: DemoRun, tmp_path: Path) -> None:
         assert not Path(f"/proc/{pid}").exists(), f"process {pid} is still there"
     assert not processes_mentioning(str(tmp_path)), processes_mentioning(str(tmp_path))
     addresses = set(ADDRESS.findall(header))
-    assert len(addresses) >= 10, header  # ingress, monitor, xDS, every workload and app
+    if mode == "proxy":
+        assert len(addresses) >= 10, header  # ingress, monitor, xDS, every workload and app
+    else:
+        assert len(addresses) >= 2, header  # the monitor and plaintext xDS, on loopback
+        assert_no_pods_left(header)
     still = [f"{h}:{p}" for h, p in sorted(addresses) if listening(h, int(p))]
     assert not still, f"still listening: {still}"
     assert not list((tmp_path / "tmp").iterdir()), "the demo's temporary files are gone"
 
 
-def test_demo_runs_the_mesh_with_the_configured_split_and_leaves_nothing(tmp_path: Path) -> None:
-    with demo(tmp_path, "--duration", "20") as run:
+def assert_no_pods_left(header: str) -> None:
+    """No namespace, /etc/netns entry or host link of the demo's pods."""
+    found = PODS.search(header)
+    assert found, header
+    prefix = found[1]
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert prefix not in namespaces, namespaces
+    assert not [p for p in Path("/etc/netns").glob(f"{prefix}*")], "an /etc/netns entry is left"
+    links = subprocess.run(["ip", "-br", "addr"], capture_output=True, text=True).stdout
+    subnet = re.search(r"ingress     http://(\d+\.\d+\.\d+)\.", header)
+    assert subnet, header
+    assert f" {subnet[1]}.1/24" not in links, links
+
+
+def check_mode(output: str, mode: str) -> None:
+    """The demo said which capture mode it runs in, and its addresses match."""
+    assert re.search(rf"^capture: {mode}\b", output, re.M), output
+    ingress = "http://127.77." if mode == "proxy" else "http://10.251."
+    assert f"ingress     {ingress}" in output, output
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_demo_runs_the_mesh_with_the_configured_split_and_leaves_nothing(
+    tmp_path: Path, mode: str
+) -> None:
+    with demo(tmp_path, "--duration", "20", "--capture", mode) as run:
         assert run.popen.wait(90) == 0, run.stdout
         assert run.reader is not None
         run.reader.join(10)
         output = run.stdout
     print(output)
-    assert "ingress     http://127.77." in output
+    check_mode(output, mode)
     assert re.search(r"metrics     http://127\.0\.0\.1:\d+/metrics", output)
     result = summaries(output)
     ingress = result["ingress"]
@@ -198,12 +240,16 @@ def test_demo_runs_the_mesh_with_the_configured_split_and_leaves_nothing(tmp_pat
     # Without --ca-dir the CA lives in the demo's temporary directory (gone
     # with it, see assert_nothing_left), never in XDG_STATE_HOME.
     assert not (tmp_path / "state" / "sailplane").exists(), "the demo made the default CA"
-    assert_nothing_left(run, tmp_path)
+    assert_nothing_left(run, tmp_path, mode)
 
 
-def test_edits_show_in_the_view_and_strict_refuses_the_legacy_client(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_edits_show_in_the_view_and_strict_refuses_the_legacy_client(
+    tmp_path: Path, mode: str
+) -> None:
     config_dir = tmp_path / "mesh"
-    with demo(tmp_path, "--config-dir", str(config_dir), "--duration", "12") as run:
+    args = ("--config-dir", str(config_dir), "--duration", "12", "--capture", mode)
+    with demo(tmp_path, *args) as run:
         started = run.wait_line(r"^\[ +\d+s\] ingress", timeout=60)
         traffic = config_dir / "traffic.yaml"
         traffic.write_text(
@@ -241,7 +287,8 @@ def test_edits_show_in_the_view_and_strict_refuses_the_legacy_client(tmp_path: P
     assert split["single"] == pytest.approx(50, abs=15), split  # ~200 requests since STRICT
     # --config-dir keeps the edited copy.
     assert "mode: STRICT" in (config_dir / "security.yaml").read_text()
-    assert_nothing_left(run, tmp_path)
+    check_mode(output, mode)
+    assert_nothing_left(run, tmp_path, mode)
 
 
 def test_app_behind_a_sidecar_bound_to_every_address_of_its_network_namespace(
