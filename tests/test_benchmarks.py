@@ -66,9 +66,10 @@ def test_quick_run_writes_well_formed_results(
     assert translate["full_ms"] > 0
     assert translate["consistent"] is True
     assert translate["resources"]["endpoints"] == CLUSTERS
-    # Every outbound cluster, the pass-through, the CONNECT authority's
-    # forward proxy and the black hole, the inbound one.
-    assert translate["resources"]["clusters"] == CLUSTERS + 4
+    # Every outbound cluster, the pass-through and the black hole, the
+    # inbound one (no tls rule tunnels to a wildcard host: no CONNECT
+    # authority cluster).
+    assert translate["resources"]["clusters"] == CLUSTERS + 3
     # A weight change re-translates one virtual host and re-assembles one
     # route table; nothing else is encoded again.
     assert translate["weight_translation"] == "routes"

@@ -22,6 +22,11 @@ from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Service
 from sailplane.translate import Proxy
 from sailplane.translate.clusters import build_service_clusters, mesh_clusters
+from sailplane.translate.egress import (
+    CONNECT_AUTHORITY_CLUSTER,
+    connect_authority_cluster,
+    tunnels_to_authority,
+)
 from sailplane.translate.endpoints import build_service_endpoints, locality_dependent
 from sailplane.translate.impact import FULL, Impact
 from sailplane.translate.locality import (
@@ -96,7 +101,7 @@ def _service_resources(
 
 def build_generation(mesh: MeshConfig) -> Generation:
     """Translate every service (a full push)."""
-    clusters = _encoded(mesh_clusters(), "name")
+    clusters = _encoded(mesh_clusters(mesh), "name")
     endpoints: list[tuple[str, bytes]] = []
     cluster_names, endpoint_names = {}, {}
     for service in mesh.services:
@@ -138,6 +143,14 @@ def next_generation(previous: Generation, mesh: MeshConfig, impact: Impact) -> G
         new_endpoints.extend(own_endpoints)
         cluster_names[hostname] = tuple(n for n, _ in own_clusters)
         endpoint_names[hostname] = tuple(n for n, _ in own_endpoints)
+    # The mesh's own clusters: the CONNECT authority's comes and goes with
+    # the tls rules that tunnel to it (egress.tunnels_to_authority).
+    needed = tunnels_to_authority(mesh)
+    if needed != (CONNECT_AUTHORITY_CLUSTER in previous.clusters.chunks):
+        if needed:
+            new_clusters.extend(_encoded([connect_authority_cluster()], "name"))
+        else:
+            gone_clusters.append(CONNECT_AUTHORITY_CLUSTER)
     touched = impact.services
     located = {h for h in previous.located if h not in touched}
     located.update(

@@ -33,6 +33,7 @@ from sailplane.translate.egress import (
     blackhole_cluster,
     connect_authority_cluster,
     passthrough_cluster,
+    tunnels_to_authority,
 )
 from sailplane.translate.endpoints import build_load_assignment, uses_dns
 from sailplane.translate.locality import NEUTRAL_VIEW, balancing
@@ -184,14 +185,17 @@ def build_outbound_clusters(mesh: MeshConfig) -> list[cluster_pb2.Cluster]:
     clusters: list[cluster_pb2.Cluster] = []
     for service in mesh.services:
         clusters.extend(build_service_clusters(mesh, service))
-    clusters.extend(mesh_clusters())
+    clusters.extend(mesh_clusters(mesh))
     return sorted(clusters, key=lambda c: c.name)
 
 
-def mesh_clusters() -> list[cluster_pb2.Cluster]:
+def mesh_clusters(mesh: MeshConfig) -> list[cluster_pb2.Cluster]:
     """The clusters every sidecar has whatever the services: the outbound
-    traffic policy's pass-through and black hole."""
-    return [passthrough_cluster(), connect_authority_cluster(), blackhole_cluster()]
+    traffic policy's pass-through and black hole, and the CONNECT
+    authority's while a ``tls`` rule tunnels to a wildcard host."""
+    if tunnels_to_authority(mesh):
+        return [passthrough_cluster(), connect_authority_cluster(), blackhole_cluster()]
+    return [passthrough_cluster(), blackhole_cluster()]
 
 
 def build_inbound_cluster(

@@ -12,7 +12,8 @@ match becomes a virtual host whose domains are its ``sniHosts`` with the
 port, with one ``connect_matcher`` route that terminates the CONNECT and
 forwards the raw bytes (the TLS) to the destinations; a wildcard
 destination goes to a dynamic forward proxy of its own
-(egress.connect_authority_cluster), which connects to the CONNECT
+(egress.connect_authority_cluster, in CDS only while some rule routes
+to it: egress.tunnels_to_authority), which connects to the CONNECT
 authority, which the domain has already confined to the rule's names and
 port, in both capture modes: the route table is shared by both (one
 routes_key), and a transparent sidecar's PassthroughCluster would tunnel
@@ -37,7 +38,7 @@ from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import RouteDestination, TLSMatch, VirtualService
 from sailplane.model.sidecar import Sidecar
 from sailplane.translate.common import duration
-from sailplane.translate.egress import CONNECT_AUTHORITY_CLUSTER
+from sailplane.translate.egress import CONNECT_AUTHORITY_CLUSTER, tunnel_targets
 from sailplane.translate.httproute import RouteContext
 from sailplane.translate.routes import route_context
 from sailplane.translate.tcproute import TLS_PROTOCOLS, match_applies, sidecar_visible
@@ -72,7 +73,7 @@ def _cluster(ctx: RouteContext, target: RouteDestination) -> str:
 def connect_action(ctx: RouteContext, targets: Sequence[RouteDestination]) -> rc.RouteAction:
     """Terminate the CONNECT, then tunnel its bytes to one cluster or to
     weighted ones; destinations of weight 0 get nothing (as tlsroute.py)."""
-    chosen = [t for t in targets if t.weight > 0] or list(targets)
+    chosen = tunnel_targets(targets)
     action = rc.RouteAction(timeout=duration(0))
     if len(chosen) == 1:
         action.cluster = _cluster(ctx, chosen[0])

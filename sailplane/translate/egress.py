@@ -9,6 +9,8 @@ a dynamic forward proxy that resolves the Host the app asked for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.clusters.dynamic_forward_proxy.v3 import cluster_pb2 as dfp_cluster_pb2
@@ -20,6 +22,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
 
+from sailplane.model.mesh import MeshConfig
+from sailplane.model.networking import RouteDestination
 from sailplane.translate.common import duration, pack
 
 PASSTHROUGH_CLUSTER = "PassthroughCluster"
@@ -62,6 +66,24 @@ def connect_authority_cluster() -> cluster_pb2.Cluster:
     original destination: that would tunnel to whatever address the app
     dialled, not to the host the route allowed."""
     return _forward_proxy_cluster(CONNECT_AUTHORITY_CLUSTER)
+
+
+def tunnel_targets(targets: Sequence[RouteDestination]) -> list[RouteDestination]:
+    """Where a CONNECT tunnel of a ``tls`` rule sends (connect.py): the
+    destinations of weight above 0, or all of them if none has one."""
+    return [t for t in targets if t.weight > 0] or list(targets)
+
+
+def tunnels_to_authority(mesh: MeshConfig) -> bool:
+    """Whether a sidecar may get a CONNECT route to the ConnectAuthorityCluster:
+    a ``tls`` rule with a match that tunnels to a wildcard host. Ignores
+    which proxies see the rule (conservative): the cluster may be present
+    unused, never missing under a route that names it (Envoy's 503)."""
+    return any(
+        rule.match and any("*" in t.destination.host for t in tunnel_targets(rule.route))
+        for vs in mesh.virtual_services
+        for rule in vs.tls
+    )
 
 
 def original_dst_cluster(name: str) -> cluster_pb2.Cluster:

@@ -26,9 +26,12 @@ from sailplane.model.telemetry import (
     builtin_provider,
 )
 from sailplane.translate.authz import http_rbac_filters
-from sailplane.translate.clusters import mesh_clusters
 from sailplane.translate.common import ads_config_source
-from sailplane.translate.egress import catch_all_virtual_host
+from sailplane.translate.egress import (
+    blackhole_cluster,
+    catch_all_virtual_host,
+    passthrough_cluster,
+)
 from sailplane.translate.httproute import build_retry_policy
 from sailplane.translate.listeners import outbound_http_filters
 from sailplane.translate.mtls import ROOT_SECRET, WORKLOAD_SECRET, downstream_mtls_socket, sds
@@ -84,7 +87,7 @@ def shared_blocks() -> dict[str, Tree]:
     }
     for http_filter in (*http_rbac_filters(), *outbound_http_filters()):
         blocks[f"http-filter/{http_filter.name}"] = proto_tree(http_filter)
-    for cluster in mesh_clusters():
+    for cluster in (passthrough_cluster(), blackhole_cluster()):
         blocks[f"cluster/{cluster.name}"] = proto_tree(cluster)
     for mode in OUTBOUND_MODES:
         vhost = catch_all_virtual_host(mode)

@@ -179,8 +179,39 @@ async def test_added_cluster_arrives_before_the_listener_that_uses_it(
     client.ack(rds, ["5000", "9080"])
     rds2 = await client.recv()
     assert rds2.type_url == ROUTE
-    assert names(rds2) == ["5000", "9080"]
+    assert names(rds2) == ["9080"]  # what the subscription gained; 5000 it has
     client.ack(rds2)
+    await eventually(lambda: synced_at(ads, NODE, v2))
+    await client.expect_silence()
+
+
+async def test_a_cluster_response_that_only_adds_is_not_followed_by_every_assignment(
+    cache: SnapshotCache, ads: AdsServer, connect: Callable[..., AdsClient]
+) -> None:
+    """Adding a service sends its cluster; the endpoints response after it
+    carries only what changed of what was subscribed (nothing here), not
+    every assignment again: Envoy asks for the new cluster's assignment
+    itself, and a full EDS response would be parsed before it asks."""
+    v1 = reference_snapshot()
+    cache.set(NODE, v1)
+    client = connect(NODE)
+    await sync(client)
+    await eventually(lambda: synced_at(ads, NODE, v1))
+
+    v2 = with_reviews()
+    assert cache.set(NODE, v2)
+    cds, eds, lds, rds = await recv_many(client, 4)
+    assert [r.type_url for r in (cds, eds, lds, rds)] == PUSH_ORDER
+    assert names(eds) == []
+    client.ack(cds)
+    client.ack(eds, sorted([*EDS_NAMES, REVIEWS]))
+    eds2 = await client.recv()
+    assert eds2.type_url == ENDPOINT
+    assert names(eds2) == [REVIEWS]  # what the subscription gained, not all again
+    client.ack(eds2)
+    client.ack(lds)
+    client.ack(rds, ["5000", "9080"])
+    client.ack(await client.recv())
     await eventually(lambda: synced_at(ads, NODE, v2))
     await client.expect_silence()
 

@@ -21,9 +21,10 @@ Protocol rules implemented here (envoyproxy.io, "xDS REST and gRPC protocol"):
   routes in that order. A cluster (and its endpoints) that disappears is kept
   in the responses until the listeners and routes that might point at it
   have been ACKed at their new versions; only then is it removed.
-* After any cluster response, endpoints are re-sent: Envoy re-warms changed
+* After a cluster response, endpoints are re-sent: Envoy re-warms changed
   clusters and waits for an EDS response before using them. Likewise routes
-  after listeners.
+  after listeners. Except after a response that only adds EDS clusters with
+  assignments not yet subscribed: Envoy's new subscription asks for them.
 
 Responses are assembled from pre-encoded bytes (see encoding.py), so the
 gRPC response serialiser is the identity function.
@@ -35,6 +36,8 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3 import cluster_pb2
 
 from sailplane.xds.encoding import encode_nonce
 from sailplane.xds.resources import TypeResources
@@ -59,6 +62,9 @@ log = logging.getLogger("sailplane.xds")
 _REFERENCED_TYPES = (CLUSTER, ENDPOINT)
 # After a response of the key type, re-send the value type (Envoy re-warms).
 _RESEND_AFTER = {CLUSTER: ENDPOINT, LISTENER: ROUTE}
+# A cluster response adding more clusters than this re-sends endpoints
+# without looking at them (each would be decoded, per stream).
+_ADDITIONS_CHECKED = 64
 
 
 @dataclass(slots=True)
@@ -213,21 +219,62 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
         types other than clusters and listeners, a state-of-the-world response
         may hold just the resources that changed (xDS protocol, "Grouping
         resources into responses"), which makes an endpoint change cost its
-        own bytes, not the mesh's. None: send the whole subscription."""
+        own bytes, not the mesh's; after a subscription grew, the names it
+        gained too (a new cluster's assignment, not every one again). None:
+        send the whole subscription."""
         if (
             type_url in WILDCARD_TYPES
             or st.wildcard
             or st.resend
             or st.sent is None
             or st.sent_kept
-            or (st.sent_names is not st.names and st.sent_names != st.names)
+            or st.sent_names is None
         ):
             return None
         changed = self.ctx.diffs.changed(st.sent, resources)
         names = st.names
+        chunks = resources.chunks
         if len(changed) > len(names):
-            return {n for n in names if n in changed and n in resources.chunks}
-        return {n for n in changed if n in names and n in resources.chunks}
+            out = {n for n in names if n in changed and n in chunks}
+        else:
+            out = {n for n in changed if n in names and n in chunks}
+        if st.sent_names is not names and st.sent_names != names:
+            # The client holds st.sent for every name it had; a name it
+            # gained it holds nothing for.
+            out.update(n for n in names - st.sent_names if n in chunks)
+        return out
+
+    def _rewarms(
+        self, type_url: str, st: _TypeState, resources: TypeResources, kept: Mapping[str, bytes]
+    ) -> bool:
+        """Whether this response must be followed by its follower type
+        (clusters: endpoints; listeners: routes). Not when a cluster response
+        only adds EDS clusters whose assignments the client has not
+        subscribed to: Envoy asks for those itself, and re-sending every
+        assignment it has would put a full EDS parse before that request
+        (issue 20's add). Anything else keeps the rule: a changed or
+        removed cluster, a first response, make before break in progress,
+        a new cluster whose assignment is subscribed already."""
+        before = st.sent
+        if type_url != CLUSTER or before is None or kept or st.sent_kept:
+            return True
+        changed = self.ctx.diffs.changed(before, resources)
+        if not changed or len(changed) > _ADDITIONS_CHECKED:
+            return True
+        if any(name in before.chunks for name in changed):
+            return True  # changed or removed, not only added
+        endpoints = self.types.get(ENDPOINT)
+        if endpoints is None or endpoints.wildcard:
+            return True
+        decoded = resources.messages
+        for name in changed:
+            cluster = decoded[name]
+            if not isinstance(cluster, cluster_pb2.Cluster):
+                return True
+            eds_name = cluster.eds_cluster_config.service_name or name
+            if cluster.type == cluster_pb2.Cluster.EDS and eds_name in endpoints.names:
+                return True  # its subscription does not move: Envoy would not ask
+        return False
 
     async def send(self, type_url: str, snapshot: Snapshot) -> None:
         if self.withholding(type_url, snapshot):
@@ -257,6 +304,7 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
         # by every stream at cold start is another gigabyte.
         message = b"".join([*parts, encode_nonce(nonce)])
         del parts
+        follow = self._rewarms(type_url, st, resources, kept)
         await self.ctx.write(self.context, message)
         self.outstanding.sent(type_url)
         st.nonce = nonce
@@ -265,7 +313,12 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
         st.resend = False
         self.status.of(type_url).sent = version
         follower = _RESEND_AFTER.get(type_url)
-        if follower is not None and follower in self.types and self.types[follower].subscribed:
+        if (
+            follow
+            and follower is not None
+            and follower in self.types
+            and self.types[follower].subscribed
+        ):
             self.types[follower].resend = True
         self.ctx.observer.on_push(self.node_id, type_url, version, len(message))
 
