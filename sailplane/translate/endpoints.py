@@ -55,10 +55,11 @@ def build_load_assignment(
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """One LocalityLbEndpoints per locality (in locality order), endpoints
     sorted by address so output is deterministic. Instances with a sidecar
-    carry the metadata auto mTLS matches on. With localities, or locality
-    settings that apply, each group has its locality and its weight (the
-    sum of its endpoints', as Istio's EndpointBuilder), and ``balancing``
-    sets the priorities and weights for the proxy (translate/locality.py)."""
+    carry the metadata auto mTLS matches on. Each group has its locality
+    (with localities, or locality settings that apply; else one empty) and
+    its weight (the sum of its endpoints', as Istio's EndpointBuilder), and
+    ``balancing`` sets the priorities and weights for the proxy
+    (translate/locality.py)."""
     located = balancing is not None and balancing.applies
     located = located or any(e.locality for e in endpoints)
     groups = group_by_locality(endpoints) if located else [(Locality(), list(endpoints))]
@@ -70,10 +71,12 @@ def build_load_assignment(
         if not lb_endpoints:
             continue
         group = endpoint_components_pb2.LocalityLbEndpoints(lb_endpoints=lb_endpoints)
-        if locality:
-            group.locality.CopyFrom(envoy_locality(locality))
-        if located:
-            group.load_balancing_weight.value = sum(e.weight for e in chosen)
+        # Always a locality (empty when unknown) and a weight (the sum of the
+        # endpoints'), as Istio's EndpointBuilder: gRPC's xDS client rejects
+        # a group without either (gRFC A27), and Envoy reads the weight only
+        # under locality-weighted balancing, which then needs it.
+        group.locality.CopyFrom(envoy_locality(locality))
+        group.load_balancing_weight.value = sum(e.weight for e in chosen)
         assignment.endpoints.append(group)
         members.append(chosen)
     if balancing is not None and members:

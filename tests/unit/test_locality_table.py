@@ -10,6 +10,7 @@ Endpoints: 10.0.0.1 region1/zone1/sub1, .2 region1/zone1/sub2,
 from __future__ import annotations
 
 import pytest
+from envoy.config.core.v3 import base_pb2
 
 from sailplane.model.locality import LocalityDistribute, LocalityLbSetting
 from sailplane.model.registry import Endpoint, Locality, Protocol, ServicePort
@@ -219,11 +220,14 @@ def test_locality_priorities_and_weights(
     assert got == sorted(expected)
 
 
-def test_without_localities_or_settings_the_assignment_is_one_plain_group() -> None:
+def test_without_localities_or_settings_the_assignment_is_one_group_of_no_locality() -> None:
+    """One group, with an empty locality and the endpoints' total weight: both
+    present, as gRPC's xDS client requires (gRFC A27) and Istio sends."""
     plain = tuple(Endpoint(e.address, e.labels, weight=e.weight) for e in ENDPOINTS)
     assignment = build_load_assignment("c", PORT, plain)
     (group,) = assignment.endpoints
-    assert not group.HasField("locality") and not group.HasField("load_balancing_weight")
+    assert group.HasField("locality") and group.locality == base_pb2.Locality()
+    assert group.load_balancing_weight.value == sum(e.weight for e in plain)
     assert len(group.lb_endpoints) == 5
 
 
