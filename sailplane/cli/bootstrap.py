@@ -77,6 +77,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "proxy cannot serve or call mTLS); for a laptop mesh without mTLS only",
     )
     boot.add_argument(
+        "--grpc",
+        action="store_true",
+        help="write a gRPC xDS bootstrap (JSON, for GRPC_XDS_BOOTSTRAP) for a proxyless "
+        "gRPC application instead of an Envoy bootstrap",
+    )
+    boot.add_argument(
         "--delta",
         action="store_true",
         help="use incremental xDS (DELTA_GRPC) instead of state of the world",
@@ -89,6 +95,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 def run(args: argparse.Namespace) -> int:
     from sailplane.config.loader import load_dir
     from sailplane.translate.bootstrap import bootstrap_yaml, build_bootstrap
+    from sailplane.translate.grpcbootstrap import build_grpc_bootstrap, grpc_bootstrap_json
 
     problem = check_bootstrap_args(args)
     if problem is not None or args.all:
@@ -115,19 +122,22 @@ def run(args: argparse.Namespace) -> int:
         except CAError as exc:
             print(f"sailplane: {exc}", file=sys.stderr)
             return 1
-    text = bootstrap_yaml(
-        build_bootstrap(
-            workload,
-            xds_address=args.xds_address,
-            admin_address=args.admin_address,
-            outbound_address=args.outbound_address,
-            app_address=args.app_address,
-            role=Role(args.role) if args.role else None,
-            credentials=credentials,
-            delta=args.delta,
-            capture=CAPTURE_MODES[args.capture] if args.capture else None,
+    if args.grpc:
+        text = grpc_bootstrap_json(build_grpc_bootstrap(workload, args.xds_address))
+    else:
+        text = bootstrap_yaml(
+            build_bootstrap(
+                workload,
+                xds_address=args.xds_address,
+                admin_address=args.admin_address,
+                outbound_address=args.outbound_address,
+                app_address=args.app_address,
+                role=Role(args.role) if args.role else None,
+                credentials=credentials,
+                delta=args.delta,
+                capture=CAPTURE_MODES[args.capture] if args.capture else None,
+            )
         )
-    )
     if args.output:
         args.output.write_text(text)
     else:
@@ -159,6 +169,17 @@ def _all_flags(boot: argparse.ArgumentParser) -> None:
 def _check_bootstrap_flags(args: argparse.Namespace) -> str | None:
     if (args.cert_dir or args.no_credentials) and not args.secure:
         return "--cert-dir and --no-credentials do not go with --plaintext"
+    if args.grpc and args.secure:
+        # gRPC's "tls" xDS channel credentials (gRFC A65) verify the server's
+        # hostname, and sailplane's xDS certificate names only its SPIFFE id.
+        return (
+            "--grpc needs --plaintext for now: gRPC checks the xDS server's hostname, "
+            "and sailplane's xDS certificate carries only its SPIFFE identity"
+        )
+    if args.grpc and (args.all or args.delta or args.capture or args.role):
+        return (
+            "--grpc writes one gRPC application's bootstrap: no --all, --delta, --capture, --role"
+        )
     if args.all and args.workload:
         return "give a WORKLOAD or --all, not both"
     if not args.all and not args.workload:

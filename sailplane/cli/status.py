@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 def format_status(streams: list[dict[str, Any]]) -> str:
     """A table like ``istioctl proxy-status``; sync states as the monitor
-    spells them (SYNCED, STALE, NACKED, NOT_SENT, REFUSED)."""
+    spells them (SYNCED, STALE, NACKED, NOT_SENT, REFUSED, MISSING)."""
     if not streams:
         return "no proxy is connected\n"
     columns = [
@@ -63,6 +63,14 @@ def format_status(streams: list[dict[str, Any]]) -> str:
     ]
     if errors:
         lines += ["", "NACKs:", *errors]
+    missing = [
+        f"  {stream['proxy']} {key}: MISSING {' '.join(info['missing'])}"
+        for stream in streams
+        for key, info in stream["types"].items()
+        if info.get("missing")
+    ]
+    if missing:
+        lines += ["", "Asked for, not there:", *missing]
     return "\n".join(lines) + "\n"
 
 
@@ -81,6 +89,8 @@ def format_proxy(view: dict[str, Any]) -> str:
         lines += ["", header]
         if info.get("error"):
             lines.append(f"  NACK: {info['error']}")
+        if info.get("missing"):
+            lines.append(f"  MISSING: {' '.join(info['missing'])}")
         resources = info.get("resources") or []
         rows = [["NAME", "VERSION", "STATE"]] + [
             [r["name"], r["version"], type_state] for r in resources

@@ -37,7 +37,7 @@ from sailplane.server.credentials import consistency_problems, with_credentials
 from sailplane.server.generation import Generation, build_generation, next_generation
 from sailplane.server.routetables import RouteTable, build_sidecar_route_table
 from sailplane.translate import Proxy, Role, build_proxy_resources, build_routes, proxy_from_node
-from sailplane.translate.build import cluster_in_scope, routes_key, scope_key
+from sailplane.translate.build import cluster_in_scope, own_route_tables, routes_key, scope_key
 from sailplane.translate.impact import FULL, Impact, impact_of
 from sailplane.translate.mtls import build_secrets
 from sailplane.translate.proxy import Capture, bootstrap_metadata
@@ -187,7 +187,7 @@ class Controller:
         mesh = generation.mesh
         own = build_proxy_resources(mesh, proxy)
         routes = None
-        if proxy.role is Role.GATEWAY:
+        if own_route_tables(proxy):
             routes = _types(ROUTE, build_routes(mesh, proxy))
         return _ProxyEntry(
             proxy,
@@ -403,6 +403,8 @@ def _rebuilds(impact: Impact, node_id: str, proxy: Proxy) -> bool:
         return True
     if proxy.role is Role.GATEWAY:
         return impact.gateways
+    if proxy.proxyless:  # its API listeners and routes follow services and routes
+        return impact.gateways or bool(impact.services or impact.routes)
     # A transparent sidecar's outbound listeners follow every service's ports
     # and addresses and the mesh's tcp/tls routes (transparent_outbound.py).
     return proxy.capture is Capture.TRANSPARENT and (impact.gateways or bool(impact.services))

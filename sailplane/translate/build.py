@@ -27,6 +27,7 @@ from sailplane.translate.gateway import (
     build_gateway_routes,
     gateway_own_clusters,
 )
+from sailplane.translate.grpcgen import build_grpc_resources
 from sailplane.translate.jwt import jwt_filters, request_authentications_for
 from sailplane.translate.listeners import (
     build_inbound_listener,
@@ -67,6 +68,8 @@ class ProxyResources:
 def build_routes(mesh: MeshConfig, proxy: Proxy) -> tuple[route_pb2.RouteConfiguration, ...]:
     if proxy.role is Role.GATEWAY:
         return build_gateway_routes(mesh, proxy)
+    if proxy.proxyless:
+        return build_grpc_resources(mesh, proxy).routes
     sidecar = mesh.sidecar_for(proxy.workload)
     config = build_outbound_route_config(
         mesh,
@@ -81,10 +84,18 @@ def build_routes(mesh: MeshConfig, proxy: Proxy) -> tuple[route_pb2.RouteConfigu
     return (add_tunnels(config, mesh, proxy.namespace, labels, sidecar),)
 
 
+def own_route_tables(proxy: Proxy) -> bool:
+    """Whether :func:`build_routes` is the proxy's own (a gateway's, a
+    proxyless gRPC client's) rather than a shared sidecar route table."""
+    return proxy.role is Role.GATEWAY or proxy.proxyless
+
+
 def routes_key(mesh: MeshConfig, proxy: Proxy) -> tuple[object, ...]:
     """Proxies with equal keys get identical route tables (shared, encoded once)."""
     if proxy.role is Role.GATEWAY:
         return ("gateway", proxy.id)
+    if proxy.proxyless:
+        return ("grpc", proxy.id)
     signature = route_signature(mesh, proxy.workload.labels)
     return (
         "sidecar",
@@ -116,6 +127,12 @@ def cluster_in_scope(mesh: MeshConfig, proxy: Proxy, cluster_name: str) -> bool:
 
 def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
     """Pure: the same mesh and proxy always give the same resources."""
+    if proxy.proxyless:
+        # gRPC's xDS client: API listeners only (grpcgen.py); its route
+        # configs are build_routes(), its clusters the shared ones.
+        return ProxyResources(
+            own_clusters=(), listeners=build_grpc_resources(mesh, proxy).listeners
+        )
     telemetry = telemetry_for(mesh, proxy.workload)
     if proxy.role is Role.GATEWAY:
         return ProxyResources(

@@ -20,6 +20,10 @@ META_OUTBOUND = "sailplane.outbound_address"
 META_APP_ADDRESS = "sailplane.app_address"
 # Istio's own key (proxy metadata INTERCEPTION_MODE): how traffic reaches the proxy.
 META_INTERCEPTION = "INTERCEPTION_MODE"
+# Istio's own key: ``GENERATOR: grpc`` marks a proxyless gRPC client
+# (model.Proxy.IsProxylessGrpc), which gets grpcgen.py's resources.
+META_GENERATOR = "GENERATOR"
+GRPC_GENERATOR = "grpc"
 
 
 class Role(enum.Enum):
@@ -94,6 +98,27 @@ class Proxy:
     def locality(self) -> Locality:
         return self.workload.locality or self.node_locality
 
+    @property
+    def proxyless(self) -> bool:
+        """A gRPC application's own xDS client, not an Envoy."""
+        return str(self.metadata.get(META_GENERATOR, "")) == GRPC_GENERATOR
+
+
+def workload_id(node_id: str) -> str:
+    """The WorkloadEntry id a node id names: ``NAME.NS`` as is, and Istio's
+    ``TYPE~IP~NAME.NS~NS.svc.DOMAIN`` (what gRPC bootstraps written for Istio
+    carry) as its third part. Only the name is taken from it: what the node
+    may have is still decided by that workload (and, on the mTLS port, by
+    its certificate), never by the IP or domain it claims."""
+    parts = node_id.split("~")
+    if len(parts) != 4:
+        return node_id
+    _kind, _ip, name_ns, domain = parts
+    namespace = name_ns.rpartition(".")[2]
+    # A malformed Istio id (its domain's namespace is not the name's) is
+    # refused below as an unknown workload, never guessed at.
+    return name_ns if domain.startswith(f"{namespace}.svc.") else node_id
+
 
 def bootstrap_metadata(workload: Workload) -> dict[str, str]:
     """The node metadata that matters to translation, as `sailplane bootstrap`
@@ -113,8 +138,10 @@ def proxy_from_node(
 
     Raises :class:`UnknownProxy` when no WorkloadEntry has that id, or the
     metadata is malformed, so the server can refuse the stream cleanly.
+    Istio's ``sidecar~IP~NAME.NS~NS.svc.cluster.local`` is an alias of
+    ``NAME.NS`` (:func:`workload_id`).
     """
-    workload = mesh.workloads_by_id.get(node_id)
+    workload = mesh.workloads_by_id.get(workload_id(node_id))
     if workload is None:
         raise UnknownProxy(
             f"node {node_id!r} is not a WorkloadEntry of the mesh (expected NAME.NAMESPACE)"
@@ -123,8 +150,9 @@ def proxy_from_node(
         if META_ROLE in metadata:
             role = Role(str(metadata[META_ROLE]))
         else:
-            # A workload a Gateway selects is a gateway (istio: ingressgateway).
-            selected = any(
+            # A workload a Gateway selects is a gateway (istio: ingressgateway);
+            # a gRPC application never is.
+            selected = str(metadata.get(META_GENERATOR, "")) != GRPC_GENERATOR and any(
                 g.selector and selector_matches(g.selector, workload.labels) for g in mesh.gateways
             )
             role = Role.GATEWAY if selected else Role.SIDECAR

@@ -311,7 +311,13 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
         st.sent_version = version
         st.sent, st.sent_kept, st.sent_names = resources, kept, st.names
         st.resend = False
-        self.status.of(type_url).sent = version
+        status = self.status.of(type_url)
+        status.sent = version
+        # LDS and CDS names asked for and not sent: MISSING. (gRPC names its
+        # targets; Envoy asks for all. EDS and RDS names follow what was sent.)
+        named = type_url in (LISTENER, CLUSTER) and not st.wildcard
+        missing = st.names.difference(resources.chunks, kept) if named else ()
+        status.missing = tuple(sorted(missing))
         follower = _RESEND_AFTER.get(type_url)
         if (
             follow

@@ -2,8 +2,10 @@
 
 For every stream and type: the version sent, the version ACKed, and the
 state: SYNCED (acked what was sent), STALE (sent, no answer yet), NACKED
-(rejected; Envoy's message kept), NOT_SENT, or REFUSED (the stream may
-not have the type: secrets asked for on the plaintext port).
+(rejected; Envoy's message kept), NOT_SENT, REFUSED (the stream may
+not have the type: secrets asked for on the plaintext port), or MISSING
+(acked, but listener or cluster names the client asked for do not exist:
+a gRPC client asks LDS for ``echo:9999`` by name, and waits for it).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class SyncState(enum.Enum):
     NACKED = "NACKED"
     NOT_SENT = "NOT_SENT"
     REFUSED = "REFUSED"  # the stream may not have this type (error says why)
+    MISSING = "MISSING"  # acked, but names it asked for do not exist (``missing``)
 
 
 @dataclass(slots=True)
@@ -30,6 +33,7 @@ class TypeStatus:
     acked: str | None = None
     error: str | None = None
     nacked: str | None = None  # the version that was rejected
+    missing: tuple[str, ...] = ()  # names asked for that the version sent lacks
 
     @property
     def state(self) -> SyncState:
@@ -38,16 +42,19 @@ class TypeStatus:
         if self.nacked == self.sent:
             return SyncState.NACKED
         if self.acked == self.sent:
-            return SyncState.SYNCED
+            return SyncState.MISSING if self.missing else SyncState.SYNCED
         return SyncState.STALE
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "state": self.state.value,
             "sent": self.sent,
             "acked": self.acked,
             "error": self.error,
         }
+        if self.missing:
+            out["missing"] = list(self.missing)
+        return out
 
 
 @dataclass(slots=True)
