@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from envoy.config.core.v3 import base_pb2
-from google.protobuf import json_format
 
 from sailplane.ca import CertificateAuthority, IdentityStore
 from sailplane.errors import UnknownProxy
@@ -36,11 +35,10 @@ from sailplane.server.admission import StreamKeys, admitted_proxy
 from sailplane.server.credentials import consistency_problems, with_credentials
 from sailplane.server.generation import Generation, build_generation, next_generation
 from sailplane.server.routetables import RouteTable, build_sidecar_route_table
-from sailplane.translate import Proxy, Role, build_proxy_resources, build_routes, proxy_from_node
+from sailplane.translate import Proxy, build_proxy_resources, build_routes, proxy_from_node
 from sailplane.translate.build import cluster_in_scope, own_route_tables, routes_key, scope_key
-from sailplane.translate.impact import FULL, Impact, impact_of
+from sailplane.translate.impact import FULL, Impact, impact_of, rebuilds_own
 from sailplane.translate.mtls import build_secrets
-from sailplane.translate.proxy import Capture, bootstrap_metadata
 from sailplane.xds import (
     CLUSTER,
     ENDPOINT,
@@ -144,7 +142,7 @@ class Controller:
         try:
             for key, entry in list(self._proxies.items()):
                 node_id = entry.proxy.id
-                if _rebuilds(impact, node_id, entry.proxy):
+                if rebuilds_own(impact, node_id, entry.proxy):
                     try:
                         refreshed = proxy_from_node(node_id, entry.proxy.metadata, mesh)
                     except UnknownProxy:
@@ -351,30 +349,6 @@ class Controller:
         self.nacks.append((node_id, type_url, version, message))
         del self.nacks[:-100]
 
-    # -- debug -------------------------------------------------------------
-
-    def config_dump(self, node_id: str) -> dict[str, list[dict[str, object]]] | None:
-        snapshot = self.cache.get(node_id)
-        if snapshot is None:
-            proxy_mesh = self.mesh
-            if proxy_mesh is None or node_id not in proxy_mesh.workloads_by_id:
-                return None
-            workload = proxy_mesh.workloads_by_id[node_id]
-            metadata = bootstrap_metadata(workload)
-            snapshot = self.snapshot_for(proxy_from_node(node_id, metadata, proxy_mesh))
-        dump: dict[str, list[dict[str, object]]] = {
-            SHORT_NAMES[t]: [
-                json_format.MessageToDict(m, preserving_proto_field_name=True)
-                for m in snapshot.get(t).messages.values()
-            ]
-            for t in SHORT_NAMES
-        }
-        for secret in dump["secrets"]:
-            certificate = secret.get("tls_certificate")
-            if isinstance(certificate, dict) and "private_key" in certificate:
-                certificate["private_key"] = {"inline_bytes": "[redacted]"}
-        return dump
-
 
 _EMPTY_SECRETS = TypeResources.build(SECRET, [])
 _NO_SECRETS = {
@@ -394,20 +368,6 @@ def _check(proxy: Proxy, snapshot: Snapshot) -> None:
     problems = consistency_problems(snapshot)
     if problems:
         raise AssertionError(f"proxy {proxy.id}: inconsistent snapshot: {'; '.join(problems)}")
-
-
-def _rebuilds(impact: Impact, node_id: str, proxy: Proxy) -> bool:
-    """Whether a change reaches the proxy's own resources (its listeners,
-    inbound clusters and inbound route configs; a gateway's routes too)."""
-    if impact.full or node_id in impact.proxies:
-        return True
-    if proxy.role is Role.GATEWAY:
-        return impact.gateways
-    if proxy.proxyless:  # its API listeners and routes follow services and routes
-        return impact.gateways or bool(impact.services or impact.routes)
-    # A transparent sidecar's outbound listeners follow every service's ports
-    # and addresses and the mesh's tcp/tls routes (transparent_outbound.py).
-    return proxy.capture is Capture.TRANSPARENT and (impact.gateways or bool(impact.services))
 
 
 def _types(type_url: str, messages: object, name_field: str = "name") -> TypeResources:

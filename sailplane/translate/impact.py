@@ -26,6 +26,7 @@ from sailplane.model.hosts import host_matches
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.networking import Destination, VirtualService
 from sailplane.model.registry import Service, Workload
+from sailplane.translate.proxy import Capture, Proxy, Role
 
 # MeshConfig fields followed object by object; any other field that differs
 # (PeerAuthentication, AuthorizationPolicy, Sidecar, Telemetry, Gateway, mesh
@@ -235,3 +236,17 @@ def destination_hosts(vs: VirtualService) -> frozenset[str]:
         elif isinstance(value, tuple | list):
             stack.extend(value)
     return _DESTINATIONS.put((vs,), frozenset(hosts))
+
+
+def rebuilds_own(impact: Impact, node_id: str, proxy: Proxy) -> bool:
+    """Whether a change reaches the proxy's own resources (its listeners,
+    inbound clusters and inbound route configs; a gateway's routes too)."""
+    if impact.full or node_id in impact.proxies:
+        return True
+    if proxy.role is Role.GATEWAY:
+        return impact.gateways
+    if proxy.proxyless:  # its API listeners and routes follow services and routes
+        return impact.gateways or bool(impact.services or impact.routes)
+    # A transparent sidecar's outbound listeners follow every service's ports
+    # and addresses and the mesh's tcp/tls routes (transparent_outbound.py).
+    return proxy.capture is Capture.TRANSPARENT and (impact.gateways or bool(impact.services))

@@ -270,9 +270,19 @@ def test_get_on_a_post_only_endpoint_is_a_405_that_says_so() -> None:
     assert server.endpoints() == ["/ready", "POST /debug/diff"]
 
 
+@pytest.fixture
+def info_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """INFO records captured from the start (set before ``running`` starts
+    the plane: the test alone must not depend on another's logging set-up)."""
+    caplog.set_level(logging.INFO, logger="sailplane")
+    return caplog
+
+
 async def test_the_monitor_answers_405_over_http_and_the_log_lists_every_endpoint(
-    caplog: pytest.LogCaptureFixture, running: Running
+    info_logs: pytest.LogCaptureFixture, running: Running
 ) -> None:
+    caplog = info_logs
+
     def get() -> tuple[int, str, str]:
         try:
             urllib.request.urlopen(running.url("/debug/diff"))

@@ -17,6 +17,8 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from google.protobuf import json_format
+
 from sailplane.ca import IdentityStore
 from sailplane.config.assemble import InForce
 from sailplane.config.loader import load_texts, max_file_size, object_changes
@@ -26,6 +28,7 @@ from sailplane.server.controller import Controller
 from sailplane.server.ops.metrics import CONTENT_TYPE
 from sailplane.server.ops.monitor import Response
 from sailplane.translate import Proxy, proxy_from_node
+from sailplane.translate.proxy import bootstrap_metadata
 from sailplane.xds import PUSH_ORDER, Snapshot, SnapshotCache, StatusRegistry
 from sailplane.xds.types import SHORT_NAMES
 
@@ -184,7 +187,7 @@ class _Views:
                 {"error": "give ?proxy=NAME.NAMESPACE", "connected": self.plane.cache.node_ids()},
                 400,
             )
-        dump = self.plane.controller.config_dump(proxy)
+        dump = config_dump(self.plane.controller, proxy)
         if dump is None:
             return Response.json({"error": f"unknown proxy {proxy!r}"}, 404)
         return Response.json(dump)
@@ -238,3 +241,27 @@ class _Views:
                 "diagnostics": [d.to_json() for d in (last.diagnostics if last else ())],
             }
         )
+
+
+def config_dump(controller: Controller, node_id: str) -> dict[str, list[dict[str, object]]] | None:
+    """A proxy's snapshot as JSON (private keys redacted): the connected
+    one's, or what a WorkloadEntry's proxy would get; None for neither."""
+    snapshot = controller.cache.get(node_id)
+    if snapshot is None:
+        mesh = controller.mesh
+        if mesh is None or node_id not in mesh.workloads_by_id:
+            return None
+        metadata = bootstrap_metadata(mesh.workloads_by_id[node_id])
+        snapshot = controller.snapshot_for(proxy_from_node(node_id, metadata, mesh))
+    dump: dict[str, list[dict[str, object]]] = {
+        SHORT_NAMES[t]: [
+            json_format.MessageToDict(m, preserving_proto_field_name=True)
+            for m in snapshot.get(t).messages.values()
+        ]
+        for t in SHORT_NAMES
+    }
+    for secret in dump["secrets"]:
+        certificate = secret.get("tls_certificate")
+        if isinstance(certificate, dict) and "private_key" in certificate:
+            certificate["private_key"] = {"inline_bytes": "[redacted]"}
+    return dump
