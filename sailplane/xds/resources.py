@@ -293,7 +293,12 @@ class LayeredTypeResources(TypeResources):
 
     def delta_all(self, names: frozenset[str] | None) -> tuple[list[str], list[bytes]]:
         if names is not None or self._layered.overlaps:
-            return super().delta_all(names)
+            # The shared parts' entries, not joined and not remembered here:
+            # this object is one proxy's, and a joined copy kept on it (a
+            # sidecar's 0.6 MB route table) would be kept per proxy.
+            chunks = self.chunks
+            sent = sorted(chunks) if names is None else sorted(n for n in names if n in chunks)
+            return sent, [self.delta_chunk(n) for n in sent]
         own, own_body = self._extra.delta_all(None)
         shared, shared_body = self._base.delta_all(None)
         return own + shared, own_body + shared_body
