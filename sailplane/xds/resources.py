@@ -189,6 +189,23 @@ class TypeResources:
         return References.of(self.messages.values())
 
     @cached_property
+    def _eds_names(self) -> dict[str, str | None]:
+        return {}
+
+    def eds_name(self, name: str) -> str | None:
+        """The assignment the EDS cluster ``name`` asks for; None for any
+        other cluster or resource. Decoded once per object, which proxies
+        share, not once per stream that asks."""
+        memo = self._eds_names
+        if name not in memo:
+            message = self.messages[name]
+            is_eds = isinstance(message, cluster_pb2.Cluster) and (
+                message.type == cluster_pb2.Cluster.EDS
+            )
+            memo[name] = (message.eds_cluster_config.service_name or name) if is_eds else None
+        return memo[name]
+
+    @cached_property
     def joined(self) -> bytes:
         """Every chunk, concatenated: the resources of a full response."""
         return b"".join(self.chunks.values())
@@ -290,6 +307,9 @@ class LayeredTypeResources(TypeResources):
 
     def delta_chunk(self, name: str) -> bytes:
         return self._source(name).delta_chunk(name)
+
+    def eds_name(self, name: str) -> str | None:
+        return self._source(name).eds_name(name)
 
     def delta_all(self, names: frozenset[str] | None) -> tuple[list[str], list[bytes]]:
         if names is not None or self._layered.overlaps:
