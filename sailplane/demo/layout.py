@@ -34,6 +34,7 @@ import yaml
 
 from sailplane.config.loader import config_files
 from sailplane.errors import DemoError
+from sailplane.model.hosts import host_aliases
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Workload
 from sailplane.translate.gateway import bind_port, selecting_gateways
@@ -183,18 +184,16 @@ def pod_subnet(mesh: MeshConfig) -> str:
 
 
 def pod_hosts(mesh: MeshConfig) -> dict[str, str]:
-    """What a pod's /etc/hosts says: each Service's names (short, with its
-    namespace, and the FQDN) -> an instance's address (the sidecar routes by
-    the name, whatever address it was dialled at), and each workload's name."""
+    """What a pod's /etc/hosts says: each Service's names (host_aliases: the
+    FQDN, ``name.ns.svc``, ``name.ns``, ``name``) -> an instance's address
+    (the sidecar routes by the name, whatever address it was dialled at),
+    and each workload's name."""
     hosts = {w.name: w.address for w in mesh.workloads}
     for service in mesh.services:
-        members = sorted(
-            mesh.selected_workloads(service.namespace, service.selector or {}), key=lambda w: w.id
-        )
-        if not members or not service.selector:
-            continue
-        names = (service.name, f"{service.name}.{service.namespace}", service.hostname)
-        hosts.update(dict.fromkeys(names, members[0].address))
+        members = mesh.selected_workloads(service.namespace, service.selector or {})
+        if members:  # in id order
+            names = host_aliases(service.hostname, service.namespace, mesh.domain_suffix)
+            hosts.update(dict.fromkeys(names, members[0].address))
     return hosts
 
 
