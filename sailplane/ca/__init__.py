@@ -21,6 +21,7 @@ Issuing and rotating::
     store.rotate_due()                            # -> SPIFFE IDs whose secrets changed
 
     write_identity(ca.issue(uri), cert_file, key_file, bundle_file)   # a non-Envoy client
+    write_intermediate(Path("replica-a"), ca.issue_intermediate("replica-a"))  # a replica's CA
 
 Checking a peer (the mTLS xDS port)::
 
@@ -43,11 +44,13 @@ May import only ``sailplane.errors``: the CA stands alone.
 
 from sailplane.ca.authority import (
     CLOCK_SKEW,
+    DEFAULT_INTERMEDIATE_TTL,
     DEFAULT_ROOT_COMMON_NAME,
     DEFAULT_ROOT_TTL,
     DEFAULT_WORKLOAD_TTL,
     CAInfo,
     CertificateAuthority,
+    IntermediateCA,
     create_root,
 )
 from sailplane.ca.certs import sha256_fingerprint
@@ -65,8 +68,10 @@ from sailplane.ca.state import (
     CA_CERT_FILE,
     CA_KEY_FILE,
     CERT_CHAIN_FILE,
+    ROOT_CERT_FILE,
     load_authority,
     load_or_create_authority,
+    write_intermediate,
 )
 from sailplane.ca.store import IdentityStore
 from sailplane.errors import CAError, SpiffeIdError
@@ -76,17 +81,20 @@ __all__ = [
     "CA_KEY_FILE",
     "CERT_CHAIN_FILE",
     "CLOCK_SKEW",
+    "DEFAULT_INTERMEDIATE_TTL",
     "DEFAULT_ROOT_COMMON_NAME",
     "DEFAULT_ROOT_TTL",
     "DEFAULT_TRUST_DOMAIN",
     "DEFAULT_WORKLOAD_TTL",
     "KEY_FACTORIES",
+    "ROOT_CERT_FILE",
     "ROTATION_FRACTION",
     "CAError",
     "CAInfo",
     "CertificateAuthority",
     "Clock",
     "IdentityStore",
+    "IntermediateCA",
     "IssuedIdentity",
     "KeyFactory",
     "ManualClock",
@@ -104,4 +112,5 @@ __all__ = [
     "spiffe_id",
     "utc_now",
     "write_identity",
+    "write_intermediate",
 ]

@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from sailplane.ca.certs import (
+    build_intermediate_certificate,
     build_root_certificate,
     build_workload_certificate,
     check_ca_material,
@@ -32,6 +33,7 @@ from sailplane.ca.spiffe import (
 from sailplane.errors import CAError
 
 DEFAULT_WORKLOAD_TTL = timedelta(hours=24)
+DEFAULT_INTERMEDIATE_TTL = timedelta(days=365)
 DEFAULT_ROOT_TTL = timedelta(days=3650)
 DEFAULT_ROOT_COMMON_NAME = "sailplane root CA"
 ROOT_ORGANIZATION = "sailplane"
@@ -74,6 +76,16 @@ def create_root(
         not_after=now + ttl,
     )
     return certificate, key
+
+
+@dataclass(frozen=True, slots=True)
+class IntermediateCA:
+    """A signing certificate for another control-plane replica, its key, and
+    the certificates above it up to the root (leaf-to-root)."""
+
+    certificate: x509.Certificate
+    key: PrivateKey
+    chain: tuple[x509.Certificate, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +238,44 @@ class CertificateAuthority:
             serial=leaf.serial_number,
             certificate=leaf,
         )
+
+    def issue_intermediate(
+        self,
+        common_name: str,
+        *,
+        ttl: timedelta = DEFAULT_INTERMEDIATE_TTL,
+        key_factory: KeyFactory | None = None,
+    ) -> IntermediateCA:
+        """A CA signed by this one, for one control-plane replica: every
+        replica's workloads then chain to the same root, and one replica's
+        key can be retired alone. It may sign only workloads (path length 0),
+        never outlives this CA, and this CA must be allowed to sign a CA."""
+        _check_ttl(ttl)
+        try:
+            constraints = self._certificate.extensions.get_extension_for_class(
+                x509.BasicConstraints
+            ).value
+        except x509.ExtensionNotFound:  # check_ca_material let it in: a CA all the same
+            constraints = None
+        if constraints is not None and constraints.path_length == 0:
+            raise CAError(
+                f"{self._certificate.subject.rfc4514_string()!r} has a path length of 0: "
+                "it may sign workloads but not another CA; give the root"
+            )
+        now = aware_now(self._clock).replace(microsecond=0)
+        if now >= self._latest_not_after:
+            raise CAError(f"cannot issue a CA: the CA chain expired at {self._latest_not_after}")
+        key = _check_key((key_factory or self._key_factory)())
+        certificate = build_intermediate_certificate(
+            key.public_key(),
+            common_name=common_name,
+            organization=ROOT_ORGANIZATION,
+            issuer=self._certificate,
+            issuer_key=self._key,
+            not_before=now - _backdate(ttl),
+            not_after=min(now + ttl, self._latest_not_after),
+        )
+        return IntermediateCA(certificate, key, (self._certificate, *self._chain))
 
     def issue_workload(
         self,

@@ -3,6 +3,8 @@
 Profiles follow Istio's so that Envoy, Istio proxies and SPIFFE tooling accept them:
 
 - root: ``CA:TRUE`` (critical), keyCertSign + cRLSign (critical), SKI and AKI;
+- intermediate (one per control-plane replica, ``sailplane ca intermediate``):
+  as the root with a path length of 0, and an AKI pointing at its issuer;
 - workload leaf: empty subject with a critical subjectAltName holding exactly
   one SPIFFE URI (RFC 5280 4.2.1.6 requires the SAN to be critical when the
   subject is empty), ``CA:FALSE``, digitalSignature (+ keyEncipherment for
@@ -84,6 +86,43 @@ def build_root_certificate(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False
         )
         .sign(key, signature_hash(key))
+    )
+
+
+def build_intermediate_certificate(
+    public_key: _WorkloadPublicKey,
+    *,
+    common_name: str,
+    organization: str,
+    issuer: x509.Certificate,
+    issuer_key: PrivateKey,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.Certificate:
+    """An intermediate CA for ``public_key`` signed by ``issuer``: ``CA:TRUE``
+    with a path length of 0, so it signs workloads and never another CA."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                    x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                ]
+            )
+        )
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            _key_usage(digital_signature=False, key_encipherment=False, ca=True), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(_authority_key_id(issuer, issuer_key), critical=False)
+        .sign(issuer_key, signature_hash(issuer_key))
     )
 
 

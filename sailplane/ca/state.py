@@ -7,6 +7,8 @@ The state directory uses Istio's "plugged-in CA" file names, so an Istio
     ca-key.pem      its private key, mode 0600
     cert-chain.pem  optional: the certificates above ca-cert.pem up to the root
                     (a leading copy of ca-cert.pem, as Istio writes it, is fine)
+    root-cert.pem   written by ``sailplane ca intermediate`` for other tools
+                    (Istio's name); sailplane itself reads the root from the chain
 
 ``ca-cert.pem`` marks an initialised directory: without it a new root is
 created (and any stale key replaced); with it the directory is only read, so
@@ -22,6 +24,7 @@ from sailplane.ca.authority import (
     DEFAULT_ROOT_COMMON_NAME,
     DEFAULT_ROOT_TTL,
     CertificateAuthority,
+    IntermediateCA,
     create_root,
 )
 from sailplane.ca.certs import check_ca_material
@@ -41,6 +44,7 @@ from sailplane.errors import CAError
 CA_CERT_FILE = "ca-cert.pem"
 CA_KEY_FILE = "ca-key.pem"
 CERT_CHAIN_FILE = "cert-chain.pem"
+ROOT_CERT_FILE = "root-cert.pem"
 
 
 def load_authority(
@@ -115,3 +119,23 @@ def load_or_create_authority(
     return CertificateAuthority(
         certificate, key, trust_domain=trust_domain, clock=clock, key_factory=key_factory
     )
+
+
+def write_intermediate(state_dir: Path, intermediate: IntermediateCA) -> None:
+    """Write ``intermediate`` as a CA state directory that ``serve --ca-dir``
+    reads. Refuses a directory that already holds a CA: a replica's key is
+    never replaced behind its back."""
+    cert_file = state_dir / CA_CERT_FILE
+    if cert_file.exists() or (state_dir / CA_KEY_FILE).exists():
+        raise CAError("a CA is already there; choose an empty directory", source=state_dir)
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise CAError(f"cannot create the directory: {e.strerror or e}", source=state_dir) from e
+    write_secret_file(state_dir / CA_KEY_FILE, private_key_pem(intermediate.key))
+    write_file(state_dir / CERT_CHAIN_FILE, certificates_pem(intermediate.chain), mode=PUBLIC_MODE)
+    write_file(
+        state_dir / ROOT_CERT_FILE, certificates_pem(intermediate.chain[-1:]), mode=PUBLIC_MODE
+    )
+    # Last: ca-cert.pem marks the directory as initialised (see the module's docstring).
+    write_file(cert_file, certificates_pem([intermediate.certificate]), mode=PUBLIC_MODE)

@@ -16,6 +16,7 @@ from sailplane.ca import (
     load_authority,
     load_or_create_authority,
     write_identity,
+    write_intermediate,
 )
 from sailplane.config.reader import parse_duration
 
@@ -117,7 +118,26 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         required=True,
         help="writes cert-chain.pem, key.pem (0600) and root-cert.pem",
     )
-    for parser in (init, show, issue):
+    intermediate = ca_sub.add_parser(
+        "intermediate",
+        parents=[common],
+        help="a CA signed by this one for another control-plane replica (serve --ca-dir DIR)",
+    )
+    intermediate.add_argument("name", help="the replica's name, the new CA's common name")
+    intermediate.add_argument(
+        "--ttl",
+        type=_duration,
+        default=timedelta(days=365),
+        metavar="DURATION",
+        help="its lifetime, e.g. 8760h (default 365 days, cut to the signing CA's)",
+    )
+    intermediate.add_argument(
+        "--out-dir",
+        type=Path,
+        required=True,
+        help="an empty directory: ca-cert.pem, ca-key.pem (0600), cert-chain.pem, root-cert.pem",
+    )
+    for parser in (init, show, issue, intermediate):
         add_ca_flags(parser)
 
 
@@ -141,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
             f"{out / 'cert-chain.pem'}, {out / 'key.pem'}, {out / 'root-cert.pem'}"
         )
         return 0
+    if args.ca_command == "intermediate":
+        return _write_intermediate(authority, args)
     where = args.ca_cert or args.ca_dir or default_ca_dir()
     print(f"CA:          {where}")
     print(f"trust domain {info.trust_domain}")
@@ -149,6 +171,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"valid until  {info.root_not_after.isoformat()}")
     if info.intermediate:
         print(f"signing      {info.signing_subject} (until {info.signing_not_after.isoformat()})")
+    return 0
+
+
+def _write_intermediate(authority: CertificateAuthority, args: argparse.Namespace) -> int:
+    out: Path = args.out_dir
+    try:
+        intermediate = authority.issue_intermediate(args.name, ttl=args.ttl)
+        write_intermediate(out, intermediate)
+    except CAError as exc:
+        print(f"sailplane: {exc}", file=sys.stderr)
+        return 1
+    certificate = intermediate.certificate
+    print(
+        f"{certificate.subject.rfc4514_string()} signed by "
+        f"{authority.signing_certificate.subject.rfc4514_string()}, valid until "
+        f"{certificate.not_valid_after_utc.isoformat()}: serve --ca-dir {out}"
+    )
     return 0
 
 
