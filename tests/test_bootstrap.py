@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sailplane.config.loader import load_dir
+from sailplane.translate.bootstrap import bootstrap_yaml, build_bootstrap
 from tests.support.procs import ENVOY, PYTHON
 
 MESH = Path(__file__).resolve().parents[1] / "sailplane" / "examples" / "weather" / "mesh"
@@ -113,3 +115,35 @@ def test_bootstrap_is_mtls_by_default_and_plaintext_only_when_asked(tmp_path: Pa
     plain = bootstrap(tmp_path / "plain", "--xds-address", "127.0.0.1:15010", "--plaintext")
     assert "transport_socket" not in _xds_cluster(plain)
     assert sorted(p.name for p in plain.parent.iterdir()) == ["bootstrap.yaml"]
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        (("127.0.0.1", 15012), ("127.0.0.2", 15013)),
+        (("127.0.0.1", 15012), ("sailplane-b", 15012)),
+    ],
+    ids=["addresses", "an-address-and-a-name"],
+)
+def test_a_bootstrap_names_every_replica_and_envoy_accepts_it(
+    addresses: tuple[tuple[str, int], ...], tmp_path: Path
+) -> None:
+    """#22: one endpoint per replica in the xDS cluster; Envoy reconnects to
+    another when its replica is gone (tests/e2e/test_replicas.py)."""
+    mesh = load_dir(MESH).mesh
+    assert mesh is not None
+    bootstrap = build_bootstrap(mesh.workloads_by_id["weather-frontend.default"], addresses)
+    out = tmp_path / "bootstrap.yaml"
+    out.write_text(bootstrap_yaml(bootstrap))
+    cluster = _xds_cluster(out)
+    assert cluster["type"] == ("STATIC" if addresses[1][0][0].isdigit() else "STRICT_DNS")
+    (group,) = cluster["load_assignment"]["endpoints"]  # type: ignore[index]
+    served = [e["endpoint"]["address"]["socket_address"] for e in group["lb_endpoints"]]
+    assert [(a["address"], a["port_value"]) for a in served] == list(addresses)
+    result = subprocess.run(
+        [ENVOY, "--mode", "validate", "-c", str(out), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -7,9 +7,10 @@ listener, route and cluster then arrives over ADS.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from envoy.config.bootstrap.v3 import bootstrap_pb2
@@ -72,21 +73,35 @@ def _xds_tls_socket(credentials: BootstrapCredentials) -> base_pb2.TransportSock
     return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=pack(context))
 
 
-def _xds_cluster(
-    host: str, port: int, credentials: BootstrapCredentials | None = None
-) -> cluster_pb2.Cluster:
+XdsAddress = tuple[str, int]
 
+
+def xds_addresses(value: XdsAddress | Sequence[XdsAddress]) -> tuple[XdsAddress, ...]:
+    """One ``(host, port)``, or several: the replicas of the control plane."""
+    if len(value) == 2 and isinstance(value[0], str):
+        return (cast(XdsAddress, value),)
+    addresses = tuple(cast(Sequence[XdsAddress], value))
+    if not addresses:
+        raise ValueError("a bootstrap needs an xDS address")
+    return addresses
+
+
+def _xds_cluster(
+    addresses: Sequence[XdsAddress], credentials: BootstrapCredentials | None = None
+) -> cluster_pb2.Cluster:
+    """The control plane: one endpoint per replica address (a DNS name gives
+    one per address it resolves to). Envoy balances new ADS streams round
+    robin, so a stream whose replica is gone reconnects to the next one."""
+    static = all(is_ip_address(host) for host, _ in addresses)
     cluster = cluster_pb2.Cluster(
         name=XDS_CLUSTER,
         # A compose service name needs DNS; an address does not.
-        type=cluster_pb2.Cluster.STATIC if is_ip_address(host) else cluster_pb2.Cluster.STRICT_DNS,
+        type=cluster_pb2.Cluster.STATIC if static else cluster_pb2.Cluster.STRICT_DNS,
         connect_timeout=duration(1),
     )
-    cluster.load_assignment.CopyFrom(
-        build_load_assignment(
-            XDS_CLUSTER, ServicePort(port, "grpc", Protocol.GRPC), (Endpoint(address=host),)
-        )
-    )
+    port = ServicePort(addresses[0][1], "grpc", Protocol.GRPC)
+    endpoints = tuple(Endpoint(address=host, ports={"grpc": number}) for host, number in addresses)
+    cluster.load_assignment.CopyFrom(build_load_assignment(XDS_CLUSTER, port, endpoints))
     options = http_protocol_options_pb2.HttpProtocolOptions(
         explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
             http2_protocol_options=protocol_pb2.Http2ProtocolOptions(
@@ -107,7 +122,7 @@ def _xds_cluster(
 
 def build_bootstrap(
     workload: Workload,
-    xds_address: tuple[str, int],
+    xds_address: XdsAddress | Sequence[XdsAddress],
     admin_address: tuple[str, int] = ("127.0.0.1", 15000),
     outbound_address: tuple[str, int] = ("127.0.0.1", 15001),
     app_address: str = "127.0.0.1",
@@ -116,7 +131,9 @@ def build_bootstrap(
     delta: bool = False,
     capture: Capture | None = None,
 ) -> bootstrap_pb2.Bootstrap:
-    """``credentials`` (see :func:`sailplane.server.credentials.write_bootstrap_credentials`)
+    """``xds_address``: the control plane's ``(host, port)``, or several, one
+    per replica (Envoy reconnects to another when one is gone).
+    ``credentials`` (see :func:`sailplane.server.credentials.write_bootstrap_credentials`)
     make the proxy use the mTLS xDS port; without them it uses plaintext.
     ``delta``: incremental xDS (``DELTA_GRPC``) instead of state of the world.
     ``capture``: the proxy's INTERCEPTION_MODE; None: the WorkloadEntry's
@@ -160,7 +177,8 @@ def build_bootstrap(
     )
     bootstrap.dynamic_resources.cds_config.CopyFrom(ads_config_source())
     bootstrap.dynamic_resources.lds_config.CopyFrom(ads_config_source())
-    bootstrap.static_resources.clusters.append(_xds_cluster(*xds_address, credentials))
+    xds_cluster = _xds_cluster(xds_addresses(xds_address), credentials)
+    bootstrap.static_resources.clusters.append(xds_cluster)
     # As Istio's bootstrap: an explicit (generous) downstream connection limit,
     # which Envoy asks every deployment to configure.
     monitor = bootstrap.overload_manager.resource_monitors.add()
