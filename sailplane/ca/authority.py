@@ -201,8 +201,11 @@ class CertificateAuthority:
         *,
         ttl: timedelta = DEFAULT_WORKLOAD_TTL,
         key_factory: KeyFactory | None = None,
+        dns_names: Sequence[str] = (),
+        ip_addresses: Sequence[str] = (),
     ) -> IssuedIdentity:
-        """A fresh certificate and key for ``spiffe_uri`` (in this CA's trust domain).
+        """A fresh certificate and key for ``spiffe_uri`` (in this CA's trust domain),
+        with ``dns_names`` and ``ip_addresses`` as more SANs if given.
 
         The lifetime is ``ttl`` plus the backdating skew, cut short so that it
         never outlives the CA. Raises :class:`SpiffeIdError` for a malformed
@@ -227,6 +230,8 @@ class CertificateAuthority:
             issuer_key=self._key,
             not_before=now - _backdate(ttl),
             not_after=min(now + ttl, self._latest_not_after),
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
         )
         return IssuedIdentity(
             spiffe_id=spiffe_uri,

@@ -14,6 +14,7 @@ Profiles follow Istio's so that Envoy, Istio proxies and SPIFFE tooling accept t
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -134,9 +135,17 @@ def build_workload_certificate(
     issuer_key: PrivateKey,
     not_before: datetime,
     not_after: datetime,
+    dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str] = (),
 ) -> x509.Certificate:
-    """A workload leaf for ``spiffe_uri`` signed by ``issuer``; the URI is not re-checked."""
+    """A workload leaf for ``spiffe_uri`` signed by ``issuer``; the URI is not re-checked.
+    ``dns_names`` and ``ip_addresses``: more SANs, for a server that clients
+    check by hostname (sailplane's own xDS certificate, for gRPC's ``tls``
+    xDS channel credentials, gRFC A65)."""
     is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_uri)]
+    names.extend(x509.DNSName(name) for name in dns_names)
+    names.extend(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses)
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
@@ -156,7 +165,7 @@ def build_workload_certificate(
             critical=False,
         )
         .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_uri)]),
+            x509.SubjectAlternativeName(names),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)

@@ -14,6 +14,7 @@ proportional to identities, not to proxies. A scheduler uses it like this::
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sailplane.ca.authority import DEFAULT_WORKLOAD_TTL, CertificateAuthority
@@ -46,15 +47,36 @@ class IdentityStore:
         self._key_factory = key_factory
         self._lock = threading.Lock()
         self._identities: dict[str, IssuedIdentity] = {}
+        # SPIFFE ID -> (DNS names, IP addresses): more SANs for a server's certificate.
+        self._hostnames: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
     @property
     def authority(self) -> CertificateAuthority:
         return self._authority
 
     def _issue(self, uri: str) -> IssuedIdentity:
-        issued = self._authority.issue(uri, ttl=self._ttl, key_factory=self._key_factory)
+        dns_names, ip_addresses = self._hostnames.get(uri, ((), ()))
+        issued = self._authority.issue(
+            uri,
+            ttl=self._ttl,
+            key_factory=self._key_factory,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+        )
         self._identities[uri] = issued
         return issued
+
+    def set_hostnames(
+        self, spiffe_uri: str, dns_names: Sequence[str] = (), ip_addresses: Sequence[str] = ()
+    ) -> None:
+        """Every certificate of ``spiffe_uri`` from now on also names these
+        (a server that clients check by hostname); one issued before with
+        other names is re-issued on the next :meth:`get`."""
+        names = (tuple(dns_names), tuple(ip_addresses))
+        with self._lock:
+            if self._hostnames.get(spiffe_uri, ((), ())) != names:
+                self._hostnames[spiffe_uri] = names
+                self._identities.pop(spiffe_uri, None)
 
     def get(self, spiffe_uri: str) -> IssuedIdentity:
         """The current certificate of ``spiffe_uri``, issued now if missing or due.

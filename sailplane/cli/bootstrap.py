@@ -80,7 +80,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--grpc",
         action="store_true",
         help="write a gRPC xDS bootstrap (JSON, for GRPC_XDS_BOOTSTRAP) for a proxyless "
-        "gRPC application instead of an Envoy bootstrap",
+        "gRPC application instead of an Envoy bootstrap (without --plaintext: tls xDS "
+        "credentials and the file_watcher certificate provider of the mesh's mTLS)",
     )
     boot.add_argument(
         "--delta",
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"sailplane: {exc}", file=sys.stderr)
             return 1
     if args.grpc:
-        text = grpc_bootstrap_json(build_grpc_bootstrap(workload, args.xds_address))
+        text = grpc_bootstrap_json(build_grpc_bootstrap(workload, args.xds_address, credentials))
     else:
         text = bootstrap_yaml(
             build_bootstrap(
@@ -169,13 +170,6 @@ def _all_flags(boot: argparse.ArgumentParser) -> None:
 def _check_bootstrap_flags(args: argparse.Namespace) -> str | None:
     if (args.cert_dir or args.no_credentials) and not args.secure:
         return "--cert-dir and --no-credentials do not go with --plaintext"
-    if args.grpc and args.secure:
-        # gRPC's "tls" xDS channel credentials (gRFC A65) verify the server's
-        # hostname, and sailplane's xDS certificate names only its SPIFFE id.
-        return (
-            "--grpc needs --plaintext for now: gRPC checks the xDS server's hostname, "
-            "and sailplane's xDS certificate carries only its SPIFFE identity"
-        )
     if args.grpc and (args.all or args.delta or args.capture or args.role):
         return (
             "--grpc writes one gRPC application's bootstrap: no --all, --delta, --capture, --role"

@@ -2,7 +2,8 @@
 the ``credentialName`` secrets a proxy is sent.
 
 The server presents a certificate for sailplane's own identity
-(``spiffe://TD/ns/istio-system/sa/sailplane``) from the built-in CA and
+(``spiffe://TD/ns/istio-system/sa/sailplane``, and the hosts it listens on
+for clients that check a hostname: gRPC's) from the built-in CA and
 requires a client certificate from the same CA. Which workload a client may
 claim to be is checked per stream by the controller (the certificate's
 SPIFFE identity must be the node's service account), so no proxy can obtain
@@ -11,6 +12,9 @@ another workload's secrets.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 
@@ -33,11 +37,35 @@ def control_plane_identity(trust_domain: str) -> str:
     return spiffe_id(trust_domain, CONTROL_PLANE_NAMESPACE, CONTROL_PLANE_ACCOUNT)
 
 
-def server_credentials(store: IdentityStore, trust_domain: str) -> grpc.ServerCredentials:
+def server_hostnames(hosts: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(DNS names, IP addresses) for sailplane's xDS certificate: the hosts
+    it listens on, this machine's name for a wildcard address, and
+    localhost. Envoy checks only the SPIFFE SAN; gRPC's ``tls`` xDS channel
+    credentials (gRFC A65) check the server URI's host, as a web client does."""
+    dns: set[str] = {"localhost"}
+    ips: set[str] = {"127.0.0.1", "::1"}
+    for host in hosts:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            dns.add(host)
+            continue
+        if address.is_unspecified:
+            dns.add(socket.gethostname())
+        else:
+            ips.add(str(address))
+    return tuple(sorted(dns)), tuple(sorted(ips))
+
+
+def server_credentials(
+    store: IdentityStore, trust_domain: str, hosts: Iterable[str] = ()
+) -> grpc.ServerCredentials:
     """Credentials that follow certificate rotation: gRPC asks the fetcher
     on each new handshake, and we hand it a new configuration once the store
-    has re-issued sailplane's certificate."""
+    has re-issued sailplane's certificate. ``hosts``: where it listens
+    (:func:`server_hostnames`)."""
     uri = control_plane_identity(trust_domain)
+    store.set_hostnames(uri, *server_hostnames(hosts))
     served = {"serial": store.get(uri).serial}
 
     def config() -> grpc.ServerCertificateConfiguration:

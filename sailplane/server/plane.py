@@ -197,7 +197,9 @@ class ControlPlane:
             self.xds_port = _add_port(self.grpc_server, "plaintext xDS", opts.xds_address)
         if opts.secure_xds_address is not None:
             self.secure_server = self._grpc_server()
-            credentials = server_credentials(self.identities, self.authority.trust_domain)
+            credentials = server_credentials(
+                self.identities, self.authority.trust_domain, [opts.secure_xds_address[0]]
+            )
             self.secure_xds_port = _add_port(
                 self.secure_server, "mTLS xDS", opts.secure_xds_address, credentials
             )

@@ -28,6 +28,8 @@ from sailplane.translate.gateway import (
     gateway_own_clusters,
 )
 from sailplane.translate.grpcgen import build_grpc_resources
+from sailplane.translate.grpcserver import build_grpc_inbound_listeners
+from sailplane.translate.grpctls import build_grpc_mtls_clusters
 from sailplane.translate.jwt import jwt_filters, request_authentications_for
 from sailplane.translate.listeners import (
     build_inbound_listener,
@@ -128,10 +130,17 @@ def cluster_in_scope(mesh: MeshConfig, proxy: Proxy, cluster_name: str) -> bool:
 def build_proxy_resources(mesh: MeshConfig, proxy: Proxy) -> ProxyResources:
     """Pure: the same mesh and proxy always give the same resources."""
     if proxy.proxyless:
-        # gRPC's xDS client: API listeners only (grpcgen.py); its route
-        # configs are build_routes(), its clusters the shared ones.
+        # gRPC's xDS client: API listeners (grpcgen.py), whose route configs
+        # are build_routes() and clusters the shared ones but those it needs
+        # mTLS for (grpctls.py); and its xDS server's inbound listeners
+        # (grpcserver.py), routes inline.
+        grpc_listeners = (
+            *build_grpc_resources(mesh, proxy).listeners,
+            *build_grpc_inbound_listeners(mesh, proxy),
+        )
         return ProxyResources(
-            own_clusters=(), listeners=build_grpc_resources(mesh, proxy).listeners
+            own_clusters=tuple(build_grpc_mtls_clusters(mesh)),
+            listeners=tuple(sorted(grpc_listeners, key=lambda x: x.name)),
         )
     telemetry = telemetry_for(mesh, proxy.workload)
     if proxy.role is Role.GATEWAY:

@@ -12,16 +12,26 @@ import json
 from typing import Any
 
 from sailplane.model.registry import Workload
+from sailplane.translate.bootstrap import BootstrapCredentials
+from sailplane.translate.grpcserver import SERVER_LISTENER_TEMPLATE
+from sailplane.translate.grpctls import CERTIFICATE_PROVIDER
 from sailplane.translate.proxy import GRPC_GENERATOR, META_GENERATOR
 
 # Istio's node metadata key for the workload's namespace.
 META_NAMESPACE = "NAMESPACE"
 
 
-def build_grpc_bootstrap(workload: Workload, xds_address: tuple[str, int]) -> dict[str, Any]:
-    """The plaintext xDS port, ``insecure`` channel credentials. Not yet
-    ``tls`` (gRFC A65): gRPC verifies the server's hostname, and sailplane's
-    xDS certificate names only its SPIFFE identity."""
+def build_grpc_bootstrap(
+    workload: Workload,
+    xds_address: tuple[str, int],
+    credentials: BootstrapCredentials | None = None,
+) -> dict[str, Any]:
+    """Without ``credentials``: the plaintext xDS port, ``insecure`` channel
+    credentials. With them: the mTLS xDS port with ``tls`` channel
+    credentials (gRFC A65: the workload's certificate, and sailplane's
+    checked against the CA and the server URI's host), and the same files
+    as the ``default`` ``file_watcher`` certificate provider (A29), which
+    the TLS contexts of grpctls.py name for the mesh's own mTLS."""
     host, port = xds_address
     if ":" in host:
         host = f"[{host}]"
@@ -33,16 +43,34 @@ def build_grpc_bootstrap(workload: Workload, xds_address: tuple[str, int]) -> di
     if workload.locality:
         where = workload.locality
         node["locality"] = {"region": where.region, "zone": where.zone, "sub_zone": where.subzone}
-    return {
+    channel_creds: list[dict[str, Any]] = [{"type": "insecure"}]
+    bootstrap: dict[str, Any] = {
         "xds_servers": [
             {
                 "server_uri": f"{host}:{port}",
-                "channel_creds": [{"type": "insecure"}],
+                "channel_creds": channel_creds,
                 "server_features": ["xds_v3"],
             }
         ],
         "node": node,
+        # gRFC A36: what an xDS-enabled server asks LDS for (grpcserver.py).
+        "server_listener_resource_name_template": SERVER_LISTENER_TEMPLATE,
     }
+    if credentials is not None:
+        files = {
+            "certificate_file": str(credentials.cert_chain),
+            "private_key_file": str(credentials.private_key),
+            "ca_certificate_file": str(credentials.root_cert),
+        }
+        channel_creds[0] = {"type": "tls", "config": files}
+        bootstrap["certificate_providers"] = {
+            CERTIFICATE_PROVIDER: {
+                "plugin_name": "file_watcher",
+                # Istio's refresh interval (grpcxds.GenerateBootstrap).
+                "config": {**files, "refresh_interval": "900s"},
+            }
+        }
+    return bootstrap
 
 
 def grpc_bootstrap_json(bootstrap: dict[str, Any]) -> str:

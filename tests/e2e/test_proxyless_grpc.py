@@ -11,24 +11,19 @@ is ~2.8 of them; 200 at 50% abort, ~7 (3.5%), so 40-60% is ~2.8.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.grpcxds import ECHO, GrpcClient, no_nacks
 from tests.support.mesh import Mesh
 from tests.support.procs import PYTHON, wait_for
 
 pytestmark = pytest.mark.e2e
 
-ECHO = str(Path(__file__).resolve().parents[1] / "support" / "grpcecho.py")
 PORT = 50051
 FQDN = "echo.default.svc.cluster.local"
 SUBSETS = {
@@ -61,39 +56,6 @@ def split(v1: int, v2: int) -> dict[str, Any]:
             {"destination": {"host": "echo", "subset": "v2"}, "weight": v2},
         ]
     }
-
-
-class GrpcClient:
-    """One grpcio xDS client process, driven over its stdin."""
-
-    def __init__(self, bootstrap: Path, log: Path) -> None:
-        self.stderr = log.open("wb")
-        self.popen = subprocess.Popen(
-            [PYTHON, ECHO, "client"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            env={**os.environ, "GRPC_XDS_BOOTSTRAP": str(bootstrap)},
-            text=True,
-            start_new_session=True,
-        )
-
-    def run(self, target: str, count: int, method: str = "Hello") -> dict[str, int]:
-        assert self.popen.stdin is not None and self.popen.stdout is not None
-        self.popen.stdin.write(f"{target} {method} {count}\n")
-        self.popen.stdin.flush()
-        line = self.popen.stdout.readline()
-        assert line, "the gRPC client died"
-        return json.loads(line)  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(5)
-        for pipe in (self.popen.stdin, self.popen.stdout, self.stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 @pytest.fixture
@@ -143,14 +105,6 @@ def echo_mesh(mesh: Mesh) -> Iterator[tuple[Mesh, GrpcClient]]:
         yield mesh, grpc_client
     finally:
         grpc_client.stop()
-
-
-def no_nacks(mesh: Mesh) -> None:
-    """Nothing sailplane sent was rejected by gRPC (its NACK records)."""
-    for stream in mesh.syncz():
-        for kind, state in stream["types"].items():
-            assert state["state"] != "NACKED", (kind, state)
-            assert not state["error"], (kind, state)
 
 
 def share(outcomes: dict[str, int], key: str) -> float:

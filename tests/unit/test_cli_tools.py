@@ -230,6 +230,8 @@ def test_logging_flags_go_before_or_after_any_command() -> None:
         extra = required.get(words[0], [])
         if words[-1] == "issue":
             extra = ["--out-dir", "o", "w"]
+        if words[-1] == "intermediate":
+            extra = ["--out-dir", "o", "replica-a"]
         after = parser.parse_args([*words, *extra, "--log-level", "debug", "--log-format", "json"])
         before = parser.parse_args(["--log-level", "debug", "--log-format", "json", *words, *extra])
         assert (after.log_level, after.log_format) == ("debug", "json"), words

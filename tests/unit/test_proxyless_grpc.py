@@ -170,11 +170,10 @@ def test_grpc_bootstrap(tmp_path: Path) -> None:
     assert json.loads(out.read_text())["node"]["metadata"]["GENERATOR"] == "grpc"
     refused = subprocess.run([*argv, "--delta"], capture_output=True, text=True)
     assert refused.returncode == 2 and "--grpc" in refused.stderr
-    # Not the mTLS port yet: grpcio's "tls" channel credentials check the
-    # server's hostname, which sailplane's SPIFFE-only certificate lacks.
-    secure = [a for a in argv if a != "--plaintext"]
-    refused = subprocess.run(secure, capture_output=True, text=True)
-    assert refused.returncode == 2 and "--plaintext" in refused.stderr
+    # The mTLS port: tls channel credentials (tests/unit/test_proxyless_grpc_server.py).
+    secure = [a for a in argv if a != "--plaintext"] + ["--ca-dir", str(tmp_path / "ca")]
+    subprocess.run(secure, check=True, capture_output=True)
+    assert json.loads(out.read_text())["xds_servers"][0]["channel_creds"][0]["type"] == "tls"
 
 
 def test_status_shows_missing_names() -> None:
