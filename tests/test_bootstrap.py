@@ -19,6 +19,7 @@ VARIANTS = {
     "secure-dns": ["--xds-address", "sailplane:15012"],
     "secure-flag": ["--xds-address", "sailplane:15012", "--secure"],
     "plaintext": ["--xds-address", "127.0.0.1:15010", "--plaintext"],
+    "replicas": ["--xds-address", "127.0.0.1:15012", "--xds-address", "sailplane-b:15012"],
     "gateway-role": ["--xds-address", "127.0.0.1:15012", "--role", "gateway"],
     "custom-addresses": [
         "--xds-address",

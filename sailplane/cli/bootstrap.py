@@ -29,7 +29,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--xds-address",
         type=host_port,
         required=True,
-        help="HOST:PORT of sailplane's mTLS xDS port (15012; with --plaintext, 15010)",
+        action="append",
+        help="HOST:PORT of sailplane's mTLS xDS port (15012; with --plaintext, 15010); "
+        "repeat it for each replica of the control plane: the proxy reconnects to another "
+        "when its replica is gone (a DNS name with several addresses works too)",
     )
     boot.add_argument(
         "--admin-address",
@@ -124,12 +127,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"sailplane: {exc}", file=sys.stderr)
             return 1
     if args.grpc:
-        text = grpc_bootstrap_json(build_grpc_bootstrap(workload, args.xds_address, credentials))
+        text = grpc_bootstrap_json(
+            build_grpc_bootstrap(workload, tuple(args.xds_address), credentials)
+        )
     else:
         text = bootstrap_yaml(
             build_bootstrap(
                 workload,
-                xds_address=args.xds_address,
+                xds_address=tuple(args.xds_address),
                 admin_address=args.admin_address,
                 outbound_address=args.outbound_address,
                 app_address=args.app_address,
@@ -215,7 +220,7 @@ def _run_all(args: argparse.Namespace) -> int:
     written = write_mesh_bootstraps(
         result.mesh,
         args.output,
-        args.xds_address,
+        tuple(args.xds_address),
         authority=authority,
         cert_dir=args.cert_dir,
         trust_domain=args.trust_domain,

@@ -15,7 +15,7 @@ the sidecars mount at that path.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,12 @@ from sailplane.ca import CertificateAuthority
 from sailplane.model.mesh import MeshConfig
 from sailplane.model.registry import Workload, selector_matches
 from sailplane.server.credentials import control_plane_identity, write_bootstrap_credentials
-from sailplane.translate.bootstrap import BootstrapCredentials, bootstrap_yaml, build_bootstrap
+from sailplane.translate.bootstrap import (
+    BootstrapCredentials,
+    XdsAddress,
+    bootstrap_yaml,
+    build_bootstrap,
+)
 from sailplane.translate.proxy import DEFAULT_APP_ADDRESS, DEFAULT_OUTBOUND_ADDRESS, Capture
 
 # The first line `sailplane bootstrap` writes (see bootstrap_yaml): how
@@ -78,7 +83,7 @@ def mint_credentials(
 def write_bootstraps(
     workloads: Iterable[Workload],
     out_dir: Path,
-    xds_address: tuple[str, int],
+    xds_address: XdsAddress | Sequence[XdsAddress],
     *,
     credentials: Callable[[Workload], BootstrapCredentials | None] = lambda _: None,
     addresses: Callable[[Workload], ProxyAddresses] = lambda _: ProxyAddresses(),
@@ -112,7 +117,7 @@ def write_bootstraps(
 def write_mesh_bootstraps(
     mesh: MeshConfig,
     out_dir: Path,
-    xds_address: tuple[str, int],
+    xds_address: XdsAddress | Sequence[XdsAddress],
     *,
     authority: CertificateAuthority | None = None,
     cert_dir: Path | None = None,

@@ -9,10 +9,11 @@ resources of grpcgen.py instead of an Envoy's.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from sailplane.model.registry import Workload
-from sailplane.translate.bootstrap import BootstrapCredentials
+from sailplane.translate.bootstrap import BootstrapCredentials, XdsAddress, xds_addresses
 from sailplane.translate.grpcserver import SERVER_LISTENER_TEMPLATE
 from sailplane.translate.grpctls import CERTIFICATE_PROVIDER
 from sailplane.translate.proxy import GRPC_GENERATOR, META_GENERATOR
@@ -23,7 +24,7 @@ META_NAMESPACE = "NAMESPACE"
 
 def build_grpc_bootstrap(
     workload: Workload,
-    xds_address: tuple[str, int],
+    xds_address: XdsAddress | Sequence[XdsAddress],
     credentials: BootstrapCredentials | None = None,
 ) -> dict[str, Any]:
     """Without ``credentials``: the plaintext xDS port, ``insecure`` channel
@@ -32,9 +33,6 @@ def build_grpc_bootstrap(
     checked against the CA and the server URI's host), and the same files
     as the ``default`` ``file_watcher`` certificate provider (A29), which
     the TLS contexts of grpctls.py name for the mesh's own mTLS."""
-    host, port = xds_address
-    if ":" in host:
-        host = f"[{host}]"
     node: dict[str, Any] = {
         "id": workload.id,
         "cluster": f"{workload.labels.get('app', workload.name)}.{workload.namespace}",
@@ -45,12 +43,14 @@ def build_grpc_bootstrap(
         node["locality"] = {"region": where.region, "zone": where.zone, "sub_zone": where.subzone}
     channel_creds: list[dict[str, Any]] = [{"type": "insecure"}]
     bootstrap: dict[str, Any] = {
+        # Several replicas: gRPC falls back to the next when one is gone (gRFC A71).
         "xds_servers": [
             {
-                "server_uri": f"{host}:{port}",
+                "server_uri": _uri(host, port),
                 "channel_creds": channel_creds,
                 "server_features": ["xds_v3"],
             }
+            for host, port in xds_addresses(xds_address)
         ],
         "node": node,
         # gRFC A36: what an xDS-enabled server asks LDS for (grpcserver.py).
@@ -71,6 +71,10 @@ def build_grpc_bootstrap(
             }
         }
     return bootstrap
+
+
+def _uri(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def grpc_bootstrap_json(bootstrap: dict[str, Any]) -> str:

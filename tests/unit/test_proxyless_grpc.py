@@ -174,6 +174,11 @@ def test_grpc_bootstrap(tmp_path: Path) -> None:
     secure = [a for a in argv if a != "--plaintext"] + ["--ca-dir", str(tmp_path / "ca")]
     subprocess.run(secure, check=True, capture_output=True)
     assert json.loads(out.read_text())["xds_servers"][0]["channel_creds"][0]["type"] == "tls"
+    # Replicas of the control plane: one server each, in order (gRFC A71 fallback).
+    subprocess.run([*secure, "--xds-address", "sailplane-b:15012"], check=True)
+    servers = json.loads(out.read_text())["xds_servers"]
+    assert [s["server_uri"] for s in servers] == ["127.0.0.1:15010", "sailplane-b:15012"]
+    assert all(s["channel_creds"][0]["type"] == "tls" for s in servers)
 
 
 def test_status_shows_missing_names() -> None:
