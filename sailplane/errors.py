@@ -16,8 +16,10 @@
     │   └── SpiffeIdError      a SPIFFE ID or a certificate's identity is malformed
     │                          (also a ValueError, so parsers can be used like int())
     ├── DemoError              ``sailplane demo`` cannot run here (the message says why)
-    └── CaptureError           ``sailplane capture`` cannot change iptables here (a
-                               missing tool, no CAP_NET_ADMIN, a rejected rule)
+    ├── CaptureError           ``sailplane capture`` cannot change iptables here (a
+    │                          missing tool, no CAP_NET_ADMIN, a rejected rule)
+    └── StoreError             the configuration store refuses or cannot do a request
+        └── StoreUnavailable   no endpoint of the store answers (the message names them)
 
 Errors about configuration carry a diagnostic (file, line, object, field) so
 that the message always points at the YAML; CA errors about files start with
@@ -109,3 +111,11 @@ class CaptureError(SailplaneError):
     """``sailplane capture`` cannot install or remove its rules here: an
     iptables tool is missing, the caller lacks CAP_NET_ADMIN, or a rule was
     rejected; the message is one line and says which."""
+
+
+class StoreError(SailplaneError):
+    """The configuration store refused a request (the message says why)."""
+
+
+class StoreUnavailable(StoreError):
+    """No endpoint of the configuration store answers; the message names them."""

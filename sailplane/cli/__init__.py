@@ -15,7 +15,19 @@ import sys
 from collections.abc import Callable
 
 from sailplane import __version__
-from sailplane.cli import bootstrap, ca, capture, demo, diff, serve, status, validate
+from sailplane.cli import (
+    apply,
+    bootstrap,
+    ca,
+    capture,
+    delete,
+    demo,
+    diff,
+    get,
+    serve,
+    status,
+    validate,
+)
 from sailplane.cli.common import logging_flags
 
 COMMANDS = {
@@ -27,6 +39,9 @@ COMMANDS = {
     "ca": ca,
     "demo": demo,
     "capture": capture,
+    "apply": apply,
+    "get": get,
+    "delete": delete,
 }
 
 

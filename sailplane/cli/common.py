@@ -9,9 +9,12 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sailplane.translate.proxy import parse_host_port
+
+if TYPE_CHECKING:
+    from sailplane.store import EtcdStore
 
 
 def host_port(value: str) -> tuple[str, int]:
@@ -110,3 +113,24 @@ def monitor_address_flag(parser: argparse.ArgumentParser) -> None:
         default=("127.0.0.1", 15014),
         help="the running server's monitor port, HOST:PORT (default 127.0.0.1:15014)",
     )
+
+
+def config_store_flag(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument(
+        "--config-store",
+        metavar="URL",
+        required=required,
+        help="read the configuration from etcd: etcd://HOST:PORT[,HOST:PORT...][/PREFIX] "
+        "(default prefix /sailplane)" + ("" if required else "; instead of --config-dir"),
+    )
+
+
+def open_config_store(url: str, max_value_size: int) -> EtcdStore | None:
+    """The etcd store at ``url``, or None after saying why it is not a store URL."""
+    from sailplane.store import open_etcd
+
+    try:
+        return open_etcd(url, max_value_size)
+    except ValueError as exc:
+        print(f"sailplane: --config-store: {exc}", file=sys.stderr)
+        return None

@@ -11,7 +11,14 @@ from pathlib import Path
 
 from sailplane.ca import CAError
 from sailplane.cli import ca
-from sailplane.cli.common import host_port, max_file_size_flag, optional_address, resolve_config_dir
+from sailplane.cli.common import (
+    config_store_flag,
+    host_port,
+    max_file_size_flag,
+    open_config_store,
+    optional_address,
+    resolve_config_dir,
+)
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -73,14 +80,24 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         help="longest a burst of changes can delay a reload (default 1.0)",
     )
     max_file_size_flag(serve)
+    config_store_flag(serve)
 
 
 def run(args: argparse.Namespace) -> int:
     from sailplane.errors import PortInUseError
     from sailplane.server.plane import ServeOptions, serve_forever
 
+    if args.config_store and args.config_dir:
+        print(
+            "sailplane: give --config-dir or --config-store, not both (syncing a directory "
+            "into the store is `sailplane apply --prune -f DIR`)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.config_store and open_config_store(args.config_store, args.max_file_size) is None:
+        return 2
     config_dir = resolve_config_dir(args.config_dir)
-    if not config_dir.exists():
+    if not args.config_store and not config_dir.exists():
         print(f"sailplane: config dir {config_dir} does not exist", file=sys.stderr)
         return 2
     options = ServeOptions(
@@ -93,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         cert_ttl=args.cert_ttl,
         access_log_file=args.access_log_file,
         max_file_size=args.max_file_size,
+        config_store=args.config_store,
     )
     try:
         options.authority = ca.authority_from_args(args)

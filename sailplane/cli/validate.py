@@ -8,7 +8,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sailplane.cli.common import max_file_size_flag, resolve_config_dir
+from sailplane.cli.common import (
+    config_store_flag,
+    max_file_size_flag,
+    open_config_store,
+    resolve_config_dir,
+)
 from sailplane.config.validate import Report
 from sailplane.model.source import Diagnostic, Position, Severity
 
@@ -54,20 +59,27 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "-v", "--verbose", action="store_true", help="also show info lines (skipped kinds)"
     )
     max_file_size_flag(validate)
+    config_store_flag(validate)
 
 
 def run(args: argparse.Namespace) -> int:
     from sailplane.config.validate import EXIT_USAGE, validate_dir
     from sailplane.server.selfcheck import proxy_snapshots
 
-    config_dir = resolve_config_dir(args.config_dir)
-    if not config_dir.exists():
+    config_dir: Path | str = resolve_config_dir(args.config_dir)
+    if args.config_store:
+        loaded = _validate_store(args)
+        if loaded is None:
+            return EXIT_USAGE
+        report, config_dir = loaded
+    elif not Path(config_dir).exists():
         print(f"sailplane: config dir {config_dir} does not exist", file=sys.stderr)
         return EXIT_USAGE
-    from sailplane.config.loader import max_file_size
+    else:
+        from sailplane.config.loader import max_file_size
 
-    with max_file_size(args.max_file_size):
-        report = validate_dir(config_dir, strict=args.strict, verbose=args.verbose)
+        with max_file_size(args.max_file_size):
+            report = validate_dir(Path(config_dir), strict=args.strict, verbose=args.verbose)
     mesh = report.result.mesh
     snapshots = list(proxy_snapshots(mesh)) if mesh is not None else []
     report = _self_check(report, config_dir, snapshots)
@@ -85,8 +97,35 @@ def run(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def _validate_store(args: argparse.Namespace) -> tuple[Report, str] | None:
+    """The store's objects, validated as a directory's; None when the store is
+    not reachable (said on stderr)."""
+    from sailplane.config.loader import max_file_size
+    from sailplane.config.validate import validate_texts
+    from sailplane.errors import StoreError
+
+    if args.config_dir:
+        print("sailplane: give --config-dir or --config-store, not both", file=sys.stderr)
+        return None
+    store = open_config_store(args.config_store, args.max_file_size)
+    if store is None:
+        return None
+    try:
+        contents = store.read()
+    except StoreError as exc:
+        print(f"sailplane: {exc}", file=sys.stderr)
+        return None
+    finally:
+        store.stop()
+    with max_file_size(args.max_file_size):
+        report = validate_texts(
+            contents.texts, contents.unread, strict=args.strict, verbose=args.verbose
+        )
+    return report, store.description
+
+
 def _self_check(
-    report: Report, config_dir: Path, snapshots: list[tuple[Workload, Snapshot]]
+    report: Report, config_dir: Path | str, snapshots: list[tuple[Workload, Snapshot]]
 ) -> Report:
     """Check the consistency of each snapshot that would be served
     (``snapshots``: every workload's, by :func:`proxy_snapshots`); a failure
@@ -113,7 +152,7 @@ def _self_check(
 
 def _envoy_check(
     report: Report,
-    config_dir: Path,
+    config_dir: Path | str,
     envoy: str,
     timeout: float,
     snapshots: list[tuple[Workload, Snapshot]],

@@ -124,6 +124,15 @@ def load_dir(
     max_file_size: int | None = None,
 ) -> LoadResult:
     limit = _MAX_FILE_SIZE.get() if max_file_size is None else max_file_size
+    texts, unread = read_files(root, limit)
+    return load_texts(
+        texts, domain_suffix, previous, keep_going, cache=cache, max_file_size=limit, unread=unread
+    )
+
+
+def read_files(root: Path, limit: int) -> tuple[list[tuple[str, str]], list[Diagnostic]]:
+    """The ``(name, text)`` of every YAML file under ``root`` of at most
+    ``limit`` bytes, and a diagnostic for each file that could not be read."""
     files = config_files(root)
     texts: list[tuple[str, str]] = []
     unread: list[Diagnostic] = []
@@ -147,9 +156,7 @@ def load_dir(
             unread.append(Diagnostic(name, Position(1, 1), f"not UTF-8 text ({where})"))
         except OSError as exc:
             unread.append(Diagnostic(name, Position(1, 1), f"cannot read: {exc.strerror}"))
-    return load_texts(
-        texts, domain_suffix, previous, keep_going, cache=cache, max_file_size=limit, unread=unread
-    )
+    return texts, unread
 
 
 def display_name(path: Path, root: Path) -> str:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sailplane.config.assemble import REJECTED, build_mesh
 from sailplane.config.envelope import reader_for
 from sailplane.config.hostnames import host_context, read_virtual_service
-from sailplane.config.loader import LoadResult, config_files, display_name, load_dir
+from sailplane.config.loader import LoadResult, config_files, display_name, load_dir, load_texts
 from sailplane.config.references import check_virtual_service
 from sailplane.config.virtualservice import parse_virtual_service
 from sailplane.config.yamldoc import Document, parse_documents
@@ -112,6 +113,26 @@ def validate_dir(
     return Report(result, strict, verbose)
 
 
+def validate_texts(
+    texts: Sequence[tuple[str, str]],
+    unread: Sequence[Diagnostic] = (),
+    strict: bool = False,
+    verbose: bool = False,
+    domain_suffix: str = DEFAULT_DOMAIN_SUFFIX,
+) -> Report:
+    """:func:`validate_dir` of ``(name, text)`` pairs (a configuration store's
+    objects); ``unread`` are the store's entries that could not be read."""
+    result = load_texts(texts, domain_suffix, keep_going=True, unread=unread)
+    more = _rejected_references_in(texts, result, domain_suffix)
+    if more:
+        diagnostics = sorted(
+            (*result.diagnostics, *more),
+            key=lambda d: (d.file, d.position.line, d.position.column),
+        )
+        result = dataclasses.replace(result, diagnostics=tuple(diagnostics))
+    return Report(result, strict, verbose)
+
+
 def rejected_references(
     root: Path, result: LoadResult, domain_suffix: str = DEFAULT_DOMAIN_SUFFIX
 ) -> list[Diagnostic]:
@@ -129,15 +150,37 @@ def rejected_references(
     # Only files the load read and found objects in: within the size limit,
     # valid YAML (a file that is neither is reported already).
     read = {o.file for o in result.objects}
-    documents: list[Document] = []
+    texts: list[tuple[str, str]] = []
     for path in config_files(root):
         name = display_name(path, root)
         if name not in read:
             continue
         try:
-            documents.extend(parse_documents(path.read_text(encoding="utf-8"), name))
-        except (OSError, UnicodeDecodeError, SailplaneError):
+            texts.append((name, path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError):
             continue  # changed since the load; what it says now is for the next run
+    return _rejected_references_in(texts, result, domain_suffix)
+
+
+def _rejected_references_in(
+    texts: Sequence[tuple[str, str]], result: LoadResult, domain_suffix: str
+) -> list[Diagnostic]:
+    rejected = {
+        (o.namespace, o.name)
+        for o in result.objects
+        if o.kind == "VirtualService" and o.state == REJECTED
+    }
+    if not rejected:
+        return []
+    read = {o.file for o in result.objects}
+    documents: list[Document] = []
+    for name, text in texts:
+        if name not in read:
+            continue
+        try:
+            documents.extend(parse_documents(text, name))
+        except SailplaneError:
+            continue
     mesh = result.mesh or build_mesh(documents, domain_suffix)[0]
     known = set(result.diagnostics)
     context = host_context(mesh)

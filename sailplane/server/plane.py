@@ -25,7 +25,6 @@ from sailplane.ca.clock import aware_now
 from sailplane.config.loader import (
     DEFAULT_MAX_FILE_SIZE,
 )
-from sailplane.config.watch import DirectoryWatcher
 from sailplane.errors import PortInUseError
 from sailplane.server.controller import Controller
 from sailplane.server.credentials import server_credentials
@@ -35,6 +34,7 @@ from sailplane.server.ops.monitor import MonitorServer
 from sailplane.server.ops.views import install_views
 from sailplane.server.ports import check_ports_free, port_message
 from sailplane.server.reload import Reloader
+from sailplane.store import ConfigStore, DirectoryStore, open_etcd
 from sailplane.telemetry import AccessLogReceiver, AccessLogWriter, IstioMetrics
 from sailplane.xds import AdsServer, SnapshotCache, StatusRegistry
 
@@ -98,6 +98,8 @@ class ServeOptions:
     access_log_file: str = "-"
     # Larger configuration files are not read (an error names them).
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    # etcd://HOST:PORT[,...][/PREFIX]: read the configuration there, not in config_dir.
+    config_store: str | None = None
 
 
 class ControlPlane:
@@ -137,6 +139,16 @@ class ControlPlane:
         self._heap_task: asyncio.Task[None] | None = None
         self.xds_port: int | None = None
         self.monitor_port: int | None = None
+        self.store: ConfigStore = (
+            open_etcd(options.config_store, options.max_file_size)
+            if options.config_store
+            else DirectoryStore(
+                options.config_dir,
+                options.max_file_size,
+                options.debounce_quiet,
+                options.debounce_max,
+            )
+        )
         self.reloader = Reloader(
             options.config_dir,
             options.max_file_size,
@@ -144,8 +156,8 @@ class ControlPlane:
             self.cache,
             self.metrics,
             self.heap.touch,
+            self.store,
         )
-        self._watcher: DirectoryWatcher | None = None
         self._watch_task: asyncio.Task[None] | None = None
         install_views(self)
 
@@ -162,10 +174,9 @@ class ControlPlane:
         return self.reloader.version
 
     async def _watch(self) -> None:
-        assert self._watcher is not None
-        async for burst in self._watcher.changes():
+        async for change in self.store.changes():
             try:
-                await self.reload_off_loop(burst.first_seen)
+                await self.reload_off_loop(change.first_seen)
             except Exception:  # never let one bad reload stop the watcher
                 log.exception("reload failed; still serving the last good configuration")
 
@@ -227,10 +238,7 @@ class ControlPlane:
             ", ".join(self.monitor.endpoints()),
         )
         if opts.watch:
-            self._watcher = DirectoryWatcher(
-                opts.config_dir, opts.debounce_quiet, opts.debounce_max
-            )
-            self._watcher.start()
+            self.store.start()
             self._watch_task = asyncio.create_task(self._watch())
 
     async def _rotate_forever(self) -> None:
@@ -255,8 +263,7 @@ class ControlPlane:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._watcher is not None:
-            self._watcher.stop()
+        self.store.stop()
         for server in (self.grpc_server, self.secure_server):
             if server is not None:
                 await server.stop(grace=STOP_GRACE)

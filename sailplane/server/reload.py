@@ -26,11 +26,13 @@ from pathlib import Path
 
 from sailplane.config.assemble import InForce
 from sailplane.config.incremental import DocumentCache
-from sailplane.config.loader import LoadResult, load_dir, object_changes
+from sailplane.config.loader import LoadResult, load_texts, object_changes
+from sailplane.errors import StoreUnavailable
 from sailplane.logs import event
 from sailplane.model.source import Diagnostic, Position, Severity
 from sailplane.server.controller import Controller
 from sailplane.server.ops.metrics import Metrics
+from sailplane.store import ConfigStore, DirectoryStore
 from sailplane.xds import PUSH_ORDER, SnapshotCache
 
 log = logging.getLogger("sailplane")
@@ -40,8 +42,11 @@ _LEVELS = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING}
 
 
 class Reloader:
-    """Loads the configuration directory and applies what loads to the
-    controller; remembers what is in force and what the last load said."""
+    """Loads the configuration (a directory, or the ``store`` given) and
+    applies what loads to the controller; remembers what is in force and
+    what the last load said. A store that cannot be reached is a load that
+    does not parse: the configuration in force stays, and ``store.problem``
+    says why until a read succeeds again."""
 
     def __init__(
         self,
@@ -51,10 +56,13 @@ class Reloader:
         cache: SnapshotCache,
         metrics: Metrics,
         touch: Callable[[], None],
+        store: ConfigStore | None = None,
     ) -> None:
         """``touch`` is called after each applied configuration (the heap
         keeper settles the allocator after a burst of work)."""
         self.config_dir = config_dir
+        self.store: ConfigStore = store or DirectoryStore(config_dir, max_file_size)
+        self.source = self.store.description  # what logs and views call it
         self.max_file_size = max_file_size
         self.controller = controller
         self.cache = cache
@@ -91,20 +99,29 @@ class Reloader:
     def _load(self) -> LoadResult:
         """Read the directory; never raises (a failure is a diagnostic)."""
         try:
-            return load_dir(
-                self.config_dir,
+            contents = self.store.read()
+        except StoreUnavailable as exc:
+            message = f"the config store is down: {exc}; the configuration in force stays"
+            return LoadResult(None, (Diagnostic(self.source, Position(1, 1), message),))
+        except Exception as exc:  # a bug: reported like any problem, never a crash
+            log.exception("reading %s failed", self.source)
+            return LoadResult(None, (self._failure("reading", exc),))
+        try:
+            return load_texts(
+                contents.texts,
                 previous=self.in_force,
                 cache=self.documents,
                 max_file_size=self.max_file_size,
+                unread=contents.unread,
             )
         except Exception as exc:  # a bug: reported like any problem, never a crash
-            log.exception("loading %s failed", self.config_dir)
+            log.exception("loading %s failed", self.source)
             self.documents = DocumentCache()  # it may be half-updated
             return LoadResult(None, (self._failure("loading", exc),))
 
     def _failure(self, what: str, exc: BaseException) -> Diagnostic:
         return Diagnostic(
-            str(self.config_dir),
+            self.source,
             Position(1, 1),
             f"{what} failed: {type(exc).__name__}: {str(exc)[:200]}",
         )
@@ -140,7 +157,7 @@ class Reloader:
                 "config.rejected",
                 f"configuration not applied; {serving}",
                 errors=len(result.errors),
-                dir=str(self.config_dir),
+                dir=self.source,
             )
             return False
         if self.controller.mesh is not None and self.controller.mesh.digest == result.mesh.digest:

@@ -153,8 +153,8 @@ class Mesh:
                 "--log-level",
                 "debug",
                 "serve",
-                "--config-dir",
-                str(self.config_dir),
+                # --config-store URL in ``extra`` reads the configuration there instead
+                *(() if "--config-store" in extra else ("--config-dir", str(self.config_dir))),
                 "--xds-address",
                 f"127.0.0.1:{self.xds_port}",
                 "--monitor-address",

@@ -23,7 +23,19 @@ ROOT = Path(sailplane.__file__).parent
 # package -> the packages of sailplane it may import ("pkg.module" allows one
 # module only). A package may always import itself.
 EVERYTHING = frozenset(
-    {"errors", "logs", "memo", "model", "config", "translate", "xds", "ca", "telemetry", "server"}
+    {
+        "errors",
+        "logs",
+        "memo",
+        "model",
+        "config",
+        "translate",
+        "xds",
+        "ca",
+        "telemetry",
+        "store",
+        "server",
+    }
 )
 ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
@@ -36,6 +48,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "xds": frozenset({"errors", "logs", "memo"}),
     "ca": frozenset({"errors"}),
     "capture": frozenset({"errors"}),
+    # Where the configuration lives (a directory, etcd): reads it as config's input.
+    "store": frozenset({"errors", "logs", "model", "config"}),
     # The receiver reads the metadata names the translated access-log
     # configuration writes: that one module is their shared contract.
     "telemetry": frozenset({"errors", "logs", "model", "ca", "translate.telemetry"}),

@@ -224,7 +224,14 @@ def test_logging_flags_go_before_or_after_any_command() -> None:
         for name, p in _parsers(parser)
         if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
     ]
-    required = {"diff": ["--config-dir", "d"], "bootstrap": ["--xds-address", "h:1"]}
+    store = ["--config-store", "etcd://h:1"]
+    required = {
+        "diff": ["--config-dir", "d"],
+        "bootstrap": ["--xds-address", "h:1"],
+        "apply": ["-f", "d", *store],
+        "get": store,
+        "delete": ["kind", "name", *store],
+    }
     assert len(leaves) >= 9
     for words in leaves:
         extra = required.get(words[0], [])

@@ -167,9 +167,13 @@ class _Views:
         self.plane = plane
 
     def ready(self, query: Query) -> Response:
+        """Ready while a configuration is in force, also when the config store
+        is down (the last good one is served): the answer says so."""
+        down = self.plane.reloader.store.problem
+        note = f" (config store down: {down}; serving the last good configuration)" if down else ""
         if self.plane.controller.mesh is None:
-            return Response.text("no configuration loaded yet\n", 503)
-        return Response.text("ready\n")
+            return Response.text(f"no configuration loaded yet{note}\n", 503)
+        return Response.text(f"ready{note}\n")
 
     def metrics(self, query: Query) -> Response:
         return Response(200, self.plane.metrics.render(), CONTENT_TYPE)
@@ -228,9 +232,16 @@ class _Views:
         reloader = self.plane.reloader
         applied, last = reloader.applied_result, reloader.last_result
         records = applied.objects if applied else ()
+        store: dict[str, object] = {}
+        if self.plane.options.config_store:
+            problem = reloader.store.problem
+            store = {
+                "config_store": {"url": reloader.source, "up": not problem, "problem": problem}
+            }
         return Response.json(
             {
-                "config_dir": str(reloader.config_dir),
+                **store,
+                "config_dir": reloader.source,
                 "version": reloader.version,
                 "applied_at": reloader.applied_at,
                 "last_load_applied": bool(last and reloader.last_load_applied),
