@@ -6,7 +6,7 @@ import ipaddress
 from typing import Any
 
 from sailplane.config.fieldcheck import check_declared_fields
-from sailplane.config.reader import ObjectReader
+from sailplane.config.reader import ObjectReader, did_you_mean
 from sailplane.model.hosts import host_matches, resolve_host
 from sailplane.model.networking import (
     CorsPolicy,
@@ -145,6 +145,33 @@ def _route_destinations(r: ObjectReader, path: FieldPath, domain: str) -> list[R
     return out
 
 
+# gRPC's status codes by name (grpc/doc/statuscodes.md; Istio's SupportedGRPCStatus).
+GRPC_STATUS_CODES = {
+    name: code
+    for code, name in enumerate(
+        [
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALID_ARGUMENT",
+            "DEADLINE_EXCEEDED",
+            "NOT_FOUND",
+            "ALREADY_EXISTS",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "FAILED_PRECONDITION",
+            "ABORTED",
+            "OUT_OF_RANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        ]
+    )
+}
+
+
 def _fault(r: ObjectReader, path: FieldPath) -> Fault | None:
     if r.mapping(path) is None:
         return None
@@ -158,15 +185,33 @@ def _fault(r: ObjectReader, path: FieldPath) -> Fault | None:
         if fixed is not None:
             delay = FaultDelay(fixed, 100.0 if pct is None else pct)
     if r.mapping((*path, "abort")) is not None:
-        base = (*path, "abort")
-        status = r.integer((*base, "httpStatus"), required=True)
-        if status is not None and not 200 <= status <= 599:
-            r.report((*base, "httpStatus"), f"{status} is not an HTTP status", code="IST0106")
-            status = None
-        pct = r.percentage((*base, "percentage"))
-        if status is not None:
-            abort = FaultAbort(status, 100.0 if pct is None else pct)
+        abort = _abort(r, (*path, "abort"))
     return Fault(delay, abort)
+
+
+def _abort(r: ObjectReader, base: FieldPath) -> FaultAbort | None:
+    pct = r.percentage((*base, "percentage"))
+    percentage = 100.0 if pct is None else pct
+    if r.has((*base, "grpcStatus")):
+        if r.has((*base, "httpStatus")):
+            r.report(base, "give httpStatus or grpcStatus, not both", code="IST0106")
+            return None
+        name = r.string((*base, "grpcStatus"))
+        code = GRPC_STATUS_CODES.get(name or "")
+        if code is None:
+            r.report(
+                (*base, "grpcStatus"),
+                f"{name!r} is not a gRPC status name{did_you_mean(name or '', GRPC_STATUS_CODES)}; "
+                "names are grpc's doc/statuscodes.md, such as UNAVAILABLE or NOT_FOUND",
+                code="IST0106",
+            )
+            return None
+        return FaultAbort(0, percentage, grpc_status=code)
+    status = r.integer((*base, "httpStatus"), required=True)
+    if status is not None and not 200 <= status <= 599:
+        r.report((*base, "httpStatus"), f"{status} is not an HTTP status", code="IST0106")
+        return None
+    return None if status is None else FaultAbort(status, percentage)
 
 
 def _cors(r: ObjectReader, path: FieldPath) -> CorsPolicy | None:

@@ -122,8 +122,9 @@ class FaultDelay:
 
 @dataclass(frozen=True, slots=True)
 class FaultAbort:
-    http_status: int
+    http_status: int  # 0 when the abort is a gRPC status
     percentage: float = 100.0
+    grpc_status: int | None = None  # a gRPC status code (Istio's grpcStatus, by name)
 
 
 @dataclass(frozen=True, slots=True)

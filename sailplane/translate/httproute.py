@@ -122,11 +122,12 @@ def build_fault(fault: Fault) -> fault_pb2.HTTPFault:
             )
         )
     if fault.abort is not None:
-        out.abort.CopyFrom(
-            fault_pb2.FaultAbort(
-                http_status=fault.abort.http_status, percentage=_percent(fault.abort.percentage)
-            )
-        )
+        abort = fault_pb2.FaultAbort(percentage=_percent(fault.abort.percentage))
+        if fault.abort.grpc_status is not None:  # gRPC and Envoy both read it (A33)
+            abort.grpc_status = fault.abort.grpc_status
+        else:
+            abort.http_status = fault.abort.http_status
+        out.abort.CopyFrom(abort)
     return out
 
 

@@ -166,6 +166,14 @@ def test_fault_abort_and_timeout(echo_mesh: tuple[Mesh, GrpcClient]) -> None:
     outcomes = client.run(f"xds:///echo:{PORT}", 200)
     assert set(outcomes) == {"v1", "UNAVAILABLE"}, outcomes
     assert 0.4 <= share(outcomes, "UNAVAILABLE") <= 0.6, outcomes
+    # Istio's grpcStatus: the gRPC status itself (FaultAbort.grpc_status).
+    abort = {"grpcStatus": "RESOURCE_EXHAUSTED", "percentage": {"value": 100}}
+    mesh.write("routes.yaml", virtual_service({**split(100, 0), "fault": {"abort": abort}}))
+    wait_for(
+        lambda: client.run(f"xds:///echo:{PORT}", 5) == {"RESOURCE_EXHAUSTED": 5},
+        timeout=15,
+        what="the gRPC status fault",
+    )
     # Without the fault: a 5 s method against a 3 s route timeout
     # (max_stream_duration, gRFC A31; the client's own deadline is 10 s).
     # grpcio 1.85 ends calls ~1.5 s early (see the README): no exact bound.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
@@ -142,9 +143,13 @@ def test_proxyless_resources() -> None:
         "outbound|50051||echo.default.svc.cluster.local",
         "outbound|7070||ledger.bank.svc.cluster.local",
     ]
-    split = routes[0].virtual_hosts[0].routes[1]
+    by_name = {r.name: r for r in routes[0].virtual_hosts[0].routes}
+    split = by_name["split"]
     assert split.route.max_stream_duration.max_stream_duration.seconds == 3
     assert list(split.typed_per_filter_config) == []  # CORS left out: gRPC would NACK it
+    quota = fault_pb2.HTTPFault()  # Istio's grpcStatus, by name, as gRPC's code
+    assert by_name["quota"].typed_per_filter_config["envoy.filters.http.fault"].Unpack(quota)
+    assert (quota.abort.grpc_status, quota.abort.percentage.numerator) == (8, 250_000)
     # The same workload as an Envoy gets the sidecar's resources.
     envoy = build_proxy_resources(mesh, proxy_from_node("grpc-client.default", {}, mesh))
     assert not any(x.HasField("api_listener") for x in envoy.listeners)

@@ -99,9 +99,9 @@ _HTTP_ROUTE: Fields = {
             **at(
                 "abort",
                 {
-                    "httpStatus": IMPLEMENTED,
+                    **every(IMPLEMENTED, "httpStatus", "grpcStatus"),
                     **at("percentage", PERCENT),
-                    **every(UNSUPPORTED, "grpcStatus", "http2Error"),
+                    "http2Error": UNSUPPORTED,
                 },
             ),
         },
