@@ -81,11 +81,18 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     max_file_size_flag(serve)
     config_store_flag(serve)
+    serve.add_argument(
+        "--replica-name",
+        metavar="NAME",
+        help="this replica's name in the config store's registry, shown by `sailplane "
+        "status --config-store` (default HOSTNAME-PID; with --config-store only)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from sailplane.errors import PortInUseError
     from sailplane.server.plane import ServeOptions, serve_forever
+    from sailplane.store.replicas import valid_replica_name
 
     if args.config_store and args.config_dir:
         print(
@@ -95,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     if args.config_store and open_config_store(args.config_store, args.max_file_size) is None:
+        return 2
+    if args.replica_name is not None and not valid_replica_name(args.replica_name):
+        print(f"sailplane: bad --replica-name {args.replica_name!r} (no '/')", file=sys.stderr)
         return 2
     config_dir = resolve_config_dir(args.config_dir)
     if not args.config_store and not config_dir.exists():
@@ -111,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         access_log_file=args.access_log_file,
         max_file_size=args.max_file_size,
         config_store=args.config_store,
+        replica_name=args.replica_name,
     )
     try:
         options.authority = ca.authority_from_args(args)

@@ -1,16 +1,29 @@
 """``sailplane status``: sync state of every connected proxy (like ``istioctl
-proxy-status``), or one proxy's resources (like ``istioctl proxy-config``)."""
+proxy-status``), or one proxy's resources (like ``istioctl proxy-config``);
+with ``--config-store``, every replica on the store and every proxy of the
+mesh with the replica serving it (store/replicas.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 import urllib.error
-from typing import Any
+from collections import Counter
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
-from sailplane.cli.common import fetch_json, monitor_address_flag, unreachable
+from sailplane.cli.common import (
+    fetch_json,
+    monitor_address_flag,
+    open_config_store,
+    unreachable,
+)
 from sailplane.cli.tables import TYPE_ORDER, table
+
+if TYPE_CHECKING:
+    from sailplane.store.replicas import MeshStatus
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -27,6 +40,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "istioctl proxy-config: NAME.NAMESPACE, or NAME for one in namespace default",
     )
     status.add_argument("--json", action="store_true", help="print the monitor's JSON")
+    status.add_argument(
+        "--config-store",
+        metavar="URL",
+        help="every replica on this etcd store (etcd://HOST:PORT[,...][/PREFIX]) and every "
+        "proxy of the mesh with the replica serving it, from the store (no monitor needed)",
+    )
 
 
 def format_status(streams: list[dict[str, Any]]) -> str:
@@ -99,8 +118,76 @@ def format_proxy(view: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def format_mesh(mesh: MeshStatus, now: float) -> str:
+    """Replicas, then proxies with the replica serving each."""
+    served = Counter(p.replica for p in mesh.proxies)
+    rows = [["REPLICA", "XDS", "SECURE XDS", "MONITOR", "VERSION", "PROXIES", "ALIVE"]]
+    for live in mesh.replicas:
+        r = live.record
+        alive = f"yes (lease {live.lease_ttl}s)" if live.alive else "no (lease expired)"
+        if r.store_problem:
+            alive += "; store down"
+        cells = [r.xds_address, r.secure_xds_address, r.monitor_address]
+        rows.append([r.name, *(c or "-" for c in cells), r.version or "-", str(served[r.name])])
+        rows[-1].append(alive)
+    lines = table(rows) if mesh.replicas else ["no replica is registered"]
+    if mesh.proxies:
+        known = {live.record.name for live in mesh.replicas}
+        rows = [["PROXY", "REPLICA", "CONNECTED", "PEER", "XDS"]]
+        for proxy in sorted(mesh.proxies, key=lambda p: (p.node_id, p.replica)):
+            replica = proxy.replica if proxy.replica in known else f"{proxy.replica} (gone)"
+            since = f"{max(now - proxy.connected_at, 0):.0f}s ago"
+            rows.append([proxy.node_id, replica, since, proxy.peer, _protocol(proxy.delta)])
+        lines += ["", *table(rows)]
+    else:
+        lines += ["", "no proxy is connected"]
+    lines += [f"warning: {key}: not a replica or proxy record" for key in mesh.unreadable]
+    return "\n".join(lines) + "\n"
+
+
+def _protocol(delta: bool) -> str:
+    return "delta" if delta else "sotw"
+
+
+def mesh_json(mesh: MeshStatus) -> dict[str, Any]:
+    return {
+        "revision": mesh.revision,
+        "replicas": [
+            {**asdict(live.record), "alive": live.alive, "lease_ttl": live.lease_ttl}
+            for live in mesh.replicas
+        ],
+        "proxies": [{**asdict(p), "xds": _protocol(p.delta)} for p in mesh.proxies],
+    }
+
+
+def run_store_status(args: argparse.Namespace) -> int:
+    """``status --config-store``: from etcd; exit 2 when it is unreachable."""
+    from sailplane.config.loader import DEFAULT_MAX_FILE_SIZE
+    from sailplane.errors import StoreError
+    from sailplane.store.replicas import read_mesh
+
+    store = open_config_store(args.config_store, DEFAULT_MAX_FILE_SIZE)
+    if store is None:
+        return 2
+    try:
+        mesh = read_mesh(store.client, store.url.prefix)
+    except StoreError as exc:
+        print(f"sailplane: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.stop()
+    if args.json:
+        print(json.dumps(mesh_json(mesh), indent=2))
+    else:
+        sys.stdout.write(format_mesh(mesh, time.time()))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from urllib.parse import quote
+
+    if args.config_store:
+        return run_store_status(args)
 
     path = f"/debug/proxyz?proxy={quote(args.proxy)}" if args.proxy else "/debug/syncz"
     try:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
@@ -33,8 +36,11 @@ from sailplane.server.ops.metrics import InstrumentedHooks, Metrics
 from sailplane.server.ops.monitor import MonitorServer
 from sailplane.server.ops.views import install_views
 from sailplane.server.ports import check_ports_free, port_message
+from sailplane.server.registration import NotifyingAdmission, Registration
 from sailplane.server.reload import Reloader
-from sailplane.store import ConfigStore, DirectoryStore, open_etcd
+from sailplane.store import ConfigStore, DirectoryStore, EtcdStore, open_etcd
+from sailplane.store.etcdclient import EtcdClient
+from sailplane.store.replicas import ReplicaRecord
 from sailplane.telemetry import AccessLogReceiver, AccessLogWriter, IstioMetrics
 from sailplane.xds import AdsServer, SnapshotCache, StatusRegistry
 
@@ -100,6 +106,8 @@ class ServeOptions:
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     # etcd://HOST:PORT[,...][/PREFIX]: read the configuration there, not in config_dir.
     config_store: str | None = None
+    # This replica's name in the store's registry (default HOSTNAME-PID).
+    replica_name: str | None = None
 
 
 class ControlPlane:
@@ -118,7 +126,16 @@ class ControlPlane:
             self.cache, self.identities, trust_domain=self.authority.trust_domain
         )
         self.heap = HeapKeeper()
-        self.hooks = InstrumentedHooks(self.controller, self.metrics, self.heap.touch)
+        self.replica_name = options.replica_name or f"{socket.gethostname()}-{os.getpid()}"
+        self.registration: Registration | None = None
+        self.started_at = 0.0
+        self.hooks = InstrumentedHooks(
+            NotifyingAdmission(self.controller, self._registration_changed)
+            if options.config_store
+            else self.controller,
+            self.metrics,
+            self.heap.touch,
+        )
         self.ads = AdsServer(
             self.cache, admission=self.hooks, observer=self.hooks, status=self.status
         )
@@ -159,6 +176,15 @@ class ControlPlane:
             self.store,
         )
         self._watch_task: asyncio.Task[None] | None = None
+        if isinstance(self.store, EtcdStore):
+            # Its own client: a lease renewal never waits behind a large Range.
+            self.registration = Registration(
+                EtcdClient(self.store.url.endpoints, timeout=2.0),
+                self.store.url.prefix,
+                self.replica_name,
+                self.replica_record,
+                self.status.streams,
+            )
         install_views(self)
 
     def reload(self, change_seen_at: float | None = None) -> bool:
@@ -179,6 +205,32 @@ class ControlPlane:
                 await self.reload_off_loop(change.first_seen)
             except Exception:  # never let one bad reload stop the watcher
                 log.exception("reload failed; still serving the last good configuration")
+            self._registration_changed()
+
+    def _registration_changed(self) -> None:
+        if self.registration is not None:
+            self.registration.changed()
+
+    def replica_record(self) -> ReplicaRecord:
+        """What this replica registers in the store (store/replicas.py)."""
+        opts = self.options
+
+        def where(address: tuple[str, int] | None, port: int | None) -> str | None:
+            if address is None or port is None:
+                return None
+            host = address[0]
+            return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+        return ReplicaRecord(
+            name=self.replica_name,
+            xds_address=where(opts.xds_address, self.xds_port),
+            secure_xds_address=where(opts.secure_xds_address, self.secure_xds_port),
+            monitor_address=where(opts.monitor_address, self.monitor_port),
+            started=self.started_at,
+            version=self.version,
+            applied_at=self.reloader.applied_at,
+            store_problem=self.store.problem,
+        )
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -240,6 +292,9 @@ class ControlPlane:
         if opts.watch:
             self.store.start()
             self._watch_task = asyncio.create_task(self._watch())
+        self.started_at = time.time()
+        if self.registration is not None:
+            self.registration.start()
 
     async def _rotate_forever(self) -> None:
         """Sleep until the next certificate is due (half its life), rotate,
@@ -258,6 +313,8 @@ class ControlPlane:
                 log.exception("certificate rotation failed")
 
     async def stop(self) -> None:
+        if self.registration is not None:  # first: the records vanish at once
+            await self.registration.stop()
         for task in (self._watch_task, self._rotation_task, self._heap_task):
             if task is not None:
                 task.cancel()

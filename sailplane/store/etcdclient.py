@@ -1,10 +1,11 @@
 """A small etcd v3 client: what the configuration store needs, nothing more.
 
-Unary calls (Range, Txn, Compact) are synchronous, so the reloader's worker
-thread and the CLI use them directly; Watch is a grpc.aio stream for the
-event loop. The RPCs are called by method path with our own generated
-messages (etcdpb/, see regenerate.sh): no grpc stubs, so no grpcio version
-check and no third-party etcd client with its own grpcio/protobuf pins.
+Unary calls (Range, Txn, Compact, the Lease calls) are synchronous, so the
+reloader's worker thread, the replica registration's thread and the CLI use
+them directly; Watch is a grpc.aio stream for the event loop. The RPCs are
+called by method path with our own generated messages (etcdpb/, see
+regenerate.sh): no grpc stubs, so no grpcio version check and no
+third-party etcd client with its own grpcio/protobuf pins.
 
 Endpoints are tried in turn: a call that finds one unreachable moves on to
 the next, and the one that answered is tried first next time. When none
@@ -94,18 +95,25 @@ class EtcdClient:
                 self._channels[index] = channel
             return channel
 
-    def _call(self, method: str, request: Any, reply: Callable[[bytes], Reply]) -> Reply:
+    def _call(
+        self, method: str, request: Any, reply: Callable[[bytes], Reply], stream: bool = False
+    ) -> Reply:
+        """One request, one reply; ``stream``: the first reply of a
+        stream_stream method (LeaseKeepAlive has no unary form)."""
         problems: list[str] = []
         count = len(self.endpoints)
         for step in range(count):
             index = (self._preferred + step) % count
-            call = self._channel(index).unary_unary(
-                method,
-                request_serializer=lambda m: m.SerializeToString(),
-                response_deserializer=reply,
-            )
             try:
-                answer: Reply = call(request, timeout=self.timeout)
+                if stream:
+                    answer = self._first_of_stream(index, method, request, reply)
+                else:
+                    call = self._channel(index).unary_unary(
+                        method,
+                        request_serializer=lambda m: m.SerializeToString(),
+                        response_deserializer=reply,
+                    )
+                    answer = call(request, timeout=self.timeout)
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
                 detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
@@ -116,6 +124,23 @@ class EtcdClient:
             self._preferred = index
             return answer
         raise StoreUnavailable(f"etcd is unreachable ({'; '.join(problems)})")
+
+    def _first_of_stream(
+        self, index: int, method: str, request: Any, reply: Callable[[bytes], Reply]
+    ) -> Reply:
+        call = self._channel(index).stream_stream(
+            method,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=reply,
+        )
+        responses = call(iter([request]), timeout=self.timeout)
+        try:
+            answer: Reply = next(responses)
+        except StopIteration:
+            raise StoreError(f"etcd {method.rsplit('/', 1)[-1]}: no reply") from None
+        finally:
+            responses.cancel()
+        return answer
 
     def range(self, request: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         reply = self._call("/etcdserverpb.KV/Range", request, rpc_pb2.RangeResponse.FromString)
@@ -131,6 +156,45 @@ class EtcdClient:
             "/etcdserverpb.KV/Compact", request, rpc_pb2.CompactionResponse.FromString
         )
         return cast(rpc_pb2.CompactionResponse, reply)
+
+    def lease_grant(self, ttl: int) -> int:
+        """A new lease of ``ttl`` seconds; its ID."""
+        request = rpc_pb2.LeaseGrantRequest(TTL=ttl)
+        reply = self._call(
+            "/etcdserverpb.Lease/LeaseGrant", request, rpc_pb2.LeaseGrantResponse.FromString
+        )
+        answer = cast(rpc_pb2.LeaseGrantResponse, reply)
+        if answer.error:
+            raise StoreError(f"etcd LeaseGrant: {answer.error}")
+        return answer.ID
+
+    def lease_keepalive(self, lease: int) -> int:
+        """Renew ``lease``; the TTL it has now, 0 when it expired (its keys are gone)."""
+        request = rpc_pb2.LeaseKeepAliveRequest(ID=lease)
+        reply = self._call(
+            "/etcdserverpb.Lease/LeaseKeepAlive",
+            request,
+            rpc_pb2.LeaseKeepAliveResponse.FromString,
+            stream=True,
+        )
+        return cast(rpc_pb2.LeaseKeepAliveResponse, reply).TTL
+
+    def lease_revoke(self, lease: int) -> None:
+        """End ``lease`` now: its keys are deleted at once."""
+        request = rpc_pb2.LeaseRevokeRequest(ID=lease)
+        self._call(
+            "/etcdserverpb.Lease/LeaseRevoke", request, rpc_pb2.LeaseRevokeResponse.FromString
+        )
+
+    def lease_ttl(self, lease: int) -> int:
+        """Seconds ``lease`` has left; -1 when it does not exist (expired, revoked)."""
+        request = rpc_pb2.LeaseTimeToLiveRequest(ID=lease)
+        reply = self._call(
+            "/etcdserverpb.Lease/LeaseTimeToLive",
+            request,
+            rpc_pb2.LeaseTimeToLiveResponse.FromString,
+        )
+        return cast(rpc_pb2.LeaseTimeToLiveResponse, reply).TTL
 
     def put(self, key: bytes, value: bytes) -> int:
         """One Put (tests and tools); the revision it made."""

@@ -26,7 +26,7 @@ from sailplane.errors import StoreError, StoreUnavailable
 from sailplane.model.source import Diagnostic, Position
 from sailplane.store.base import Change, StoreContents
 from sailplane.store.etcdclient import EtcdClient, range_end
-from sailplane.store.etcdpb import rpc_pb2
+from sailplane.store.etcdpb import kv_pb2, rpc_pb2
 from sailplane.store.objects import (
     DEFAULT_MAX_KEYS,
     DEFAULT_PREFIX,
@@ -119,17 +119,13 @@ class EtcdStore:
 
     def list(self) -> Listing:
         """Every object under the prefix; StoreUnavailable when etcd is not reachable."""
-        request = rpc_pb2.RangeRequest(
-            key=self._key_prefix, range_end=range_end(self._key_prefix), limit=self.max_keys + 1
-        )
         try:
-            response = self.client.range(request)
+            kvs, more, revision = self._range_configuration()
         except StoreUnavailable as exc:
             self._problem = str(exc)
             raise
         self._problem = None
-        revision = response.header.revision
-        if len(response.kvs) > self.max_keys or response.more:
+        if len(kvs) > self.max_keys or more:
             message = (
                 f"more than {self.max_keys:,} keys under {self.url.prefix}/: "
                 "the store is not read (the limit bounds one read's memory)"
@@ -138,7 +134,7 @@ class EtcdStore:
         objects: dict[str, tuple[StoredObject, int]] = {}
         problems: list[Diagnostic] = []
         decoded: dict[tuple[str, int], StoredObject] = {}
-        for kv in response.kvs:
+        for kv in kvs:
             path = kv.key[len(self._key_prefix) :].decode("utf-8", "replace")
             if path.startswith(RESERVED):
                 continue  # sailplane's own records, not configuration
@@ -152,6 +148,22 @@ class EtcdStore:
             objects[path] = (stored, kv.mod_revision)
         self._decoded = decoded
         return Listing(objects, tuple(problems), revision)
+
+    def _range_configuration(self) -> tuple[tuple[kv_pb2.KeyValue, ...], bool, int]:
+        """The keys under the prefix but not the reserved ``PREFIX/_...``
+        (replica and proxy records, thousands of them, churning): two Ranges
+        around them, the second at the first's revision."""
+        prefix = self._key_prefix
+        reserved = prefix + RESERVED.encode()
+        limit = self.max_keys + 1
+        below = self.client.range(rpc_pb2.RangeRequest(key=prefix, range_end=reserved, limit=limit))
+        revision = below.header.revision
+        above = self.client.range(
+            rpc_pb2.RangeRequest(
+                key=range_end(reserved), range_end=range_end(prefix), limit=limit, revision=revision
+            )
+        )
+        return (*below.kvs, *above.kvs), below.more or above.more, revision
 
     def read(self) -> StoreContents:
         listing = self.list()
@@ -194,6 +206,10 @@ class EtcdStore:
             raise StoreError("the store changed while this command ran; run it again")
         return response.header.revision
 
+    def _reserved(self, key: bytes) -> bool:
+        """A replica's or proxy's record (``PREFIX/_...``): not configuration."""
+        return key[len(self._key_prefix) :].startswith(RESERVED.encode())
+
     def start(self) -> None:
         """Nothing to do before :meth:`changes` (the watch opens there)."""
 
@@ -225,7 +241,8 @@ class EtcdStore:
                         break
                     if response.events:
                         self._watched = max(e.kv.mod_revision for e in response.events)
-                        yield Change(time.monotonic(), "changed", self._watched)
+                        if any(not self._reserved(e.kv.key) for e in response.events):
+                            yield Change(time.monotonic(), "changed", self._watched)
             except grpc.aio.AioRpcError as exc:
                 self._problem = f"etcd watch broke on {self.client.names}: {exc.code().name}"
                 log.warning("etcd watch broke (%s): %s", exc.code().name, exc.details())

@@ -1,5 +1,6 @@
 """A real etcd for the tests: free ports on 127.0.0.1, a temporary data
-directory, killed and removed even when a test fails.
+directory, killed and removed even when a test fails; ``etcd_cluster``:
+three members (three local processes, one --initial-cluster).
 
 Skips (with the reason) when the ``etcd`` binary is absent, except under
 SAILPLANE_CI=1, where `.ci/run` has installed Debian's etcd-server and a
@@ -8,10 +9,13 @@ missing binary fails the run instead.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -39,11 +43,22 @@ class Etcd:
     """One single-member etcd; :meth:`stop` and :meth:`start` keep its data
     and its ports, as a restarted member would."""
 
-    def __init__(self, binary: str, data_dir: Path, log_dir: Path) -> None:
+    def __init__(
+        self,
+        binary: str,
+        data_dir: Path,
+        log_dir: Path,
+        name: str = "test",
+        ports: tuple[int, int] | None = None,
+        initial_cluster: str = "",
+    ) -> None:
         self.binary = binary
         self.data_dir = data_dir
         self.log_dir = log_dir
-        self.client_port, self.peer_port = free_ports(2)
+        self.name = name
+        self.client_port, self.peer_port = ports or free_ports(2)
+        # NAME=PEER_URL,... of every member (a cluster); this one alone by default.
+        self.initial_cluster = initial_cluster or f"{name}=http://127.0.0.1:{self.peer_port}"
         self.process: Process | None = None
         self.starts = 0
 
@@ -55,25 +70,35 @@ class Etcd:
         return f"etcd://{self.endpoint}{prefix}"
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process, not waiting for it (a cluster's members wait for each other)."""
         self.starts += 1
         client = f"http://{self.endpoint}"
         peer = f"http://127.0.0.1:{self.peer_port}"
         self.process = Process(
-            f"etcd-{self.starts}",
+            f"etcd-{self.name}-{self.starts}",
             [
                 self.binary,
-                "--name=test",
+                f"--name={self.name}",
                 f"--data-dir={self.data_dir}",
                 f"--listen-client-urls={client}",
                 f"--advertise-client-urls={client}",
                 f"--listen-peer-urls={peer}",
                 f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=test={peer}",
+                f"--initial-cluster={self.initial_cluster}",
+                "--initial-cluster-token=sailplane-test",
                 "--log-level=warn",
                 "--logger=zap",
             ],
             self.log_dir,
         )
+
+    def wait_ready(self) -> None:
+        """Until a linearizable read on this member answers (a leader is elected)."""
+        assert self.process is not None
         client_ = EtcdClient([("127.0.0.1", self.client_port)], timeout=1.0)
         deadline = time.monotonic() + 20
         try:
@@ -93,6 +118,19 @@ class Etcd:
             self.process.stop()
             self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: a member that vanishes without a goodbye."""
+        if self.process is not None:
+            self.process.popen.kill()
+            self.process.popen.wait(5)
+            self.process.stop()
+            self.process = None
+
+    def pause(self, paused: bool = True) -> None:
+        """SIGSTOP (or SIGCONT): a member that hangs, its connections open."""
+        assert self.process is not None
+        os.kill(self.process.popen.pid, signal.SIGSTOP if paused else signal.SIGCONT)
+
     def client(self) -> EtcdClient:
         return EtcdClient([("127.0.0.1", self.client_port)])
 
@@ -107,4 +145,38 @@ def etcd() -> Iterator[Etcd]:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class EtcdCluster:
+    members: list[Etcd]
+
+    def url(self, prefix: str = "/sailplane") -> str:
+        return f"etcd://{','.join(m.endpoint for m in self.members)}{prefix}"
+
+
+@pytest.fixture
+def etcd_cluster() -> Iterator[EtcdCluster]:
+    """Three members on loopback, started together (each waits for a quorum)."""
+    binary = require_etcd()
+    root = Path(tempfile.mkdtemp(prefix="sailplane-etcd-cluster-"))
+    names = ["m0", "m1", "m2"]
+    ports = free_ports(6)
+    pairs = [(ports[2 * i], ports[2 * i + 1]) for i in range(3)]
+    initial = ",".join(
+        f"{n}=http://127.0.0.1:{peer}" for n, (_, peer) in zip(names, pairs, strict=True)
+    )
+    members = [
+        Etcd(binary, root / n, root, n, pair, initial) for n, pair in zip(names, pairs, strict=True)
+    ]
+    try:
+        for member in members:
+            member.launch()
+        for member in members:
+            member.wait_ready()
+        yield EtcdCluster(members)
+    finally:
+        for member in members:
+            member.stop()
         shutil.rmtree(root, ignore_errors=True)

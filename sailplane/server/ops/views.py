@@ -238,8 +238,15 @@ class _Views:
             store = {
                 "config_store": {"url": reloader.source, "up": not problem, "problem": problem}
             }
+        registration = self.plane.registration
+        if registration is not None:
+            store["registration"] = {
+                "registered": bool(registration.lease) and registration.problem is None,
+                "problem": registration.problem,
+            }
         return Response.json(
             {
+                "replica": self.plane.replica_name,
                 **store,
                 "config_dir": reloader.source,
                 "version": reloader.version,
