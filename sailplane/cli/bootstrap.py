@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sailplane.ca import CAError
 from sailplane.cli import ca
-from sailplane.cli.common import host_port, resolve_config_dir
+from sailplane.cli.common import config_store_flag, host_port, load_configuration
 from sailplane.model.registry import Workload
 from sailplane.translate.bootstrap import BootstrapCredentials
 from sailplane.translate.proxy import Capture, Role
@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "--namespace", default="default", help="the WorkloadEntry's namespace (default: default)"
     )
     boot.add_argument("--config-dir", type=Path, help="mesh YAML (default: embedded example)")
+    config_store_flag(boot)
     boot.add_argument(
         "--xds-address",
         type=host_port,
@@ -97,14 +98,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from sailplane.config.loader import load_dir
     from sailplane.translate.bootstrap import bootstrap_yaml, build_bootstrap
     from sailplane.translate.grpcbootstrap import build_grpc_bootstrap, grpc_bootstrap_json
 
     problem = check_bootstrap_args(args)
     if problem is not None or args.all:
         return problem if problem is not None else _run_all(args)
-    result = load_dir(resolve_config_dir(args.config_dir))
+    result = load_configuration(args.config_dir, args.config_store)
+    if result is None:
+        return 1
     if result.mesh is None:
         for diagnostic in result.diagnostics:
             print(diagnostic.format(), file=sys.stderr)
@@ -201,11 +203,11 @@ def bootstrap_credentials(
 
 
 def _run_all(args: argparse.Namespace) -> int:
-    from sailplane.config.loader import load_dir
     from sailplane.demo.bootstraps import write_mesh_bootstraps
 
-    config_dir = resolve_config_dir(args.config_dir)
-    result = load_dir(config_dir)
+    result = load_configuration(args.config_dir, args.config_store)
+    if result is None:
+        return 1
     if result.mesh is None:
         for diagnostic in result.diagnostics:
             print(diagnostic.format(), file=sys.stderr)

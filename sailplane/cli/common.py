@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from sailplane.translate.proxy import parse_host_port
 
 if TYPE_CHECKING:
-    from sailplane.store import EtcdStore
+    from sailplane.config.loader import LoadResult
+    from sailplane.store import EtcdStore, StoreContents
 
 
 def host_port(value: str) -> tuple[str, int]:
@@ -134,3 +135,40 @@ def open_config_store(url: str, max_value_size: int) -> EtcdStore | None:
     except ValueError as exc:
         print(f"sailplane: --config-store: {exc}", file=sys.stderr)
         return None
+
+
+def read_config_store(url: str, max_value_size: int) -> StoreContents | None:
+    """Everything in the store at ``url``; None after saying why not (not a
+    store URL, or no endpoint answers)."""
+    from sailplane.errors import StoreError
+
+    store = open_config_store(url, max_value_size)
+    if store is None:
+        return None
+    try:
+        return store.read()
+    except StoreError as exc:
+        print(f"sailplane: {exc}", file=sys.stderr)
+        return None
+    finally:
+        store.stop()
+
+
+def load_configuration(
+    config_dir: Path | None, config_store: str | None, max_file_size: int | None = None
+) -> LoadResult | None:
+    """The mesh configuration from ``--config-store`` or ``--config-dir`` (the
+    embedded example without either), loaded as ``serve`` loads it; None
+    after saying why it cannot be read."""
+    from sailplane.config.loader import DEFAULT_MAX_FILE_SIZE, load_dir, load_texts
+
+    limit = max_file_size or DEFAULT_MAX_FILE_SIZE
+    if config_store:
+        if config_dir is not None:
+            print("sailplane: give --config-dir or --config-store, not both", file=sys.stderr)
+            return None
+        contents = read_config_store(config_store, limit)
+        if contents is None:
+            return None
+        return load_texts(contents.texts, max_file_size=limit, unread=contents.unread)
+    return load_dir(resolve_config_dir(config_dir), max_file_size=limit)

@@ -10,7 +10,12 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
-from sailplane.cli.common import fetch_json, monitor_address_flag, unreachable
+from sailplane.cli.common import (
+    fetch_json,
+    monitor_address_flag,
+    read_config_store,
+    unreachable,
+)
 from sailplane.cli.tables import TYPE_ORDER
 
 
@@ -25,28 +30,26 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "errors (the objects with errors would not be applied; see `sailplane validate`) "
         "or does not parse, or the server cannot be reached; also bad flags.",
     )
-    diff.add_argument(
+    source = diff.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--config-dir",
         type=Path,
-        required=True,
         metavar="DIR",
-        help="directory of mesh YAML to compare with the configuration in force (required)",
+        help="directory of mesh YAML to compare with the configuration in force",
+    )
+    source.add_argument(
+        "--config-store",
+        metavar="URL",
+        help="or the configuration in etcd, etcd://HOST:PORT[,HOST:PORT...][/PREFIX]: "
+        "what a replica would serve once it has read the store",
     )
     monitor_address_flag(diff)
     diff.add_argument("--json", action="store_true", help="print the monitor's JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    from sailplane.config.loader import config_files, display_name
-
-    root: Path = args.config_dir
-    if not root.exists():
-        print(f"sailplane: config dir {root} does not exist", file=sys.stderr)
-        return 2
-    try:
-        files = {display_name(p, root): p.read_text(encoding="utf-8") for p in config_files(root)}
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"sailplane: cannot read {root}: {exc}", file=sys.stderr)
+    files = _store_files(args.config_store) if args.config_store else _dir_files(args.config_dir)
+    if files is None:
         return 2
     try:
         answer = fetch_json(args.monitor_address, "/debug/diff", {"files": files})
@@ -59,6 +62,33 @@ def run(args: argparse.Namespace) -> int:
     if answer.get("verdict") == "rejected" or diff_error_count(answer):
         return 2
     return 1 if diff_has_changes(answer) else 0
+
+
+def _dir_files(root: Path) -> dict[str, str] | None:
+    """Every YAML file of ``root`` by the name a load gives it; None after saying why not."""
+    from sailplane.config.loader import config_files, display_name
+
+    if not root.exists():
+        print(f"sailplane: config dir {root} does not exist", file=sys.stderr)
+        return None
+    try:
+        return {display_name(p, root): p.read_text(encoding="utf-8") for p in config_files(root)}
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"sailplane: cannot read {root}: {exc}", file=sys.stderr)
+        return None
+
+
+def _store_files(url: str) -> dict[str, str] | None:
+    """The store's objects as a load names them; None after saying why not
+    (unreachable, or entries that are not objects, which fail a load)."""
+    from sailplane.config.loader import DEFAULT_MAX_FILE_SIZE
+
+    contents = read_config_store(url, DEFAULT_MAX_FILE_SIZE)
+    if contents is None:
+        return None
+    for problem in contents.unread:
+        print(problem.format(), file=sys.stderr)
+    return None if contents.unread else dict(contents.texts)
 
 
 def format_diff(result: dict[str, Any]) -> str:

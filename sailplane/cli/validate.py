@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from sailplane.cli.common import (
     config_store_flag,
     max_file_size_flag,
-    open_config_store,
+    read_config_store,
     resolve_config_dir,
 )
 from sailplane.config.validate import Report
@@ -102,26 +102,18 @@ def _validate_store(args: argparse.Namespace) -> tuple[Report, str] | None:
     not reachable (said on stderr)."""
     from sailplane.config.loader import max_file_size
     from sailplane.config.validate import validate_texts
-    from sailplane.errors import StoreError
 
     if args.config_dir:
         print("sailplane: give --config-dir or --config-store, not both", file=sys.stderr)
         return None
-    store = open_config_store(args.config_store, args.max_file_size)
-    if store is None:
+    contents = read_config_store(args.config_store, args.max_file_size)
+    if contents is None:
         return None
-    try:
-        contents = store.read()
-    except StoreError as exc:
-        print(f"sailplane: {exc}", file=sys.stderr)
-        return None
-    finally:
-        store.stop()
     with max_file_size(args.max_file_size):
         report = validate_texts(
             contents.texts, contents.unread, strict=args.strict, verbose=args.verbose
         )
-    return report, store.description
+    return report, args.config_store
 
 
 def _self_check(
