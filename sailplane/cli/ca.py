@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sailplane.ca import (
     CA_CERT_FILE,
+    CA_KEY_FILE,
+    CERT_CHAIN_FILE,
     KEY_FACTORIES,
     CAError,
     CertificateAuthority,
@@ -137,6 +139,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         required=True,
         help="an empty directory: ca-cert.pem, ca-key.pem (0600), cert-chain.pem, root-cert.pem",
     )
+    intermediate.add_argument(
+        "--keep-existing",
+        action="store_true",
+        help="if OUT_DIR already holds a CA of this root, keep it and exit 0 (a one-shot "
+        "that runs at every start, as in docker-compose.replicas.yml)",
+    )
     for parser in (init, show, issue, intermediate):
         add_ca_flags(parser)
 
@@ -176,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_intermediate(authority: CertificateAuthority, args: argparse.Namespace) -> int:
     out: Path = args.out_dir
+    if args.keep_existing and (out / CA_CERT_FILE).exists():
+        return _keep_intermediate(authority, out)
     try:
         intermediate = authority.issue_intermediate(args.name, ttl=args.ttl)
         write_intermediate(out, intermediate)
@@ -188,6 +198,22 @@ def _write_intermediate(authority: CertificateAuthority, args: argparse.Namespac
         f"{authority.signing_certificate.subject.rfc4514_string()}, valid until "
         f"{certificate.not_valid_after_utc.isoformat()}: serve --ca-dir {out}"
     )
+    return 0
+
+
+def _keep_intermediate(authority: CertificateAuthority, out: Path) -> int:
+    """The CA already in ``out``, if it is usable and chains to ``authority``'s root."""
+    try:
+        existing = load_authority(out / CA_CERT_FILE, out / CA_KEY_FILE, out / CERT_CHAIN_FILE)
+    except CAError as exc:
+        print(f"sailplane: {exc}", file=sys.stderr)
+        return 1
+    if existing.root_certificate != authority.root_certificate:
+        print(f"sailplane: {out} holds a CA of another root; choose an empty directory",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    subject = existing.signing_certificate.subject.rfc4514_string()
+    print(f"{subject} kept (already in {out}): serve --ca-dir {out}")
     return 0
 
 

@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     serve.add_argument(
         "--config-dir",
         type=Path,
-        help="directory of mesh YAML (default: the embedded weather example)",
+        help="directory of mesh YAML (default: the embedded weather example); with "
+        "--config-store, this replica also syncs it into the store on every change "
+        "(`apply --prune`) and serves from the store",
     )
     serve.add_argument(
         "--xds-address",
@@ -94,20 +96,14 @@ def run(args: argparse.Namespace) -> int:
     from sailplane.server.plane import ServeOptions, serve_forever
     from sailplane.store.replicas import valid_replica_name
 
-    if args.config_store and args.config_dir:
-        print(
-            "sailplane: give --config-dir or --config-store, not both (syncing a directory "
-            "into the store is `sailplane apply --prune -f DIR`)",
-            file=sys.stderr,
-        )
-        return 2
     if args.config_store and open_config_store(args.config_store, args.max_file_size) is None:
         return 2
     if args.replica_name is not None and not valid_replica_name(args.replica_name):
         print(f"sailplane: bad --replica-name {args.replica_name!r} (no '/')", file=sys.stderr)
         return 2
     config_dir = resolve_config_dir(args.config_dir)
-    if not args.config_store and not config_dir.exists():
+    sync = bool(args.config_store and args.config_dir)
+    if (sync or not args.config_store) and not config_dir.exists():
         print(f"sailplane: config dir {config_dir} does not exist", file=sys.stderr)
         return 2
     options = ServeOptions(
@@ -122,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         max_file_size=args.max_file_size,
         config_store=args.config_store,
         replica_name=args.replica_name,
+        sync=sync,
     )
     try:
         options.authority = ca.authority_from_args(args)

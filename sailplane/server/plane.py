@@ -38,6 +38,7 @@ from sailplane.server.ops.views import install_views
 from sailplane.server.ports import check_ports_free, port_message
 from sailplane.server.registration import NotifyingAdmission, Registration
 from sailplane.server.reload import Reloader
+from sailplane.server.syncer import Syncer
 from sailplane.store import ConfigStore, DirectoryStore, EtcdStore, open_etcd
 from sailplane.store.etcdclient import EtcdClient
 from sailplane.store.replicas import ReplicaRecord
@@ -108,6 +109,9 @@ class ServeOptions:
     config_store: str | None = None
     # This replica's name in the store's registry (default HOSTNAME-PID).
     replica_name: str | None = None
+    # Sync mode (with config_store): apply config_dir into the store on every
+    # change, as `sailplane apply --prune` does, and serve from the store.
+    sync: bool = False
 
 
 class ControlPlane:
@@ -185,6 +189,15 @@ class ControlPlane:
                 self.replica_record,
                 self.status.streams,
             )
+        self.syncer: Syncer | None = None
+        if options.sync and options.config_store:  # its own connection (see Syncer)
+            self.syncer = Syncer(
+                options.config_dir,
+                open_etcd(options.config_store, options.max_file_size),
+                self.metrics,
+                options.debounce_quiet,
+                options.debounce_max,
+            )
         install_views(self)
 
     def reload(self, change_seen_at: float | None = None) -> bool:
@@ -253,6 +266,8 @@ class ControlPlane:
         if a port is taken."""
         check_ports_free(self._addresses())
         self.heap.configure()
+        if self.syncer is not None:  # first: the first load reads what it wrote
+            await self.syncer.start()
         await self.reload_off_loop()
         opts = self.options
         if opts.xds_address is not None:
@@ -315,6 +330,8 @@ class ControlPlane:
     async def stop(self) -> None:
         if self.registration is not None:  # first: the records vanish at once
             await self.registration.stop()
+        if self.syncer is not None:
+            await self.syncer.stop()
         for task in (self._watch_task, self._rotation_task, self._heap_task):
             if task is not None:
                 task.cancel()

@@ -7,7 +7,9 @@ the weather mesh up from a copy of the checkout and checks what a user
 checks: the ingress split, the frontend's traffic, the TCP service's 70/30
 split by connection over mTLS, a live weight edit, STRICT refusing the legacy
 client while the sidecars go on, an app crash recovered by its restart
-policy, a sailplane restart without a failed request, and a quick `down`.
+policy, a sailplane restart without a failed request, and a quick `down`;
+then the replicas override (tests/realcompose/replicas.py): two replicas on
+etcd, one killed with SIGKILL under traffic.
 Everything it started or changed is removed at the end, also on failure.
 Cached between runs (SAILPLANE_REALCOMPOSE_CACHE, default
 /var/cache/sailplane-realcompose): the Debian root, the Compose binary and
@@ -25,7 +27,7 @@ import time
 import traceback
 from pathlib import Path
 
-from tests.realcompose import checks, engine, images
+from tests.realcompose import checks, engine, images, replicas
 from tests.realcompose.project import Project, copy_checkout, free_port
 from tests.realcompose.report import PREFIX, result, skip, step
 
@@ -58,6 +60,7 @@ def main() -> int:
             for check in checks.CHECKS:
                 with step(checks.name(check)):
                     check(project)
+            replicas.run(project)  # docker-compose.replicas.yml, on the same engine and images
         except BaseException:
             _evidence(project)
             raise

@@ -60,6 +60,8 @@ class Project:
     ingress_port: int
     frontend_port: int
     monitor_port: int
+    # Compose files (-f), in order; none: docker-compose.yml alone, as a user runs it.
+    files: tuple[str, ...] = ()
 
     @property
     def mesh(self) -> Path:
@@ -76,7 +78,14 @@ class Project:
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> str:
         done = subprocess.run(
-            ["docker", "compose", "--project-directory", str(self.directory), *args],
+            [
+                "docker",
+                "compose",
+                "--project-directory",
+                str(self.directory),
+                *(arg for name in self.files for arg in ("-f", str(self.directory / name))),
+                *args,
+            ],
             env=self.env(),
             capture_output=True,
             text=True,

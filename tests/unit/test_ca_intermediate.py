@@ -126,3 +126,24 @@ def test_cli_writes_a_replica_ca_that_ca_show_reads(
     # A second run into the same directory is refused and changes nothing.
     assert main(args) == 1
     assert "already there" in capsys.readouterr().err
+    # --keep-existing (a one-shot at every start): kept, exit 0, nothing rewritten ...
+    key_before = (out / CA_KEY_FILE).read_bytes()
+    assert main([*args, "--keep-existing"]) == 0
+    assert f"kept (already in {out})" in capsys.readouterr().out
+    assert (out / CA_KEY_FILE).read_bytes() == key_before
+    # ... unless it is of another root, or not a usable CA.
+    other = tmp_path / "other-root"
+    assert main(["ca", "init", "--ca-dir", str(other)]) == 0
+    capsys.readouterr()
+    keep_other = ["ca", "intermediate", "b", "--ca-dir", str(other), "--out-dir", str(out)]
+    assert main([*keep_other, "--keep-existing"]) == 1
+    assert "another root" in capsys.readouterr().err
+    (out / CA_KEY_FILE).write_text("not a key")
+    assert main([*args, "--keep-existing"]) == 1
+    assert str(out / CA_KEY_FILE) in capsys.readouterr().err
+    # An empty directory gets a new one, as without the flag.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    fresh_args = ["ca", "intermediate", "c", "--ca-dir", str(root_dir), "--out-dir", str(fresh)]
+    assert main([*fresh_args, "--keep-existing"]) == 0
+    assert (fresh / CA_CERT_FILE).is_file()

@@ -244,6 +244,8 @@ class _Views:
                 "registered": bool(registration.lease) and registration.problem is None,
                 "problem": registration.problem,
             }
+        if self.plane.syncer is not None:  # sync mode: DIR -> the store
+            store["sync"] = self.plane.syncer.view()
         return Response.json(
             {
                 "replica": self.plane.replica_name,
