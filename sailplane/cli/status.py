@@ -203,6 +203,9 @@ def run(args: argparse.Namespace) -> int:
         known = ", ".join(answer.get("connected") or []) or "none"
         print(f"sailplane: {answer['error']} (connected: {known})", file=sys.stderr)
         return 1
+    store_down = _store_problem(args.monitor_address)
+    if store_down:  # what is served is the last good configuration
+        print(f"sailplane: {store_down}", file=sys.stderr)
     if args.json:
         print(json.dumps(answer, indent=2))
     elif args.proxy:
@@ -210,3 +213,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_status(answer))
     return 0
+
+
+def _store_problem(address: tuple[str, int]) -> str:
+    """Why the server's configuration store cannot be read now, if it has
+    one and that is so (``/debug/configz``), else ""."""
+    try:
+        config = fetch_json(address, "/debug/configz")
+    except (urllib.error.URLError, OSError, ValueError):
+        return ""
+    store = config.get("config_store") if isinstance(config, dict) else None
+    if not isinstance(store, dict) or store.get("up", True):
+        return ""
+    return (
+        f"the config store {store.get('url')} is down ({store.get('problem')}); "
+        f"the proxies are served the last good configuration, version {config.get('version')}"
+    )

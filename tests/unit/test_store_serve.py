@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from sailplane.cli import main
 from sailplane.server.plane import ControlPlane, ServeOptions
 from tests.support.etcd import Etcd
@@ -29,7 +31,7 @@ async def apply(*argv: str) -> int:
 
 
 async def test_serve_from_etcd_keeps_the_last_good_config_while_etcd_is_down(
-    etcd: Etcd, tmp_path: Path
+    etcd: Etcd, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     mesh = tmp_path / "mesh"
     mesh.mkdir()
@@ -68,6 +70,12 @@ async def test_serve_from_etcd_keeps_the_last_good_config_while_etcd_is_down(
         store = (await configz())["config_store"]
         assert isinstance(store, dict) and store["up"] is False
         assert plane.version == second
+        # `sailplane status` says so too, and still lists the proxies.
+        address = f"127.0.0.1:{plane.monitor_port}"
+        assert await asyncio.to_thread(main, ["status", "--monitor-address", address]) == 0
+        said = capsys.readouterr().err
+        assert f"the config store {etcd.url()} is down" in said, said
+        assert f"last good configuration, version {second}" in said, said
         assert await apply("-f", str(mesh), "--config-store", etcd.url()) == 2
         # etcd back: the watch resyncs, and the next apply is served.
         await asyncio.to_thread(etcd.start)
@@ -77,5 +85,7 @@ async def test_serve_from_etcd_keeps_the_last_good_config_while_etcd_is_down(
         await until(lambda: plane.version not in (first, second))
         status, body = await asyncio.to_thread(http_get, f"{monitor}/ready")
         assert (status, body) == (200, b"ready\n")
+        assert await asyncio.to_thread(main, ["status", "--monitor-address", address]) == 0
+        assert "config store" not in capsys.readouterr().err
     finally:
         await plane.stop()
