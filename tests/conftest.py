@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.etcd import etcd, etcd_cluster  # noqa: F401  (fixtures: real etcd, or a skip)
+from tests.support.etcd import etcd, etcd_cluster, etcd_tls  # noqa: F401  (fixtures: real etcd, or a skip)
 from tests.support.mesh import Mesh
 from tests.support.procs import ProcessGroup
 

@@ -122,7 +122,9 @@ def config_store_flag(parser: argparse.ArgumentParser, required: bool = False) -
         metavar="URL",
         required=required,
         help="read the configuration from etcd: etcd://HOST:PORT[,HOST:PORT...][/PREFIX] "
-        "(default prefix /sailplane)" + ("" if required else "; instead of --config-dir"),
+        "(default prefix /sailplane); etcds://...?ca=FILE&cert=FILE&key=FILE for TLS "
+        "(etcd's CA, a client certificate for its --client-cert-auth)"
+        + ("" if required else "; instead of --config-dir"),
     )
 
 

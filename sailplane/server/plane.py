@@ -183,7 +183,7 @@ class ControlPlane:
         if isinstance(self.store, EtcdStore):
             # Its own client: a lease renewal never waits behind a large Range.
             self.registration = Registration(
-                EtcdClient(self.store.url.endpoints, timeout=2.0),
+                EtcdClient(self.store.url.endpoints, timeout=2.0, tls=self.store.url.tls),
                 self.store.url.prefix,
                 self.replica_name,
                 self.replica_record,

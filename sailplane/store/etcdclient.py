@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -58,6 +60,30 @@ def range_end(prefix: bytes) -> bytes:
     return b"\0"
 
 
+@dataclass(frozen=True, slots=True)
+class EtcdTLS:
+    """TLS to etcd (``etcds://``): the CA that signed etcd's certificate
+    (None: the system's roots) and, for etcd's --client-cert-auth, this
+    client's certificate and key."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """Read the files now; ValueError naming one that cannot be read."""
+
+        def read(path: Path | None) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return path.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+        return grpc.ssl_channel_credentials(read(self.ca), read(self.key), read(self.cert))
+
+
 def target(endpoint: tuple[str, int]) -> str:
     host, port = endpoint
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -66,11 +92,19 @@ def target(endpoint: tuple[str, int]) -> str:
 class EtcdClient:
     """Range/Txn/Compact against the first endpoint that answers; Watch as a stream."""
 
-    def __init__(self, endpoints: Sequence[tuple[str, int]], timeout: float = CALL_TIMEOUT) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[tuple[str, int]],
+        timeout: float = CALL_TIMEOUT,
+        tls: EtcdTLS | None = None,
+    ) -> None:
+        """``tls``: connect with TLS (its files are read now: ValueError)."""
         if not endpoints:
             raise ValueError("no etcd endpoint")
         self.endpoints = tuple(endpoints)
         self.timeout = timeout
+        self.tls = tls
+        self._credentials = tls.credentials() if tls is not None else None
         self._channels: dict[int, grpc.Channel] = {}
         self._preferred = 0
         self._lock = threading.Lock()
@@ -89,8 +123,11 @@ class EtcdClient:
         with self._lock:
             channel = self._channels.get(index)
             if channel is None:
-                channel = grpc.insecure_channel(
-                    target(self.endpoints[index]), options=_CHANNEL_OPTIONS
+                address = target(self.endpoints[index])
+                channel = (
+                    grpc.secure_channel(address, self._credentials, options=_CHANNEL_OPTIONS)
+                    if self._credentials is not None
+                    else grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
                 )
                 self._channels[index] = channel
             return channel
@@ -206,8 +243,11 @@ class EtcdClient:
     ) -> AsyncIterator[rpc_pb2.WatchResponse]:
         """The responses of one watch on endpoint ``index``, until the stream
         breaks (grpc.aio.AioRpcError) or the caller stops iterating."""
-        async with grpc.aio.insecure_channel(
-            target(self.endpoints[index]), options=_CHANNEL_OPTIONS
+        address = target(self.endpoints[index])
+        async with (
+            grpc.aio.secure_channel(address, self._credentials, options=_CHANNEL_OPTIONS)
+            if self._credentials is not None
+            else grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
         ) as channel:
             stream = channel.stream_stream(
                 "/etcdserverpb.Watch/Watch",

@@ -19,13 +19,14 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc.aio
 
 from sailplane.errors import StoreError, StoreUnavailable
 from sailplane.model.source import Diagnostic, Position
 from sailplane.store.base import Change, StoreContents
-from sailplane.store.etcdclient import EtcdClient, range_end
+from sailplane.store.etcdclient import EtcdClient, EtcdTLS, range_end
 from sailplane.store.etcdpb import kv_pb2, rpc_pb2
 from sailplane.store.objects import (
     DEFAULT_MAX_KEYS,
@@ -40,6 +41,8 @@ from sailplane.store.objects import (
 log = logging.getLogger("sailplane.store")
 
 SCHEME = "etcd://"
+TLS_SCHEME = "etcds://"
+_URL_FORM = "etcd[s]://HOST:PORT[,HOST:PORT...][/PREFIX][?ca=FILE&cert=FILE&key=FILE]"
 # Waits between watch attempts while etcd is unreachable (seconds).
 _RETRY_FIRST, _RETRY_MAX = 0.2, 2.0
 
@@ -48,17 +51,31 @@ _RETRY_FIRST, _RETRY_MAX = 0.2, 2.0
 class EtcdURL:
     endpoints: tuple[tuple[str, int], ...]
     prefix: str = DEFAULT_PREFIX
+    tls: EtcdTLS | None = None  # etcds://
 
     def __str__(self) -> str:
         hosts = ",".join(f"{h}:{p}" for h, p in self.endpoints)
-        return f"{SCHEME}{hosts}{self.prefix}"
+        if self.tls is None:
+            return f"{SCHEME}{hosts}{self.prefix}"
+        files = {"ca": self.tls.ca, "cert": self.tls.cert, "key": self.tls.key}
+        query = "&".join(f"{k}={v}" for k, v in files.items() if v is not None)
+        return f"{TLS_SCHEME}{hosts}{self.prefix}{'?' + query if query else ''}"
 
 
 def parse_url(url: str) -> EtcdURL:
-    """``etcd://a:2379,b:2379/sailplane`` -> endpoints and prefix; ValueError."""
-    if not url.startswith(SCHEME):
-        raise ValueError(f"not an etcd URL: {url!r} (etcd://HOST:PORT[,HOST:PORT...][/PREFIX])")
-    rest = url[len(SCHEME) :]
+    """``etcd://a:2379,b:2379/sailplane`` -> endpoints and prefix;
+    ``etcds://...?ca=FILE&cert=FILE&key=FILE``: TLS to etcd, with the CA of
+    its certificate (else the system's roots) and a client certificate for
+    its --client-cert-auth. ValueError for anything else."""
+    if url.startswith(TLS_SCHEME):
+        rest, tls = url[len(TLS_SCHEME) :], True
+    elif url.startswith(SCHEME):
+        rest, tls = url[len(SCHEME) :], False
+    else:
+        raise ValueError(f"not an etcd URL: {url!r} ({_URL_FORM})")
+    rest, question, query = rest.partition("?")
+    if question and not tls:
+        raise ValueError(f"{url!r}: ?ca=, cert=, key= are for etcds:// (TLS) URLs")
     hosts, slash, prefix = rest.partition("/")
     endpoints: list[tuple[str, int]] = []
     for item in hosts.split(","):
@@ -70,7 +87,19 @@ def parse_url(url: str) -> EtcdURL:
     prefix = "/" + prefix.strip("/") if slash and prefix.strip("/") else DEFAULT_PREFIX
     if any(not part or part.startswith(RESERVED) for part in prefix.strip("/").split("/")):
         raise ValueError(f"bad prefix {prefix!r} in {url!r}")
-    return EtcdURL(tuple(endpoints), prefix)
+    return EtcdURL(tuple(endpoints), prefix, _tls(url, query) if tls else None)
+
+
+def _tls(url: str, query: str) -> EtcdTLS:
+    files: dict[str, Path] = {}
+    for item in filter(None, query.split("&")):
+        name, equals, value = item.partition("=")
+        if name not in ("ca", "cert", "key") or not equals or not value or name in files:
+            raise ValueError(f"bad {item!r} in {url!r}: give ca=FILE, cert=FILE, key=FILE once")
+        files[name] = Path(value)
+    if ("cert" in files) != ("key" in files):
+        raise ValueError(f"{url!r}: cert= and key= go together")
+    return EtcdTLS(files.get("ca"), files.get("cert"), files.get("key"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +127,7 @@ class EtcdStore:
         self.url = url
         self.max_value_size = max_value_size
         self.max_keys = max_keys
-        self.client = client or EtcdClient(url.endpoints)
+        self.client = client or EtcdClient(url.endpoints, tls=url.tls)
         self.revision = 0  # of the last successful read
         self._watched = 0  # the last revision the watch delivered
         self._problem: str | None = None

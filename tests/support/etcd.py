@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from sailplane.errors import StoreUnavailable
-from sailplane.store.etcdclient import EtcdClient
+from sailplane.store.etcdclient import EtcdClient, EtcdTLS
 from sailplane.store.etcdpb import rpc_pb2
 from tests.support.ci import skip_unless_ci
 from tests.support.procs import Process, free_ports
@@ -39,9 +39,97 @@ def require_etcd() -> str:
     return ETCD
 
 
+@dataclass(frozen=True)
+class EtcdCerts:
+    """A CA of the test's own, etcd's serving certificate (127.0.0.1,
+    localhost) and a client certificate, as PEM files."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def tls(self, client: bool = True, ca: Path | None = None) -> EtcdTLS:
+        return EtcdTLS(
+            ca or self.ca,
+            self.client_cert if client else None,
+            self.client_key if client else None,
+        )
+
+
+def make_etcd_certs(directory: Path) -> EtcdCerts:
+    """Certificates for an etcd with TLS and --client-cert-auth (not the
+    mesh's: etcd checks a hostname, which SPIFFE certificates do not name)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    def write(
+        stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+    ) -> tuple[Path, Path]:
+        cert_file, key_file = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        key_file.chmod(0o600)
+        return cert_file, key_file
+
+    def build(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
+              signer: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:  # fmt: skip
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        build("etcd test CA", ca_key, name("etcd test CA"), ca_key)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, _ = write("ca", ca, ca_key)
+    leaves = {}
+    for stem, usage, sans in (
+        ("server", ExtendedKeyUsageOID.SERVER_AUTH,
+         [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+        ("client", ExtendedKeyUsageOID.CLIENT_AUTH, [x509.DNSName("sailplane")]),
+    ):  # fmt: skip
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            build(stem, key, ca.subject, ca_key)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        leaves[stem] = write(stem, cert, key)
+    return EtcdCerts(ca_file, *leaves["server"], *leaves["client"])
+
+
 class Etcd:
     """One single-member etcd; :meth:`stop` and :meth:`start` keep its data
-    and its ports, as a restarted member would."""
+    and its ports, as a restarted member would. With ``certs``: TLS on the
+    client port, client certificates required (--client-cert-auth)."""
 
     def __init__(
         self,
@@ -51,8 +139,10 @@ class Etcd:
         name: str = "test",
         ports: tuple[int, int] | None = None,
         initial_cluster: str = "",
+        certs: EtcdCerts | None = None,
     ) -> None:
         self.binary = binary
+        self.certs = certs
         self.data_dir = data_dir
         self.log_dir = log_dir
         self.name = name
@@ -67,6 +157,9 @@ class Etcd:
         return f"127.0.0.1:{self.client_port}"
 
     def url(self, prefix: str = "/sailplane") -> str:
+        if self.certs is not None:
+            files = f"ca={self.certs.ca}&cert={self.certs.client_cert}&key={self.certs.client_key}"
+            return f"etcds://{self.endpoint}{prefix}?{files}"
         return f"etcd://{self.endpoint}{prefix}"
 
     def start(self) -> None:
@@ -76,8 +169,18 @@ class Etcd:
     def launch(self) -> None:
         """Start the process, not waiting for it (a cluster's members wait for each other)."""
         self.starts += 1
-        client = f"http://{self.endpoint}"
+        client = f"{'https' if self.certs else 'http'}://{self.endpoint}"
         peer = f"http://127.0.0.1:{self.peer_port}"
+        tls = (
+            [
+                f"--cert-file={self.certs.server_cert}",
+                f"--key-file={self.certs.server_key}",
+                f"--trusted-ca-file={self.certs.ca}",
+                "--client-cert-auth",
+            ]
+            if self.certs
+            else []
+        )
         self.process = Process(
             f"etcd-{self.name}-{self.starts}",
             [
@@ -92,6 +195,7 @@ class Etcd:
                 "--initial-cluster-token=sailplane-test",
                 "--log-level=warn",
                 "--logger=zap",
+                *tls,
             ],
             self.log_dir,
         )
@@ -99,7 +203,7 @@ class Etcd:
     def wait_ready(self) -> None:
         """Until a linearizable read on this member answers (a leader is elected)."""
         assert self.process is not None
-        client_ = EtcdClient([("127.0.0.1", self.client_port)], timeout=1.0)
+        client_ = self.client(timeout=1.0)
         deadline = time.monotonic() + 20
         try:
             while True:
@@ -131,8 +235,23 @@ class Etcd:
         assert self.process is not None
         os.kill(self.process.popen.pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
-    def client(self) -> EtcdClient:
-        return EtcdClient([("127.0.0.1", self.client_port)])
+    def client(self, timeout: float = 3.0) -> EtcdClient:
+        tls = self.certs.tls() if self.certs is not None else None
+        return EtcdClient([("127.0.0.1", self.client_port)], timeout=timeout, tls=tls)
+
+
+@pytest.fixture
+def etcd_tls() -> Iterator[Etcd]:
+    """An etcd with TLS on its client port and client certificates required."""
+    binary = require_etcd()
+    root = Path(tempfile.mkdtemp(prefix="sailplane-etcd-tls-"))
+    server = Etcd(binary, root / "data", root, certs=make_etcd_certs(root / "certs"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
