@@ -41,7 +41,8 @@ from benchmarks.report import rss_metrics
 from sailplane.server.plane import ControlPlane, ServeOptions
 from sailplane.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, SnapshotCache, StatusRegistry
 from sailplane.xds.server import StreamHooks, StreamStatus
-from sailplane.xds.types import SHORT_NAMES
+from sailplane.xds.types import SHORT_NAMES, VIRTUAL_HOST
+from sailplane.xds.vhds import vhds_view
 
 # The types the simulated proxies subscribe to (no secrets: they do no TLS).
 SYNCED_TYPES = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
@@ -56,8 +57,11 @@ class PushCounter:
     and tells :meth:`wait_synced` about ACKs as they happen (waiting by
     polling 2,000 streams' status would take the control plane's CPU)."""
 
-    def __init__(self, inner: StreamHooks, cache: SnapshotCache, registry: StatusRegistry) -> None:
+    def __init__(
+        self, inner: StreamHooks, cache: SnapshotCache, registry: StatusRegistry, vhds: bool
+    ) -> None:
         self.inner = inner
+        self.delta = vhds  # delta streams are served routes over VHDS (xds/vhds.py)
         self.cache = cache
         self.registry = registry
         self.responses: dict[str, int] = {}
@@ -113,6 +117,11 @@ class PushCounter:
             snapshot = self.cache.get(node)
             assert snapshot is not None
             target = {t: snapshot.version(t) for t in SYNCED_TYPES if snapshot.get(t).chunks}
+            if self.delta and ROUTE in target:  # routes as VHDS serves them
+                view = vhds_view(snapshot.get(ROUTE))
+                target[ROUTE] = view.routes.version
+                if view.vhosts.chunks:
+                    target[VIRTUAL_HOST] = view.vhosts.version
             if not self._synced(node, target):
                 targets[node] = target
         if not targets:
@@ -336,7 +345,7 @@ async def run_fanout(
         )
         await plane.start()
         start_ms = (time.perf_counter() - start) * 1000
-        counter = PushCounter(plane.hooks, plane.cache, plane.status)
+        counter = PushCounter(plane.hooks, plane.cache, plane.status, delta and plane.ads.vhds)
         plane.ads.admission = plane.ads.observer = counter
         rss_before = rss_metrics()
         channels = max(1, math.ceil(proxies / per_connection))

@@ -14,7 +14,10 @@ stdin/stdout keeps the parent in charge of timing:
 Each proxy is a real gRPC stream speaking the real protocol as Envoy does:
 wildcard CDS and LDS; EDS for every EDS cluster and RDS for every route
 name the listeners use, re-subscribed as they change; every response ACKed
-with its version and nonce (state of the world) or its nonce (delta).
+with its version and nonce (state of the world) or its nonce (delta). Delta
+ones speak VHDS as Envoy 1.40 does: after the first route config with
+``vhds``, one empty VirtualHost request per stream; the virtual hosts the
+server pushes unasked are ACKed like everything else.
 
 What it does not do is parse every resource of every response: two cores
 shared with the control plane cannot afford to decode 2,000 copies of a
@@ -38,12 +41,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import grpc
+from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 from sailplane.xds.client import _eds_name, _rds_names
-from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES
+from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SHORT_NAMES, VIRTUAL_HOST
 from sailplane.xds.wire import varint
 
 _SERVICE = "/envoy.service.discovery.v3.AggregatedDiscoveryService/"
@@ -95,6 +99,19 @@ _SOTW_DEPENDENTS: dict[tuple[str, str], tuple[str, ...]] = {}
 _DELTA_DEPENDENTS: dict[tuple[str, str, str], tuple[frozenset[str], tuple[str, ...]]] = {}
 # name -> value bytes of every cluster / listener seen (delta: held tables).
 _DELTA_VALUES: dict[str, dict[str, bytes]] = {CLUSTER: {}, LISTENER: {}}
+# route responses' version -> whether one of its route configs uses VHDS.
+_VHDS_ROUTES: dict[str, bool] = {}
+
+
+def uses_vhds(version: str, raw: bytes) -> bool:
+    found = _VHDS_ROUTES.get(version)
+    if found is None:
+        response = discovery_pb2.DeltaDiscoveryResponse.FromString(raw)
+        found = _VHDS_ROUTES[version] = any(
+            route_pb2.RouteConfiguration.FromString(r.resource.value).HasField("vhds")
+            for r in response.resources
+        )
+    return found
 
 
 def _dependents_of(type_url: str, values: Iterable[bytes]) -> tuple[str, ...]:
@@ -233,6 +250,7 @@ class SimulatedDeltaProxy(SimulatedProxy):
         super().__init__(channel, node_id, stats)
         self.held: dict[str, frozenset[str]] = {}
         self.subscribed: dict[str, tuple[str, ...]] = {}
+        self.vhds_asked = False
 
     def request(self, type_url: str, first: bool = False) -> bytes:
         """A DeltaDiscoveryRequest: node (first request only), type_url, and
@@ -259,6 +277,9 @@ class SimulatedDeltaProxy(SimulatedProxy):
         self.versions[type_url] = version
         dependent = _DEPENDENT.get(type_url)
         await self.call.write(self.request(type_url))  # ACK
+        if type_url == ROUTE and not self.vhds_asked and uses_vhds(version, raw):
+            self.vhds_asked = True  # Envoy's one (empty) VirtualHost request
+            await self.call.write(_string_field(2, VIRTUAL_HOST))
         if dependent is None:
             return
         held = self.held.get(type_url, frozenset())

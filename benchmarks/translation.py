@@ -53,12 +53,14 @@ def count_work() -> Iterator[Work]:
     namespace = vars(routetables)
     build_vhost = namespace[_VHOST_BUILDER]
 
-    def counting(cls: type[TypeResources], type_url: str, values: Any) -> TypeResources:
+    def counting(
+        cls: type[TypeResources], type_url: str, values: Any, vhds: bool = False
+    ) -> TypeResources:
         items = list(values)
         short = SHORT_NAMES.get(type_url, type_url)
         if items:
             work.encoded[short] = work.encoded.get(short, 0) + len(items)
-        result: TypeResources = from_values.__func__(cls, type_url, items)
+        result: TypeResources = from_values.__func__(cls, type_url, items, vhds)
         return result
 
     def counting_vhost(*args: Any, **kwargs: Any) -> Any:

@@ -38,12 +38,15 @@ def _check_fanout(scenarios: dict[str, dict[str, Any]], protocol: str) -> None:
     assert fanout["proxies"] == QUICK.proxies
     assert fanout["client_errors"] == 0, fanout["client_first_error"]
     assert fanout["cold_bytes"] > 0
-    # A weight change: the route table only.
+    # A weight change: the route table only (delta: the one virtual host, VHDS).
     weight = scenarios["change_weight"]
     assert weight["changes"] == QUICK.changes
     assert weight["translation"] == "routes"
-    assert weight["types_pushed"] == ["routes"]
-    assert weight["responses_per_change"] == {"routes": QUICK.proxies}
+    pushed = "vhosts" if protocol == "delta" else "routes"
+    assert weight["types_pushed"] == [pushed]
+    assert weight["responses_per_change"] == {pushed: QUICK.proxies}
+    if protocol == "delta":
+        assert weight["bytes_per_change"] < fanout["cold_bytes_by_type"]["vhosts"] / 10
     # One WorkloadEntry more or less: EDS only, and bytes proportional to the
     # change (one service's three assignments), not to the mesh's endpoints.
     endpoint = scenarios["change_endpoint"]

@@ -116,7 +116,9 @@ def build_sidecar_route_table(
             field_entry(_VIRTUAL_HOSTS_FIELD, catch_all.SerializeToString(deterministic=True)),
         ],
     )
-    resources = TypeResources.from_values(ROUTE, [(shell.name, value)])
+    # vhds: delta streams get it as VHDS virtual hosts (xds/vhds.py), so a
+    # change to one service sends one virtual host, not the table.
+    resources = TypeResources.from_values(ROUTE, [(shell.name, value)], vhds=True)
     if previous is not None and previous.resources.version == resources.version:
         resources = previous.resources  # unchanged: keep the object, push nothing
     return RouteTable(resources, plan, entries, tunnels, mesh.virtual_services)

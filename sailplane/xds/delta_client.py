@@ -7,6 +7,11 @@ benchmarks: the incremental counterpart of :mod:`sailplane.xds.client`.
 * :meth:`DeltaAdsClient.follow` behaves like Envoy: wildcard CDS and LDS,
   EDS subscribed for every EDS cluster (and unsubscribed when it goes), RDS
   for every route name in the listeners, ACK everything, until stopped.
+* VHDS as Envoy 1.40 does it: after the first route config with ``vhds``,
+  one empty VirtualHost request per stream (never one naming anything);
+  a VirtualHost ``RC/key`` is kept only while RC is a route config held with
+  ``vhds`` (others, and removals outside them, are ignored but ACKed);
+  :meth:`DeltaAdsClient.route_table` merges them as Envoy does.
 """
 
 from __future__ import annotations
@@ -17,12 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import struct_pb2
 from google.rpc import status_pb2
 
 from sailplane.xds.client import _eds_name, _rds_names
-from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, VIRTUAL_HOST
 
 _METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
@@ -57,6 +63,8 @@ class DeltaAdsClient:
         self.views: dict[str, DeltaView] = {}
         self.responses = 0
         self.bytes_received = 0
+        self.bytes_by_type: dict[str, int] = {}
+        self.vhds_asked = False  # this stream's one VirtualHost request was sent
 
     async def __aenter__(self) -> DeltaAdsClient:
         self.open()
@@ -80,6 +88,7 @@ class DeltaAdsClient:
         self._call = method(self._request_iterator(self._requests))
         self._reading = None
         self._sent_node = False
+        self.vhds_asked = False
 
     @staticmethod
     async def _request_iterator(
@@ -153,7 +162,11 @@ class DeltaAdsClient:
             raise ConnectionError(f"stream ended: {await self._call.code()}")
         self.responses += 1
         self.bytes_received += len(raw)
-        return discovery_pb2.DeltaDiscoveryResponse.FromString(raw)
+        response = discovery_pb2.DeltaDiscoveryResponse.FromString(raw)
+        self.bytes_by_type[response.type_url] = self.bytes_by_type.get(response.type_url, 0) + len(
+            raw
+        )
+        return response
 
     async def expect_silence(self, timeout: float = 0.3) -> None:
         try:
@@ -166,13 +179,53 @@ class DeltaAdsClient:
 
     def apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> None:
         view = self.view(response.type_url)
+        vhds = self.vhds_route_configs() if response.type_url == VIRTUAL_HOST else None
         for resource in response.resources:
+            if vhds is not None and resource.name.rpartition("/")[0] not in vhds:
+                continue  # Envoy drops what no VHDS route config claims
             view.versions[resource.name] = resource.version
             view.resources[resource.name] = resource.resource.value
         for name in response.removed_resources:
+            if vhds is not None and name.rpartition("/")[0] not in vhds:
+                continue
             view.versions.pop(name, None)
             view.resources.pop(name, None)
         view.system_version = response.system_version_info
+        if response.type_url == ROUTE:
+            self._forget_vhosts()
+
+    # -- VHDS ----------------------------------------------------------------
+
+    def vhds_route_configs(self) -> set[str]:
+        """Names of the route configs held that take their virtual hosts from VHDS."""
+        return {
+            name
+            for name, value in self.view(ROUTE).resources.items()
+            if route_pb2.RouteConfiguration.FromString(value).HasField("vhds")
+        }
+
+    def _forget_vhosts(self) -> None:
+        """Virtual hosts go with their route config, or with its ``vhds``."""
+        vhosts = self.views.get(VIRTUAL_HOST)
+        if vhosts is None or not vhosts.resources:
+            return
+        vhds = self.vhds_route_configs()
+        for name in [n for n in vhosts.resources if n.rpartition("/")[0] not in vhds]:
+            vhosts.versions.pop(name, None)
+            vhosts.resources.pop(name, None)
+
+    def route_table(self, name: str) -> route_pb2.RouteConfiguration:
+        """Route config ``name`` as Envoy applies it: its inline virtual hosts
+        and, with ``vhds``, the VirtualHosts ``name/*`` held."""
+        config = route_pb2.RouteConfiguration.FromString(self.view(ROUTE).resources[name])
+        if config.HasField("vhds"):
+            held = self.view(VIRTUAL_HOST).resources
+            config.virtual_hosts.extend(
+                route_components_pb2.VirtualHost.FromString(held[n])
+                for n in sorted(held)
+                if n.rpartition("/")[0] == name
+            )
+        return config
 
     def ack(self, response: discovery_pb2.DeltaDiscoveryResponse) -> None:
         """Apply the response and ACK it."""
@@ -213,6 +266,11 @@ class DeltaAdsClient:
             values = self.view(LISTENER).resources.values()
             wanted = {name for value in values for name in _rds_names(value)}
             dependent = ROUTE
+        elif response.type_url == ROUTE:
+            if not self.vhds_asked and self.vhds_route_configs():
+                self.vhds_asked = True
+                self.resume(VIRTUAL_HOST)  # empty; what it kept on a new stream
+            return
         else:
             return
         have = self.view(dependent).subscribed

@@ -27,7 +27,7 @@ from functools import cached_property
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
@@ -35,7 +35,16 @@ from google.protobuf.message import Message
 
 from sailplane.xds.encoding import chunk, content_version, delta_entry, payload, resource_version
 from sailplane.xds.references import References
-from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, SHORT_NAMES, type_url_of
+from sailplane.xds.types import (
+    CLUSTER,
+    ENDPOINT,
+    LISTENER,
+    ROUTE,
+    SECRET,
+    SHORT_NAMES,
+    VIRTUAL_HOST,
+    type_url_of,
+)
 
 _MESSAGE_TYPES: dict[str, type[Message]] = {
     CLUSTER: cluster_pb2.Cluster,
@@ -43,6 +52,7 @@ _MESSAGE_TYPES: dict[str, type[Message]] = {
     LISTENER: listener_pb2.Listener,
     ROUTE: route_pb2.RouteConfiguration,
     SECRET: secret_pb2.Secret,
+    VIRTUAL_HOST: route_components_pb2.VirtualHost,
 }
 
 
@@ -72,14 +82,19 @@ class TypeResources:
 
     ``chunks``: name -> encoded ``resources`` entry (an ``Any``). Immutable
     by convention: every stream that sent it may still hold it.
+    ``vhds``: route configs that delta streams may be served over VHDS
+    (split into VirtualHost resources, see vhds.py).
     """
 
-    __slots__ = ("__dict__", "_delta", "_versions", "chunks", "type_url", "version")
+    __slots__ = ("__dict__", "_delta", "_versions", "chunks", "type_url", "version", "vhds")
 
-    def __init__(self, type_url: str, version: str, chunks: Mapping[str, bytes]) -> None:
+    def __init__(
+        self, type_url: str, version: str, chunks: Mapping[str, bytes], vhds: bool = False
+    ) -> None:
         self.type_url = type_url
         self.version = version
         self.chunks = chunks
+        self.vhds = vhds
         # Delta xDS, filled lazily: name -> per-resource version / encoded Resource entry.
         self._versions: dict[str, str] = {}
         self._delta: dict[str, bytes] = {}
@@ -95,10 +110,12 @@ class TypeResources:
         )
 
     @classmethod
-    def from_values(cls, type_url: str, values: Iterable[tuple[str, bytes]]) -> TypeResources:
+    def from_values(
+        cls, type_url: str, values: Iterable[tuple[str, bytes]], vhds: bool = False
+    ) -> TypeResources:
         """From resources already serialised (each the bytes of one message)."""
         chunks = {name: chunk(type_url, value) for name, value in sorted(values)}
-        return cls(type_url, content_version(chunks), chunks)
+        return cls(type_url, content_version(chunks), chunks, vhds)
 
     @classmethod
     def of(cls, messages: Iterable[Message], name_field: str = "name") -> TypeResources:

@@ -52,6 +52,11 @@ def _field_end(data: bytes, pos: int, wire_type: int) -> int:
     raise ValueError(f"unsupported wire type {wire_type}")
 
 
+def field_end(data: bytes, pos: int, wire_type: int) -> int:
+    """Where a field whose value starts at ``pos`` ends."""
+    return _field_end(data, pos, wire_type)
+
+
 def field_entry(field_number: int, value: bytes) -> bytes:
     """One length-delimited field: tag, length, bytes (an encoded submessage)."""
     return varint(field_number << 3 | _LENGTH_DELIMITED) + varint(len(value)) + value

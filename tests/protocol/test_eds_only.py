@@ -15,6 +15,8 @@ from sailplane.server.controller import Controller
 from sailplane.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, AdsServer, SnapshotCache
 from sailplane.xds.client import AdsClient
 from sailplane.xds.delta_client import DeltaAdsClient
+from sailplane.xds.types import VIRTUAL_HOST
+from sailplane.xds.vhds import delta_version
 from tests.protocol.conftest import eventually
 
 # alpha and gamma have sidecars; beta's address changes; the rest are filler,
@@ -112,13 +114,22 @@ async def test_endpoint_change_pushes_eds_only(
         client.open()
         tasks.append(asyncio.create_task(client.follow(stop)))
 
+    def version(node: str, type_url: str) -> str:
+        snapshot = cache.get(node)
+        assert snapshot is not None
+        # Delta streams are served routes over VHDS (sailplane/xds/vhds.py).
+        return delta_version(snapshot, type_url) if delta else snapshot.version(type_url)
+
     def synced() -> bool:
         streams = ads.status.to_json()
+        kinds = [("clusters", CLUSTER), ("endpoints", ENDPOINT), ("routes", ROUTE)]
+        if delta:
+            kinds.append(("vhosts", VIRTUAL_HOST))
         return len(streams) == len(NODES) and all(
             s["types"].get(short, {}).get("state") == "SYNCED"
-            and s["types"][short]["acked"] == cache.get(s["proxy"]).version(url)  # type: ignore[union-attr]
+            and s["types"][short]["acked"] == version(s["proxy"], url)
             for s in streams
-            for short, url in (("clusters", CLUSTER), ("endpoints", ENDPOINT), ("routes", ROUTE))
+            for short, url in kinds
         )
 
     try:

@@ -43,12 +43,19 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from sailplane.xds import AdmissionHooks, Peer
-from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from sailplane.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET, VIRTUAL_HOST
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Istio's short type names (pilot/pkg/xds/v3.GetMetricType).
-ISTIO_TYPES = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds", SECRET: "sds"}
+ISTIO_TYPES = {
+    CLUSTER: "cds",
+    ENDPOINT: "eds",
+    LISTENER: "lds",
+    ROUTE: "rds",
+    SECRET: "sds",
+    VIRTUAL_HOST: "vhds",  # delta streams only (xds/vhds.py)
+}
 
 _FAST_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 3, 5, 10, 20, 30)
 _SIZE_BUCKETS = (1, 1_000, 10_000, 100_000, 1_000_000, 4_000_000, 10_000_000, 40_000_000)

@@ -58,6 +58,8 @@ class StreamContext:
     # Shared by the server's streams: what one computed, the others reuse.
     diffs: Diffs
     unions: WeakIdentityMemo[frozenset[str]]  # delta subscriptions (see delta.py)
+    # Delta streams get route tables built for it over VHDS (see vhds.py).
+    vhds: bool = True
 
 
 __all__ = ["Context", "SnapshotSource", "StreamContext", "Write"]

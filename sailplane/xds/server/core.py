@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -42,6 +43,8 @@ from sailplane.xds.server.sotw import SotwStream
 from sailplane.xds.server.status import StatusRegistry
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+# "0" turns VHDS for delta streams off (AdsServer's ``vhds``).
+VHDS_ENV = "SAILPLANE_VHDS"
 
 
 class AdsServer:
@@ -61,6 +64,7 @@ class AdsServer:
         slot_timeout: float = DEFAULT_SLOT_TIMEOUT,
         unproven_slot_timeout: float | None = None,
         limits: StreamLimits | None = None,
+        vhds: bool | None = None,
     ) -> None:
         """``admission``: who may have a stream, from which cache key
         (default: any node, by its id); ``observer``: told of every response,
@@ -70,7 +74,9 @@ class AdsServer:
         long is closed; ``slot_timeout``: it gives up its throttle slot after
         this long, ``unproven_slot_timeout`` (default the shorter of it and
         3 s) if it never answered one in time (see push.py); ``limits``: what
-        one client may cost (see limits.py)."""
+        one client may cost (see limits.py); ``vhds``: serve delta streams
+        the route tables built for it over VHDS (default: unless the
+        environment sets ``SAILPLANE_VHDS=0``; see vhds.py)."""
         self.source = source
         self.admission: AdmissionHooks = admission or AdmitAll()
         self.observer: ObservationHooks = observer or Unobserved()
@@ -81,6 +87,7 @@ class AdsServer:
         self.slot_timeout = slot_timeout
         self.unproven_slot_timeout = unproven_slot_timeout
         self.counts = StreamCounts(limits or StreamLimits())
+        self.vhds = os.environ.get(VHDS_ENV, "1") != "0" if vhds is None else vhds
         self.trimmer = HeapTrimmer()
         self.stream_ids = itertools.count(1)
         # Shared by every stream of this server (see diff.py, delta.py).
@@ -143,6 +150,7 @@ class AdsServer:
             trimmer=self.trimmer,
             diffs=self.diffs,
             unions=self.unions,
+            vhds=self.vhds,
         )
 
     async def stream_aggregated_resources(

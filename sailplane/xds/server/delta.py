@@ -19,10 +19,14 @@ incremental variants):
   leaves the client on what it had; we record the error and do not resend
   the same content (the next change is sent).
 * Make before break, as for state of the world: types are pushed in the order
-  secrets, clusters, endpoints, listeners, routes; removals of clusters and
-  endpoints wait until listeners and routes are ACKed at their new versions.
+  secrets, clusters, endpoints, listeners, routes, virtual hosts; removals of
+  clusters and endpoints wait until listeners, routes and virtual hosts are
+  ACKed at their new versions.
   Endpoints of *changed* clusters are re-sent after the cluster response:
   Envoy re-warms a changed cluster and waits for its endpoints.
+* VHDS (vhds.py): route tables built for it are served as small route
+  configs plus one VirtualHost per virtual host, which the stream pushes
+  unasked right after the route response that carries their route config.
 
 What a stream knows of the client is kept small and shared: "everything
 covered by the subscription, at the versions of TypeResources X" (X is shared
@@ -52,12 +56,15 @@ from sailplane.xds.server.context import Context, StreamContext
 from sailplane.xds.server.requests import check_names, intern_names
 from sailplane.xds.server.status import StreamStatus
 from sailplane.xds.server.stream import StreamCore
+from sailplane.xds.server.vhds import VhdsState, asking
 from sailplane.xds.snapshot import Snapshot
 from sailplane.xds.types import (
     CLUSTER,
     ENDPOINT,
     PUSH_ORDER,
+    ROUTE,
     SHORT_NAMES,
+    VIRTUAL_HOST,
     WILDCARD_TYPES,
 )
 
@@ -146,6 +153,10 @@ class DeltaStream(StreamCore[_DeltaType, discovery_pb2.DeltaDiscoveryRequest]):
         self, ctx: StreamContext, context: Context, node_id: str, status: StreamStatus
     ) -> None:
         super().__init__(ctx, context, node_id, status, _DeltaType)
+        self.vhds = VhdsState(ctx.vhds)
+
+    def served(self, type_url: str, snapshot: Snapshot) -> TypeResources:
+        return self.vhds.served(type_url, snapshot)
 
     # -- requests ----------------------------------------------------------
 
@@ -170,11 +181,15 @@ class DeltaStream(StreamCore[_DeltaType, discovery_pb2.DeltaDiscoveryRequest]):
         first = not st.subscribed
         subscribe = intern_names(frozenset(request.resource_names_subscribe))
         initial = dict(request.initial_resource_versions) if first else {}
+        if type_url == VIRTUAL_HOST:
+            self.vhds.asked = True
         if first:
             st.subscribed = True
             st.overlay.update(initial)
             if "*" in subscribe or (not subscribe and type_url in WILDCARD_TYPES):
                 st.wildcard = True
+            elif type_url == VIRTUAL_HOST:
+                st.wildcard = True  # all of the stream's route configs' (server/vhds.py)
         if "*" in subscribe and not st.wildcard:
             st.materialise()
             st.wildcard = True
@@ -221,6 +236,8 @@ class DeltaStream(StreamCore[_DeltaType, discovery_pb2.DeltaDiscoveryRequest]):
             status.error = message
             status.nacked = version
             self.ctx.observer.on_nack(self.node_id, type_url, version, message)
+            if type_url == ROUTE and not self.vhds.asked:
+                self._drop_unasked_vhosts()
         elif nonce == st.nonce:
             status.acked = version
             status.error = None
@@ -274,12 +291,35 @@ class DeltaStream(StreamCore[_DeltaType, discovery_pb2.DeltaDiscoveryRequest]):
                 remove.append(name)
         return sorted(send), sorted(remove)
 
+    def _drop_unasked_vhosts(self) -> None:
+        """A route response was rejected before the client ever asked for
+        virtual hosts: those sent behind it may have found no VHDS watch,
+        and such a response is never answered (server/vhds.py). Not waited
+        for; the client is taken to have none of them."""
+        st = self.types.pop(VIRTUAL_HOST, None)
+        if st is not None:
+            for nonce in st.pending:
+                self.outstanding.answered(nonce)
+        self.vhds.forget()
+
     async def send(self, type_url: str, snapshot: Snapshot, always: bool = False) -> None:
+        await self._send_type(type_url, snapshot, always)
+        if type_url == ROUTE and self.vhds.routes_sent(self.types.get(ROUTE), snapshot):
+            st = self.state(VIRTUAL_HOST)
+            if not st.subscribed:
+                if asking(self.inbox):
+                    return  # the client's own first request follows (server/vhds.py)
+                st.subscribed = st.wildcard = True
+            await self._send_type(VIRTUAL_HOST, snapshot)
+
+    async def _send_type(self, type_url: str, snapshot: Snapshot, always: bool = False) -> None:
         if self.withholding(type_url, snapshot):
             return
         st = self.state(type_url)
-        resources = snapshot.get(type_url)
+        resources = self.served(type_url, snapshot)
         send, remove = self._changes(st, resources)
+        if type_url == VIRTUAL_HOST:
+            remove = self.vhds.within(remove)  # the others went with their route config
         held: dict[str, str | None] = {}
         if remove and type_url in _REFERENCED_TYPES and not self._referrers_synced(snapshot):
             held = {name: st.known(name) for name in remove}  # make before break
@@ -290,12 +330,18 @@ class DeltaStream(StreamCore[_DeltaType, discovery_pb2.DeltaDiscoveryRequest]):
             version = f"{version}+keep.{digest}"
         if not (send or remove or always or version != st.sent_version):
             return
-        updated = [name for name in send if st.known(name) is not None]
+        everything = st.has_nothing
+        # Clusters the client had at another version (their endpoints follow);
+        # none when it has nothing (a cold start: no per-name look-ups).
+        updated = (
+            [name for name in send if st.known(name) is not None]
+            if type_url == CLUSTER and not everything
+            else []
+        )
         header = discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=version, type_url=type_url, removed_resources=remove
         ).SerializeToString()
         nonce = str(next(self._nonces))
-        everything = st.has_nothing
         if everything:
             body = resources.delta_all(None if st.wildcard else st.names)[1]
             size = sum(map(len, body))

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sailplane.xds.types import PUSH_ORDER, SHORT_NAMES
+from sailplane.xds.types import SHORT_NAMES, STATUS_ORDER
 
 
 class SyncState(enum.Enum):
@@ -80,7 +80,7 @@ class StreamStatus:
             "protocol": "delta" if self.delta else "sotw",
             "connected_at": self.connected_at,
             "types": {
-                SHORT_NAMES[t]: self.types[t].to_json() for t in PUSH_ORDER if t in self.types
+                SHORT_NAMES[t]: self.types[t].to_json() for t in STATUS_ORDER if t in self.types
             },
         }
 

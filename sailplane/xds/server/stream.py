@@ -19,16 +19,18 @@ from typing import Generic, Protocol, TypeVar
 
 import grpc
 
+from sailplane.xds.resources import TypeResources
 from sailplane.xds.server.context import Context, StreamContext
 from sailplane.xds.server.push import Outstanding
 from sailplane.xds.server.status import StreamStatus
 from sailplane.xds.snapshot import Snapshot
-from sailplane.xds.types import LISTENER, ROUTE
+from sailplane.xds.types import LISTENER, ROUTE, VIRTUAL_HOST
 
 log = logging.getLogger("sailplane.xds")
 
-# Removals of clusters and endpoints wait until these are ACKed at their new versions.
-REFERRING_TYPES = (LISTENER, ROUTE)
+# Removals of clusters and endpoints wait until these are ACKed at their new
+# versions (virtual hosts: delta streams on VHDS only).
+REFERRING_TYPES = (LISTENER, ROUTE, VIRTUAL_HOST)
 
 
 class Wake:
@@ -134,13 +136,18 @@ class StreamCore(Generic[S, R]):
             log.warning("%s: %s", self.node_id, reason)
         return True
 
+    def served(self, type_url: str, snapshot: Snapshot) -> TypeResources:
+        """What this stream is served of ``type_url`` (delta streams: routes
+        and virtual hosts as VHDS has them)."""
+        return snapshot.get(type_url)
+
     def _referrers_synced(self, snapshot: Snapshot) -> bool:
         """Have listeners and routes been accepted at the snapshot's versions?"""
         for type_url in REFERRING_TYPES:
             st = self.types.get(type_url)
             if st is None or not st.wanted:
                 continue
-            if self.status.of(type_url).acked != snapshot.version(type_url):
+            if self.status.of(type_url).acked != self.served(type_url, snapshot).version:
                 return False
         return True
 
