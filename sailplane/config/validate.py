@@ -104,13 +104,7 @@ def validate_dir(
 ) -> Report:
     result = load_dir(root, domain_suffix, keep_going=True)
     more = rejected_references(root, result, domain_suffix)
-    if more:
-        diagnostics = sorted(
-            (*result.diagnostics, *more),
-            key=lambda d: (d.file, d.position.line, d.position.column),
-        )
-        result = dataclasses.replace(result, diagnostics=tuple(diagnostics))
-    return Report(result, strict, verbose)
+    return _report(result, more, strict, verbose)
 
 
 def validate_texts(
@@ -124,6 +118,11 @@ def validate_texts(
     objects); ``unread`` are the store's entries that could not be read."""
     result = load_texts(texts, domain_suffix, keep_going=True, unread=unread)
     more = _rejected_references_in(texts, result, domain_suffix)
+    return _report(result, more, strict, verbose)
+
+
+def _report(result: LoadResult, more: Sequence[Diagnostic], strict: bool, verbose: bool) -> Report:
+    """The report of ``result`` with the reference checks' ``more`` problems."""
     if more:
         diagnostics = sorted(
             (*result.diagnostics, *more),

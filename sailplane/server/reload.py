@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sailplane.config.assemble import InForce
@@ -213,24 +213,34 @@ class Reloader:
     def _report(self, result: LoadResult) -> int:
         """Log each problem once, when it appears; count the new errors.
         Returns how many problems are new."""
-        current = {d.format(): d for d in result.diagnostics}
-        new_errors = news = 0
-        for line, diagnostic in current.items():
-            if line in self._reported:
-                continue
-            news += 1
-            new_errors += diagnostic.severity is Severity.ERROR
-            event(
-                config_log,
-                _LEVELS.get(diagnostic.severity, logging.INFO),
-                f"config.{diagnostic.severity.value}",
-                line,
-                detail=diagnostic.to_json(),
-            )
-        if new_errors:
-            self.metrics.config_errors.inc(new_errors)
+        current, news = report_new_problems(result.diagnostics, self._reported, self.metrics)
         # A load that does not parse says nothing about the other problems.
-        self._reported = set(current) | (self._reported if result.mesh is None else set())
+        self._reported = current | (self._reported if result.mesh is None else set())
         if result.mesh is not None:
             self.metrics.count_objects(Counter((o.kind, o.state) for o in result.objects))
         return news
+
+
+def report_new_problems(
+    diagnostics: Iterable[Diagnostic], reported: set[str], metrics: Metrics
+) -> tuple[set[str], int]:
+    """Log each of ``diagnostics`` not in ``reported`` (their formatted
+    lines) once, as a config event, and count the new errors. Returns the
+    lines of ``diagnostics`` and how many were new."""
+    current = {d.format(): d for d in diagnostics}
+    new_errors = news = 0
+    for line, diagnostic in current.items():
+        if line in reported:
+            continue
+        news += 1
+        new_errors += diagnostic.severity is Severity.ERROR
+        event(
+            config_log,
+            _LEVELS.get(diagnostic.severity, logging.INFO),
+            f"config.{diagnostic.severity.value}",
+            line,
+            detail=diagnostic.to_json(),
+        )
+    if new_errors:
+        metrics.config_errors.inc(new_errors)
+    return set(current), news

@@ -28,15 +28,15 @@ from pathlib import Path
 from sailplane.config.watch import DirectoryWatcher
 from sailplane.errors import StoreError
 from sailplane.logs import event
-from sailplane.model.source import Diagnostic, Severity
+from sailplane.model.source import Diagnostic
 from sailplane.server.ops.metrics import Metrics
+from sailplane.server.reload import report_new_problems
 from sailplane.store.apply import Plan, commit, plan_apply
 from sailplane.store.etcdstore import EtcdStore
 
 log = logging.getLogger("sailplane")
 config_log = logging.getLogger("sailplane.config")
 
-_LEVELS = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING}
 
 # How often a sync that failed (the store unreachable) is tried again when
 # DIR does not change meanwhile.
@@ -167,22 +167,7 @@ class Syncer:
         """Log each problem once, when it appears; count the new errors (as
         the reloader does for a directory load)."""
         self.diagnostics = tuple(diagnostics)
-        current = {d.format(): d for d in diagnostics}
-        new_errors = 0
-        for line, diagnostic in current.items():
-            if line in self._reported:
-                continue
-            new_errors += diagnostic.severity is Severity.ERROR
-            event(
-                config_log,
-                _LEVELS.get(diagnostic.severity, logging.INFO),
-                f"config.{diagnostic.severity.value}",
-                line,
-                detail=diagnostic.to_json(),
-            )
-        if new_errors:
-            self.metrics.config_errors.inc(new_errors)
-        self._reported = set(current)
+        self._reported, _ = report_new_problems(diagnostics, self._reported, self.metrics)
 
     def view(self) -> dict[str, object]:
         """``/debug/configz``'s ``sync``."""
