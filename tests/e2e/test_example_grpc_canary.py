@@ -2,8 +2,9 @@
 clients and servers and no Envoy: the canary split, a live weight edit, the
 servers' mTLS and AuthorizationPolicy, and no NACK.
 
-Bounds: 500 calls at 80/20 have a standard deviation of ~9 (1.8%), so ±5%
-is ~2.8 of them; the same at 50/50 (2.2%) is ~2.2.
+Bounds: 500 calls at 80/20 have a standard deviation of ~9 (1.8%), at 50/50
+~11 (2.2%); the bounds are 4 of them (±7% and ±9%), so that a fair run fails
+about once in 15,000. The acceptance's ±5% is held by test_proxyless_grpc.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def test_the_grpc_canary_example() -> None:
     result = json.loads(out.splitlines()[-1])
     before, after = result["before"], result["after"]
     assert sum(before.values()) == sum(after.values()) == 500, result
-    assert 0.75 <= before["v1"] / 500 <= 0.85, result
-    assert 0.45 <= after["v1"] / 500 <= 0.55, result
+    assert 0.73 <= before["v1"] / 500 <= 0.87, result
+    assert 0.41 <= after["v1"] / 500 <= 0.59, result
     assert result["outsider"] == {"UNAVAILABLE": 3}, result  # no certificate: mTLS refuses
     assert result["denied"] == {"PERMISSION_DENIED": 3}, result  # not the allowed identity
     assert result["nacks"] == [], result

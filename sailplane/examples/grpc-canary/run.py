@@ -117,8 +117,26 @@ class Client:
         return json.loads(line)  # type: ignore[no-any-return]
 
 
-def share(outcomes: dict[str, int], version: str) -> float:
-    return outcomes.get(version, 0) / max(1, sum(outcomes.values()))
+def acked_routes(monitor: str, proxy: str) -> str | None:
+    """The route version the client last acknowledged, as sailplane saw it."""
+    for stream in json.loads(get(f"{monitor}/debug/syncz")):
+        if stream["proxy"].split(".")[0] == proxy:
+            routes = stream["types"].get("routes", {})
+            if routes.get("state") == "SYNCED":
+                return routes.get("acked")  # type: ignore[no-any-return]
+    return None
+
+
+def wait_acked_routes(monitor: str, proxy: str, before: str | None, deadline: float = 20) -> None:
+    """Until gRPC has applied the edited routes: sampling the split instead
+    can mistake a lucky batch of the old weights for the new ones."""
+    if before is None:
+        raise SystemExit(f"{proxy} has no acknowledged routes to compare with")
+    until = time.monotonic() + deadline
+    while acked_routes(monitor, proxy) in (before, None):
+        if time.monotonic() > until:
+            raise SystemExit(f"{proxy} did not acknowledge the edited routes in {deadline} s")
+        time.sleep(0.05)
 
 
 def set_weights(mesh: Path, v1: int, v2: int) -> None:
@@ -187,10 +205,10 @@ def run(calls: int, root: Path) -> dict[str, Any]:
         before = client.calls(calls)
         print(f"80/20 VirtualService, {calls} calls:  {before}")
 
+        routes_before = acked_routes(monitor, "echo-client")
         set_weights(mesh, 50, 50)
-        moved_at, deadline = time.monotonic(), time.monotonic() + 20
-        while share(client.calls(50), "v2") < 0.3 and time.monotonic() < deadline:
-            pass
+        moved_at = time.monotonic()
+        wait_acked_routes(monitor, "echo-client", routes_before)
         moved = round(time.monotonic() - moved_at, 2)
         after = client.calls(calls)
         print(f"edited to 50/50, live ({moved} s), {calls} calls:  {after}")
