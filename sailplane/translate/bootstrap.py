@@ -25,7 +25,14 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import json_format, struct_pb2
 
 from sailplane.model.hosts import is_ip_address
-from sailplane.model.registry import Endpoint, Protocol, ServicePort, Workload
+from sailplane.model.registry import (
+    NO_STATS_INCLUSION,
+    Endpoint,
+    Protocol,
+    ServicePort,
+    StatsInclusion,
+    Workload,
+)
 from sailplane.translate.common import ads_config_source, duration, pack, socket_address
 from sailplane.translate.endpoints import build_load_assignment, envoy_locality
 from sailplane.translate.proxy import (
@@ -36,6 +43,7 @@ from sailplane.translate.proxy import (
     Capture,
     Role,
 )
+from sailplane.translate.stats import apply_stats_config, merge
 
 XDS_CLUSTER = "xds-grpc"
 MAX_DOWNSTREAM_CONNECTIONS = 2147483647
@@ -130,6 +138,7 @@ def build_bootstrap(
     credentials: BootstrapCredentials | None = None,
     delta: bool = False,
     capture: Capture | None = None,
+    stats: StatsInclusion = NO_STATS_INCLUSION,
 ) -> bootstrap_pb2.Bootstrap:
     """``xds_address``: the control plane's ``(host, port)``, or several, one
     per replica (Envoy reconnects to another when one is gone).
@@ -138,7 +147,9 @@ def build_bootstrap(
     ``delta``: incremental xDS (``DELTA_GRPC``) instead of state of the world.
     ``capture``: the proxy's INTERCEPTION_MODE; None: the WorkloadEntry's
     ``sidecar.istio.io/interceptionMode`` annotation if it has one, else
-    nothing is written (proxy mode, the control plane's default)."""
+    nothing is written (proxy mode, the control plane's default).
+    ``stats``: Envoy stats to keep besides the defaults (:mod:`sailplane.translate.stats`)
+    and those the WorkloadEntry's annotations ask for."""
     if capture is None and workload.interception_mode:
         capture = Capture(workload.interception_mode)
     metadata = struct_pb2.Struct()
@@ -188,6 +199,7 @@ def build_bootstrap(
             max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS
         )
     )
+    apply_stats_config(bootstrap, merge(workload.stats_inclusion, stats))
     return bootstrap
 
 

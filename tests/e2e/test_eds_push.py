@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_delta import DeltaMesh
-from tests.support.mesh import Mesh, WorkloadSpec, service
+from tests.support.mesh import OUTBOUND_STATS, Mesh, WorkloadSpec, service
 from tests.support.procs import ProcessGroup, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -62,7 +62,9 @@ def _counters(mesh: Mesh, spec: WorkloadSpec) -> dict[str, int]:
 
 def test_endpoint_push_carries_only_the_change_and_envoy_keeps_the_rest(any_mesh: Mesh) -> None:
     mesh = any_mesh
-    frontend = mesh.workload("weather-frontend", {"app": "weather-frontend"})
+    frontend = mesh.workload(
+        "weather-frontend", {"app": "weather-frontend"}, annotations=OUTBOUND_STATS
+    )
     backend = mesh.workload("weather-backend-1", {"app": "weather-backend"})
     cache = mesh.workload("weather-cache-1", {"app": "weather-cache"})
     mesh.write_registry([service(name) for name in SERVICES])

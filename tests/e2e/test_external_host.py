@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.support.mesh import Mesh, WorkloadSpec, service
+from tests.support.mesh import OUTBOUND_STATS, Mesh, WorkloadSpec, service
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +59,7 @@ def _call(client: WorkloadSpec, target: str) -> tuple[int, bytes, float]:
 
 
 def test_dotted_external_host_with_timeout_and_unknown_subset(mesh: Mesh) -> None:
-    client = mesh.workload("client", {"app": "client"})
+    client = mesh.workload("client", {"app": "client"}, annotations=OUTBOUND_STATS)
     api = mesh.external("httpbin-stub")
     mesh.write_registry([service("client")])  # an EDS cluster, so that EDS syncs too
     mesh.write("egress.yaml", EGRESS.format(port=api.port, address=api.address))

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.mesh import Mesh, WorkloadSpec, service
+from tests.support.mesh import OUTBOUND_STATS, Mesh, WorkloadSpec, service
 from tests.support.procs import wait_for
 from tests.support.traffic import send
 
@@ -51,7 +51,7 @@ def rule(load_balancer: dict[str, Any], outlier: bool) -> dict[str, Any]:
 
 def start(mesh: Mesh, policy: dict[str, Any]) -> tuple[WorkloadSpec, Any]:
     """The client's sidecar and the two backends; returns (client, local app)."""
-    client = mesh.workload("client", {"app": "client"})
+    client = mesh.workload("client", {"app": "client"}, annotations=OUTBOUND_STATS)
     local = mesh.workload("hello-local", {"app": "hello", "version": "local"})
     remote = mesh.workload("hello-remote", {"app": "hello", "version": "remote"})
     mesh.write(

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.mesh import Mesh, service
+from tests.support.mesh import OUTBOUND_STATS, Mesh, service
 from tests.support.procs import wait_for
 from tests.support.traffic import send
 
@@ -29,7 +29,7 @@ def outbound(host: str) -> str:
 
 
 def test_mirror_percent_mirrors_that_share_and_zero_mirrors_none(mesh: Mesh) -> None:
-    client = mesh.workload("client", {"app": "client"})
+    client = mesh.workload("client", {"app": "client"}, annotations=OUTBOUND_STATS)
     backend = mesh.workload("hello", {"app": "hello"})
     shadow = mesh.workload("shadow", {"app": "shadow"})
     mesh.write_registry([service("client"), service("hello"), service("shadow")])
@@ -76,7 +76,7 @@ def test_mirror_percent_mirrors_that_share_and_zero_mirrors_none(mesh: Mesh) -> 
 
 
 def test_h2_upgrade_policy_upgrade_speaks_h2c_to_the_backend(mesh: Mesh) -> None:
-    client = mesh.workload("client", {"app": "client"})
+    client = mesh.workload("client", {"app": "client"}, annotations=OUTBOUND_STATS)
     backend = mesh.workload("hello", {"app": "hello"})
     # Two hosts for one backend: only "hello" has the rule.
     plain = service("hello-plain", selector={"app": "hello"})

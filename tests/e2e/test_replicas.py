@@ -18,7 +18,7 @@ import pytest
 from tests.e2e.test_live_config import RULE, WEATHER, split, versions
 from tests.e2e.test_security import STRICT
 from tests.support.etcd import Etcd, EtcdCluster
-from tests.support.mesh import Mesh, WorkloadSpec, service
+from tests.support.mesh import OUTBOUND_STATS, Mesh, WorkloadSpec, service
 from tests.support.procs import ENVOY, PYTHON, Process, free_ports, http_get, wait_for
 from tests.support.traffic import Client, Load, Reply
 
@@ -198,7 +198,10 @@ def test_one_apply_reaches_envoys_of_both_replicas(mesh: Mesh, etcd: Etcd) -> No
 def test_mtls_between_proxies_of_two_replicas(mesh: Mesh, etcd: Etcd) -> None:
     url = etcd.url("/e2e")
     frontend = mesh.workload(
-        "weather-frontend", {"app": "weather-frontend"}, service_account="weather-frontend"
+        "weather-frontend",
+        {"app": "weather-frontend"},
+        service_account="weather-frontend",
+        annotations=OUTBOUND_STATS,
     )
     backend = mesh.workload(
         "weather-backend",

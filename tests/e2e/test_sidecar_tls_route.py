@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tests.support.mesh import Mesh, WorkloadSpec, service
+from tests.support.mesh import OUTBOUND_STATS, Mesh, WorkloadSpec, service
 from tests.support.tlsparts import CertAuthority, accepting, client_context, tls_backend
 
 pytestmark = pytest.mark.e2e
@@ -155,7 +155,7 @@ def test_sidecar_tunnels_tls_by_sni_split_70_30_and_nothing_else(mesh: Mesh) -> 
     ca = CertAuthority("external ca")
     names = ("secure.example.test", "split.example.test", "*.pinned.test")
     cert_a, cert_b = ca.issue(*names), ca.issue(*names)
-    client = mesh.workload("client", {"app": "client"})
+    client = mesh.workload("client", {"app": "client"}, annotations=OUTBOUND_STATS)
     a, b = mesh.external("secure-a"), mesh.external("secure-b")
     stranger = mesh.external("stranger", port=6000)
     mesh.write_registry([service("client")])

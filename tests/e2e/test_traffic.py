@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.mesh import Mesh, WorkloadSpec, service
+from tests.support.mesh import OUTBOUND_STATS, Mesh, WorkloadSpec, service
 from tests.support.procs import http_get, wait_for
 from tests.support.traffic import Client, Load, Reply, percentages, send
 
@@ -107,7 +107,11 @@ def canary(single: int, multiple: int) -> list[dict[str, Any]]:
 
 
 def weather_workloads(mesh: Mesh) -> tuple[WorkloadSpec, WorkloadSpec, WorkloadSpec]:
-    frontend = mesh.workload("weather-frontend", {"app": "weather-frontend", "version": "v1"})
+    frontend = mesh.workload(
+        "weather-frontend",
+        {"app": "weather-frontend", "version": "v1"},
+        annotations=OUTBOUND_STATS,
+    )
     single = mesh.workload(
         "weather-backend-single", {"app": "weather-backend", "version": "single"}
     )
@@ -377,7 +381,11 @@ def test_connection_pool_limits_overflow_with_503(mesh: Mesh) -> None:
 
 
 def test_outlier_detection_ejects_failing_instances(mesh: Mesh) -> None:
-    frontend = mesh.workload("weather-frontend", {"app": "weather-frontend", "version": "v1"})
+    frontend = mesh.workload(
+        "weather-frontend",
+        {"app": "weather-frontend", "version": "v1"},
+        annotations=OUTBOUND_STATS,
+    )
     healthy = mesh.workload("weather-backend-1", {"app": "weather-backend", "version": "single"})
     broken = [
         mesh.workload(f"weather-backend-{i}", {"app": "weather-backend", "version": "single"})
@@ -461,7 +469,11 @@ def test_mirror_copies_requests_to_the_mirror_and_answers_from_primary(mesh: Mes
 
 
 def test_external_service_entries_are_reachable_by_host_name(mesh: Mesh) -> None:
-    frontend = mesh.workload("weather-frontend", {"app": "weather-frontend", "version": "v1"})
+    frontend = mesh.workload(
+        "weather-frontend",
+        {"app": "weather-frontend", "version": "v1"},
+        annotations=OUTBOUND_STATS,
+    )
     registry(mesh)
     # An app on another loopback address stands in for hosts outside the mesh.
     outside = mesh.external("weather-api", port=8080)

@@ -65,7 +65,9 @@ spec:
 ---
 apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
-metadata: {{name: a}}
+metadata:
+  name: a
+  annotations: {{sidecar.istio.io/statsInclusionPrefixes: cluster.outbound}}
 spec: {{address: {a}, serviceAccount: client, labels: {{app: client}}}}
 ---
 apiVersion: security.istio.io/v1

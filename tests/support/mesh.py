@@ -37,6 +37,11 @@ def next_network() -> int:
     return next(_networks) % 250 + 1
 
 
+# For a client whose test reads its outbound clusters' counters: a sidecar
+# keeps them only when asked (sailplane.translate.stats), as in Istio.
+OUTBOUND_STATS = {"sidecar.istio.io/statsInclusionPrefixes": "cluster.outbound"}
+
+
 @dataclass
 class WorkloadSpec:
     name: str
@@ -48,6 +53,7 @@ class WorkloadSpec:
     port: int = 5000
     # WorkloadEntry ``ports``: service port name -> this workload's port.
     ports: dict[str, int] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -77,10 +83,13 @@ class WorkloadSpec:
         }
         if self.ports:
             spec["ports"] = self.ports
+        metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        if self.annotations:
+            metadata["annotations"] = self.annotations
         return {
             "apiVersion": "networking.istio.io/v1",
             "kind": "WorkloadEntry",
-            "metadata": {"name": self.name, "namespace": self.namespace},
+            "metadata": metadata,
             "spec": spec,
         }
 

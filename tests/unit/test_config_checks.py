@@ -112,7 +112,7 @@ CASES = {
         """,
         "case.yaml:6:48: warning: IST0108: DestinationRule default/r: "
         "metadata.annotations.networking.istio.io/exportToo: unknown annotation "
-        "'networking.istio.io/exportToo'",
+        "'networking.istio.io/exportToo' (did you mean 'networking.istio.io/exportTo'?)",
     ),
     "unreachable-rule": (
         """
