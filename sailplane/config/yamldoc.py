@@ -9,9 +9,10 @@ path, where its value starts. That is what lets a diagnostic point at the
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -69,7 +70,7 @@ class _Walk:
     __slots__ = ("budget", "file", "first_line", "seen")
 
     def __init__(self, file: str, first_line: int, budget: AliasBudget) -> None:
-        # ids of the nodes of this text, which stay alive while it is walked.
+        # ids of the nodes of the document being walked, alive while it is.
         self.seen: set[int] = set()
         self.budget = budget
         self.file = file
@@ -118,7 +119,9 @@ def _key(node: yaml.Node, file: str, first_line: int) -> Any:
                 f"YAML error: a mapping key must be a string, not {what}",
             )
         )
-    return _scalar(node)
+    key = _scalar(node)
+    # Keys repeat in every document (spec, metadata, name): one string each.
+    return sys.intern(key) if type(key) is str else key
 
 
 def _build(
@@ -158,6 +161,29 @@ def _build(
     return _scalar(node)
 
 
+_END = object()
+
+
+def _syntax_error(
+    exc: yaml.MarkedYAMLError, text: str, file: str, first_line: int
+) -> YamlSyntaxError:
+    mark = exc.problem_mark or exc.context_mark
+    position = Position(mark.line + 1 + first_line, mark.column + 1) if mark else Position(1, 1)
+    problem = exc.problem or exc.context or "invalid YAML"
+    if exc.context and exc.context_mark and exc.problem:
+        start = exc.context_mark
+        problem += (
+            f", {exc.context} that starts at {start.line + 1 + first_line}:{start.column + 1}"
+        )
+    if any(hint in problem for hint in _INDENTATION_HINTS):
+        problem += " (check the indentation of this line)"
+    elif mark is not None and text[mark.index : mark.index + 1] == "\t":
+        problem += " (a tab: YAML indents with spaces only)"
+    return YamlSyntaxError(
+        Diagnostic(file=file, position=position, message=f"YAML syntax error: {problem}")
+    )
+
+
 def parse_documents(
     text: str, file: str, first_line: int = 0, aliases: AliasBudget | None = None
 ) -> list[Document]:
@@ -170,35 +196,30 @@ def parse_documents(
     the piece: callers re-parse the whole file to report an error).
     ``aliases`` is what alias expansion may still add (one budget a load).
     """
-    try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        position = Position(mark.line + 1 + first_line, mark.column + 1) if mark else Position(1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
-        if exc.context and exc.context_mark and exc.problem:
-            start = exc.context_mark
-            problem += (
-                f", {exc.context} that starts at {start.line + 1 + first_line}:{start.column + 1}"
-            )
-        if any(text in problem for text in _INDENTATION_HINTS):
-            problem += " (check the indentation of this line)"
-        elif mark is not None and text[mark.index : mark.index + 1] == "\t":
-            problem += " (a tab: YAML indents with spaces only)"
-        raise YamlSyntaxError(
-            Diagnostic(file=file, position=position, message=f"YAML syntax error: {problem}")
-        ) from exc
-    except yaml.YAMLError as exc:
-        raise YamlSyntaxError(
-            Diagnostic(
-                file=file,
-                position=Position(1 + first_line, 1),
-                message=f"YAML error: {excerpt(str(exc), 200)}",
-            )
-        ) from exc
     documents = []
     walk = _Walk(file, first_line, aliases if aliases is not None else AliasBudget())
-    for node in nodes:
+    # One document's nodes at a time: a file of a thousand documents never
+    # holds the node trees of all of them (~25 MB at 400 KB of YAML).
+    nodes = yaml.compose_all(text, Loader=_Loader)
+    while True:
+        try:
+            item = next(nodes, _END)
+        except yaml.MarkedYAMLError as exc:
+            raise _syntax_error(exc, text, file, first_line) from exc
+        except yaml.YAMLError as exc:
+            raise YamlSyntaxError(
+                Diagnostic(
+                    file=file,
+                    position=Position(1 + first_line, 1),
+                    message=f"YAML error: {excerpt(str(exc), 200)}",
+                )
+            ) from exc
+        if item is _END:
+            break
+        node = cast("yaml.Node | None", item)
+        # Anchors do not cross documents, and the nodes of the last one are
+        # gone: their ids may come back.
+        walk.seen.clear()
         if node is None:
             continue
         positions: dict[FieldPath, Position] = {}

@@ -11,11 +11,13 @@ from __future__ import annotations
 import pytest
 
 from sailplane.config.yamldoc import (
+    AliasBudget,
     Document,
     parse_documents,
     shift_document,
     split_documents,
 )
+from sailplane.errors import YamlSyntaxError
 
 # Files that are safe to cut, each with something a naive splitter gets wrong.
 SAFE = {
@@ -87,3 +89,21 @@ def test_a_shifted_document_has_the_positions_a_parse_at_its_new_line_gives() ->
     moved = shift_document(here, 7)
     assert _located([moved]) == _located([there])
     assert moved.data is here.data  # shared, not copied
+
+
+def test_documents_are_built_one_at_a_time_without_spending_the_alias_budget() -> None:
+    """Each document's nodes are freed before the next is composed, so node
+    ids come back; anchors never cross documents, so none is an alias."""
+    text = "\n---\n".join(
+        f"kind: K\nmetadata: {{name: n{i}, labels: {{a: b}}}}" for i in range(3000)
+    )
+    documents = parse_documents(text, "many.yaml", aliases=AliasBudget(0))
+    assert [d.data["metadata"]["name"] for d in documents] == [f"n{i}" for i in range(3000)]
+    assert documents[-1].source.position.line == 3 * 2999 + 1
+
+
+def test_a_syntax_error_after_good_documents_still_rejects_the_file() -> None:
+    text = "kind: A\n---\nkind: B\n---\nkind: [C\n"
+    with pytest.raises(YamlSyntaxError) as raised:
+        parse_documents(text, "broken.yaml")
+    assert raised.value.diagnostic.format().startswith("broken.yaml:6:1: YAML syntax error")
