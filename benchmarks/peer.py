@@ -6,8 +6,8 @@ to the repository; ``--harness DIR`` points elsewhere). Its ``compare.sh N M``
 runs Sovereign, then sailplane, on the same work (N clusters with 3 endpoints,
 M real Envoys) and prints its own table; this command runs it, then
 :mod:`benchmarks.peerprobe` (the same work, timed by a cheap parallel probe
-instead of the harness's sequential ``/stats`` polls, whose floor is ~0.29 s
-at four Envoys), and prints one table of both.
+instead of the harness's sequential ``/stats`` polls, each of which walks
+every stat of an Envoy), and prints one table of both.
 
 Why an adapter. The harness starts ``$SP_VENV/bin/sailplane serve`` with a
 plaintext xDS port only (``--secure-xds-address ''``) and bootstraps each Envoy
@@ -184,7 +184,7 @@ def table(
         lines.append(f"  {label:<40} {peer:>10} {ours:>10} {ratio:>7}")
 
     if sov is not None and sp is not None:
-        lines.append("  harness (compare.sh: /stats polled per Envoy in turn; floor ~0.29 s, M=4)")
+        lines.append("  harness (compare.sh: /stats polled per Envoy in turn, from the write)")
         for label, key in HARNESS_ROWS:
             a, b = sov.get(key, "-"), sp.get(key, "-")
             row(label, a, b, _ratio(a, b))
