@@ -192,11 +192,10 @@ def _check_bootstrap_flags(args: argparse.Namespace) -> str | None:
         return (
             "--grpc writes one gRPC application's bootstrap: no --all, --delta, --capture, --role"
         )
-    stats = [f"--stats-inclusion-{k}" for k in ("prefixes", "suffixes", "regexps")]
-    given = [flag for flag in stats if getattr(args, flag[2:].replace("-", "_"))]
-    if given and (args.all or args.grpc):
-        return f"{given[0]} is for one Envoy's bootstrap: not with --all or --grpc"
-    problems = [regex_problem(r) for r in stats_inclusion(args).regexps]
+    stats = stats_inclusion(args)
+    if stats and (args.all or args.grpc):
+        return "--stats-inclusion-* are for one Envoy's bootstrap: not with --all or --grpc"
+    problems = [regex_problem(r) for r in stats.regexps]
     if any(problems):
         return f"--stats-inclusion-regexps: {next(p for p in problems if p)}"
     if args.all and args.workload:

@@ -254,7 +254,15 @@ def rule_policy(rule: Rule, http: bool, action: str) -> rbac_pb2.Policy | None:
     return rbac_pb2.Policy(permissions=[all_of(permissions)], principals=[all_of_ids(principals)])
 
 
-def _rbac(policies: list[AuthorizationPolicy], action: str, http: bool) -> rbac_pb2.RBAC:
+def rbac_rules(
+    policies: list[AuthorizationPolicy],
+    action: str,
+    http: bool,
+    readable: Callable[[Rule], Rule | None] | None = None,
+) -> rbac_pb2.RBAC:
+    """The RBAC rules of one action over ``policies`` (all of that action).
+    ``readable``: what of a rule the client can evaluate (None: leave it out),
+    for a client that reads less than Envoy (proxyless gRPC)."""
     rbac = rbac_pb2.RBAC(action=_ACTIONS[action])
     for policy in policies:
         if policy.fail_closed:
@@ -266,7 +274,8 @@ def _rbac(policies: list[AuthorizationPolicy], action: str, http: bool) -> rbac_
             )
             continue
         for index, rule in enumerate(policy.rules):
-            built = rule_policy(rule, http, action)
+            kept = readable(rule) if readable is not None else rule
+            built = rule_policy(kept, http, action) if kept is not None else None
             if built is not None:
                 rbac.policies[
                     f"ns[{policy.namespace}]-policy[{policy.name}]-rule[{index}]"
@@ -324,7 +333,7 @@ def http_rbac_per_route(
     out: dict[str, any_pb2.Any] = {}
     for action, members in _grouped(policies).items():
         enforced, dry_run = _split_dry_run(members)
-        rules = _rbac(enforced, action, http=True)
+        rules = rbac_rules(enforced, action, http=True)
         if action == "DENY" and require_mtls:
             rules.policies[STRICT_MTLS_RULE].CopyFrom(
                 rbac_pb2.Policy(
@@ -343,7 +352,7 @@ def http_rbac_per_route(
         if rules.policies or enforced:
             config.rules.CopyFrom(rules)
         if dry_run:
-            config.shadow_rules.CopyFrom(_rbac(dry_run, action, http=True))
+            config.shadow_rules.CopyFrom(rbac_rules(dry_run, action, http=True))
         if config.HasField("rules") or config.HasField("shadow_rules"):
             out[RBAC_FILTERS[action]] = pack(http_rbac_pb2.RBACPerRoute(rbac=config))
     return out
@@ -359,9 +368,9 @@ def network_rbac_filters(
         enforced, dry_run = _split_dry_run(members)
         config = network_rbac_pb2.RBAC(stat_prefix=f"{stat_prefix}.{action.lower()}.")
         if enforced:
-            config.rules.CopyFrom(_rbac(enforced, action, http=False))
+            config.rules.CopyFrom(rbac_rules(enforced, action, http=False))
         if dry_run:
-            config.shadow_rules.CopyFrom(_rbac(dry_run, action, http=False))
+            config.shadow_rules.CopyFrom(rbac_rules(dry_run, action, http=False))
             config.shadow_rules_stat_prefix = SHADOW_STAT_PREFIXES.get(action, "")
         out.append(
             listener_components_pb2.Filter(

@@ -37,7 +37,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 
 from sailplane.model.authz import AuthorizationPolicy, Condition, Rule, Source_
-from sailplane.translate.authz import rule_policy
+from sailplane.translate.authz import rbac_rules
 from sailplane.translate.common import pack
 
 # Istio's names (grpcgen RBACHTTPFilterName, RBACHTTPFilterNameDeny).
@@ -81,25 +81,8 @@ def grpc_rule(rule: Rule, action: str) -> Rule | None:
 
 
 def grpc_rbac(policies: list[AuthorizationPolicy], action: str) -> rbac_pb2.RBAC:
-    """The RBAC rules of one action over ``policies`` (all of that action)."""
-    rbac = rbac_pb2.RBAC(action=_ACTIONS[action])
-    for policy in policies:
-        if policy.fail_closed:
-            rbac.policies[f"ns[{policy.namespace}]-policy[{policy.name}]-invalid"].CopyFrom(
-                rbac_pb2.Policy(
-                    permissions=[rbac_pb2.Permission(any=True)],
-                    principals=[rbac_pb2.Principal(any=True)],
-                )
-            )
-            continue
-        for index, rule in enumerate(policy.rules):
-            readable = grpc_rule(rule, action)
-            built = rule_policy(readable, http=True, action=action) if readable else None
-            if built is not None:
-                rbac.policies[
-                    f"ns[{policy.namespace}]-policy[{policy.name}]-rule[{index}]"
-                ].CopyFrom(built)
-    return rbac
+    """The RBAC rules of one action over ``policies``, as gRPC reads them."""
+    return rbac_rules(policies, action, http=True, readable=lambda rule: grpc_rule(rule, action))
 
 
 def grpc_rbac_filters(policies: list[AuthorizationPolicy]) -> list[hcm_pb2.HttpFilter]:
