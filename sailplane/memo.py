@@ -8,7 +8,10 @@ Why an entry holds its objects: an ``id()`` is reused once its object is
 freed, so an entry keyed by ids that did not hold them could answer for
 another object. :class:`IdentityMemo` holds them strongly (they live as long
 as their entry); :class:`WeakIdentityMemo` holds them, and the value, weakly
-(an entry goes with them) and checks them on every lookup.
+(an entry goes with them) and checks them on every lookup;
+:class:`WeakKeyIdentityMemo` holds them weakly and the value strongly, and
+forgets an entry as soon as one of its objects is freed (a memo of what
+differs between two generations must not keep old generations alive).
 
 Why a bound: these objects come and go with configurations and streams; at
 most ``maxsize`` entries are kept, the least recently used forgotten first.
@@ -104,4 +107,33 @@ class WeakIdentityMemo(_BoundedMemo[V, _WeakEntry[V]]):
         return value
 
 
-__all__ = ["IdentityMemo", "WeakIdentityMemo"]
+_KeyEntry = tuple[tuple[weakref.ref[object], ...], V]
+
+
+class WeakKeyIdentityMemo(_BoundedMemo[V, _KeyEntry[V]]):
+    """Values by the identity of objects held weakly (all must be weakly
+    referable); the value is held strongly, and the entry is dropped when
+    any of its objects is freed."""
+
+    __slots__ = ()
+
+    def _entry(self, objects: tuple[object, ...], value: V) -> _KeyEntry[V]:
+        key = tuple(map(id, objects))
+        entries = self._entries
+
+        def forget(_: weakref.ref[object]) -> None:
+            entry = entries.get(key)
+            if entry is not None and entry[0] is refs:
+                del entries[key]
+
+        refs = tuple(weakref.ref(o, forget) for o in objects)
+        return refs, value
+
+    def _answer(self, entry: _KeyEntry[V], objects: tuple[object, ...]) -> V | None:
+        refs, value = entry
+        if any(ref() is not o for ref, o in zip(refs, objects, strict=True)):
+            return None
+        return value
+
+
+__all__ = ["IdentityMemo", "WeakIdentityMemo", "WeakKeyIdentityMemo"]

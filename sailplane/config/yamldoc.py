@@ -127,12 +127,17 @@ def _key(node: yaml.Node, file: str, first_line: int) -> Any:
 def _build(
     node: yaml.Node,
     path: FieldPath,
-    positions: dict[FieldPath, Position],
+    positions: dict[FieldPath, Position] | None,
     first_line: int,
     walk: _Walk,
 ) -> Any:
+    """The value of ``node``; with ``positions``, where each node under it is
+    (keyed by field path). Without, no path is built: a load keeps no
+    positions, and finds them again when a diagnostic asks
+    (:class:`_LazyPositions`)."""
     walk.visit(node)
-    positions[path] = _position(node, first_line)
+    if positions is not None:
+        positions[path] = _position(node, first_line)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         seen: dict[Any, yaml.Node] = {}
@@ -151,9 +156,12 @@ def _build(
                     )
                 )
             seen[key] = key_node
-            out[key] = _build(value_node, (*path, str(key)), positions, first_line, walk)
+            child = (*path, str(key)) if positions is not None else path
+            out[key] = _build(value_node, child, positions, first_line, walk)
         return out
     if isinstance(node, yaml.SequenceNode):
+        if positions is None:
+            return [_build(item, path, None, first_line, walk) for item in node.value]
         return [
             _build(item, (*path, i), positions, first_line, walk)
             for i, item in enumerate(node.value)
@@ -195,9 +203,27 @@ def parse_documents(
     (for a piece, a message that quotes PyYAML's own mark still counts from
     the piece: callers re-parse the whole file to report an error).
     ``aliases`` is what alias expansion may still add (one budget a load).
+
+    The positions of a document's nodes are not kept: they were two thirds
+    of what a loaded mesh held (a tuple and a Position for every node, ~5 MB
+    for 1,000 ServiceEntries). Each document's :class:`_LazyPositions` finds
+    them by parsing its text again, the first time a diagnostic asks.
     """
-    documents = []
-    walk = _Walk(file, first_line, aliases if aliases is not None else AliasBudget())
+    budget = aliases if aliases is not None else AliasBudget()
+    return [
+        Document(data, Source(file, where, _LazyPositions(text, file, first_line, index)))
+        for index, (data, where, _) in enumerate(
+            _parse(text, file, first_line, budget, positions=False)
+        )
+    ]
+
+
+def _parse(
+    text: str, file: str, first_line: int, aliases: AliasBudget, positions: bool
+) -> Iterator[tuple[Any, Position, dict[FieldPath, Position] | None]]:
+    """Each non-empty document of ``text``: its value, where it starts and,
+    if asked for, where each of its nodes is."""
+    walk = _Walk(file, first_line, aliases)
     # One document's nodes at a time: a file of a thousand documents never
     # holds the node trees of all of them (~25 MB at 400 KB of YAML).
     nodes = yaml.compose_all(text, Loader=_Loader)
@@ -215,16 +241,16 @@ def parse_documents(
                 )
             ) from exc
         if item is _END:
-            break
+            return
         node = cast("yaml.Node | None", item)
         # Anchors do not cross documents, and the nodes of the last one are
         # gone: their ids may come back.
         walk.seen.clear()
         if node is None:
             continue
-        positions: dict[FieldPath, Position] = {}
+        found: dict[FieldPath, Position] | None = {} if positions else None
         try:
-            data = _build(node, (), positions, first_line, walk)
+            data = _build(node, (), found, first_line, walk)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = (
@@ -253,10 +279,48 @@ def parse_documents(
                     message=f"YAML error: {excerpt(str(exc), 200)}",
                 )
             ) from exc
-        if data is None:
-            continue
-        documents.append(Document(data, Source(file, _position(node, first_line), positions)))
-    return documents
+        if data is not None:
+            yield data, _position(node, first_line), found
+
+
+class _LazyPositions(Mapping[FieldPath, Position]):
+    """The positions of the ``index``-th non-empty document of ``text``,
+    found by parsing the text again on first use (diagnostics ask for a
+    few; most documents are never asked). The text was parsed once already,
+    so it parses again the same way, within any alias budget it met then."""
+
+    __slots__ = ("_file", "_first_line", "_found", "_index", "_text")
+    _found: dict[FieldPath, Position] | None
+
+    def __init__(self, text: str, file: str, first_line: int, index: int) -> None:
+        self._text, self._file, self._first_line, self._index = text, file, first_line, index
+        self._found = None
+
+    def _positions(self) -> dict[FieldPath, Position]:
+        found = self._found
+        if found is None:
+            found = {}
+            documents = _parse(
+                self._text, self._file, self._first_line, AliasBudget(), positions=True
+            )
+            try:
+                for index, (_, _, positions) in enumerate(documents):
+                    if index == self._index:
+                        found = positions or {}
+                        break
+            except YamlSyntaxError:  # not for a text that parsed once
+                pass
+            self._found = found
+        return found
+
+    def __getitem__(self, path: FieldPath) -> Position:
+        return self._positions()[path]
+
+    def __iter__(self) -> Iterator[FieldPath]:
+        return iter(self._positions())
+
+    def __len__(self) -> int:
+        return len(self._positions())
 
 
 # Where a document starts: "---" at column 0, then a blank or the end of the

@@ -4,7 +4,7 @@ streams costs one comparison, not 2,000."""
 
 from __future__ import annotations
 
-from sailplane.memo import IdentityMemo
+from sailplane.memo import WeakKeyIdentityMemo
 from sailplane.xds.resources import TypeResources
 
 # Pairs remembered. A push compares each shared object with its successor
@@ -19,8 +19,9 @@ class Diffs:
     __slots__ = ("_memo",)
 
     def __init__(self, pairs: int = DEFAULT_PAIRS) -> None:
-        # Holds each pair it remembers: their ids cannot be reused meanwhile.
-        self._memo: IdentityMemo[frozenset[str]] = IdentityMemo(pairs)
+        # Holds the pairs weakly: an entry goes with either generation (a
+        # strong hold kept up to 256 old generations of every type alive).
+        self._memo: WeakKeyIdentityMemo[frozenset[str]] = WeakKeyIdentityMemo(pairs)
 
     def changed(self, old: TypeResources, new: TypeResources) -> frozenset[str]:
         """Names added, changed or removed between ``old`` and ``new``. Layered

@@ -86,7 +86,16 @@ class TypeResources:
     (split into VirtualHost resources, see vhds.py).
     """
 
-    __slots__ = ("__dict__", "_delta", "_versions", "chunks", "type_url", "version", "vhds")
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_delta",
+        "_versions",
+        "chunks",
+        "type_url",
+        "version",
+        "vhds",
+    )
 
     def __init__(
         self, type_url: str, version: str, chunks: Mapping[str, bytes], vhds: bool = False

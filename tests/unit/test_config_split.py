@@ -18,6 +18,7 @@ from sailplane.config.yamldoc import (
     split_documents,
 )
 from sailplane.errors import YamlSyntaxError
+from sailplane.model.source import Position
 
 # Files that are safe to cut, each with something a naive splitter gets wrong.
 SAFE = {
@@ -107,3 +108,33 @@ def test_a_syntax_error_after_good_documents_still_rejects_the_file() -> None:
     with pytest.raises(YamlSyntaxError) as raised:
         parse_documents(text, "broken.yaml")
     assert raised.value.diagnostic.format().startswith("broken.yaml:6:1: YAML syntax error")
+
+
+def test_positions_are_found_again_for_the_right_document() -> None:
+    """A load keeps no positions; a document's are found by parsing its text
+    again when asked, counting only the documents that were kept (empty and
+    null ones are skipped both times)."""
+    text = "---\n---\n~\n---\nkind: A\nspec:\n  hosts:\n  - a\n---\n# c\nkind: B\nspec: {x: 1}\n"
+    a, b = parse_documents(text, "f.yaml", 10)
+    assert (a.data["kind"], b.data["kind"]) == ("A", "B")
+    assert dict(a.source.positions) == {
+        (): (p := Position)(15, 1),
+        ("kind",): p(15, 7),
+        ("spec",): p(17, 3),
+        ("spec", "hosts"): p(18, 3),
+        ("spec", "hosts", 0): p(18, 5),
+    }
+    assert b.source.locate(("spec", "x")) == Position(22, 11)
+    assert b.source.locate(("spec", "missing")) == Position(22, 7)
+
+
+def test_positions_found_again_do_not_spend_the_loads_alias_budget() -> None:
+    text = "a: &x {k: v}\nb: *x\nc: *x\n"
+    budget = AliasBudget(4)
+    (doc,) = parse_documents(text, "f.yaml", aliases=budget)
+    assert budget.remaining == 0
+    # An alias is its anchor's node: the anchor's position, found again
+    # with a budget of its own.
+    assert doc.source.locate(("c", "k")) == doc.source.locate(("a", "k")) == Position(1, 11)
+    assert doc.source.locate(("c",)) == doc.source.locate(("a",)) == Position(1, 4)
+    assert budget.remaining == 0

@@ -4,11 +4,12 @@ over), within their bound; what the xDS server's streams share through them."""
 from __future__ import annotations
 
 import gc
+import itertools
 import weakref
 
 import pytest
 
-from sailplane.memo import IdentityMemo, WeakIdentityMemo
+from sailplane.memo import IdentityMemo, WeakIdentityMemo, WeakKeyIdentityMemo
 from sailplane.xds import CLUSTER, TypeResources
 from sailplane.xds.diff import Diffs
 from sailplane.xds.server.delta import new_unions, union
@@ -75,7 +76,23 @@ def test_a_weak_entry_goes_with_its_objects_or_its_value() -> None:
     assert len(memo) == 1  # a dead entry waits for eviction; it answers for nobody
 
 
-@pytest.mark.parametrize("memo", [IdentityMemo, WeakIdentityMemo])
+def test_a_weak_key_entry_keeps_its_value_and_goes_with_its_objects() -> None:
+    memo: WeakKeyIdentityMemo[frozenset[str]] = WeakKeyIdentityMemo(8)
+    old, new = Key(), Key()
+    alive = weakref.ref(old)
+    memo.put((old, new), frozenset({"a"}))
+    gc.collect()
+    assert memo.get(old, new) == frozenset({"a"})  # nobody else holds the value: kept
+    assert memo.get(new, old) is None
+    del old
+    gc.collect()
+    assert alive() is None  # not held by the memo
+    assert len(memo) == 0  # and its entry went with it
+    memo.put((new, Key()), frozenset())  # an object that dies at once takes its entry
+    assert len(memo) == 0
+
+
+@pytest.mark.parametrize("memo", [IdentityMemo, WeakIdentityMemo, WeakKeyIdentityMemo])
 def test_a_memo_has_room(memo: type[IdentityMemo[int]]) -> None:
     with pytest.raises(ValueError, match="at least one entry"):
         memo(0)
@@ -93,6 +110,22 @@ def test_diffs_are_computed_once_per_pair() -> None:
     assert diffs.changed(old, new) is changed
     assert sorted(diffs.removed(old, new)) == ["c"]
     assert diffs.changed(new, new) == frozenset()
+
+
+def test_diffs_keep_no_generation_alive() -> None:
+    """Each push compares a type's resources with their successor; the memo
+    of those comparisons must not hold the generations it compared (it held
+    up to 256 of them, megabytes each at 1,000 services)."""
+    diffs = Diffs()
+    generations = [
+        TypeResources.from_values(CLUSTER, [("a", bytes([i])), ("b", b"2")]) for i in range(5)
+    ]
+    for old, new in itertools.pairwise(generations):
+        assert diffs.changed(old, new) == {"a"}
+    gone = [weakref.ref(g) for g in generations[:-1]]
+    del generations[:-1], old, new
+    gc.collect()
+    assert [ref() for ref in gone] == [None] * 4
 
 
 def test_delta_streams_making_the_same_step_share_one_set() -> None:
