@@ -10,6 +10,7 @@ from sailplane.xds.resources import TypeResources
 # Pairs remembered. A push compares each shared object with its successor
 # (clusters, endpoints, each route table, ...), so a few dozen are live at once.
 DEFAULT_PAIRS = 256
+_NOTHING: frozenset[str] = frozenset()
 
 
 class Diffs:
@@ -26,11 +27,14 @@ class Diffs:
     def changed(self, old: TypeResources, new: TypeResources) -> frozenset[str]:
         """Names added, changed or removed between ``old`` and ``new``. Layered
         resources (a proxy's own over the mesh's) compare part by part."""
+        if old is new:  # most types of most streams at most pushes
+            return _NOTHING
         old_parts, new_parts = old.parts(), new.parts()
         if len(old_parts) == len(new_parts) > 1:
-            out: frozenset[str] = frozenset()
+            out = _NOTHING
             for a, b in zip(old_parts, new_parts, strict=True):
-                out |= self._single(a, b)
+                if a is not b and (part := self._single(a, b)):
+                    out = out | part if out else part
             return out
         return self._single(old, new)
 
@@ -42,7 +46,7 @@ class Diffs:
 
     def _single(self, old: TypeResources, new: TypeResources) -> frozenset[str]:
         if old is new:
-            return frozenset()
+            return _NOTHING
         found = self._memo.get(old, new)
         if found is not None:
             return found

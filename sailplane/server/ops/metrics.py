@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from envoy.config.core.v3 import base_pb2
 from prometheus_client import (
@@ -166,6 +166,8 @@ class Metrics:
             "When the configuration in force was applied (Unix time).",
             registry=r,
         )
+        # type -> its config_size and push_time histograms
+        self._children: dict[str, tuple[Any, Any]] = {}
         # node id -> when its snapshot last changed, and the types pushed since.
         self._triggers: dict[str, tuple[float, set[str]]] = {}
         # node id -> when the config change that changed its snapshot was first seen.
@@ -184,12 +186,18 @@ class Metrics:
     def pushed(self, node_id: str, type_url: str, size: int) -> None:
         kind = ISTIO_TYPES.get(type_url, "unknown")
         self.pushes.inc(kind)
-        self.config_size.labels(kind).observe(size)
+        children = self._children.get(kind)
+        if children is None:  # labels() takes a lock and builds a key: once a type
+            children = self._children[kind] = (
+                self.config_size.labels(kind),
+                self.push_time.labels(kind),
+            )
+        children[0].observe(size)
         now = self.clock()
         trigger = self._triggers.get(node_id)
         if trigger is not None and kind not in trigger[1]:
             trigger[1].add(kind)
-            self.push_time.labels(kind).observe(max(0.0, now - trigger[0]))
+            children[1].observe(max(0.0, now - trigger[0]))
         started = self._converging.pop(node_id, None)
         if started is not None:
             self.convergence.observe(max(0.0, now - started))

@@ -317,6 +317,12 @@ class DeltaStream(StreamCore[_DeltaType, discovery_pb2.DeltaDiscoveryRequest]):
             return
         st = self.state(type_url)
         resources = self.served(type_url, snapshot)
+        if (
+            st.base is resources
+            and not (always or st.overlay or st.resend)
+            and st.sent_version == resources.version
+        ):
+            return  # the client has this very generation: nothing to send or remove
         send, remove = self._changes(st, resources)
         if type_url == VIRTUAL_HOST:
             remove = self.vhds.within(remove)  # the others went with their route config

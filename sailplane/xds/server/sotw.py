@@ -166,6 +166,13 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
             st = self.types.get(type_url)
             if st is None or not st.wanted:
                 continue
+            resources = snapshot.get(type_url)
+            if (
+                st.sent is resources
+                and st.accepted is resources
+                and not (st.resend or st.sent_kept or st.accepted_kept)
+            ):
+                continue  # sent and accepted whole: nothing kept, nothing moved
             if st.resend or st.sent_version != self._target_version(type_url, snapshot):
                 await self.send(type_url, snapshot)
         await self._finish_removals(snapshot)
