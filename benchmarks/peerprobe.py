@@ -291,7 +291,14 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _sailplane(*args: str) -> list[str]:
-    return [sys.executable, "-m", "sailplane", "--log-level", "warning", *args]
+    return [
+        sys.executable,
+        "-m",
+        "sailplane",
+        "--log-level",
+        os.environ.get("SP_PROBE_LOG", "warning"),
+        *args,
+    ]
 
 
 def _wait_ready(monitor: int, sailplane: subprocess.Popen[bytes], log: Path) -> None:

@@ -12,6 +12,7 @@ exactly those of serialising the whole RouteConfiguration (xds/wire.py).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -56,6 +57,8 @@ class RouteTable:
     tunnels: tuple[bytes, ...] = ()
     # the VirtualServices they were built from (unchanged ones keep their identity)
     virtual_services: tuple[VirtualService, ...] = ()
+    # every encoded `virtual_hosts` entry in table order, catch-all last
+    body: tuple[bytes, ...] = ()
 
 
 def build_sidecar_route_table(
@@ -106,19 +109,32 @@ def build_sidecar_route_table(
             found = (planned.domains, field_entry(_VIRTUAL_HOSTS_FIELD, encoded))
         entries[planned.name] = found
     catch_all = catch_all_virtual_host(mesh.outbound_mode(proxy.workload))
-    shell = outbound_route_shell(proxy.outbound_address[1])
-    value = splice_repeated(
-        shell.SerializeToString(deterministic=True),
-        _VIRTUAL_HOSTS_FIELD,
-        [
-            *(entry for _, entry in entries.values()),
-            *tunnels,
-            field_entry(_VIRTUAL_HOSTS_FIELD, catch_all.SerializeToString(deterministic=True)),
-        ],
+    body = (
+        *(entry for _, entry in entries.values()),
+        *tunnels,
+        field_entry(_VIRTUAL_HOSTS_FIELD, catch_all.SerializeToString(deterministic=True)),
     )
+    resources = _assemble(body, proxy.outbound_address[1], previous)
+    return RouteTable(resources, plan, entries, tunnels, mesh.virtual_services, body)
+
+
+def route_table_for_port(table: RouteTable, port: int, previous: RouteTable | None) -> RouteTable:
+    """``table``'s virtual hosts under the route config of another outbound
+    listener port: sidecars whose tables differ only in that (several
+    sidecars on one host, each with its own port) share every encoded
+    virtual host and the work of building them; only the bytes are joined
+    again."""
+    if previous is not None and previous.body is table.body:
+        return previous  # the same virtual hosts as before: nothing to join
+    return dataclasses.replace(table, resources=_assemble(table.body, port, previous))
+
+
+def _assemble(body: tuple[bytes, ...], port: int, previous: RouteTable | None) -> TypeResources:
+    shell = outbound_route_shell(port)
+    value = splice_repeated(shell.SerializeToString(deterministic=True), _VIRTUAL_HOSTS_FIELD, body)
     # vhds: delta streams get it as VHDS virtual hosts (xds/vhds.py), so a
     # change to one service sends one virtual host, not the table.
     resources = TypeResources.from_values(ROUTE, [(shell.name, value)], vhds=True)
     if previous is not None and previous.resources.version == resources.version:
         resources = previous.resources  # unchanged: keep the object, push nothing
-    return RouteTable(resources, plan, entries, tunnels, mesh.virtual_services)
+    return resources

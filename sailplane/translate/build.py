@@ -109,6 +109,15 @@ def routes_key(mesh: MeshConfig, proxy: Proxy) -> tuple[object, ...]:
     )
 
 
+def route_content_key(key: tuple[object, ...]) -> tuple[object, ...]:
+    """A :func:`routes_key` without the outbound listener port, which names
+    the route config and changes nothing in it: tables of equal content
+    keys hold the same virtual hosts."""
+    if key[0] != "sidecar":
+        return key
+    return (*key[:2], *key[3:])
+
+
 def scope_key(mesh: MeshConfig, proxy: Proxy) -> str:
     """Proxies under the same Sidecar (egress scope) see the same clusters."""
     if proxy.role is Role.GATEWAY:
