@@ -31,6 +31,7 @@ from sailplane.translate.routes import (
 )
 from sailplane.translate.vshosts import virtual_service_host_vhosts
 from sailplane.xds import ROUTE, TypeResources
+from sailplane.xds.vhds import mark_split_source
 from sailplane.xds.wire import field_entry, splice_repeated
 
 _VIRTUAL_HOSTS_FIELD = 2  # RouteConfiguration.virtual_hosts
@@ -131,10 +132,14 @@ def route_table_for_port(table: RouteTable, port: int, previous: RouteTable | No
 
 def _assemble(body: tuple[bytes, ...], port: int, previous: RouteTable | None) -> TypeResources:
     shell = outbound_route_shell(port)
-    value = splice_repeated(shell.SerializeToString(deterministic=True), _VIRTUAL_HOSTS_FIELD, body)
+    encoded = shell.SerializeToString(deterministic=True)
+    value = splice_repeated(encoded, _VIRTUAL_HOSTS_FIELD, body)
     # vhds: delta streams get it as VHDS virtual hosts (xds/vhds.py), so a
     # change to one service sends one virtual host, not the table.
     resources = TypeResources.from_values(ROUTE, [(shell.name, value)], vhds=True)
     if previous is not None and previous.resources.version == resources.version:
-        resources = previous.resources  # unchanged: keep the object, push nothing
+        return previous.resources  # unchanged: keep the object, push nothing
+    # Split for VHDS from the previous table's split: unchanged virtual hosts
+    # are the same entry objects (see build_sidecar_route_table).
+    mark_split_source(resources, encoded, body, previous.resources if previous else None)
     return resources

@@ -30,6 +30,7 @@ shared table) compose the parts' views without copying them.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable
 
 from envoy.config.core.v3 import config_source_pb2
@@ -48,6 +49,7 @@ _VIRTUAL_HOSTS_FIELD = 2  # RouteConfiguration.virtual_hosts
 _VHDS_FIELD = 9  # RouteConfiguration.vhds
 _NAME_FIELD = 1  # VirtualHost.name
 _MEMO = "_vhds_view"
+_SOURCE = "_vhds_source"
 _RESTRICTED_KEPT = 16
 
 
@@ -136,14 +138,21 @@ class VhdsView:
     VirtualHosts of every split route config) and ``namespaces`` (their
     names). Immutable; shared by every stream with the same routes."""
 
-    __slots__ = ("_restricted", "namespaces", "routes", "vhosts")
+    __slots__ = ("_restricted", "namespaces", "order", "routes", "vhosts")
 
     def __init__(
-        self, routes: TypeResources, vhosts: TypeResources, namespaces: frozenset[str]
+        self,
+        routes: TypeResources,
+        vhosts: TypeResources,
+        namespaces: frozenset[str],
+        order: tuple[str, ...] = (),
     ) -> None:
         self.routes = routes
         self.vhosts = vhosts
         self.namespaces = namespaces
+        # The VirtualHost names in the order of the table's entries (a table
+        # marked with mark_split_source: what its successor's split reuses).
+        self.order = order
         self._restricted: dict[frozenset[str], TypeResources] = {}
 
     def vhosts_for(self, route_configs: frozenset[str]) -> TypeResources:
@@ -170,7 +179,71 @@ class VhdsView:
 _NO_VHOSTS = empty(VIRTUAL_HOST)
 
 
+def mark_split_source(
+    resources: TypeResources,
+    shell: bytes,
+    entries: tuple[bytes, ...],
+    previous: TypeResources | None,
+) -> None:
+    """Tell the split how ``resources`` (one route config, ``vhds=True``)
+    was assembled: ``shell`` (the config without virtual hosts) and its
+    ``virtual_hosts`` entries in order, and the table it replaces. Its split
+    then renames only the entries that are not the very objects of the
+    previous table's (an incremental build keeps those of unchanged virtual
+    hosts), and keeps every other VirtualHost resource, bytes and version,
+    as it was: a change to one service of 5,000 splits one virtual host."""
+    before = weakref.ref(previous) if previous is not None else None
+    resources.__dict__[_SOURCE] = (shell, entries, before)
+
+
+def _entry_value(entry: bytes) -> bytes:
+    """The VirtualHost inside one encoded ``virtual_hosts`` entry."""
+    length, start = read_varint(entry, 1)
+    return entry[start : start + length]
+
+
+def _split_from_previous(resources: TypeResources) -> VhdsView | None:
+    """The split of a marked table from its predecessor's (see
+    :func:`mark_split_source`); None when there is nothing to build on."""
+    source = resources.__dict__.get(_SOURCE)
+    previous = source[2]() if source is not None and source[2] is not None else None
+    if source is None or previous is None or len(resources.chunks) != 1:
+        return None
+    before: VhdsView | None = previous.__dict__.get(_MEMO)
+    old_source = previous.__dict__.get(_SOURCE)
+    if (
+        before is None
+        or old_source is None
+        or old_source[0] != source[0]  # another shell (or name): split it whole
+        or previous.chunks.keys() != resources.chunks.keys()
+        or len(before.order) != len(old_source[1])
+    ):
+        return None
+    (name,) = resources.chunks
+    old_entries, old_order = old_source[1], before.order
+    at = {id(entry): i for i, entry in enumerate(old_entries)}
+    order: list[str] = []
+    changed: list[tuple[str, bytes]] = []
+    for entry in source[1]:
+        i = at.get(id(entry))
+        if i is not None and old_entries[i] is entry:
+            order.append(old_order[i])
+        else:
+            full, vhost = _renamed(_entry_value(entry), name)
+            order.append(full)
+            changed.append((full, vhost))
+    kept = set(order)
+    if len(kept) != len(order):
+        return None  # duplicate names: the whole split decides (served inline)
+    removed = [n for n in before.vhosts.chunks if n not in kept]
+    vhosts = before.vhosts.replace(TypeResources.from_values(VIRTUAL_HOST, changed), removed)
+    return VhdsView(before.routes, vhosts, before.namespaces, tuple(order))
+
+
 def _split(resources: TypeResources) -> VhdsView:
+    found = _split_from_previous(resources)
+    if found is not None:
+        return found
     routes: list[tuple[str, bytes]] = []
     vhosts: list[tuple[str, bytes]] = []
     namespaces = set()
@@ -189,6 +262,7 @@ def _split(resources: TypeResources) -> VhdsView:
         TypeResources.from_values(ROUTE, routes),
         TypeResources.from_values(VIRTUAL_HOST, vhosts),
         frozenset(namespaces),
+        tuple(n for n, _ in vhosts) if resources.__dict__.get(_SOURCE) else (),
     )
 
 
@@ -232,6 +306,7 @@ __all__ = [
     "VHDS_ENTRY",
     "VhdsView",
     "delta_version",
+    "mark_split_source",
     "namespace_of",
     "split_route_config",
     "vhds_view",

@@ -129,7 +129,7 @@ def test_every_port_follows_a_change_and_only_the_change_is_translated(built: li
     controller.apply(loaded.mesh)
     _route_configs(controller, loaded.mesh)
     built.clear()
-    changed = _mesh(30, previous=loaded)
+    changed = _mesh(30, previous=loaded.in_force())
     controller.apply(changed.mesh)
     configs = _route_configs(controller, changed.mesh)
     assert all(_weights(config) == [30, 70] for config in configs.values())

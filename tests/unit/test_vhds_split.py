@@ -4,6 +4,8 @@ not once per proxy."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
@@ -114,3 +116,84 @@ def test_split_once_per_shared_table_and_shared_by_proxies() -> None:
         inline = set(route.chunks) - view.namespaces
         assert inline and all(view.routes.chunks[n] == route.chunks[n] for n in inline)
     assert any(n.endswith("/alpha.default.svc.cluster.local:5000") for n in views[0].vhosts.chunks)
+
+
+SERVICE = """\
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: s%(i)d, namespace: app}
+spec:
+  hosts: [s%(i)d.app.example]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.%(i)d}]
+"""
+CLIENT = """\
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: client, namespace: app}
+spec: {address: 127.1.0.1}
+"""
+ROUTE_EDIT = """\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: s1, namespace: app}
+spec:
+  hosts: [s1.app.example]
+  http:
+  - route:
+    - {destination: {host: s1.app.example}, weight: %(w)d}
+    - {destination: {host: s2.app.example}, weight: %(rest)d}
+"""
+
+
+def _generations() -> list[TypeResources]:
+    """The client's shared route table through edits: a weight, another
+    weight, a service added, a service removed."""
+    services = [SERVICE % {"i": i} for i in range(1, 6)]
+    steps = [
+        [*services, ROUTE_EDIT % {"w": 90, "rest": 10}],
+        [*services, ROUTE_EDIT % {"w": 50, "rest": 50}],
+        [*services, SERVICE % {"i": 9}, ROUTE_EDIT % {"w": 50, "rest": 50}],
+        [*services[1:], SERVICE % {"i": 9}, ROUTE_EDIT % {"w": 50, "rest": 50}],
+    ]
+    controller = Controller(SnapshotCache())
+    tables, previous = [], None
+    for docs in steps:
+        result = load_texts([("mesh.yaml", "---\n".join([CLIENT, *docs]))], previous=previous)
+        assert result.mesh is not None, result.diagnostics
+        controller.apply(result.mesh)
+        routes = controller.admit(proxy_from_node("client.app", {}, result.mesh)).get(ROUTE)
+        tables.append(routes.parts()[-1])  # the shared table
+        vhds_view(tables[-1])  # split as a delta stream would, generation by generation
+        previous = result.in_force()
+    return tables
+
+
+def _whole_table(table: TypeResources) -> TypeResources:
+    """The same table, as a new object that is split from scratch."""
+    ((name, chunk),) = table.chunks.items()
+    return TypeResources(ROUTE, table.version, {name: chunk}, vhds=True)
+
+
+def _whole(table: TypeResources) -> TypeResources:
+    return vhds_view(_whole_table(table)).vhosts
+
+
+def test_each_generation_splits_from_the_last_as_a_whole_split_would() -> None:
+    tables = _generations()
+    assert len({t.version for t in tables}) == len(tables)
+    for before, after in itertools.pairwise(tables):
+        old, new = vhds_view(before).vhosts, vhds_view(after).vhosts
+        whole = _whole(after)
+        assert dict(new.chunks) == dict(whole.chunks) and new.version == whole.version
+        assert vhds_view(after).routes.chunks == vhds_view(_whole_table(after)).routes.chunks
+        # What did not change is the previous split's very bytes and versions.
+        same = [n for n in new.chunks if old.chunks.get(n) == new.chunks[n]]
+        assert same and all(new.chunks[n] is old.chunks[n] for n in same)
+        assert all(new.resource_version(n) == old.resource_version(n) for n in same)
+    weight_edit = vhds_view(tables[1]).vhosts
+    first = vhds_view(tables[0]).vhosts
+    moved = {n for n in weight_edit.chunks if weight_edit.chunks[n] is not first.chunks.get(n)}
+    assert moved == {"15001/s1.app.example:80"}
