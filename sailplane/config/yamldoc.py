@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
@@ -206,15 +207,17 @@ def parse_documents(
 
     The positions of a document's nodes are not kept: they were two thirds
     of what a loaded mesh held (a tuple and a Position for every node, ~5 MB
-    for 1,000 ServiceEntries). Each document's :class:`_LazyPositions` finds
-    them by parsing its text again, the first time a diagnostic asks.
+    for 1,000 ServiceEntries). They are found by parsing the text again, at
+    most once, the first time a diagnostic asks (:class:`_TextPositions`).
     """
     budget = aliases if aliases is not None else AliasBudget()
+    parsed = list(_parse(text, file, first_line, budget, positions=False))
+    if not parsed:
+        return []
+    again = _TextPositions(text, file, first_line)
     return [
-        Document(data, Source(file, where, _LazyPositions(text, file, first_line, index)))
-        for index, (data, where, _) in enumerate(
-            _parse(text, file, first_line, budget, positions=False)
-        )
+        Document(data, Source(file, where, _LazyPositions(again, index)))
+        for index, (data, where, _) in enumerate(parsed)
     ]
 
 
@@ -283,44 +286,62 @@ def _parse(
             yield data, _position(node, first_line), found
 
 
+class _TextPositions:
+    """The positions of the documents of one text, found by parsing it once
+    more, as far as the documents asked for: however many of a file's
+    documents a load reports problems in, the file is parsed again at most
+    once. The text parsed once already, so it parses again the same way,
+    within any alias budget it met then."""
+
+    __slots__ = ("_found", "_rest", "_source")
+
+    def __init__(self, text: str, file: str, first_line: int) -> None:
+        self._source: tuple[str, str, int] | None = (text, file, first_line)
+        self._found: list[dict[FieldPath, Position]] = []
+        self._rest: Iterator[tuple[Any, Position, dict[FieldPath, Position] | None]] | None = None
+
+    def __deepcopy__(self, memo: object) -> _TextPositions:
+        return self  # what it finds never changes (dataclasses.asdict copies deeply)
+
+    def of(self, index: int) -> dict[FieldPath, Position]:
+        with _REPARSING:  # a generator runs in one thread at a time
+            if self._source is not None:  # the first question: parse from here on
+                text, file, first_line = self._source
+                self._rest = _parse(text, file, first_line, AliasBudget(), positions=True)
+                self._source = None
+            while len(self._found) <= index and self._rest is not None:
+                try:
+                    item = next(self._rest, None)
+                except YamlSyntaxError:  # not for a text that parsed once
+                    item = None
+                if item is None:
+                    self._rest = None  # the parser and its state go
+                    break
+                self._found.append(item[2] or {})
+            return self._found[index] if index < len(self._found) else {}
+
+
+_REPARSING = threading.Lock()
+
+
 class _LazyPositions(Mapping[FieldPath, Position]):
-    """The positions of the ``index``-th non-empty document of ``text``,
-    found by parsing the text again on first use (diagnostics ask for a
-    few; most documents are never asked). The text was parsed once already,
-    so it parses again the same way, within any alias budget it met then."""
+    """The positions of the ``index``-th non-empty document of a text (see
+    :class:`_TextPositions`): diagnostics ask for a few; most documents are
+    never asked."""
 
-    __slots__ = ("_file", "_first_line", "_found", "_index", "_text")
-    _found: dict[FieldPath, Position] | None
+    __slots__ = ("_index", "_text")
 
-    def __init__(self, text: str, file: str, first_line: int, index: int) -> None:
-        self._text, self._file, self._first_line, self._index = text, file, first_line, index
-        self._found = None
-
-    def _positions(self) -> dict[FieldPath, Position]:
-        found = self._found
-        if found is None:
-            found = {}
-            documents = _parse(
-                self._text, self._file, self._first_line, AliasBudget(), positions=True
-            )
-            try:
-                for index, (_, _, positions) in enumerate(documents):
-                    if index == self._index:
-                        found = positions or {}
-                        break
-            except YamlSyntaxError:  # not for a text that parsed once
-                pass
-            self._found = found
-        return found
+    def __init__(self, text: _TextPositions, index: int) -> None:
+        self._text, self._index = text, index
 
     def __getitem__(self, path: FieldPath) -> Position:
-        return self._positions()[path]
+        return self._text.of(self._index)[path]
 
     def __iter__(self) -> Iterator[FieldPath]:
-        return iter(self._positions())
+        return iter(self._text.of(self._index))
 
     def __len__(self) -> int:
-        return len(self._positions())
+        return len(self._text.of(self._index))
 
 
 # Where a document starts: "---" at column 0, then a blank or the end of the

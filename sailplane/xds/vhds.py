@@ -215,7 +215,6 @@ def _split_from_previous(resources: TypeResources) -> VhdsView | None:
         before is None
         or old_source is None
         or old_source[0] != source[0]  # another shell (or name): split it whole
-        or previous.chunks.keys() != resources.chunks.keys()
         or len(before.order) != len(old_source[1])
     ):
         return None

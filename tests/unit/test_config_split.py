@@ -138,3 +138,28 @@ def test_positions_found_again_do_not_spend_the_loads_alias_budget() -> None:
     assert doc.source.locate(("c", "k")) == doc.source.locate(("a", "k")) == Position(1, 11)
     assert doc.source.locate(("c",)) == doc.source.locate(("a",)) == Position(1, 4)
     assert budget.remaining == 0
+
+
+def test_a_text_is_parsed_again_once_however_many_documents_ask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file that cannot be cut (here a directive) is parsed whole; a
+    problem in each of its documents must not parse it again for each one
+    (that was quadratic: 2,000 documents with a typo each took 84 s to load)."""
+    from sailplane.config import yamldoc
+
+    parses: list[bool] = []
+    parse = yamldoc._parse
+
+    def counting(
+        text: str, file: str, first_line: int, aliases: AliasBudget, positions: bool
+    ) -> object:
+        parses.append(positions)
+        return parse(text, file, first_line, aliases, positions=positions)
+
+    monkeypatch.setattr(yamldoc, "_parse", counting)
+    text = "%YAML 1.1\n---\n" + "\n---\n".join(f"kind: K\nspec: {{n: {i}}}" for i in range(300))
+    documents = parse_documents(text, "f.yaml")
+    located = [d.source.locate(("spec", "n")) for d in reversed(documents)]
+    assert located[0] == Position(2 + 3 * 299 + 2, 11) and located[-1] == Position(4, 11)
+    assert parses == [False, True]
