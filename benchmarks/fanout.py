@@ -82,6 +82,9 @@ class PushCounter:
     def on_nack(self, node_id: str, type_url: str, version: str, message: str) -> None:
         self.inner.on_nack(node_id, type_url, version, message)
 
+    def on_hold(self, node_id: str, outcome: str) -> None:
+        pass
+
     def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
         self.inner.on_push(node_id, type_url, version, size)
         short = SHORT_NAMES[type_url]

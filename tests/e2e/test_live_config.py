@@ -180,6 +180,31 @@ def test_edits_atomic_saves_and_deletes_change_live_routing(mesh: Mesh) -> None:
         assert not any(t.get("error") for s in mesh.syncz() for t in s["types"].values())
 
 
+def test_a_service_added_while_envoy_runs_is_warm_before_its_routes(mesh: Mesh) -> None:
+    """A new service in a running mesh, state of the world: Envoy gets its
+    cluster, asks for its endpoints, and only then the routes that name it
+    (xDS's order for an addition; sailplane/xds/server/sotw.py), so the first
+    request the new route carries finds the cluster warm."""
+    _, client = start(mesh, split(100, 0))
+    with client:
+        assert versions(client, 5) == {"v1"}
+        assert client.get(RATINGS).status != 200  # no such service yet
+        before = metrics(mesh)
+        ratings = mesh.workload("ratings-1", {"app": "ratings", "version": "v1"})
+        extra = ("--service", "ratings")
+        mesh.start_app(ratings, "backend", "", "http://unused:5000", *extra, sidecar=False)
+        mesh.write_registry(
+            [service("weather-frontend"), service("weather-backend"), service("ratings")]
+        )
+        wait_for(lambda: client.get(RATINGS).status == 200, what="the new service routed")
+        assert versions(client, 10, RATINGS) == {"v1"}
+        after = metrics(mesh)
+        asked = "sailplane_xds_route_holds_total{outcome=asked}"
+        expired = "sailplane_xds_route_holds_total{outcome=expired}"
+        assert after.get(asked, 0) == before.get(asked, 0) + 1  # Envoy asked, in time
+        assert after.get(expired, 0) == 0
+
+
 def test_broken_config_never_replaces_the_config_in_force(mesh: Mesh) -> None:
     _, client = start(mesh, split(0, 100), ratings=True)
     with client:

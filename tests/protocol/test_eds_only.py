@@ -50,6 +50,9 @@ class Pushes(Controller):
         self.pushed: list[str] = []
         self.sizes: list[int] = []
 
+    def on_hold(self, node_id: str, outcome: str) -> None:
+        pass
+
     def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
         self.pushed.append(type_url)
         self.sizes.append(size)

@@ -1,18 +1,19 @@
 """Control-plane metrics for ``GET /metrics``, with Istio's names where Istio
 has one (so its dashboards carry over):
 
-=================================  =============================================
-``pilot_xds_pushes{type}``         responses sent, by xDS type (cds, eds, ...)
-``pilot_xds_push_time{type}``      config in the cache -> that type sent (s)
-``pilot_proxy_convergence_time``   file change seen -> first push to a proxy (s)
-``pilot_total_xds_rejects{type}``  NACKs, by type
-``pilot_xds{version}``             connected ADS streams, by Envoy version
-``pilot_xds_config_size_bytes``    response sizes, by type
-``sailplane_config_events_total``  objects added/updated/deleted, by kind
-``sailplane_config_errors_total``  distinct new configuration errors
-``sailplane_config_reloads_total`` loads, by result (applied/unchanged/rejected)
-``sailplane_config_objects``       objects of the last load, by kind and state
-=================================  =============================================
+====================================  ========================================================
+``pilot_xds_pushes{type}``            responses sent, by xDS type (cds, eds, ...)
+``pilot_xds_push_time{type}``         config in the cache -> that type sent (s)
+``pilot_proxy_convergence_time``      file change seen -> first push to a proxy (s)
+``pilot_total_xds_rejects{type}``     NACKs, by type
+``pilot_xds{version}``                connected ADS streams, by Envoy version
+``pilot_xds_config_size_bytes``       response sizes, by type
+``sailplane_config_events_total``     objects added/updated/deleted, by kind
+``sailplane_config_errors_total``     distinct new configuration errors
+``sailplane_config_reloads_total``    loads, by result (applied/unchanged/rejected)
+``sailplane_config_objects``          objects of the last load, by kind and state
+``sailplane_xds_route_holds_total``   SotW routes held for new clusters' endpoints, by outcome
+====================================  ========================================================
 
 Each :class:`Metrics` has its own registry (tests run several control planes
 in one process). Istio exposes its counters without the ``_total`` suffix
@@ -161,6 +162,14 @@ class Metrics:
             ["kind", "state"],
             registry=r,
         )
+        self.route_holds = Counter(
+            "sailplane_xds_route_holds",
+            "State-of-the-world listeners and routes held back for new clusters' "
+            "endpoints, by how the hold ended: asked (the proxy asked for them) or "
+            "expired (it did not, in time; they went out anyway).",
+            ["outcome"],
+            registry=r,
+        )
         self.last_applied = Gauge(
             "sailplane_config_last_applied_timestamp_seconds",
             "When the configuration in force was applied (Unix time).",
@@ -284,6 +293,9 @@ class InstrumentedHooks:
     def on_push(self, node_id: str, type_url: str, version: str, size: int) -> None:
         self.on_activity()
         self.metrics.pushed(node_id, type_url, size)
+
+    def on_hold(self, node_id: str, outcome: str) -> None:
+        self.metrics.route_holds.labels(outcome).inc()
 
     def on_ack(self, node_id: str, type_url: str, version: str) -> None:
         self.on_activity()

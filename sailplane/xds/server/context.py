@@ -60,6 +60,8 @@ class StreamContext:
     unions: WeakIdentityMemo[frozenset[str]]  # delta subscriptions (see delta.py)
     # Delta streams get route tables built for it over VHDS (see vhds.py).
     vhds: bool = True
+    # SotW: the longest listeners and routes wait for new clusters' endpoints.
+    route_hold: float = 1.0
 
 
 __all__ = ["Context", "SnapshotSource", "StreamContext", "Write"]

@@ -39,7 +39,7 @@ from sailplane.xds.server.push import (
     DEFAULT_SLOT_TIMEOUT,
     PushThrottle,
 )
-from sailplane.xds.server.sotw import SotwStream
+from sailplane.xds.server.sotw import DEFAULT_ROUTE_HOLD, SotwStream
 from sailplane.xds.server.status import StatusRegistry
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -65,6 +65,7 @@ class AdsServer:
         unproven_slot_timeout: float | None = None,
         limits: StreamLimits | None = None,
         vhds: bool | None = None,
+        route_hold: float = DEFAULT_ROUTE_HOLD,
     ) -> None:
         """``admission``: who may have a stream, from which cache key
         (default: any node, by its id); ``observer``: told of every response,
@@ -76,7 +77,9 @@ class AdsServer:
         3 s) if it never answered one in time (see push.py); ``limits``: what
         one client may cost (see limits.py); ``vhds``: serve delta streams
         the route tables built for it over VHDS (default: unless the
-        environment sets ``SAILPLANE_VHDS=0``; see vhds.py)."""
+        environment sets ``SAILPLANE_VHDS=0``; see vhds.py); ``route_hold``:
+        the longest a state-of-the-world stream holds listeners and routes
+        back for the endpoints of clusters it was just sent (see sotw.py)."""
         self.source = source
         self.admission: AdmissionHooks = admission or AdmitAll()
         self.observer: ObservationHooks = observer or Unobserved()
@@ -88,6 +91,7 @@ class AdsServer:
         self.unproven_slot_timeout = unproven_slot_timeout
         self.counts = StreamCounts(limits or StreamLimits())
         self.vhds = os.environ.get(VHDS_ENV, "1") != "0" if vhds is None else vhds
+        self.route_hold = route_hold
         self.trimmer = HeapTrimmer()
         self.stream_ids = itertools.count(1)
         # Shared by every stream of this server (see diff.py, delta.py).
@@ -151,6 +155,7 @@ class AdsServer:
             diffs=self.diffs,
             unions=self.unions,
             vhds=self.vhds,
+            route_hold=self.route_hold,
         )
 
     async def stream_aggregated_resources(

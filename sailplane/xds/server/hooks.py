@@ -53,6 +53,12 @@ class ObservationHooks(Protocol):
         """The stream rejected ``version``; the client stays on what it had."""
         ...
 
+    def on_hold(self, node_id: str, outcome: str) -> None:
+        """Listeners and routes held back for new clusters' endpoints went
+        out: the client asked for those (``"asked"``), or it did not in
+        time (``"expired"``)."""
+        ...
+
 
 class StreamHooks(AdmissionHooks, ObservationHooks, Protocol):
     """Both in one object (the control plane's metrics wrapper, test doubles)."""
@@ -79,6 +85,9 @@ class Unobserved:
         pass
 
     def on_nack(self, node_id: str, type_url: str, version: str, message: str) -> None:
+        pass
+
+    def on_hold(self, node_id: str, outcome: str) -> None:
         pass
 
 

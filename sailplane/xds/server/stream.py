@@ -164,6 +164,14 @@ class StreamCore(Generic[S, R]):
     async def push(self, snapshot: Snapshot) -> None:
         raise NotImplementedError
 
+    def held_until(self) -> float | None:
+        """When what the stream holds back for the client's next request is
+        sent whether it came or not (None: nothing held)."""
+        return None
+
+    async def release_held(self, snapshot: Snapshot) -> None:
+        """Send what was held back (its time is up)."""
+
     def end(self) -> None:
         """The stream is over: give its slot back and drop what the client
         sent (a traceback may hold this object a while longer)."""
@@ -246,11 +254,17 @@ class StreamCore(Generic[S, R]):
                 if end.error is not None:
                     raise end.error
                 return
+            held = self.held_until()
+            if held is not None and snapshot is not None and time.monotonic() >= held:
+                await self.release_held(snapshot)
+                continue
             deadline = self.outstanding.deadline()
             if deadline is not None and time.monotonic() >= deadline:
                 if self.outstanding.expire():
                     raise TimeoutError("a response went unanswered")
                 continue
+            if held is not None:
+                deadline = held if deadline is None else min(deadline, held)
             await self.wake.wait(deadline)  # loop.time() is time.monotonic()
 
 
