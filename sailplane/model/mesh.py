@@ -8,7 +8,12 @@ from functools import cached_property
 
 from sailplane.model.authz import AuthorizationPolicy
 from sailplane.model.credentials import TLSSecret
-from sailplane.model.destinationrules import consolidate, most_specific, selecting_rule
+from sailplane.model.destinationrules import (
+    Consolidated,
+    consolidated,
+    most_specific,
+    selecting_rule,
+)
 from sailplane.model.hosts import host_matches
 from sailplane.model.networking import DestinationRule, Gateway, VirtualService
 from sailplane.model.registry import Endpoint, Service, Workload, selector_matches
@@ -72,11 +77,9 @@ class MeshConfig:
         return {g.key: g for g in self.gateways}
 
     @cached_property
-    def _rules(
-        self,
-    ) -> tuple[Mapping[str, DestinationRule], Mapping[str, tuple[DestinationRule, ...]]]:
+    def _rules(self) -> Consolidated:
         # Merged as Istio merges them (model/destinationrules.py).
-        return consolidate(self.destination_rules)
+        return consolidated(self.destination_rules)
 
     def destination_rule_for(self, hostname: str) -> DestinationRule | None:
         """The (merged) rule every proxy uses for a host unless a rule with a

@@ -130,6 +130,7 @@ class Controller:
         # or anything full); an endpoint change leaves every key as it was.
         self._keys_epoch = 0
         self.last_apply = ""  # Impact.kind of the last apply(): "full", "endpoints", ...
+        self.last_changed: list[str] = []  # cache keys whose snapshots the last apply() moved
 
     @property
     def mesh(self) -> MeshConfig | None:
@@ -151,7 +152,8 @@ class Controller:
             self._keys_epoch += 1
         self._previous_tables = {} if impact.full else self._tables
         self._tables, self._contents = {}, {}
-        changed = 0
+        changed: list[str] = []
+        check = _checking()  # once, not per proxy: os.environ.get costs microseconds
         try:
             for key, entry in list(self._proxies.items()):
                 node_id = entry.proxy.id
@@ -169,11 +171,13 @@ class Controller:
                         node_locality=entry.proxy.node_locality,
                     )
                     entry = self._proxies[key] = self._entry(refreshed)
-                changed += self.cache.set(key, self._snapshot(entry))
+                if self.cache.set(key, self._snapshot(entry, check)):
+                    changed.append(key)
         finally:
             self._previous_tables = {}
+            self.last_changed = changed
         self.ready.set()
-        return changed
+        return len(changed)
 
     def admit(self, proxy: Proxy, key: str | None = None) -> Snapshot:
         """Keep ``proxy``'s snapshot in the cache under ``key`` (default: its
@@ -208,7 +212,7 @@ class Controller:
             _types(ROUTE, own.own_routes),
         )
 
-    def _snapshot(self, entry: _ProxyEntry) -> Snapshot:
+    def _snapshot(self, entry: _ProxyEntry, check: bool | None = None) -> Snapshot:
         generation = self._generation
         assert generation is not None
         if entry.keys is None or entry.keys_epoch != self._keys_epoch:
@@ -240,7 +244,7 @@ class Controller:
             },
             withheld=_NO_SECRETS if entry.proxy.proven_identity is None else None,
         )
-        if os.environ.get(CHECK_SNAPSHOTS) == "1":
+        if _checking() if check is None else check:
             _check(entry.proxy, snapshot)
         return snapshot
 
@@ -308,9 +312,10 @@ class Controller:
         if not rotated or self._generation is None:
             return 0
         changed = 0
+        check = _checking()
         for key, entry in list(self._proxies.items()):
             if entry.proxy.proven_identity in rotated:
-                changed += self.cache.set(key, self._snapshot(entry))
+                changed += self.cache.set(key, self._snapshot(entry, check))
         log.info("rotated %d certificates; %d proxies updated", len(rotated), changed)
         return changed
 
@@ -381,6 +386,10 @@ _NO_SECRETS = {
 # and one raises. Off by default: the check decodes resources (each shared
 # object once, but every proxy's own ones).
 CHECK_SNAPSHOTS = "SAILPLANE_CHECK_SNAPSHOTS"
+
+
+def _checking() -> bool:
+    return os.environ.get(CHECK_SNAPSHOTS) == "1"
 
 
 def _check(proxy: Proxy, snapshot: Snapshot) -> None:

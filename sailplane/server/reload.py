@@ -33,7 +33,7 @@ from sailplane.model.source import Diagnostic, Position, Severity
 from sailplane.server.controller import Controller
 from sailplane.server.ops.metrics import Metrics
 from sailplane.store import ConfigStore, DirectoryStore
-from sailplane.xds import PUSH_ORDER, SnapshotCache
+from sailplane.xds import SnapshotCache
 
 log = logging.getLogger("sailplane")
 config_log = logging.getLogger("sailplane.config")
@@ -164,15 +164,8 @@ class Reloader:
             self.metrics.reloads.labels("unchanged").inc()
             self.last_load_applied = True
             return False
-        before = {n: self.cache.get(n) for n in self.cache.node_ids()}
         updated = self.controller.apply(result.mesh)
-        changed = [
-            node_id
-            for node_id, old in before.items()
-            if (new := self.cache.get(node_id)) is not None
-            and (old is None or any(old.version(t) != new.version(t) for t in PUSH_ORDER))
-        ]
-        self.metrics.snapshots_changed(changed, change_seen_at)
+        self.metrics.snapshots_changed(self.controller.last_changed, change_seen_at)
         changes = object_changes(self.in_force, result)
         for kind, what, _ in changes:
             self.metrics.config_events.labels(kind, what).inc()

@@ -210,3 +210,39 @@ def test_a_workload_selector_without_labels_is_a_warning() -> None:
     assert result.mesh is not None
     (only,) = result.mesh.destination_rules
     assert dataclasses.asdict(only)["workload_selector"] == {}
+
+
+def test_meshes_with_the_same_rule_objects_share_one_merge() -> None:
+    """A load makes several meshes with the same rules (each check returns a
+    replaced one) and hands unchanged rules on as the same objects: they are
+    merged once. Other rule objects, even equal ones, are merged again."""
+    plain = """\
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: canary-more, namespace: shop}
+spec:
+  host: reviews
+  workloadSelector: {matchLabels: {track: canary}}
+  subsets: [{name: v4, labels: {version: v4}}]
+"""
+
+    def load(max_connections: int) -> MeshConfig:
+        text = MESH.replace("MAX", str(max_connections)) + plain
+        result = load_texts([("mesh.yaml", text)])
+        assert not result.errors and result.mesh is not None
+        return result.mesh
+
+    mesh = load(7)
+    canary = {"track": "canary"}
+    first = mesh.destination_rule_for_proxy(HOST, "shop", canary)
+    assert first is not None and first not in mesh.destination_rules  # a merge of both
+    assert [subset.name for subset in first.subsets] == ["v3", "v4"]
+    replaced = dataclasses.replace(mesh, objects=())
+    assert replaced.destination_rule_for_proxy(HOST, "shop", canary) is first
+    edited = load(8)
+    rule = edited.destination_rule_for_proxy(HOST, "shop", canary)
+    assert rule is not None and rule is not first
+    assert rule.traffic_policy != first.traffic_policy  # the edit, not the old merge
+    again = load(7).destination_rule_for_proxy(HOST, "shop", canary)
+    assert again == first and again is not first  # equal rules, new objects: merged anew
