@@ -23,6 +23,7 @@ from typing import Any
 from benchmarks.abuse import ABUSERS, run_abuse
 from benchmarks.fanout import run_fanout
 from benchmarks.meshgen import MeshSpec
+from benchmarks.reload import run_reload
 from benchmarks.report import rss_metrics
 from benchmarks.translation import run_translation
 
@@ -53,6 +54,10 @@ def translate(params: Params) -> Sections:
     return sections
 
 
+def reload(params: Params) -> Sections:
+    return run_reload(params.spec, params.proxies, params.repeat)
+
+
 def fanout(params: Params) -> Sections:
     return asyncio.run(
         run_fanout(
@@ -78,11 +83,12 @@ def abuse(params: Params) -> Sections:
 
 SCENARIOS: dict[str, Callable[[Params], Sections]] = {
     "translate": translate,
+    "reload": reload,
     "fanout": fanout,
     "abuse": abuse,
 }
 # What runs unless scenarios are named (abuse: ``--abuse`` or ``--only abuse``).
-DEFAULT = ("translate", "fanout")
+DEFAULT = ("translate", "reload", "fanout")
 
 
 def run(params: Params, names: list[str] | None = None) -> Sections:

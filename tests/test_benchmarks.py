@@ -64,7 +64,14 @@ def test_quick_run_writes_well_formed_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     scenarios = _run(tmp_path)
-    assert set(scenarios) == {"translate", "fanout", "change_weight", "change_endpoint", "rss"}
+    assert set(scenarios) == {
+        "translate",
+        "reload",
+        "fanout",
+        "change_weight",
+        "change_endpoint",
+        "rss",
+    }
 
     translate = scenarios["translate"]
     assert translate["full_ms"] > 0
@@ -83,6 +90,14 @@ def test_quick_run_writes_well_formed_results(
     assert translate["endpoint_translation"] == "services"
     assert translate["endpoint_encoded"] == {"clusters": 3, "endpoints": 3}
     assert translate["endpoint_virtual_hosts_built"] == 0
+
+    # A save reaches every connected proxy's snapshot: a weight change moves
+    # each sidecar's route table, one added endpoint each one's assignments.
+    reload = scenarios["reload"]
+    assert reload["proxies"] == QUICK.proxies
+    for change in ("weight", "endpoint"):
+        assert reload[f"{change}_ms"] > 0
+        assert reload[f"{change}_snapshots_moved"] == QUICK.proxies
 
     _check_fanout(scenarios, "sotw")
 
