@@ -221,6 +221,16 @@ def reference_snapshot(connect_timeout: float = 1.0) -> Snapshot:
     return mesh_snapshot(SERVICES, ROUTES, LISTENERS, connect_timeout)
 
 
+def with_reviews(routes_to: str = "reviews") -> Snapshot:
+    """The reference mesh plus `reviews`, which has its own listener on 9080;
+    5000 routes to ``routes_to`` besides its own services."""
+    return mesh_snapshot(
+        {**SERVICES, "reviews": ["10.0.2.1"]},
+        {"5000": [*ROUTES["5000"], routes_to], "9080": ["reviews"]},
+        {**LISTENERS, 9080: "9080"},
+    )
+
+
 # -- reading responses and status ------------------------------------------
 
 

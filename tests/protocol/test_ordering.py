@@ -32,20 +32,12 @@ from tests.protocol.conftest import (
     sync,
     synced_at,
     types_of,
+    with_reviews,
 )
 
 NODE = "frontend-v1.default"
 PUSH_ORDER = [CLUSTER, ENDPOINT, LISTENER, ROUTE]
 REVIEWS = cluster_name("reviews")
-
-
-def with_reviews() -> Snapshot:
-    """The reference mesh plus `reviews`, which has its own listener on 9080."""
-    return mesh_snapshot(
-        {**SERVICES, "reviews": ["10.0.2.1"]},
-        {"5000": [*ROUTES["5000"], "reviews"], "9080": ["reviews"]},
-        {**LISTENERS, 9080: "9080"},
-    )
 
 
 async def test_removed_cluster_stays_until_listeners_and_routes_are_acked(

@@ -13,23 +13,20 @@ from collections.abc import Callable
 
 import pytest
 
-from sailplane.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, AdsServer, Snapshot, SnapshotCache
+from sailplane.xds import CLUSTER, ENDPOINT, LISTENER, ROUTE, AdsServer, SnapshotCache
 from sailplane.xds.client import AdsClient
 from tests.protocol.conftest import (
     EDS_NAMES,
-    LISTENERS,
-    ROUTES,
-    SERVICES,
     cluster_name,
     eventually,
     listener_name,
-    mesh_snapshot,
     names,
     recv_many,
     reference_snapshot,
     sync,
     synced_at,
     types_of,
+    with_reviews,
 )
 
 NODE = "frontend-v1.default"
@@ -40,15 +37,6 @@ HOLD = 0.6  # seconds; the tests wait for far longer than this, never less
 @pytest.fixture
 def ads(cache: SnapshotCache) -> AdsServer:
     return AdsServer(cache, route_hold=HOLD)
-
-
-def with_reviews(routes_to: str = "reviews") -> Snapshot:
-    """The reference mesh plus `reviews`, routed to from 5000 and its own 9080."""
-    return mesh_snapshot(
-        {**SERVICES, "reviews": ["10.0.2.1"]},
-        {"5000": [*ROUTES["5000"], routes_to], "9080": ["reviews"]},
-        {**LISTENERS, 9080: "9080"},
-    )
 
 
 async def synced(ads: AdsServer, connect: Callable[..., AdsClient]) -> AdsClient:

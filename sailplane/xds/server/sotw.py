@@ -315,13 +315,13 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
         endpoints = self.types.get(ENDPOINT)
         if endpoints is None or endpoints.wildcard:
             return None
-        assignments = {resources.eds_name(name) for name in changed}
-        assignments.discard(None)  # not EDS clusters
+        # (None: not an EDS cluster, nothing to ask for)
+        assignments = frozenset(
+            a for name in changed if (a := resources.eds_name(name)) is not None
+        )
         # A new cluster whose assignment is subscribed already: Envoy's
         # subscription does not move, so it would not ask.
-        if not assignments.isdisjoint(endpoints.names):
-            return None
-        return frozenset(a for a in assignments if a is not None)
+        return assignments if assignments.isdisjoint(endpoints.names) else None
 
     async def send(self, type_url: str, snapshot: Snapshot) -> None:
         if self.withholding(type_url, snapshot):
