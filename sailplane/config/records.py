@@ -57,12 +57,15 @@ class ObjectRecord:
 
 
 def document_digest(data: Any) -> str:
-    def canonical(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {str(k): canonical(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [canonical(v) for v in value]
-        return value
-
-    text = json.dumps(canonical(data), sort_keys=True, default=str)
+    text = json.dumps(_canonical(data), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """Keys as strings, at every depth (a module function: a nested
+    recursive one is a reference cycle, left for the collector)."""
+    if isinstance(value, Mapping):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    return value

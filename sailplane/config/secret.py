@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -122,20 +122,24 @@ def parse_secret(r: ObjectReader) -> TLSSecret | None:
 
 
 def _client_tls_settings(rule: DestinationRule) -> list[tuple[FieldPath, ClientTLS]]:
-    out: list[tuple[FieldPath, ClientTLS]] = []
-
-    def add(policy: TrafficPolicy | None, path: FieldPath) -> None:
-        if policy is None:
-            return
-        if policy.tls is not None:
-            out.append(((*path, "tls"), policy.tls))
-        for i, port in enumerate(sorted(policy.port_level)):
-            add(policy.port_level[port], (*path, "portLevelSettings", i))
-
-    add(rule.traffic_policy, ("spec", "trafficPolicy"))
+    out = list(_policy_tls(rule.traffic_policy, ("spec", "trafficPolicy")))
     for i, subset in enumerate(rule.subsets):
-        add(subset.traffic_policy, ("spec", "subsets", i, "trafficPolicy"))
+        out.extend(_policy_tls(subset.traffic_policy, ("spec", "subsets", i, "trafficPolicy")))
     return out
+
+
+def _policy_tls(
+    policy: TrafficPolicy | None, path: FieldPath
+) -> Iterator[tuple[FieldPath, ClientTLS]]:
+    """A policy's TLS settings and its ports' (a module function: a nested
+    recursive one is a reference cycle, garbage for the collector at every
+    load, one per DestinationRule)."""
+    if policy is None:
+        return
+    if policy.tls is not None:
+        yield (*path, "tls"), policy.tls
+    for i, port in enumerate(sorted(policy.port_level)):
+        yield from _policy_tls(policy.port_level[port], (*path, "portLevelSettings", i))
 
 
 def check_client_credentials(mesh: MeshConfig) -> list[Diagnostic]:

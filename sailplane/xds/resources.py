@@ -237,10 +237,14 @@ class TypeResources:
         return b"".join(self.chunks.values())
 
     def header(self, version: str) -> bytes:
-        encoded: bytes = discovery_pb2.DiscoveryResponse(
-            version_info=version, type_url=self.type_url
-        ).SerializeToString()
-        return encoded
+        """A response's version and type (its resources and nonce follow);
+        at this object's own version, encoded once."""
+        if version != self.version:
+            return _header(version, self.type_url)
+        found: bytes | None = self.__dict__.get("_header")
+        if found is None:
+            found = self.__dict__["_header"] = _header(version, self.type_url)
+        return found
 
     def body_parts(self, names: Iterable[str] | None) -> list[bytes]:
         """The response without its nonce, as shared pieces (nothing copied):
@@ -273,6 +277,13 @@ class TypeResources:
         if len(wanted) * 4 < len(chunks):
             return [chunks[n] for n in sorted(wanted) if n in chunks]
         return [chunk for name, chunk in chunks.items() if name in wanted]
+
+
+def _header(version: str, type_url: str) -> bytes:
+    encoded: bytes = discovery_pb2.DiscoveryResponse(
+        version_info=version, type_url=type_url
+    ).SerializeToString()
+    return encoded
 
 
 class _Layered(Mapping[str, bytes]):

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeAlias
 
 import grpc
 
-from sailplane.memo import WeakIdentityMemo
+from sailplane.memo import WeakIdentityMemo, WeakKeyIdentityMemo
 from sailplane.xds.diff import Diffs
 from sailplane.xds.server.hooks import ObservationHooks
 from sailplane.xds.server.limits import StreamLimits
@@ -58,6 +58,8 @@ class StreamContext:
     # Shared by the server's streams: what one computed, the others reuse.
     diffs: Diffs
     unions: WeakIdentityMemo[frozenset[str]]  # delta subscriptions (see delta.py)
+    # SotW partial responses, as shared pieces (see SotwStream._partial_parts).
+    partials: WeakKeyIdentityMemo[tuple[bytes, ...]]
     # Delta streams get route tables built for it over VHDS (see vhds.py).
     vhds: bool = True
     # SotW: the longest listeners and routes wait for new clusters' endpoints.

@@ -39,7 +39,7 @@ from sailplane.xds.server.push import (
     DEFAULT_SLOT_TIMEOUT,
     PushThrottle,
 )
-from sailplane.xds.server.sotw import DEFAULT_ROUTE_HOLD, SotwStream
+from sailplane.xds.server.sotw import DEFAULT_ROUTE_HOLD, SotwStream, new_partials
 from sailplane.xds.server.status import StatusRegistry
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -97,6 +97,7 @@ class AdsServer:
         # Shared by every stream of this server (see diff.py, delta.py).
         self.diffs = Diffs()
         self.unions = new_unions()
+        self.partials = new_partials()
 
     @property
     def limits(self) -> StreamLimits:
@@ -154,6 +155,7 @@ class AdsServer:
             trimmer=self.trimmer,
             diffs=self.diffs,
             unions=self.unions,
+            partials=self.partials,
             vhds=self.vhds,
             route_hold=self.route_hold,
         )

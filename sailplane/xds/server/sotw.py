@@ -43,6 +43,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sailplane.memo import WeakKeyIdentityMemo
 from sailplane.xds.encoding import encode_nonce
 from sailplane.xds.resources import TypeResources
 from sailplane.xds.server.context import Context, StreamContext
@@ -72,6 +73,9 @@ _ADDITIONS_CHECKED = 64
 # What waits for new clusters' endpoints, and at most how long (seconds).
 _HELD_TYPES = (LISTENER, ROUTE)
 DEFAULT_ROUTE_HOLD = 1.0
+# Partial responses remembered: a push needs one per (type, subscription)
+# that streams share, a few dozen at once.
+_PARTIALS = 256
 
 
 @dataclass(slots=True)
@@ -262,14 +266,20 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
             if st is not None and st.resend and st.wanted:
                 await self.send(type_url, snapshot)
 
-    def _partial(self, st: _TypeState, type_url: str, resources: TypeResources) -> set[str] | None:
-        """The names a response must carry when only changes need to be: for
-        types other than clusters and listeners, a state-of-the-world response
-        may hold just the resources that changed (xDS protocol, "Grouping
-        resources into responses"), which makes an endpoint change cost its
-        own bytes, not the mesh's; after a subscription grew, the names it
-        gained too (a new cluster's assignment, not every one again). None:
-        send the whole subscription."""
+    def _partial_parts(
+        self, st: _TypeState, type_url: str, resources: TypeResources
+    ) -> tuple[bytes, ...] | None:
+        """The response (without its nonce) when only changes need to be
+        sent, as shared pieces: for types other than clusters and listeners,
+        a state-of-the-world response may hold just the resources that
+        changed (xDS protocol, "Grouping resources into responses"), which
+        makes an endpoint change cost its own bytes, not the mesh's; after a
+        subscription grew, the names it gained too (a new cluster's
+        assignment, not every one again). None: send the whole subscription.
+
+        Streams that go from the same shared object to the next with the same
+        (interned) subscription get the same response: it is worked out once
+        per server, not once per stream (2,000 sidecars, one endpoint change)."""
         if (
             type_url in WILDCARD_TYPES
             or st.wildcard
@@ -279,8 +289,14 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
             or st.sent_names is None
         ):
             return None
-        changed = self.ctx.diffs.changed(st.sent, resources)
-        names = st.names
+        names, sent = st.names, st.sent
+        # Layered resources are one proxy's own: nothing to share.
+        shared = st.sent_names is names and len(resources.parts()) == 1
+        if shared:
+            found = self.ctx.partials.get(sent, resources, names)
+            if found is not None:
+                return found
+        changed = self.ctx.diffs.changed(sent, resources)
         chunks = resources.chunks
         if len(changed) > len(names):
             out = {n for n in names if n in changed and n in chunks}
@@ -290,7 +306,10 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
             # The client holds st.sent for every name it had; a name it
             # gained it holds nothing for.
             out.update(n for n in names - st.sent_names if n in chunks)
-        return out
+        parts = tuple(resources.body_parts(out))
+        if shared:
+            self.ctx.partials.put((sent, resources, names), parts)
+        return parts
 
     def _new_assignments(
         self, type_url: str, st: _TypeState, resources: TypeResources, kept: Mapping[str, bytes]
@@ -331,7 +350,7 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
         kept = self._kept(type_url, resources, snapshot)
         version = self._target_version(type_url, snapshot) if kept else resources.version
         nonce = str(next(self._nonces))
-        partial = None if kept else self._partial(st, type_url, resources)
+        partial = None if kept else self._partial_parts(st, type_url, resources)
         if kept:
             available = resources.chunks.keys()
             selected = available if st.wildcard else st.names & available
@@ -341,7 +360,7 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
                 *[kept[n] for n in sorted(kept)],
             ]
         elif partial is not None:
-            parts = resources.body_parts(partial)
+            parts = list(partial)
         else:
             parts = resources.body_parts(None if st.wildcard else st.names)
         # The slot first, the bytes after: a stream queued for a slot must
@@ -378,4 +397,11 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
         self.ctx.observer.on_push(self.node_id, type_url, version, len(message))
 
 
-__all__ = ["SotwStream"]
+def new_partials() -> WeakKeyIdentityMemo[tuple[bytes, ...]]:
+    """The memo of partial responses, one per server. Keyed weakly by what
+    they were made from, which one configuration's streams share, so an
+    entry goes with its generation; the pieces it holds are shared bytes."""
+    return WeakKeyIdentityMemo(_PARTIALS)
+
+
+__all__ = ["SotwStream", "new_partials"]
