@@ -34,16 +34,11 @@ from sailplane.model.mesh import MeshConfig
 from sailplane.server.admission import StreamKeys, admitted_proxy
 from sailplane.server.credentials import consistency_problems, with_credentials
 from sailplane.server.generation import Generation, build_generation, next_generation
-from sailplane.server.routetables import (
-    RouteTable,
-    build_sidecar_route_table,
-    route_table_for_port,
-)
+from sailplane.server.routetables import RouteTable, build_sidecar_route_table
 from sailplane.translate import Proxy, build_proxy_resources, build_routes, proxy_from_node
 from sailplane.translate.build import (
     cluster_in_scope,
     own_route_tables,
-    route_content_key,
     routes_key,
     scope_key,
 )
@@ -114,9 +109,6 @@ class Controller:
         self.ready = asyncio.Event()
         self._generation: Generation | None = None
         self._tables: dict[tuple[object, ...], RouteTable] = {}
-        # route_content_key -> the first table built of this configuration
-        # with those contents (the others take its virtual hosts).
-        self._contents: dict[tuple[object, ...], RouteTable] = {}
         # During apply(): the tables of the configuration before, to build from.
         self._previous_tables: dict[tuple[object, ...], RouteTable] = {}
         self._scopes: dict[str, tuple[TypeResources, TypeResources]] = {}
@@ -151,7 +143,7 @@ class Controller:
         if impact.full or impact.routes:
             self._keys_epoch += 1
         self._previous_tables = {} if impact.full else self._tables
-        self._tables, self._contents = {}, {}
+        self._tables = {}
         changed: list[str] = []
         check = _checking()  # once, not per proxy: os.environ.get costs microseconds
         try:
@@ -256,14 +248,8 @@ class Controller:
         table = self._tables.get(key)
         if table is None:
             previous = self._previous_tables.get(key)
-            content = route_content_key(key)
-            sibling = self._contents.get(content)
-            if sibling is not None:
-                table = route_table_for_port(sibling, proxy.outbound_address[1], previous)
-            else:
-                changed = generation.impact.routes if previous is not None else None
-                table = build_sidecar_route_table(generation.mesh, proxy, previous, changed)
-                self._contents[content] = table
+            changed = generation.impact.routes if previous is not None else None
+            table = build_sidecar_route_table(generation.mesh, proxy, previous, changed)
             self._tables[key] = table
         return table.resources
 

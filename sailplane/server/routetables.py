@@ -12,7 +12,6 @@ exactly those of serialising the whole RouteConfiguration (xds/wire.py).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -58,8 +57,6 @@ class RouteTable:
     tunnels: tuple[bytes, ...] = ()
     # the VirtualServices they were built from (unchanged ones keep their identity)
     virtual_services: tuple[VirtualService, ...] = ()
-    # every encoded `virtual_hosts` entry in table order, catch-all last
-    body: tuple[bytes, ...] = ()
 
 
 def build_sidecar_route_table(
@@ -115,23 +112,12 @@ def build_sidecar_route_table(
         *tunnels,
         field_entry(_VIRTUAL_HOSTS_FIELD, catch_all.SerializeToString(deterministic=True)),
     )
-    resources = _assemble(body, proxy.outbound_address[1], previous)
-    return RouteTable(resources, plan, entries, tunnels, mesh.virtual_services, body)
+    resources = _assemble(body, previous)
+    return RouteTable(resources, plan, entries, tunnels, mesh.virtual_services)
 
 
-def route_table_for_port(table: RouteTable, port: int, previous: RouteTable | None) -> RouteTable:
-    """``table``'s virtual hosts under the route config of another outbound
-    listener port: sidecars whose tables differ only in that (several
-    sidecars on one host, each with its own port) share every encoded
-    virtual host and the work of building them; only the bytes are joined
-    again."""
-    if previous is not None and previous.body is table.body:
-        return previous  # the same virtual hosts as before: nothing to join
-    return dataclasses.replace(table, resources=_assemble(table.body, port, previous))
-
-
-def _assemble(body: tuple[bytes, ...], port: int, previous: RouteTable | None) -> TypeResources:
-    shell = outbound_route_shell(port)
+def _assemble(body: tuple[bytes, ...], previous: RouteTable | None) -> TypeResources:
+    shell = outbound_route_shell()
     encoded = shell.SerializeToString(deterministic=True)
     value = splice_repeated(encoded, _VIRTUAL_HOSTS_FIELD, body)
     # vhds: delta streams get it as VHDS virtual hosts (xds/vhds.py), so a

@@ -76,7 +76,6 @@ def build_routes(mesh: MeshConfig, proxy: Proxy) -> tuple[route_pb2.RouteConfigu
     config = build_outbound_route_config(
         mesh,
         proxy.namespace,
-        proxy.outbound_address[1],
         proxy.workload.labels,
         sidecar,
         mesh.outbound_mode(proxy.workload),
@@ -93,7 +92,9 @@ def own_route_tables(proxy: Proxy) -> bool:
 
 
 def routes_key(mesh: MeshConfig, proxy: Proxy) -> tuple[object, ...]:
-    """Proxies with equal keys get identical route tables (shared, encoded once)."""
+    """Proxies with equal keys get identical route tables (shared, encoded
+    once). Not the outbound listener's port: the table's name does not
+    follow it (names.OUTBOUND_ROUTE_NAME), and nothing else in it does."""
     if proxy.role is Role.GATEWAY:
         return ("gateway", proxy.id)
     if proxy.proxyless:
@@ -102,20 +103,10 @@ def routes_key(mesh: MeshConfig, proxy: Proxy) -> tuple[object, ...]:
     return (
         "sidecar",
         proxy.namespace,
-        proxy.outbound_address[1],
         signature,
         scope_key(mesh, proxy),
         mesh.outbound_mode(proxy.workload),
     )
-
-
-def route_content_key(key: tuple[object, ...]) -> tuple[object, ...]:
-    """A :func:`routes_key` without the outbound listener port, which names
-    the route config and changes nothing in it: tables of equal content
-    keys hold the same virtual hosts."""
-    if key[0] != "sidecar":
-        return key
-    return (*key[:2], *key[3:])
 
 
 def scope_key(mesh: MeshConfig, proxy: Proxy) -> str:

@@ -116,7 +116,7 @@ def build_outbound_listener(
     and routes by Host through RDS."""
     address, port = proxy.outbound_address
     name = names.listener_name(address, port)
-    manager = http_connection_manager(f"outbound_{name}", names.outbound_route_name(port))
+    manager = http_connection_manager(f"outbound_{name}", names.OUTBOUND_ROUTE_NAME)
     # CONNECT reaches routing only where a route says connect_matcher: the
     # VirtualService tls rules (connect.py); elsewhere it gets a 404.
     manager.upgrade_configs.append(HCM.UpgradeConfig(upgrade_type="CONNECT"))

@@ -24,9 +24,12 @@ def listener_name(address: str, port: int) -> str:
     return f"{address}_{port}"
 
 
-def outbound_route_name(listener_port: int) -> str:
-    """Route configurations are named by port, as Istio's (``"15001"``)."""
-    return str(listener_port)
+# A sidecar's outbound route table: one name whatever port its outbound
+# listener is on (Istio's outbound capture port, as Istio names route
+# configurations by port). Sidecars whose tables differ only in that port
+# (several on one host, each with its own) then share one table: translated,
+# encoded, split for VHDS and diffed once per change, not once per port.
+OUTBOUND_ROUTE_NAME = "15001"
 
 
 def virtual_host_name(hostname: str, port: int) -> str:

@@ -261,10 +261,10 @@ def http_services(mesh: MeshConfig) -> list[tuple[Service, ServicePort]]:
     ]
 
 
-def outbound_route_shell(listener_port: int) -> route_pb2.RouteConfiguration:
+def outbound_route_shell() -> route_pb2.RouteConfiguration:
     """The outbound route table without its virtual hosts."""
     return route_pb2.RouteConfiguration(
-        name=names.outbound_route_name(listener_port),
+        name=names.OUTBOUND_ROUTE_NAME,
         # As Istio: a route to a cluster that is not there yet answers 503
         # instead of the whole route table being rejected.
         validate_clusters={"value": False},
@@ -274,14 +274,13 @@ def outbound_route_shell(listener_port: int) -> route_pb2.RouteConfiguration:
 def build_outbound_route_config(
     mesh: MeshConfig,
     client_namespace: str,
-    listener_port: int,
     client_labels: Mapping[str, str] | None = None,
     sidecar: Sidecar | None = None,
     outbound_mode: str = "ALLOW_ANY",
 ) -> route_pb2.RouteConfiguration:
     """Every planned virtual host (see :func:`plan_outbound_virtual_hosts`),
     then the catch-all of the outbound traffic policy (see egress.py)."""
-    config = outbound_route_shell(listener_port)
+    config = outbound_route_shell()
     config.virtual_hosts.extend(
         build_outbound_virtual_host(mesh, planned, client_namespace, client_labels)
         for planned in plan_outbound_virtual_hosts(mesh, client_namespace, sidecar)

@@ -271,7 +271,7 @@ def _http_chains(
     """The HTTP chain(s) of a port: on the shared outbound route table, by
     Host. Sniffing, they take what http_inspector says is HTTP: one for
     any address, one for the sniffed services' own (see the module)."""
-    route = names.outbound_route_name(proxy.outbound_address[1])
+    route = names.OUTBOUND_ROUTE_NAME
     extra = [_http_alpn_filter()] if sniff else []
     manager = http_connection_manager(f"outbound_{name}", route, extra)
     decorate_http(manager, proxy, telemetry, outbound=True)

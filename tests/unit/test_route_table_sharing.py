@@ -1,15 +1,20 @@
-"""Sidecars whose route tables differ only in their outbound listener port
-(several sidecars on one host, each with its own port, as in the peer
-benchmark) share the virtual hosts: built once per configuration, joined
-under each port's route config name, and each table still follows every
-change (server/routetables.py, Controller._route_table)."""
+"""Sidecars whose route tables would differ only in their outbound listener
+port (several sidecars on one host, each with its own port, as in the peer
+benchmark) share one table: its name does not follow the port
+(names.OUTBOUND_ROUTE_NAME), so it is built, encoded and split for VHDS once
+per configuration, every listener names it, and it follows every change
+(server/routetables.py, Controller._route_table)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
 from envoy.service.discovery.v3 import discovery_pb2
 
 from sailplane.config.loader import load_texts
@@ -17,7 +22,7 @@ from sailplane.model.mesh import MeshConfig
 from sailplane.server import routetables
 from sailplane.server.controller import Controller
 from sailplane.translate import proxy_from_node
-from sailplane.xds import ROUTE, SnapshotCache
+from sailplane.xds import LISTENER, ROUTE, SnapshotCache, TypeResources
 
 SERVICES = "\n---\n".join(
     f"""\
@@ -72,21 +77,41 @@ def _mesh(weight: int, previous: Any = None) -> Any:
     return result
 
 
-def _route_configs(
-    controller: Controller, mesh: MeshConfig
-) -> dict[str, route_pb2.RouteConfiguration]:
-    out = {}
-    for i, port in enumerate((15001, 10001, 10002)):
-        proxy = proxy_from_node(
-            f"w{i}.app", {"sailplane.outbound_address": f"127.0.0.1:{port}"}, mesh
-        )
-        routes = controller.admit(proxy).get(ROUTE)
-        body = discovery_pb2.DiscoveryResponse.FromString(routes.body())
-        for resource in body.resources:
-            config = route_pb2.RouteConfiguration.FromString(resource.value)
-            if config.virtual_hosts and config.virtual_hosts[0].domains != ["*"]:
-                out[str(port)] = config
-    return out
+PORTS = (15001, 10001, 10002)
+
+
+def _tables(controller: Controller, mesh: MeshConfig) -> dict[int, TypeResources]:
+    """Each sidecar's routes, by its outbound listener port."""
+    return {
+        port: controller.admit(
+            proxy_from_node(f"w{i}.app", {"sailplane.outbound_address": f"127.0.0.1:{port}"}, mesh)
+        ).get(ROUTE)
+        for i, port in enumerate(PORTS)
+    }
+
+
+def _outbound(routes: TypeResources) -> route_pb2.RouteConfiguration:
+    body = discovery_pb2.DiscoveryResponse.FromString(routes.body())
+    configs = [route_pb2.RouteConfiguration.FromString(r.value) for r in body.resources]
+    (config,) = [c for c in configs if c.virtual_hosts and c.virtual_hosts[0].domains != ["*"]]
+    return config
+
+
+def _rds_names(controller: Controller, mesh: MeshConfig, port: int) -> set[str]:
+    i = PORTS.index(port)
+    proxy = proxy_from_node(f"w{i}.app", {"sailplane.outbound_address": f"127.0.0.1:{port}"}, mesh)
+    listeners = controller.admit(proxy).get(LISTENER)
+    names = set()
+    for listener in listeners.messages.values():
+        assert isinstance(listener, listener_pb2.Listener)
+        for chain in listener.filter_chains:
+            for network in chain.filters:
+                if network.typed_config.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):
+                    manager = hcm_pb2.HttpConnectionManager()
+                    network.typed_config.Unpack(manager)
+                    if manager.HasField("rds"):
+                        names.add(manager.rds.route_config_name)
+    return names
 
 
 def _weights(config: route_pb2.RouteConfiguration) -> list[int]:
@@ -108,29 +133,33 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return names
 
 
-def test_tables_of_other_ports_share_the_virtual_hosts_built_once(built: list[str]) -> None:
+def test_sidecars_on_other_ports_share_one_table_built_once(built: list[str]) -> None:
     loaded = _mesh(90)
     controller = Controller(SnapshotCache())
     controller.apply(loaded.mesh)
-    configs = _route_configs(controller, loaded.mesh)
-    assert sorted(configs) == ["10001", "10002", "15001"]
-    assert {name: config.name for name, config in configs.items()} == {
-        name: name for name in configs
-    }
-    first = configs["15001"].virtual_hosts
-    assert all(config.virtual_hosts == first for config in configs.values())
+    tables = _tables(controller, loaded.mesh)
+    shared = tables[15001]
+    assert all(routes is shared for routes in tables.values())  # one object
+    assert _outbound(shared).name == "15001"
+    # Every sidecar's outbound listener names that table, whatever its port.
+    for port in PORTS:
+        assert "15001" in _rds_names(controller, loaded.mesh, port), port
     assert len(built) == 3  # one per service, not one per service per port
-    assert all(_weights(config) == [90, 10] for config in configs.values())
+    assert _weights(_outbound(shared)) == [90, 10]
 
 
-def test_every_port_follows_a_change_and_only_the_change_is_translated(built: list[str]) -> None:
+def test_the_shared_table_follows_a_change_and_only_the_change_is_translated(
+    built: list[str],
+) -> None:
     loaded = _mesh(90)
     controller = Controller(SnapshotCache())
     controller.apply(loaded.mesh)
-    _route_configs(controller, loaded.mesh)
+    before = _tables(controller, loaded.mesh)[15001]
     built.clear()
     changed = _mesh(30, previous=loaded.in_force())
     controller.apply(changed.mesh)
-    configs = _route_configs(controller, changed.mesh)
-    assert all(_weights(config) == [30, 70] for config in configs.values())
+    tables = _tables(controller, changed.mesh)
+    assert tables[15001] is not before
+    assert all(routes is tables[15001] for routes in tables.values())
+    assert _weights(_outbound(tables[15001])) == [30, 70]
     assert [name.split(".")[0] for name in built] == ["s0"]  # once, for every port
