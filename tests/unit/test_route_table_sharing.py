@@ -10,11 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import (
-    http_connection_manager_pb2 as hcm_pb2,
-)
 from envoy.service.discovery.v3 import discovery_pb2
 
 from sailplane.config.loader import load_texts
@@ -23,6 +19,7 @@ from sailplane.server import routetables
 from sailplane.server.controller import Controller
 from sailplane.translate import proxy_from_node
 from sailplane.xds import LISTENER, ROUTE, SnapshotCache, TypeResources
+from sailplane.xds.client import _rds_names as rds_names
 
 SERVICES = "\n---\n".join(
     f"""\
@@ -98,20 +95,11 @@ def _outbound(routes: TypeResources) -> route_pb2.RouteConfiguration:
 
 
 def _rds_names(controller: Controller, mesh: MeshConfig, port: int) -> set[str]:
+    """The route configs the sidecar on ``port``'s listeners name."""
     i = PORTS.index(port)
     proxy = proxy_from_node(f"w{i}.app", {"sailplane.outbound_address": f"127.0.0.1:{port}"}, mesh)
-    listeners = controller.admit(proxy).get(LISTENER)
-    names = set()
-    for listener in listeners.messages.values():
-        assert isinstance(listener, listener_pb2.Listener)
-        for chain in listener.filter_chains:
-            for network in chain.filters:
-                if network.typed_config.Is(hcm_pb2.HttpConnectionManager.DESCRIPTOR):
-                    manager = hcm_pb2.HttpConnectionManager()
-                    network.typed_config.Unpack(manager)
-                    if manager.HasField("rds"):
-                        names.add(manager.rds.route_config_name)
-    return names
+    listeners = controller.admit(proxy).get(LISTENER).messages.values()
+    return {name for listener in listeners for name in rds_names(listener.SerializeToString())}
 
 
 def _weights(config: route_pb2.RouteConfiguration) -> list[int]:
