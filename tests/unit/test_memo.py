@@ -46,6 +46,26 @@ def test_the_least_recently_used_go_first() -> None:
     assert (memo.get(keys[0]), memo.get(keys[2])) == (0, 2)
 
 
+def test_the_newest_entry_asked_again_stays_newest_and_answers_only_for_its_objects() -> None:
+    """Many callers asking the same thing in a row (2,000 streams, one step)
+    find the newest entry without moving it; it still goes with its objects."""
+    memo: WeakIdentityMemo[frozenset[str]] = WeakIdentityMemo(2)
+    keys = [Key() for _ in range(3)]
+    values = [frozenset({str(i)}) for i in range(3)]
+    memo.put((keys[0],), values[0])
+    memo.put((keys[1],), values[1])
+    assert memo.get(keys[0]) is values[0]  # 0 is the newest now
+    assert memo.get(keys[0]) is values[0]  # asked again: still the newest
+    memo.put((keys[2],), values[2])
+    assert memo.get(keys[1]) is None  # 1 was the least recently used
+    assert memo.get(keys[2]) is values[2]
+    del values[2]
+    gc.collect()
+    assert memo.get(keys[2]) is None  # the newest, but its value went
+    assert memo.get(keys[2]) is None
+    assert len(memo) == 1
+
+
 def test_an_entry_holds_its_objects_so_their_ids_stay_theirs() -> None:
     memo: IdentityMemo[str] = IdentityMemo(2)
     key = Key()
