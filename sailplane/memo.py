@@ -52,19 +52,14 @@ class _BoundedMemo(Generic[V, E]):
         entries = self._entries
         if key == self._newest:  # last already
             entry = entries.get(key)
-            if entry is None:
-                return None
-            value = self._answer(entry, objects)
-            if value is None:
-                del entries[key]
-            return value
-        entry = entries.pop(key, None)
+        elif (entry := entries.pop(key, None)) is not None:
+            entries[key] = entry  # the most recently used go last
+            self._newest = key
         if entry is None:
             return None
         value = self._answer(entry, objects)
-        if value is not None:
-            entries[key] = entry  # the most recently used go last
-            self._newest = key
+        if value is None:
+            entries.pop(key, None)  # gone, or another object now has that id
         return value
 
     def put(self, objects: tuple[object, ...], value: V) -> V:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sailplane.memo import WeakKeyIdentityMemo
@@ -351,6 +351,7 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
         version = self._target_version(type_url, snapshot) if kept else resources.version
         nonce = str(next(self._nonces))
         partial = None if kept else self._partial_parts(st, type_url, resources)
+        parts: Sequence[bytes]
         if kept:
             available = resources.chunks.keys()
             selected = available if st.wildcard else st.names & available
@@ -360,7 +361,7 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
                 *[kept[n] for n in sorted(kept)],
             ]
         elif partial is not None:
-            parts = list(partial)
+            parts = partial
         else:
             parts = resources.body_parts(None if st.wildcard else st.names)
         # The slot first, the bytes after: a stream queued for a slot must
