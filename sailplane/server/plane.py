@@ -176,7 +176,7 @@ class ControlPlane:
             self.controller,
             self.cache,
             self.metrics,
-            self.heap.touch,
+            self.heap.applied,
             self.store,
         )
         self._watch_task: asyncio.Task[None] | None = None

@@ -58,8 +58,9 @@ class Reloader:
         touch: Callable[[], None],
         store: ConfigStore | None = None,
     ) -> None:
-        """``touch`` is called after each applied configuration (the heap
-        keeper settles the allocator after a burst of work)."""
+        """``touch`` is called after each applied configuration, before the
+        pushes it causes (the heap keeper freezes what is young then, and
+        settles after a burst of work)."""
         self.config_dir = config_dir
         self.store: ConfigStore = store or DirectoryStore(config_dir, max_file_size)
         self.source = self.store.description  # what logs and views call it

@@ -77,3 +77,47 @@ def test_a_reload_leaves_no_garbage_cycles_for_the_collector(tmp_path: Path) -> 
             gc.enable()
         ours = sorted(f"{f.__module__}.{f.__qualname__}" for f in left)
         assert [name for name in ours if name.startswith("sailplane.")] == [], change
+
+
+def test_what_a_reload_made_is_frozen_before_the_push_and_collected_by_a_full_settle(
+    tmp_path: Path,
+) -> None:
+    """The new configuration is out of the young collections' sight once it
+    is in force (they would walk it during the push, only to find it alive);
+    a cycle made before it waits for a full settle."""
+    spec = MeshSpec(services=5, ports=1, workloads_per_service=1, subsets=1)
+    write_texts(tmp_path, generate_texts(spec))
+    plane = ControlPlane(
+        ServeOptions(tmp_path, xds_address=None, monitor_address=("127.0.0.1", 0), watch=False)
+    )
+    gc.collect()
+    gc.disable()  # no collection during the reload: only the freeze matters
+    try:
+        cycle = _garbage_cycle()
+        assert plane.reload()
+        gc.enable()
+        mesh = plane.controller.mesh
+        assert not any(o is mesh for g in (0, 1, 2) for o in gc.get_objects(g))
+        gc.collect()
+        assert cycle() is not None  # frozen with the new configuration
+        plane.heap.full_every = 0.0
+        assert plane.heap.settle_if_quiet() is False  # not quiet yet (quiet=1.0)
+        plane.heap.quiet = 0.0
+        assert plane.heap.settle_if_quiet() and cycle() is None
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
+def test_activity_that_never_stops_does_not_put_off_a_settle_for_ever() -> None:
+    keeper = HeapKeeper(quiet=3600.0, full_every=0.0, overdue=3600.0)
+    try:
+        cycle = _garbage_cycle()
+        keeper.applied()
+        assert not keeper.settle_if_quiet()  # busy: the cycle stays frozen
+        assert cycle() is not None
+        keeper.overdue = 0.0
+        keeper.applied()  # still busy, but no settle for `overdue` seconds
+        assert keeper.settle_if_quiet() and cycle() is None
+    finally:
+        gc.unfreeze()
