@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from envoy.service.discovery.v3 import discovery_pb2
-
 from sailplane.xds.types import SHORT_NAMES
 from sailplane.xds.wire import varint
 
@@ -84,9 +82,17 @@ def delta_entry(name: str, version: str, encoded: bytes) -> bytes:
     return RESOURCES_FIELD_TAG + varint(len(resource)) + resource
 
 
+# The nonce: field 5 of both DiscoveryResponse and DeltaDiscoveryResponse.
+_NONCE_TAG = b"\x2a"
+
+
 def encode_nonce(nonce: str) -> bytes:
-    encoded: bytes = discovery_pb2.DiscoveryResponse(nonce=nonce).SerializeToString()
-    return encoded
+    """The ``nonce`` field (omitted when empty, as the serialiser does);
+    written once per response, so by hand, not through a message."""
+    if not nonce:
+        return b""
+    encoded = nonce.encode()
+    return _NONCE_TAG + varint(len(encoded)) + encoded
 
 
 __all__ = [

@@ -20,7 +20,6 @@ a :class:`StreamContext` with what it needs, never the server itself.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +30,7 @@ from sailplane.xds.diff import Diffs
 from sailplane.xds.server.context import Context, SnapshotSource, StreamContext
 from sailplane.xds.server.delta import DeltaStream, new_unions
 from sailplane.xds.server.hooks import AdmissionHooks, AdmitAll, ObservationHooks, Unobserved
-from sailplane.xds.server.lifecycle import Gate, StreamFactory, handle, write_stuck
+from sailplane.xds.server.lifecycle import Gate, StreamFactory, WriteWatch, handle
 from sailplane.xds.server.limits import StreamCounts, StreamLimits
 from sailplane.xds.server.memory import HeapTrimmer
 from sailplane.xds.server.push import (
@@ -84,7 +83,9 @@ class AdsServer:
         self.admission: AdmissionHooks = admission or AdmitAll()
         self.observer: ObservationHooks = observer or Unobserved()
         self.status = status or StatusRegistry()
-        self.write_timeout = write_timeout
+        # A client that stops reading must not hold its stream (and memory)
+        # for ever: past write_timeout its stream is given up.
+        self.writes = WriteWatch(write_timeout)
         self.throttle = throttle if throttle is not None else PushThrottle()
         self.response_timeout = response_timeout
         self.slot_timeout = slot_timeout
@@ -128,25 +129,12 @@ class AdsServer:
             },
         )
 
-    async def write(self, context: Context, message: bytes) -> None:
-        """Write one response. A client that stops reading must not hold its
-        stream (and memory) forever: past ``write_timeout`` the stream's task
-        is cancelled and the stream given up (see lifecycle.py). A timer,
-        not ``wait_for``: no task per response."""
-        task = asyncio.current_task()
-        assert task is not None
-        timer = asyncio.get_running_loop().call_later(self.write_timeout, write_stuck, task)
-        try:
-            await context.write(message)
-        finally:
-            timer.cancel()
-
     def stream_context(self) -> StreamContext:
         """What a stream admitted now gets of this server."""
         return StreamContext(
             source=self.source,
             observer=self.observer,
-            write=self.write,
+            write=self.writes.write,
             limits=self.limits,
             throttle=self.throttle,
             response_timeout=self.response_timeout,

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -84,9 +85,48 @@ STUCK: weakref.WeakSet[asyncio.Task[object]] = weakref.WeakSet()
 
 
 def write_stuck(task: asyncio.Task[object]) -> None:
-    """The write timer's callback (see ``AdsServer.write``)."""
+    """A stream's write blocked past the timeout: give the stream up."""
     STUCK.add(task)
     task.cancel()
+
+
+class WriteWatch:
+    """Writes in progress and when each began, looked at every quarter of
+    ``timeout`` while there are any: a stream whose write has blocked for
+    ``timeout`` (to 1.25 times it) is given up (:func:`write_stuck`).
+
+    One timer for the server, not one per write: a push to 2,000 streams
+    armed and cancelled 2,000 timers, each a push onto the event loop's heap
+    (ordered by Python comparisons) and a cancelled entry left in it."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._since: dict[asyncio.Task[Any], float] = {}
+        self._armed = False
+
+    async def write(self, context: Context, message: bytes) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._since[task] = time.monotonic()
+        if not self._armed:
+            self._arm()
+        try:
+            await context.write(message)
+        finally:
+            del self._since[task]
+
+    def _arm(self) -> None:
+        asyncio.get_running_loop().call_later(self.timeout / 4, self._sweep)
+        self._armed = True
+
+    def _sweep(self) -> None:
+        self._armed = False
+        deadline = time.monotonic() - self.timeout
+        for task, since in list(self._since.items()):
+            if since <= deadline:
+                write_stuck(task)
+        if self._since:
+            self._arm()
 
 
 async def handle(
@@ -204,4 +244,13 @@ def _take_first(stream: Stream, first: list[bytes]) -> None:
         del raw
 
 
-__all__ = ["STUCK", "Gate", "Stream", "StreamFactory", "handle", "peer_of", "write_stuck"]
+__all__ = [
+    "STUCK",
+    "Gate",
+    "Stream",
+    "StreamFactory",
+    "WriteWatch",
+    "handle",
+    "peer_of",
+    "write_stuck",
+]

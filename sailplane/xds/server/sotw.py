@@ -167,13 +167,13 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
             or (names is not st.names and names != st.names)
         )
         st.subscribed, st.wildcard, st.names = True, wildcard, names
-        target = self._target_version(type_url, snapshot)
+        target = self._target(type_url, snapshot)
         # A NACKed version is not sent again; the next change will be.
-        moved = target != st.sent_version and status.nacked != target
+        moved = target[0] != st.sent_version and status.nacked != target[0]
         if moved and self._holds(type_url):
             moved = False  # sent once the new clusters' endpoints are asked for
         if (changed or st.resend or moved) and st.wanted:
-            await self.send(type_url, snapshot)
+            await self.send(type_url, snapshot, target)
         if type_url == ENDPOINT and self._awaited:
             self._awaited = frozenset() if wildcard else self._awaited - names
             if not self._awaited:
@@ -196,8 +196,9 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
                 and not (st.resend or st.sent_kept or st.accepted_kept)
             ):
                 continue  # sent and accepted whole: nothing kept, nothing moved
-            if st.resend or st.sent_version != self._target_version(type_url, snapshot):
-                await self.send(type_url, snapshot)
+            target = self._target(type_url, snapshot)
+            if st.resend or st.sent_version != target[0]:
+                await self.send(type_url, snapshot, target)
         await self._finish_removals(snapshot)
         await self._send_followers(snapshot)
 
@@ -242,13 +243,15 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
             kept = {n: c for n, c in kept.items() if n in st.names}
         return kept
 
-    def _target_version(self, type_url: str, snapshot: Snapshot) -> str:
+    def _target(self, type_url: str, snapshot: Snapshot) -> tuple[str, dict[str, bytes]]:
+        """The version the client is to be brought to, and what is kept
+        for make before break (part of that version)."""
         resources = snapshot.get(type_url)
         kept = self._kept(type_url, resources, snapshot)
         if not kept:
-            return resources.version
+            return resources.version, kept
         digest = hashlib.sha256("\0".join(sorted(kept)).encode()).hexdigest()[:8]
-        return f"{resources.version}+keep.{digest}"
+        return f"{resources.version}+keep.{digest}", kept
 
     async def _finish_removals(self, snapshot: Snapshot) -> None:
         for type_url in _REFERENCED_TYPES:
@@ -342,13 +345,16 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
         # subscription does not move, so it would not ask.
         return assignments if assignments.isdisjoint(endpoints.names) else None
 
-    async def send(self, type_url: str, snapshot: Snapshot) -> None:
+    async def send(
+        self, type_url: str, snapshot: Snapshot, target: tuple[str, dict[str, bytes]] | None = None
+    ) -> None:
+        """Send ``type_url``'s response; ``target`` is :meth:`_target`'s
+        answer when the caller has just worked it out for this snapshot."""
         if self.withholding(type_url, snapshot):
             return
         st = self.state(type_url)
         resources = snapshot.get(type_url)
-        kept = self._kept(type_url, resources, snapshot)
-        version = self._target_version(type_url, snapshot) if kept else resources.version
+        version, kept = target if target is not None else self._target(type_url, snapshot)
         nonce = str(next(self._nonces))
         partial = None if kept else self._partial_parts(st, type_url, resources)
         parts: Sequence[bytes]
