@@ -160,10 +160,12 @@ def assemble_mesh(
             ObjectRef(record.kind, record.namespace, record.name, record.file, record.line)
         )
     diagnostics.extend(_retained_note(r) for r in final if r.state == RETAINED)
+    # The indexes the checks build on it are carried to the mesh put in
+    # force (MeshConfig.with_fields), not built again for translation.
+    mesh = mesh.with_fields(objects=tuple(in_force))
     diagnostics.extend(check_mesh(mesh))
     diagnostics.extend(check_telemetry(mesh))
     diagnostics.extend(check_request_authentications(mesh))
-    mesh = dataclasses.replace(mesh, objects=tuple(in_force))
     return mesh, diagnostics, final
 
 

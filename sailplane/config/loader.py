@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -225,15 +224,19 @@ def load_texts(
     diagnostics.sort(key=lambda d: (d.file, d.position.line, d.position.column))
     if syntax_errors:
         return LoadResult(None, tuple(diagnostics), tuple(records), count)
-    mesh = dataclasses.replace(mesh, diagnostics=tuple(diagnostics), digest=digest.hexdigest())
+    mesh = mesh.with_fields(diagnostics=tuple(diagnostics), digest=digest.hexdigest())
     return LoadResult(mesh, tuple(diagnostics), tuple(records), count)
 
 
-def object_changes(before: InForce | None, after: LoadResult) -> list[tuple[str, str, str]]:
+def object_changes(
+    before: InForce | None, after: LoadResult, new: InForce | None = None
+) -> list[tuple[str, str, str]]:
     """``(kind, event, namespace/name)`` for every object whose version in force
     differs between two loads; events are ``add``, ``update`` and ``delete``
-    (as Istio's pilot_k8s_cfg_events)."""
-    new = after.in_force()
+    (as Istio's pilot_k8s_cfg_events). ``new``: ``after.in_force()``, if the
+    caller has it."""
+    if new is None:
+        new = after.in_force()
     old_records = before.records if before else {}
     new_records = new.records if new else {}
     changes = []

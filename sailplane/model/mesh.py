@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -63,6 +64,20 @@ class MeshConfig:
     trust_domain: str = "cluster.local"
     # Content hash of every input file, so two loads of the same tree compare equal.
     digest: str = field(default="", compare=False)
+
+    def with_fields(self, **changes: object) -> MeshConfig:
+        """This mesh with new values of fields that no index reads (what is
+        in force, the diagnostics, the digest, the trust domain), keeping
+        the indexes (cached properties) built on it so far. A load builds
+        most of them in its checks; translation then uses the same ones,
+        instead of building them again on the event loop for each change."""
+        unknown = changes.keys() - _NOT_INDEXED
+        if unknown:
+            raise ValueError(f"indexes may depend on {sorted(unknown)}: use dataclasses.replace")
+        new = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        for name in _INDEXES.intersection(vars(self)):
+            new.__dict__[name] = self.__dict__[name]
+        return new
 
     @cached_property
     def workloads_by_id(self) -> Mapping[str, Workload]:
@@ -319,3 +334,9 @@ class MeshConfig:
         if sidecar is not None and sidecar.outbound_mode:
             return sidecar.outbound_mode
         return self.settings.outbound_mode
+
+
+# MeshConfig's fields that none of its cached properties reads, and those
+# properties (see MeshConfig.with_fields; a test checks the first).
+_NOT_INDEXED = frozenset({"objects", "diagnostics", "digest", "trust_domain"})
+_INDEXES = frozenset(n for n, v in vars(MeshConfig).items() if isinstance(v, cached_property))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from envoy.config.core.v3 import base_pb2
 
-from sailplane.ca import CertificateAuthority, IdentityStore
+from sailplane.ca import CertificateAuthority, IdentityStore, IssuedIdentity
 from sailplane.errors import UnknownProxy
 from sailplane.logs import event
 from sailplane.model.mesh import MeshConfig
@@ -106,6 +106,9 @@ class Controller:
         )
         # SPIFFE id -> (certificate serial, its encoded secrets)
         self._secrets: dict[str, tuple[int, TypeResources]] = {}
+        # During apply(): each identity's certificate, asked of the CA once
+        # (proxies of one service account share it).
+        self._certificates: dict[str, IssuedIdentity | None] | None = None
         self.ready = asyncio.Event()
         self._generation: Generation | None = None
         self._tables: dict[tuple[object, ...], RouteTable] = {}
@@ -133,7 +136,7 @@ class Controller:
     def apply(self, mesh: MeshConfig) -> int:
         """Put ``mesh`` in force; returns how many proxies' snapshots changed."""
         if mesh.trust_domain != self.trust_domain:
-            mesh = dataclasses.replace(mesh, trust_domain=self.trust_domain)
+            mesh = mesh.with_fields(trust_domain=self.trust_domain)
         previous = self._generation
         impact = FULL if previous is None else impact_of(previous.mesh, mesh)
         self._generation = (
@@ -146,6 +149,7 @@ class Controller:
         self._tables = {}
         changed: list[str] = []
         check = _checking()  # once, not per proxy: os.environ.get costs microseconds
+        self._certificates = {}
         try:
             for key, entry in list(self._proxies.items()):
                 node_id = entry.proxy.id
@@ -167,6 +171,7 @@ class Controller:
                     changed.append(key)
         finally:
             self._previous_tables = {}
+            self._certificates = None
             self.last_changed = changed
         self.ready.set()
         return len(changed)
@@ -280,7 +285,7 @@ class Controller:
             or proven != generation.mesh.spiffe_id(proxy.namespace, proxy.workload.service_account)
         ):
             return _EMPTY_SECRETS
-        identity = self.identities.get(proven) if self.issue else self.identities.peek(proven)
+        identity = self._certificate(proven)
         if identity is None:
             return _EMPTY_SECRETS
         found = self._secrets.get(identity.spiffe_id)
@@ -290,6 +295,15 @@ class Controller:
             )
             found = self._secrets[identity.spiffe_id] = (identity.serial, _types(SECRET, secrets))
         return found[1]
+
+    def _certificate(self, spiffe_id: str) -> IssuedIdentity | None:
+        memo = self._certificates
+        if memo is not None and spiffe_id in memo:
+            return memo[spiffe_id]
+        found = self.identities.get(spiffe_id) if self.issue else self.identities.peek(spiffe_id)
+        if memo is not None:
+            memo[spiffe_id] = found
+        return found
 
     def rotate_certificates(self) -> int:
         """Re-issue certificates past half their life and push the new secrets

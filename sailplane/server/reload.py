@@ -22,6 +22,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sailplane.config.assemble import InForce
@@ -39,6 +40,30 @@ log = logging.getLogger("sailplane")
 config_log = logging.getLogger("sailplane.config")
 
 _LEVELS = {Severity.ERROR: logging.ERROR, Severity.WARNING: logging.WARNING}
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A load, and what applying it needs that takes a pass over every
+    object: worked out beside the load, off the event loop. Valid for the
+    configuration in force when it was made; loads and applies take turns."""
+
+    result: LoadResult
+    in_force: InForce | None = None
+    changes: list[tuple[str, str, str]] = field(default_factory=list)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, result: LoadResult, before: InForce | None) -> Loaded:
+        if result.mesh is None:
+            return cls(result)
+        in_force = result.in_force()
+        return cls(
+            result,
+            in_force,
+            object_changes(before, result, in_force),
+            Counter((o.kind, o.state) for o in result.objects),
+        )
 
 
 class Reloader:
@@ -97,28 +122,29 @@ class Reloader:
             result = await asyncio.to_thread(self._load)
             return self._apply(result, started, change_seen_at)
 
-    def _load(self) -> LoadResult:
+    def _load(self) -> Loaded:
         """Read the directory; never raises (a failure is a diagnostic)."""
         try:
             contents = self.store.read()
         except StoreUnavailable as exc:
             message = f"the config store is down: {exc}; the configuration in force stays"
-            return LoadResult(None, (Diagnostic(self.source, Position(1, 1), message),))
+            return Loaded(LoadResult(None, (Diagnostic(self.source, Position(1, 1), message),)))
         except Exception as exc:  # a bug: reported like any problem, never a crash
             log.exception("reading %s failed", self.source)
-            return LoadResult(None, (self._failure("reading", exc),))
+            return Loaded(LoadResult(None, (self._failure("reading", exc),)))
         try:
-            return load_texts(
+            result = load_texts(
                 contents.texts,
                 previous=self.in_force,
                 cache=self.documents,
                 max_file_size=self.max_file_size,
                 unread=contents.unread,
             )
+            return Loaded.of(result, self.in_force)
         except Exception as exc:  # a bug: reported like any problem, never a crash
             log.exception("loading %s failed", self.source)
             self.documents = DocumentCache()  # it may be half-updated
-            return LoadResult(None, (self._failure("loading", exc),))
+            return Loaded(LoadResult(None, (self._failure("loading", exc),)))
 
     def _failure(self, what: str, exc: BaseException) -> Diagnostic:
         return Diagnostic(
@@ -127,9 +153,10 @@ class Reloader:
             f"{what} failed: {type(exc).__name__}: {str(exc)[:200]}",
         )
 
-    def _apply(self, result: LoadResult, started: float, change_seen_at: float | None) -> bool:
+    def _apply(self, loaded: Loaded, started: float, change_seen_at: float | None) -> bool:
+        result = loaded.result
         try:
-            return self._apply_result(result, started, change_seen_at)
+            return self._apply_result(loaded, started, change_seen_at)
         except Exception as exc:  # never let one bad reload stop the server
             # (The controller may have put it in force for some proxies already.)
             log.exception("applying the configuration failed part way")
@@ -139,12 +166,10 @@ class Reloader:
             )
             return False
 
-    def _apply_result(
-        self, result: LoadResult, started: float, change_seen_at: float | None
-    ) -> bool:
-        self.last_result = result
+    def _apply_result(self, loaded: Loaded, started: float, change_seen_at: float | None) -> bool:
+        result = self.last_result = loaded.result
         self.last_load_applied = False
-        news = self._report(result)
+        news = self._report(loaded)
         if result.mesh is None:
             self.metrics.reloads.labels("rejected").inc()
             serving = (
@@ -167,17 +192,19 @@ class Reloader:
             return False
         updated = self.controller.apply(result.mesh)
         self.metrics.snapshots_changed(self.controller.last_changed, change_seen_at)
-        changes = object_changes(self.in_force, result)
+        changes = loaded.changes
         for kind, what, _ in changes:
             self.metrics.config_events.labels(kind, what).inc()
-        self.applied_result, self.in_force = result, result.in_force()
+        self.applied_result, self.in_force = result, loaded.in_force
         self.last_load_applied = True
         self.applied += 1
         self._touch()
         self.applied_at = time.time()
         self.metrics.reloads.labels("applied").inc()
         self.metrics.last_applied.set(self.applied_at)
-        states = Counter(o.state for o in result.objects)
+        states: Counter[str] = Counter()
+        for (_, state), count in loaded.counts.items():
+            states[state] += count
         events = Counter(what for _, what, _ in changes)
         event(
             config_log,
@@ -204,14 +231,15 @@ class Reloader:
         mesh = self.controller.mesh
         return mesh.digest[:12] if mesh else ""
 
-    def _report(self, result: LoadResult) -> int:
+    def _report(self, loaded: Loaded) -> int:
         """Log each problem once, when it appears; count the new errors.
         Returns how many problems are new."""
+        result = loaded.result
         current, news = report_new_problems(result.diagnostics, self._reported, self.metrics)
         # A load that does not parse says nothing about the other problems.
         self._reported = current | (self._reported if result.mesh is None else set())
         if result.mesh is not None:
-            self.metrics.count_objects(Counter((o.kind, o.state) for o in result.objects))
+            self.metrics.count_objects(loaded.counts)
         return news
 
 
