@@ -18,7 +18,7 @@ unchanged by identity.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Container, Iterable
+from collections.abc import Callable, Collection, Container, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -160,21 +160,40 @@ def read_destination_rule(
     return dataclasses.replace(rule, host=host), reader.notes
 
 
+# The last load's reads, by object identity, with what they were read
+# against: (namespaces, declared hosts, domain suffix). The incremental loader
+# hands unchanged objects on as the same objects, so at 1,000 services a
+# reload reads again only what changed. A load thread and the loop (views)
+# may both load: the tuple is replaced whole, never changed in place.
+_Read = tuple[object, tuple[object, list[Diagnostic]]]
+_LAST: tuple[tuple[frozenset[str], frozenset[str], str], dict[int, _Read]] | None = None
+
+T = TypeVar("T", VirtualService, DestinationRule)
+
+
 def read_namespace_hosts(mesh: MeshConfig) -> tuple[MeshConfig, list[Diagnostic]]:
     """The mesh with every VirtualService's and DestinationRule's ``name.ns``
     hosts read (see the module's docstring), and a note for each."""
-    context = host_context(mesh)
+    global _LAST
+    namespaces = mesh_namespaces(mesh)
+    context = HostContext(namespaces, mesh.services_by_host, mesh.domain_suffix)
+    key = (namespaces, frozenset(mesh.services_by_host), mesh.domain_suffix)
+    last = _LAST
+    known = last[1] if last is not None and last[0] == key else {}
+    reads: dict[int, _Read] = {}
+
+    def read(obj: T, reader: Callable[[T, HostContext], tuple[T, list[Diagnostic]]]) -> T:
+        found = known.get(id(obj))
+        result = found[1] if found is not None and found[0] is obj else reader(obj, context)
+        reads[id(obj)] = (obj, result)
+        new, found_notes = result
+        notes.extend(found_notes)
+        return new  # type: ignore[return-value]
+
     notes: list[Diagnostic] = []
-    services: list[VirtualService] = []
-    for vs in mesh.virtual_services:
-        new_vs, found = read_virtual_service(vs, context)
-        services.append(new_vs)
-        notes.extend(found)
-    rules: list[DestinationRule] = []
-    for rule in mesh.destination_rules:
-        new_rule, found = read_destination_rule(rule, context)
-        rules.append(new_rule)
-        notes.extend(found)
+    services = [read(vs, read_virtual_service) for vs in mesh.virtual_services]
+    rules = [read(rule, read_destination_rule) for rule in mesh.destination_rules]
+    _LAST = (key, reads)
     if not notes:
         return mesh, []
     return (

@@ -13,6 +13,7 @@ import textwrap
 
 import pytest
 
+from sailplane.config.incremental import DocumentCache
 from sailplane.config.loader import LoadResult, load_texts
 from sailplane.model.hosts import namespace_shorthand, resolve_host
 from sailplane.model.source import Severity
@@ -267,3 +268,30 @@ def test_a_dotted_virtual_service_host_matches_the_gateway_host_as_written() -> 
     (vhost,) = config.virtual_hosts
     assert "bookinfo.com" in vhost.domains
     assert vhost.routes[0].route.cluster == "outbound|80||httpbin.org"
+
+
+def test_an_unchanged_rule_is_read_again_when_its_namespace_appears() -> None:
+    """Reads are remembered by object from one load to the next (the
+    incremental loader hands unchanged objects on): only while the mesh's
+    namespaces and declared hosts are the same."""
+    cache = DocumentCache()
+    rule = (
+        "case.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n"
+        "metadata: {name: reviews}\nspec: {host: reviews.prod}\n",
+    )
+    prod = (
+        "prod.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: prod}\n"
+        "spec:\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n",
+    )
+    hosts = []
+    for texts in ([rule], [rule, prod], [rule]):
+        result = load_texts([("registry.yaml", REGISTRY), *texts], cache=cache)
+        assert result.mesh is not None
+        hosts.append([r.host for r in result.mesh.destination_rules])
+    assert hosts == [
+        ["reviews.prod"],
+        ["reviews.prod.svc.cluster.local"],  # the namespace exists now
+        ["reviews.prod"],
+    ]
