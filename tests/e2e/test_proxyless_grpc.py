@@ -165,7 +165,9 @@ def test_fault_abort_and_timeout(echo_mesh: tuple[Mesh, GrpcClient]) -> None:
     )
     outcomes = client.run(f"xds:///echo:{PORT}", 200)
     assert set(outcomes) == {"v1", "UNAVAILABLE"}, outcomes
-    assert 0.4 <= share(outcomes, "UNAVAILABLE") <= 0.6, outcomes
+    # 200 draws at 50%: a standard deviation is 3.5 points; 0.40-0.60 failed
+    # about once in 400 runs (78 of 200 seen), 0.35-0.65 is over 4 of them.
+    assert 0.35 <= share(outcomes, "UNAVAILABLE") <= 0.65, outcomes
     # Istio's grpcStatus: the gRPC status itself (FaultAbort.grpc_status).
     abort = {"grpcStatus": "RESOURCE_EXHAUSTED", "percentage": {"value": 100}}
     mesh.write("routes.yaml", virtual_service({**split(100, 0), "fault": {"abort": abort}}))
