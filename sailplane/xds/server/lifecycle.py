@@ -102,31 +102,36 @@ class WriteWatch:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._since: dict[asyncio.Task[Any], float] = {}
-        self._armed = False
+        # The loop the sweep is armed on (a loop closed with it pending
+        # must not leave the next one without).
+        self._armed: asyncio.AbstractEventLoop | None = None
 
     async def write(self, context: Context, message: bytes) -> None:
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None
         self._since[task] = time.monotonic()
-        if not self._armed:
-            self._arm()
+        if self._armed is not loop:
+            self._arm(loop)
         try:
             await context.write(message)
         finally:
             del self._since[task]
 
-    def _arm(self) -> None:
-        asyncio.get_running_loop().call_later(self.timeout / 4, self._sweep)
-        self._armed = True
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_later(self.timeout / 4, self._sweep, loop)
+        self._armed = loop
 
-    def _sweep(self) -> None:
-        self._armed = False
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._armed is not loop:
+            return  # armed again on another loop since
+        self._armed = None
         deadline = time.monotonic() - self.timeout
         for task, since in list(self._since.items()):
             if since <= deadline:
                 write_stuck(task)
         if self._since:
-            self._arm()
+            self._arm(loop)
 
 
 async def handle(
