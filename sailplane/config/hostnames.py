@@ -42,7 +42,7 @@ L4Route = TypeVar("L4Route", TCPRoute, TLSRoute)
 class HostContext:
     """What reading a ``name.ns`` host needs from the whole mesh."""
 
-    namespaces: Container[str]  # every namespace an object of the mesh lives in
+    namespaces: frozenset[str]  # every namespace an object of the mesh lives in
     declared: Container[str]  # every host a Service or ServiceEntry declares as written
     domain_suffix: str
 
@@ -175,12 +175,12 @@ def read_namespace_hosts(mesh: MeshConfig) -> tuple[MeshConfig, list[Diagnostic]
     """The mesh with every VirtualService's and DestinationRule's ``name.ns``
     hosts read (see the module's docstring), and a note for each."""
     global _LAST
-    namespaces = mesh_namespaces(mesh)
-    context = HostContext(namespaces, mesh.services_by_host, mesh.domain_suffix)
-    key = (namespaces, frozenset(mesh.services_by_host), mesh.domain_suffix)
+    context = host_context(mesh)
+    key = (context.namespaces, frozenset(mesh.services_by_host), mesh.domain_suffix)
     last = _LAST
     known = last[1] if last is not None and last[0] == key else {}
     reads: dict[int, _Read] = {}
+    notes: list[Diagnostic] = []
 
     def read(obj: T, reader: Callable[[T, HostContext], tuple[T, list[Diagnostic]]]) -> T:
         found = known.get(id(obj))
@@ -190,7 +190,6 @@ def read_namespace_hosts(mesh: MeshConfig) -> tuple[MeshConfig, list[Diagnostic]
         notes.extend(found_notes)
         return new  # type: ignore[return-value]
 
-    notes: list[Diagnostic] = []
     services = [read(vs, read_virtual_service) for vs in mesh.virtual_services]
     rules = [read(rule, read_destination_rule) for rule in mesh.destination_rules]
     _LAST = (key, reads)

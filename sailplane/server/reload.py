@@ -119,8 +119,8 @@ class Reloader:
         """:meth:`reload`, reading and parsing in a worker thread."""
         async with self._loading:
             started = time.monotonic()
-            result = await asyncio.to_thread(self._load)
-            return self._apply(result, started, change_seen_at)
+            loaded = await asyncio.to_thread(self._load)
+            return self._apply(loaded, started, change_seen_at)
 
     def _load(self) -> Loaded:
         """Read the directory; never raises (a failure is a diagnostic)."""
