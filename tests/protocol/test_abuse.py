@@ -424,3 +424,32 @@ async def test_streams_that_never_answer_do_not_delay_a_responsive_proxy(
 @pytest.fixture(autouse=True)
 def _quiet_refusals(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="sailplane.xds")
+
+
+async def test_a_slot_of_answers_is_traded_for_a_slot_when_a_large_response_follows() -> None:
+    """Each stream holds one slot at most. One that holds a slot of answers
+    (a small response, a large answer to come) and must now send a large
+    response gives it back and waits for a slot of the throttle: a large
+    response is never sent under a slot of answers."""
+    throttle = PushThrottle(limit=1, small=100, answer_share=1)
+    answers = throttle.answers
+    assert answers is not None
+    outstanding = Outstanding(throttle, timeout=60)
+    await outstanding.before_send(10, answer=500)
+    outstanding.sent(ENDPOINT)
+    assert (throttle.in_flight, answers.in_flight) == (0, 1)
+    await outstanding.before_send(10, answer=500)  # already holds one
+    assert (throttle.in_flight, answers.in_flight) == (0, 1)
+    other = Outstanding(throttle, timeout=60)
+    await other.before_send(500)
+    large = asyncio.ensure_future(outstanding.before_send(500))
+    await asyncio.sleep(0)
+    assert not large.done() and answers.in_flight == 0  # traded in, now waiting
+    other.sent(CLUSTER)
+    other.answered(CLUSTER)
+    await large
+    assert (throttle.in_flight, answers.in_flight) == (1, 0)
+    outstanding.sent(CLUSTER)
+    outstanding.answered(ENDPOINT)
+    outstanding.answered(CLUSTER)
+    assert (throttle.in_flight, answers.in_flight) == (0, 0)

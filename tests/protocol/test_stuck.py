@@ -12,7 +12,7 @@ import grpc
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 
-from sailplane.xds import CLUSTER, AdsServer, SnapshotCache
+from sailplane.xds import CLUSTER, ENDPOINT, AdsServer, SnapshotCache
 from sailplane.xds.client import AdsClient
 from sailplane.xds.delta_client import DeltaAdsClient
 from sailplane.xds.server.push import PushThrottle
@@ -20,6 +20,7 @@ from tests.protocol.conftest import (
     SERVICES,
     all_synced_at,
     build_snapshot,
+    cluster_name,
     eventually,
     mesh_snapshot,
 )
@@ -207,3 +208,44 @@ async def test_a_write_the_client_never_reads_is_given_up_and_frees_the_slot(
         await eventually(lambda: all_synced_at(ads, nodes, small), what="the others SYNCED")
         assert "deaf.default" not in {s["proxy"] for s in ads.status.to_json()}
         assert throttle.peak_waiting >= 1  # they did wait for the deaf stream's slot
+
+
+async def test_a_small_response_with_a_large_answer_waits_for_a_slot_of_answers(
+    cache: SnapshotCache, serve: Callable[[AdsServer], Awaitable[str]]
+) -> None:
+    """A SotW request repeats the whole subscription, so the ACK of a small
+    EDS response to a stream subscribed to many clusters is large. Such
+    pushes take a slot of the throttle's answers: with one slot, a second
+    such stream is sent nothing until the first has answered. A stream
+    whose answer will be small is served meanwhile."""
+    snapshot = mesh_snapshot(SERVICES, {"5000": ["frontend"]}, {5000: "5000"})
+    throttle = PushThrottle(limit=1, small=4 * 1024, answer_share=1)
+    answers = throttle.answers
+    assert answers is not None
+    ads = AdsServer(cache, throttle=throttle, response_timeout=60, slot_timeout=60)
+    target = await serve(ads)
+    # One name that exists, and 200 that do not: a response of one
+    # assignment, and requests of ~10 KB.
+    many = [cluster_name("frontend"), *(cluster_name(f"gone-{i:03d}") for i in range(200))]
+    first, second, light = (AdsClient(target, f"{n}.default") for n in ("a", "b", "c"))
+    for client in (first, second, light):
+        cache.set(client.node_id, snapshot)
+    try:
+        first.open()
+        first.request(ENDPOINT, many)
+        held = await first.recv()
+        assert len(held.SerializeToString()) < throttle.small  # the response is small
+        assert (answers.in_flight, throttle.in_flight) == (1, 0)
+        second.open()
+        second.request(ENDPOINT, many)
+        await second.expect_silence(0.3)  # queued behind the first one's answer
+        assert answers.waiting == 1
+        light.open()
+        light.request(ENDPOINT, [cluster_name("frontend")])
+        assert len((await light.recv()).resources) == 1  # no slot needed
+        first.ack(held, many)
+        assert len((await second.recv()).resources) == 1
+        assert (answers.in_flight, answers.waiting) == (1, 0)  # now the second one's
+    finally:
+        for client in (first, second, light):
+            await client.close()

@@ -20,6 +20,18 @@ and making 2,000 of them queue behind each other would turn an EDS-only
 push into 20 round trips in series. The throttle is for the large ones,
 where the memory is.
 
+Except where the memory is in the answer. A state-of-the-world request
+repeats the whole subscription, so the ACK of a 400-byte EDS response from
+a sidecar of 3,000 clusters is 150 KB. gRPC takes every answer off the
+wire as it comes, and keeps it until the event loop reads it: 2,000 such
+answers arriving faster than one thread reads them held up to 400 MB at
+once. A push whose response is small but whose answer will not be (the
+caller says how large: the client's last request of the type) takes a slot
+of the throttle's ``answers``, which has ``answer_share`` times as many
+slots (an answer is smaller than a megabyte of CDS). At 2,000 proxies of
+1,000 services, this keeps the peak RSS of a SotW endpoint change at
+350-430 MB, where it was 470-730 MB, at the same speed.
+
 Proven streams first. A stream is *proven* once it has answered a response
 that held a slot before the slot timed out: it is a client that reads and
 answers, as Envoy does. Every other stream (a new one, or one that let a
@@ -64,17 +76,22 @@ DEFAULT_UNPROVEN_SLOT_TIMEOUT = 3.0
 DEFAULT_RESPONSE_TIMEOUT = 300.0
 # Responses smaller than this are sent without waiting for a slot.
 DEFAULT_SMALL_RESPONSE = 64 * 1024
+# Slots for pushes large only in their answer, per slot for large responses.
+ANSWER_SHARE = 4
 
 
 class PushThrottle:
     """At most ``limit`` streams with unanswered responses of ``small`` bytes
-    or more, of which at most ``unproven_limit`` unproven (see above)."""
+    or more, of which at most ``unproven_limit`` unproven; and, in
+    ``answers``, ``answer_share`` times as many whose responses are small
+    but whose answers are not (see above)."""
 
     def __init__(
         self,
         limit: int = DEFAULT_CONCURRENCY,
         small: int = DEFAULT_SMALL_RESPONSE,
         unproven_limit: int | None = None,
+        answer_share: int = ANSWER_SHARE,
     ) -> None:
         if limit < 1:
             raise ValueError("the push throttle needs at least one slot")
@@ -89,6 +106,9 @@ class PushThrottle:
         self._waiting: dict[bool, deque[asyncio.Future[None]]] = {True: deque(), False: deque()}
         self.peak_waiting = 0  # (for /metrics and benchmarks)
         self.timed_out = {True: 0, False: 0}  # slots given up by slot timeout, proven or not
+        self.answers = (
+            PushThrottle(limit * answer_share, small, answer_share=0) if answer_share else None
+        )
 
     @property
     def waiting(self) -> int:
@@ -163,6 +183,7 @@ class Outstanding:
         # Answered a response that held a slot, in time (see the docstring).
         self.proven = False
         self.holding = False
+        self._held_by = throttle  # the throttle (or its answers) the slot is of
         self._held_proven = False  # the slot held was taken as a proven stream
         self._held_since = 0.0
         # The stream kept its slot past its timeout: until it has answered
@@ -175,15 +196,25 @@ class Outstanding:
     def unanswered(self) -> int:
         return len(self._since)
 
-    async def before_send(self, size: int) -> None:
+    async def before_send(self, size: int, answer: int = 0) -> None:
         """Wait for a slot, unless the stream holds one, lost its slot for
-        being slow, or the response is small."""
+        being slow, or the response of ``size`` bytes and the ``answer``
+        the client will send to it are both small. A large answer to a
+        small response waits for a slot of the throttle's ``answers``."""
         throttle = self.throttle
-        if throttle is None or self.holding or self.slow or size < throttle.small:
+        if throttle is None or self.slow:
             return
+        if self.holding:
+            if self._held_by is throttle or size < throttle.small:
+                return
+            self.release()  # a slot of answers, for a large response: trade it in
+        if size < throttle.small:
+            if answer < throttle.small or throttle.answers is None:
+                return
+            throttle = throttle.answers
         proven = self.proven
         await throttle.acquire(proven)
-        self.holding, self._held_proven = True, proven
+        self.holding, self._held_by, self._held_proven = True, throttle, proven
         self._held_since = time.monotonic()
 
     def sent(self, key: Hashable) -> None:
@@ -198,9 +229,9 @@ class Outstanding:
             self.release()
 
     def release(self) -> None:
-        if self.holding and self.throttle is not None:
+        if self.holding and self._held_by is not None:
             self.holding = False
-            self.throttle.release(self._held_proven)
+            self._held_by.release(self._held_proven)
 
     def _slot_deadline(self) -> float:
         timeout = self.slot_timeout if self._held_proven else self.unproven_slot_timeout
@@ -219,8 +250,8 @@ class Outstanding:
         """Past :meth:`deadline`: release the slot; True if the stream must close."""
         now = time.monotonic()
         if self.holding and now >= self._slot_deadline():
-            if self.throttle is not None:
-                self.throttle.timed_out[self._held_proven] += 1
+            if self._held_by is not None:
+                self._held_by.timed_out[self._held_proven] += 1
             self.slow = True
             self.proven = False  # it must answer in time again to be proven
             self.release()
@@ -231,6 +262,7 @@ class Outstanding:
 
 
 __all__ = [
+    "ANSWER_SHARE",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_RESPONSE_TIMEOUT",
     "DEFAULT_SLOT_TIMEOUT",

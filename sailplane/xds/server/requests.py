@@ -162,13 +162,17 @@ SHARED = NameSets()
 
 
 class SotwRequest:
-    """A DiscoveryRequest and its resource names as a (shared) frozenset."""
+    """A DiscoveryRequest, its resource names as a (shared) frozenset, and
+    its size on the wire."""
 
-    __slots__ = ("message", "names")
+    __slots__ = ("message", "names", "size")
 
-    def __init__(self, message: discovery_pb2.DiscoveryRequest, names: frozenset[str]) -> None:
+    def __init__(
+        self, message: discovery_pb2.DiscoveryRequest, names: frozenset[str], size: int
+    ) -> None:
         self.message = message
         self.names = names
+        self.size = size
 
     @property
     def node(self) -> object:
@@ -219,14 +223,14 @@ def parse_sotw_request(raw: bytes, max_names: int = 100_000) -> SotwRequest:
     names = intern_names(frozenset(request.resource_names))
     bounds = _bounds(raw)
     if bounds is None or len(names) < _SHARED_BELOW or request.resource_locators:
-        return SotwRequest(request, names)
+        return SotwRequest(request, names, len(raw))
     middle = raw[bounds[0] : bounds[1]]
     # Remembered only if it is nothing but these names (see the module's docstring).
     if discovery_pb2.DiscoveryRequest.FromString(middle) == discovery_pb2.DiscoveryRequest(
         resource_names=request.resource_names
     ):
         SHARED.remember_encoding(names, _key(raw, *bounds), middle)
-    return SotwRequest(request, names)
+    return SotwRequest(request, names, len(raw))
 
 
 _TYPE_URL_FIELD = 4
@@ -278,4 +282,4 @@ def _fast(raw: bytes) -> SotwRequest | None:
         return None
     if rest.resource_names or rest.resource_locators:
         return None
-    return SotwRequest(rest, known[1])
+    return SotwRequest(rest, known[1], len(raw))

@@ -98,6 +98,10 @@ class _TypeState:
     # it, so it must not have changed since.
     sent_names: frozenset[str] | None = None
     resend: bool = False
+    # The size of the client's last request of this type: what its answer
+    # to the next response will be, since a SotW request repeats the whole
+    # subscription (an EDS ACK of 3,000 clusters is 150 KB).
+    answer_size: int = 0
 
     @property
     def wanted(self) -> bool:
@@ -167,6 +171,7 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
             or (names is not st.names and names != st.names)
         )
         st.subscribed, st.wildcard, st.names = True, wildcard, names
+        st.answer_size = received.size
         target = self._target(type_url, snapshot)
         # A NACKed version is not sent again; the next change will be.
         moved = target[0] != st.sent_version and status.nacked != target[0]
@@ -372,7 +377,7 @@ class SotwStream(StreamCore[_TypeState, SotwRequest]):
             parts = resources.body_parts(None if st.wildcard else st.names)
         # The slot first, the bytes after: a stream queued for a slot must
         # not hold a megabyte of response while it waits.
-        await self.outstanding.before_send(sum(map(len, parts)))
+        await self.outstanding.before_send(sum(map(len, parts)), st.answer_size)
         # One allocation, nonce included: each extra copy of a 1 MB body held
         # by every stream at cold start is another gigabyte.
         message = b"".join([*parts, encode_nonce(nonce)])
