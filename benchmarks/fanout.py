@@ -178,8 +178,9 @@ class ClientProcess:
         return await cls.spawn("benchmarks.simclients", setup)
 
     @classmethod
-    async def spawn(cls, module: str, setup: Mapping[str, Any]) -> ClientProcess:
-        """``python -m module``, given ``setup`` as a JSON line; once it says ``ready``."""
+    async def spawn(cls, module: str, setup: Mapping[str, Any], *args: str) -> ClientProcess:
+        """``python -m module *args``, given ``setup`` as a JSON line; once it
+        says ``ready``."""
         root = str(Path(__file__).resolve().parent.parent)
         # Appended, so a PYTHONPATH given to the benchmark (another checkout) wins.
         paths = [p for p in (os.environ.get("PYTHONPATH", ""), root) if p]
@@ -188,6 +189,7 @@ class ClientProcess:
             sys.executable,
             "-m",
             module,
+            *args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,

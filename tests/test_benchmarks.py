@@ -8,6 +8,7 @@ be, and the JSON has the shape ``--compare`` relies on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -212,3 +213,18 @@ def test_peer_runs_the_harness_and_the_probe(
     table = capsys.readouterr().out
     assert "harness (compare.sh" in table
     assert "probe (benchmarks/peerprobe.py" in table
+
+
+# -- the floor (benchmarks/floor.py) --------------------------------------------
+
+
+def test_floor_pushes_every_stream_and_reads_every_answer() -> None:
+    """Bare gRPC, real streams to a client process: each round reaches
+    every stream and ends once each one's answer has been read."""
+    from benchmarks.floor import run_floor
+
+    result = asyncio.run(run_floor(streams=30, response=500, answer=70_000, rounds=3))
+    assert result["rounds"] == 3
+    assert result["answers_read"] == 30 * 3
+    assert result["answer_bytes"] == 70_000
+    assert 0 < result["round_p50_ms"] <= result["round_p99_ms"]
