@@ -16,7 +16,7 @@ from google.rpc import status_pb2
 from sailplane.errors import LimitExceeded
 from sailplane.xds import CLUSTER, ENDPOINT
 from sailplane.xds.server import requests
-from sailplane.xds.server.requests import first_node, parse_sotw_request
+from sailplane.xds.server.requests import first_node, parse_delta_request, parse_sotw_request
 
 NAMES = [f"outbound|8080|v{i % 2 + 1}|svc-{i:05d}.default.svc.cluster.local" for i in range(400)]
 
@@ -159,3 +159,76 @@ def test_the_node_is_read_without_the_names() -> None:
     assert first_node(delta, 1, discovery_pb2.DeltaDiscoveryRequest.FromString) == node
     with pytest.raises(DecodeError):
         first_node(b"\x12\xff\xff\xff", 2, parse)
+
+
+# -- delta requests: the subscription, read the same way -------------------------
+
+
+def _delta_same(raw: bytes) -> frozenset[str]:
+    """Parse ``raw`` as a delta request; assert it reads exactly as a full
+    parse; return the subscribed names."""
+    got = parse_delta_request(raw)
+    full = discovery_pb2.DeltaDiscoveryRequest.FromString(raw)
+    assert got.subscribe == frozenset(full.resource_names_subscribe)
+    assert got.type_url == full.type_url
+    rest = discovery_pb2.DeltaDiscoveryRequest()
+    rest.CopyFrom(full)
+    del rest.resource_names_subscribe[:]
+    mine = discovery_pb2.DeltaDiscoveryRequest()
+    mine.CopyFrom(got.message)
+    del mine.resource_names_subscribe[:]
+    assert mine == rest
+    return got.subscribe
+
+
+def _delta(names: list[str], **fields: object) -> discovery_pb2.DeltaDiscoveryRequest:
+    return discovery_pb2.DeltaDiscoveryRequest(
+        type_url=ENDPOINT, resource_names_subscribe=names, **fields
+    )
+
+
+def test_delta_subscriptions_with_the_same_names_share_one_set_in_place() -> None:
+    names = [f"delta-{i:05d}.default.svc.cluster.local" for i in range(300)]
+    node = base_pb2.Node(id="a.default")
+    first = _delta_same(_delta(names, node=node).SerializeToString())
+    shared_bytes = requests.SHARED.encoded_bytes
+    other_stream = _delta(names, node=base_pb2.Node(id="b.default")).SerializeToString()
+    assert _delta_same(other_stream) is first
+    in_place = parse_delta_request(other_stream)
+    assert in_place.subscribe is first
+    assert not in_place.message.resource_names_subscribe  # the names were never parsed
+    assert requests.SHARED.encoded_bytes == shared_bytes
+    # A SotW request of the same names finds the same set: the same field 3.
+    assert _same(_request(names).SerializeToString()) is first
+
+
+def test_delta_requests_with_more_than_the_names_read_as_full_parses() -> None:
+    _delta_same(_delta(NAMES).SerializeToString())  # the names' bytes are now known
+    unsubscribe = _delta(NAMES, resource_names_unsubscribe=["old"]).SerializeToString()
+    assert _delta_same(unsubscribe) == frozenset(NAMES)
+    versions = _delta(NAMES, initial_resource_versions={"a": "1"}).SerializeToString()
+    assert _delta_same(versions) == frozenset(NAMES)
+    nonce_after = (
+        _delta(NAMES).SerializeToString() + _delta([], response_nonce="4").SerializeToString()
+    )
+    assert _delta_same(nonce_after) == frozenset(NAMES)
+    names_twice = _delta(NAMES).SerializeToString() + _delta(NAMES[:3]).SerializeToString()
+    assert _delta_same(names_twice) == frozenset(NAMES)
+    more = _delta([*NAMES, "extra"]).SerializeToString()
+    assert _delta_same(more) == frozenset([*NAMES, "extra"])
+
+
+def test_too_many_delta_names_are_refused() -> None:
+    names = [f"many-{i}" for i in range(101)]
+    for fields in (
+        {"resource_names_subscribe": names},
+        {"resource_names_unsubscribe": names},
+        {"initial_resource_versions": dict.fromkeys(names, "1")},
+    ):
+        raw = discovery_pb2.DeltaDiscoveryRequest(type_url=ENDPOINT, **fields).SerializeToString()
+        with pytest.raises(LimitExceeded, match=r"101 .* in one request; at most 100"):
+            parse_delta_request(raw, max_names=100)
+    known = _delta(NAMES).SerializeToString()
+    _delta_same(known)
+    with pytest.raises(LimitExceeded):  # also when the names are found by their bytes
+        parse_delta_request(known, max_names=399)

@@ -53,7 +53,11 @@ from sailplane.memo import WeakIdentityMemo
 from sailplane.xds.encoding import encode_nonce
 from sailplane.xds.resources import TypeResources
 from sailplane.xds.server.context import Context, StreamContext
-from sailplane.xds.server.requests import check_names, intern_names
+from sailplane.xds.server.requests import (
+    DeltaRequest,
+    intern_names,
+    parse_delta_request,
+)
 from sailplane.xds.server.status import StreamStatus
 from sailplane.xds.server.stream import StreamCore
 from sailplane.xds.server.vhds import VhdsState, asking
@@ -145,7 +149,7 @@ def union(
     return memo.put((have, added), intern_names(have | added))
 
 
-class DeltaStream(StreamCore[_DeltaType, discovery_pb2.DeltaDiscoveryRequest]):
+class DeltaStream(StreamCore[_DeltaType, DeltaRequest]):
     """One delta ADS stream. Same shape as the state-of-the-world stream, so
     the same life drives both (lifecycle.py, :meth:`StreamCore.run`)."""
 
@@ -160,17 +164,11 @@ class DeltaStream(StreamCore[_DeltaType, discovery_pb2.DeltaDiscoveryRequest]):
 
     # -- requests ----------------------------------------------------------
 
-    def parse(self, raw: bytes) -> discovery_pb2.DeltaDiscoveryRequest:
-        request = discovery_pb2.DeltaDiscoveryRequest.FromString(raw)
-        limit = self.ctx.limits.names
-        check_names(len(request.resource_names_subscribe), limit)
-        check_names(len(request.resource_names_unsubscribe), limit)
-        check_names(len(request.initial_resource_versions), limit, "initial resource versions")
-        return request
+    def parse(self, raw: bytes) -> DeltaRequest:
+        return parse_delta_request(raw, self.ctx.limits.names)
 
-    async def on_request(
-        self, request: discovery_pb2.DeltaDiscoveryRequest, snapshot: Snapshot
-    ) -> None:
+    async def on_request(self, received: DeltaRequest, snapshot: Snapshot) -> None:
+        request = received.message
         type_url = request.type_url
         if type_url not in SHORT_NAMES:
             log.debug("%s: ignoring delta request for unsupported type %s", self.node_id, type_url)
@@ -179,7 +177,7 @@ class DeltaStream(StreamCore[_DeltaType, discovery_pb2.DeltaDiscoveryRequest]):
         if request.response_nonce:
             self._answer(type_url, st, request)
         first = not st.subscribed
-        subscribe = intern_names(frozenset(request.resource_names_subscribe))
+        subscribe = received.subscribe
         initial = dict(request.initial_resource_versions) if first else {}
         if type_url == VIRTUAL_HOST:
             self.vhds.asked = True

@@ -10,7 +10,12 @@ frozenset, found by the bytes that encode it.
 The names are found without reading them, and without copying them: the
 fields before them (version, node) are stepped over, and the fields after
 them (type URL, nonce, error) begin with the encoded type URL, which is one
-of five known strings, so a reverse search finds it. What lies between is
+of five known strings, so a reverse search finds it. Delta requests get the
+same (:func:`parse_delta_request`): ``resource_names_subscribe`` is field 3
+too, so its encoding is the same bytes, after fields 1 and 2 (node, type
+URL); Envoy writes nothing after a subscription's names, so they run to the
+end of the request (2,000 delta proxies of 3,000 clusters each subscribe to
+the same 3,000 names at a cold start). What lies between is
 compared in place (``bytes.startswith`` at an offset: a memcmp) with the
 encodings seen before, looked up by their length and last bytes. A request
 whose middle was not seen before, or that does not have this shape (another
@@ -222,15 +227,70 @@ def parse_sotw_request(raw: bytes, max_names: int = 100_000) -> SotwRequest:
     check_names(len(request.resource_names), max_names)  # before building a set of them
     names = intern_names(frozenset(request.resource_names))
     bounds = _bounds(raw)
-    if bounds is None or len(names) < _SHARED_BELOW or request.resource_locators:
-        return SotwRequest(request, names, len(raw))
-    middle = raw[bounds[0] : bounds[1]]
-    # Remembered only if it is nothing but these names (see the module's docstring).
-    if discovery_pb2.DiscoveryRequest.FromString(middle) == discovery_pb2.DiscoveryRequest(
-        resource_names=request.resource_names
-    ):
-        SHARED.remember_encoding(names, _key(raw, *bounds), middle)
+    if bounds is not None and not request.resource_locators:
+        _remember(raw, *bounds, names)
     return SotwRequest(request, names, len(raw))
+
+
+class DeltaRequest:
+    """A DeltaDiscoveryRequest and its ``resource_names_subscribe`` as a
+    (shared) frozenset."""
+
+    __slots__ = ("message", "subscribe")
+
+    def __init__(
+        self, message: discovery_pb2.DeltaDiscoveryRequest, subscribe: frozenset[str]
+    ) -> None:
+        self.message = message
+        self.subscribe = subscribe
+
+    @property
+    def type_url(self) -> str:
+        type_url: str = self.message.type_url
+        return type_url
+
+
+def parse_delta_request(raw: bytes, max_names: int = 100_000) -> DeltaRequest:
+    """A request of DeltaAggregatedResources (after the stream is admitted).
+    Raises :class:`LimitExceeded` for more than ``max_names`` names
+    subscribed, unsubscribed, or given initial versions."""
+    # Small requests (ACKs) are parsed: that is cheap.
+    start = _names_start(raw) if len(raw) >= 1024 else None
+    if start is not None:
+        known = _known(raw, start, len(raw))
+        if known is not None:
+            try:
+                rest = discovery_pb2.DeltaDiscoveryRequest.FromString(raw[:start])
+            except DecodeError:
+                rest = None
+            if rest is not None and not rest.resource_names_subscribe:
+                check_names(len(known), max_names)
+                return DeltaRequest(rest, known)  # raw[:start] holds fields 1 and 2 only
+    request = discovery_pb2.DeltaDiscoveryRequest.FromString(raw)
+    check_names(len(request.resource_names_subscribe), max_names)
+    check_names(len(request.resource_names_unsubscribe), max_names)
+    check_names(len(request.initial_resource_versions), max_names, "initial resource versions")
+    names = intern_names(frozenset(request.resource_names_subscribe))
+    if start is not None:
+        _remember(raw, start, len(raw), names)
+    return DeltaRequest(request, names)
+
+
+def _remember(raw: bytes, start: int, end: int, names: frozenset[str]) -> None:
+    """Remember ``raw[start:end]`` as the encoding of ``names`` (interned),
+    if it is nothing but these names as field 3 (see the module's docstring)."""
+    if len(names) < _SHARED_BELOW:
+        return
+    middle = raw[start:end]
+    try:
+        listed = discovery_pb2.DiscoveryRequest.FromString(middle).resource_names
+    except DecodeError:
+        return
+    if len(listed) != len(names) or not names.issuperset(listed):
+        return  # other names too, or some twice
+    # Nothing else either: the bytes are these names' own encoding.
+    if discovery_pb2.DiscoveryRequest(resource_names=listed).SerializeToString() == middle:
+        SHARED.remember_encoding(names, _key(raw, start, end), middle)
 
 
 _TYPE_URL_FIELD = 4
@@ -238,18 +298,28 @@ _TRAILERS = [varint(_TYPE_URL_FIELD << 3 | 2) + varint(len(t)) + t.encode() for 
 _TRAILER_WINDOW = 4096
 
 
-def _bounds(raw: bytes) -> tuple[int, int] | None:
-    """Where the names of a request shaped as Envoy writes it lie: after
-    fields 1 and 2, before the type URL. None if it is not so shaped."""
+def _names_start(raw: bytes) -> int | None:
+    """Where field 3 begins, after any fields 1 and 2 (SotW: version_info and
+    node; delta: node and type_url). None if something else comes first."""
     pos, size = 0, len(raw)
     try:
-        while pos < size and raw[pos] in (0x0A, 0x12):  # version_info, node
+        while pos < size and raw[pos] in (0x0A, 0x12):
             length, pos = read_varint(raw, pos + 1)
             pos += length
     except IndexError:
         return None
-    if pos >= size or raw[pos] != 0x1A:  # resource_names
+    if pos >= size or raw[pos] != 0x1A:  # resource_names, resource_names_subscribe
         return None
+    return pos
+
+
+def _bounds(raw: bytes) -> tuple[int, int] | None:
+    """Where the names of a SotW request shaped as Envoy writes it lie: after
+    fields 1 and 2, before the type URL. None if it is not so shaped."""
+    pos = _names_start(raw)
+    if pos is None:
+        return None
+    size = len(raw)
     # The trailing fields are short (a NACK's message may make them longer:
     # such a request takes the slow path); search only the end of the request.
     window = max(pos, size - _TRAILER_WINDOW)
@@ -266,6 +336,15 @@ def _key(raw: bytes, start: int, end: int) -> tuple[int, bytes]:
     return end - start, raw[max(start, end - 32) : end]
 
 
+def _known(raw: bytes, start: int, end: int) -> frozenset[str] | None:
+    """The shared names that ``raw[start:end]`` is, byte for byte, the
+    remembered encoding of; None if it is not one."""
+    known = SHARED.by_encoding(_key(raw, start, end))
+    if known is None or not raw.startswith(known[0], start):
+        return None
+    return known[1]
+
+
 def _fast(raw: bytes) -> SotwRequest | None:
     if len(raw) < 1024:  # small requests: parsing is cheap
         return None
@@ -273,8 +352,8 @@ def _fast(raw: bytes) -> SotwRequest | None:
     if bounds is None:
         return None
     start, end = bounds
-    known = SHARED.by_encoding(_key(raw, start, end))
-    if known is None or not raw.startswith(known[0], start):
+    known = _known(raw, start, end)
+    if known is None:
         return None
     try:
         rest = discovery_pb2.DiscoveryRequest.FromString(raw[:start] + raw[end:])
@@ -282,4 +361,4 @@ def _fast(raw: bytes) -> SotwRequest | None:
         return None
     if rest.resource_names or rest.resource_locators:
         return None
-    return SotwRequest(rest, known[1], len(raw))
+    return SotwRequest(rest, known, len(raw))

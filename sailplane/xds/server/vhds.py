@@ -30,9 +30,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from envoy.service.discovery.v3 import discovery_pb2
-
 from sailplane.xds.resources import TypeResources
+from sailplane.xds.server.requests import DeltaRequest
 from sailplane.xds.snapshot import Snapshot
 from sailplane.xds.types import ROUTE, VIRTUAL_HOST
 from sailplane.xds.vhds import namespace_of, vhds_view
@@ -111,8 +110,7 @@ def asking(inbox: Iterable[tuple[object, int]]) -> bool:
     """A VirtualHost request waits in the inbox (the stream's first: it
     carries what the client kept, so it is answered rather than pre-empted)."""
     return any(
-        isinstance(request, discovery_pb2.DeltaDiscoveryRequest)
-        and request.type_url == VIRTUAL_HOST
+        isinstance(request, DeltaRequest) and request.type_url == VIRTUAL_HOST
         for request, _ in inbox
     )
 
