@@ -21,7 +21,7 @@ push into 20 round trips in series. The throttle is for the large ones,
 where the memory is.
 
 Except where the memory is in the answer. A state-of-the-world request
-repeats the whole subscription, so the ACK of a 400-byte EDS response from
+repeats the whole subscription, so the ACK of a 450-byte EDS response from
 a sidecar of 3,000 clusters is 150 KB. gRPC takes every answer off the
 wire as it comes, and keeps it until the event loop reads it: 2,000 such
 answers arriving faster than one thread reads them held up to 400 MB at
