@@ -249,3 +249,34 @@ async def test_a_small_response_with_a_large_answer_waits_for_a_slot_of_answers(
     finally:
         for client in (first, second, light):
             await client.close()
+
+
+async def test_a_stream_that_never_answers_gives_its_slot_of_answers_up(
+    cache: SnapshotCache, serve: Callable[[AdsServer], Awaitable[str]]
+) -> None:
+    """The lie: a client takes a small response whose answer would be large,
+    and never answers. It holds the only slot of answers for the unproven
+    slot timeout, no longer: then the next stream is served."""
+    snapshot = mesh_snapshot(SERVICES, {"5000": ["frontend"]}, {5000: "5000"})
+    throttle = PushThrottle(limit=1, small=4 * 1024, answer_share=1)
+    answers = throttle.answers
+    assert answers is not None
+    ads = AdsServer(
+        cache, throttle=throttle, response_timeout=60, slot_timeout=60, unproven_slot_timeout=0.3
+    )
+    target = await serve(ads)
+    many = [cluster_name("frontend"), *(cluster_name(f"gone-{i:03d}") for i in range(200))]
+    deaf, next_one = (AdsClient(target, f"{n}.default") for n in ("deaf", "next"))
+    for client in (deaf, next_one):
+        cache.set(client.node_id, snapshot)
+    try:
+        deaf.open()
+        deaf.request(ENDPOINT, many)
+        await deaf.recv()  # and never answered
+        next_one.open()
+        next_one.request(ENDPOINT, many)
+        assert len((await next_one.recv(timeout=5)).resources) == 1
+        assert answers.timed_out == {True: 0, False: 1}  # the deaf stream's slot
+    finally:
+        for client in (deaf, next_one):
+            await client.close()

@@ -53,11 +53,7 @@ from sailplane.memo import WeakIdentityMemo
 from sailplane.xds.encoding import encode_nonce
 from sailplane.xds.resources import TypeResources
 from sailplane.xds.server.context import Context, StreamContext
-from sailplane.xds.server.requests import (
-    DeltaRequest,
-    intern_names,
-    parse_delta_request,
-)
+from sailplane.xds.server.requests import DeltaRequest, intern_names, parse_delta_request
 from sailplane.xds.server.status import StreamStatus
 from sailplane.xds.server.stream import StreamCore
 from sailplane.xds.server.vhds import VhdsState, asking

@@ -259,13 +259,13 @@ def parse_delta_request(raw: bytes, max_names: int = 100_000) -> DeltaRequest:
     if start is not None:
         known = _known(raw, start, len(raw))
         if known is not None:
-            try:
+            try:  # raw[:start] is whole fields 1 and 2, nothing else
                 rest = discovery_pb2.DeltaDiscoveryRequest.FromString(raw[:start])
             except DecodeError:
                 rest = None
-            if rest is not None and not rest.resource_names_subscribe:
+            if rest is not None:
                 check_names(len(known), max_names)
-                return DeltaRequest(rest, known)  # raw[:start] holds fields 1 and 2 only
+                return DeltaRequest(rest, known)
     request = discovery_pb2.DeltaDiscoveryRequest.FromString(raw)
     check_names(len(request.resource_names_subscribe), max_names)
     check_names(len(request.resource_names_unsubscribe), max_names)
