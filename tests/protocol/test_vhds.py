@@ -159,11 +159,15 @@ async def test_one_virtual_host_change_sends_only_it_and_no_route_config(
 async def test_removed_service_removes_its_virtual_host_before_its_cluster(
     cache: SnapshotCache, ads: AdsServer, connect_delta: Callable[..., DeltaAdsClient]
 ) -> None:
-    cache.set(NODE, vhds_snapshot())
+    v1 = vhds_snapshot()
+    cache.set(NODE, v1)
     client = connect_delta()
     await subscribe_all(client)
     client.ack(await client.recv())
     client.ack(await client.recv())
+    # The ACKs handled first: one still waiting when the change comes is
+    # answered with the new snapshot, so its virtual hosts would go first.
+    await eventually(lambda: synced(ads, v1))
 
     v2 = vhds_snapshot({"frontend": SERVICES["frontend"]}, {"5000": ["frontend"]})
     cache.set(NODE, v2)
